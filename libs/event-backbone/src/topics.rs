@@ -1,0 +1,27 @@
+//! Every topic recoup writes, in one place.
+
+/// A topic with the settings it is created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: &'static str,
+    pub partitions: i32,
+    /// Keyed by entity, so compaction keeps the latest record per key.
+    pub compacted: bool,
+    /// Retention on real clusters, milliseconds; -1 keeps everything.
+    pub retention_ms: i64,
+    /// What the topic carries, for `--help` texts and docs.
+    pub description: &'static str,
+}
+
+/// Domain events of debt collection cases; key = case id, value = `recoup.v1.EventEnvelope`.
+pub const DEBT_CASES: TopicSpec = TopicSpec {
+    name: "recoup.debt-cases.v1",
+    partitions: 6,
+    // An event stream, not a changelog: every event matters, so no compaction.
+    compacted: false,
+    retention_ms: -1,
+    description: "debt collection case events (EventEnvelope; key = case id)",
+};
+
+/// Every recoup topic.
+pub const ALL: &[TopicSpec] = &[DEBT_CASES];

@@ -1,0 +1,20 @@
+//! Generates the Rust code and the descriptor set from proto/ with protox: no system protoc.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = [
+        "recoup/v1/envelope.proto",
+        "recoup/v1/debt_cases.proto",
+        "recoup/v1/query.proto",
+    ];
+    let fds = protox::compile(files.iter().map(|f| root.join(f)), [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("recoup_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}

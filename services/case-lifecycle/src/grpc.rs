@@ -1,0 +1,259 @@
+//! gRPC service `recoup.v1.DebtCollectionCases`.
+
+use debt_cases::{Command, DomainError};
+use event_backbone::envelope::{EventMetadata, new_event_id};
+use recoup_proto::convert::{case_to_proto, changes_from_proto, content_from_proto};
+use recoup_proto::tenant::tenant_of;
+use recoup_proto::v1;
+use recoup_proto::v1::debt_collection_cases_server::{
+    DebtCollectionCases, DebtCollectionCasesServer,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::store::{CaseCommand, CommandError, EventStore, StoreError};
+
+/// The metadata key a client may set to trace a request through every event it causes.
+pub const CORRELATION_METADATA_KEY: &str = "x-correlation-id";
+
+/// The command API over the event store.
+#[derive(Clone)]
+pub struct CaseCommands {
+    store: EventStore,
+}
+
+impl CaseCommands {
+    pub fn new(store: EventStore) -> Self {
+        Self { store }
+    }
+
+    /// The tonic service, ready to be added to a server.
+    pub fn into_server(self) -> DebtCollectionCasesServer<Self> {
+        DebtCollectionCasesServer::new(self)
+    }
+
+    async fn run<T>(
+        &self,
+        request: &Request<T>,
+        command: CaseCommand,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let tenant = tenant_of(request)?;
+        let metadata = EventMetadata {
+            correlation_id: correlation_id(request),
+            causation_id: new_event_id(),
+        };
+        let case = self
+            .store
+            .execute(&tenant, command, metadata)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(v1::CaseReply {
+            case: Some(case_to_proto(&case)),
+        }))
+    }
+
+    async fn existing<T>(
+        &self,
+        request: &Request<T>,
+        case_id: &str,
+        expected_version: u64,
+        command: Command,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        check_case_id(case_id)?;
+        if expected_version == 0 {
+            return Err(Status::invalid_argument(
+                "expected_version is required: the version of the case you last read",
+            ));
+        }
+        let command = CaseCommand::Existing {
+            case_id: case_id.to_owned(),
+            expected_version,
+            command,
+        };
+        self.run(request, command).await
+    }
+}
+
+fn correlation_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(CORRELATION_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(new_event_id)
+}
+
+fn check_case_id(case_id: &str) -> Result<(), Status> {
+    if case_id.is_empty() {
+        return Err(Status::invalid_argument("case_id is required"));
+    }
+    Uuid::parse_str(case_id)
+        .map(|_| ())
+        .map_err(|_| Status::invalid_argument(format!("case_id must be a UUID, got {case_id:?}")))
+}
+
+/// The one place a command failure becomes a gRPC status.
+pub fn status_of(error: CommandError) -> Status {
+    match error {
+        CommandError::Rejected(rejection) => {
+            let message = rejection.to_string();
+            match rejection {
+                DomainError::VersionConflict { .. } => Status::aborted(message),
+                DomainError::IllegalTransition { .. }
+                | DomainError::Terminal { .. }
+                | DomainError::AmountFrozen { .. }
+                | DomainError::CollectedExceedsAmount { .. } => {
+                    Status::failed_precondition(message)
+                }
+                DomainError::InvalidArgument { .. } => Status::invalid_argument(message),
+                DomainError::NotFound => Status::not_found(message),
+                DomainError::ExternalIdConflict { .. }
+                | DomainError::ReceiptConflict { .. }
+                | DomainError::ReferenceTaken { .. } => Status::already_exists(message),
+            }
+        }
+        CommandError::Failed(StoreError::Closed) => {
+            Status::unavailable("the case service is shutting down; retry")
+        }
+        CommandError::Failed(failure) => {
+            tracing::error!(error = %failure, "command failed in the event store");
+            Status::internal(format!("event store failure, retry later: {failure}"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl DebtCollectionCases for CaseCommands {
+    async fn create_case(
+        &self,
+        request: Request<v1::CreateCaseRequest>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let content = request
+            .get_ref()
+            .content
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("content is required"))?;
+        let content = content_from_proto(content).map_err(|e| status_of(e.into()))?;
+        self.run(&request, CaseCommand::Create(content)).await
+    }
+
+    async fn update_case(
+        &self,
+        request: Request<v1::UpdateCaseRequest>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        let changes = changes_from_proto(r.changes.clone().unwrap_or_default())
+            .map_err(|e| status_of(e.into()))?;
+        self.existing(
+            &request,
+            &r.case_id,
+            r.expected_version,
+            Command::Update(changes),
+        )
+        .await
+    }
+
+    async fn mark_reviewed(
+        &self,
+        request: Request<v1::CaseCommand>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        self.existing(
+            &request,
+            &r.case_id,
+            r.expected_version,
+            Command::MarkReviewed,
+        )
+        .await
+    }
+
+    async fn mark_prepared(
+        &self,
+        request: Request<v1::CaseCommand>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        self.existing(
+            &request,
+            &r.case_id,
+            r.expected_version,
+            Command::MarkPrepared,
+        )
+        .await
+    }
+
+    async fn start_processing(
+        &self,
+        request: Request<v1::CaseCommand>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        self.existing(
+            &request,
+            &r.case_id,
+            r.expected_version,
+            Command::StartProcessing,
+        )
+        .await
+    }
+
+    async fn add_payment_receipt(
+        &self,
+        request: Request<v1::AddPaymentReceiptRequest>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        let command = Command::AddPaymentReceipt {
+            external_id: r.receipt_external_id.clone(),
+            amount_minor: r.amount_minor,
+        };
+        self.existing(&request, &r.case_id, r.expected_version, command)
+            .await
+    }
+
+    async fn close_case(
+        &self,
+        request: Request<v1::CaseCommand>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        self.existing(&request, &r.case_id, r.expected_version, Command::Close)
+            .await
+    }
+
+    async fn fail_case(
+        &self,
+        request: Request<v1::FailCaseRequest>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        let command = Command::Fail {
+            reason: r.reason.clone(),
+        };
+        self.existing(&request, &r.case_id, r.expected_version, command)
+            .await
+    }
+
+    async fn delete_case(
+        &self,
+        request: Request<v1::CaseCommand>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        self.existing(&request, &r.case_id, r.expected_version, Command::Delete)
+            .await
+    }
+
+    async fn get_case(
+        &self,
+        request: Request<v1::GetCaseRequest>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let tenant = tenant_of(&request)?;
+        let case_id = &request.get_ref().case_id;
+        check_case_id(case_id)?;
+        let case = self
+            .store
+            .get(&tenant, case_id)
+            .map_err(|e| status_of(e.into()))?
+            .filter(|c| c.deleted_on.is_none())
+            .ok_or_else(|| Status::not_found(format!("case {case_id} not found")))?;
+        Ok(Response::new(v1::CaseReply {
+            case: Some(case_to_proto(&case)),
+        }))
+    }
+}

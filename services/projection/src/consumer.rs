@@ -1,0 +1,82 @@
+//! The projection's consumer loop: Kafka → read model, offsets kept beside the read model.
+
+use std::time::Duration;
+
+use event_backbone::consumer::EventConsumer;
+use tokio::sync::watch;
+
+use crate::read_model::{BatchOutcome, ReadModel, ReadModelError};
+
+/// Most messages applied in one sled batch.
+const MAX_BATCH: usize = 2000;
+
+/// Why the projection stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    ReadModel(#[from] ReadModelError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Consumes one topic into the read model.
+pub struct Projector {
+    read_model: ReadModel,
+    consumer: EventConsumer,
+    /// Offsets are kept per cluster, so a new (embedded) cluster is read from its beginning.
+    cluster_id: String,
+    topic: String,
+}
+
+impl Projector {
+    /// Assigns every partition of `topic`, starting after the offsets the read model recorded for
+    /// this cluster.
+    pub fn start(
+        read_model: ReadModel,
+        consumer: EventConsumer,
+        cluster_id: String,
+        topic: &str,
+    ) -> Result<Self, ProjectionError> {
+        let partitions = consumer.partitions(Duration::from_secs(10))?;
+        let offsets = read_model.offsets(&cluster_id, topic, &partitions)?;
+        consumer.assign(&offsets)?;
+        tracing::info!(topic, %cluster_id, partitions = partitions.len(), "projection assigned");
+        Ok(Self {
+            read_model,
+            consumer,
+            cluster_id,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Receives and applies one batch.
+    pub async fn step(&self) -> Result<BatchOutcome, ProjectionError> {
+        let messages = self.consumer.recv_batch(MAX_BATCH).await?;
+        let outcome = self
+            .read_model
+            .apply_batch(&self.cluster_id, &self.topic, &messages)?;
+        Ok(outcome)
+    }
+
+    /// Runs until `shutdown` turns true; then flushes the read model (offsets included).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProjectionError> {
+        loop {
+            tokio::select! {
+                result = self.step() => match result {
+                    Ok(outcome) => tracing::trace!(?outcome, "batch applied"),
+                    Err(ProjectionError::Kafka(error)) => {
+                        tracing::warn!(%error, "kafka consumer error; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        self.read_model.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! gRPC service `recoup.v1.Query` over the read model.
+
+use recoup_proto::convert::{case_to_proto, state_from_proto, state_to_proto};
+use recoup_proto::tenant::tenant_of;
+use recoup_proto::v1;
+use recoup_proto::v1::query_server::{Query, QueryServer};
+use tonic::{Request, Response, Status};
+
+use crate::read_model::{ReadModel, ReadModelError};
+
+/// Default and largest `ListCases` page.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The query API.
+#[derive(Clone)]
+pub struct CaseQueries {
+    read_model: ReadModel,
+}
+
+impl CaseQueries {
+    pub fn new(read_model: ReadModel) -> Self {
+        Self { read_model }
+    }
+
+    /// The tonic service, ready to be added to a server.
+    pub fn into_server(self) -> QueryServer<Self> {
+        QueryServer::new(self)
+    }
+}
+
+fn internal(error: ReadModelError) -> Status {
+    tracing::error!(%error, "read model failure");
+    Status::internal(format!("read model failure: {error}"))
+}
+
+#[tonic::async_trait]
+impl Query for CaseQueries {
+    async fn get_case(
+        &self,
+        request: Request<v1::GetCaseRequest>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let tenant = tenant_of(&request)?;
+        let case_id = &request.get_ref().case_id;
+        if case_id.is_empty() {
+            return Err(Status::invalid_argument("case_id is required"));
+        }
+        let case = self
+            .read_model
+            .case(&tenant, case_id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("case {case_id} not found")))?;
+        Ok(Response::new(v1::CaseReply {
+            case: Some(case_to_proto(&case)),
+        }))
+    }
+
+    async fn list_cases(
+        &self,
+        request: Request<v1::ListCasesRequest>,
+    ) -> Result<Response<v1::ListCasesResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let r = request.get_ref();
+        let state = match r.state {
+            0 => None,
+            n => Some(state_from_proto(n).ok_or_else(|| {
+                Status::invalid_argument(format!("state {n} is not a case state"))
+            })?),
+        };
+        let page_size = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
+                )));
+            }
+            n => n,
+        } as usize;
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(decode_page_token(token)?),
+        };
+        // One more than asked tells whether another page follows.
+        let mut cases = self
+            .read_model
+            .list_cases(&tenant, state, after.as_deref(), page_size + 1)
+            .map_err(internal)?;
+        let next_page_token = if cases.len() > page_size {
+            cases.truncate(page_size);
+            cases
+                .last()
+                .map(|c| encode_page_token(&c.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListCasesResponse {
+            cases: cases.iter().map(case_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn case_stats(
+        &self,
+        request: Request<v1::CaseStatsRequest>,
+    ) -> Result<Response<v1::CaseStatsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let rows = self.read_model.stats(&tenant).map_err(internal)?;
+        let mut states: Vec<v1::StateStats> = Vec::new();
+        for (state, currency, totals) in rows {
+            let code = state_to_proto(state) as i32;
+            if states.last().is_none_or(|s| s.state != code) {
+                states.push(v1::StateStats {
+                    state: code,
+                    count: 0,
+                    totals: Vec::new(),
+                });
+            }
+            if let Some(s) = states.last_mut() {
+                s.count += totals.count.max(0) as u64;
+                s.totals.push(v1::CurrencyTotal {
+                    currency,
+                    amount_minor: totals.amount_minor,
+                    collected_minor: totals.collected_minor,
+                });
+            }
+        }
+        Ok(Response::new(v1::CaseStatsResponse { states }))
+    }
+}
+
+const PAGE_TOKEN_PREFIX: &str = "after:";
+
+fn encode_page_token(case_id: &str) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{case_id}")
+}
+
+fn decode_page_token(token: &str) -> Result<String, Status> {
+    token
+        .strip_prefix(PAGE_TOKEN_PREFIX)
+        .filter(|id| !id.is_empty() && !id.contains('\0'))
+        .map(str::to_owned)
+        .ok_or_else(|| Status::invalid_argument("page_token is not one this service issued"))
+}

@@ -1,0 +1,12 @@
+//! projection: consumes recoup's topics into sled read models and serves them over gRPC.
+//!
+//! [`consumer::Projector`] receives batches from Kafka and hands them to [`read_model::ReadModel`],
+//! which applies them and records the consumer offsets in the same atomic batch, skipping any
+//! version already applied. [`grpc::CaseQueries`] serves `recoup.v1.Query`.
+
+pub mod consumer;
+pub mod grpc;
+pub mod read_model;
+
+pub use consumer::{ProjectionError, Projector};
+pub use read_model::{ReadModel, ReadModelError};

@@ -1,0 +1,283 @@
+//! `recoup cases ...`: a small gRPC client for people at a terminal.
+
+use anyhow::Context;
+use chrono::{Duration, Utc};
+use clap::{Args, Subcommand};
+use recoup_proto::tenant::TENANT_METADATA_KEY;
+use recoup_proto::v1;
+use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
+use recoup_proto::v1::query_client::QueryClient;
+use tonic::transport::Channel;
+
+#[derive(Args)]
+pub struct CasesArgs {
+    /// The recoup gRPC endpoint.
+    #[arg(long, env = "RECOUP_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Tenant sent as x-recoup-tenant.
+    #[arg(long, env = "RECOUP_TENANT", default_value = "default")]
+    tenant: String,
+    #[command(subcommand)]
+    command: CasesCommand,
+}
+
+#[derive(Subcommand)]
+enum CasesCommand {
+    /// Create a case with one line item.
+    Create {
+        #[arg(long)]
+        reference: String,
+        /// Amount in minor units (cents).
+        #[arg(long)]
+        amount_minor: i64,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// YYYY-MM-DD, in the past; default: yesterday.
+        #[arg(long)]
+        due_date: Option<String>,
+        /// Idempotency key; default: a new UUID.
+        #[arg(long)]
+        external_id: Option<String>,
+        /// PRODUCTION or TEST.
+        #[arg(long, default_value = "TEST")]
+        environment: String,
+    },
+    /// Show a case; from the event store (read-your-writes) unless --projection.
+    Get {
+        case_id: String,
+        /// Read the projection's read model instead.
+        #[arg(long)]
+        projection: bool,
+    },
+    /// List cases from the read model, in creation order.
+    List {
+        /// REVIEWING, PREPARING, PENDING, PROCESSING, CLOSED or FAILED.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Count and totals per state from the read model.
+    Stats,
+    /// REVIEWING → PREPARING.
+    Review(Versioned),
+    /// PREPARING → PENDING.
+    Prepare(Versioned),
+    /// PENDING → PROCESSING.
+    Start(Versioned),
+    /// Record money collected (PROCESSING).
+    Receipt {
+        #[command(flatten)]
+        case: Versioned,
+        /// The collector's receipt id (idempotency key).
+        #[arg(long)]
+        receipt_id: String,
+        #[arg(long)]
+        amount_minor: i64,
+    },
+    /// Close the case.
+    Close(Versioned),
+    /// Fail the case with a reason.
+    Fail {
+        #[command(flatten)]
+        case: Versioned,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Delete a case still in review.
+    Delete(Versioned),
+}
+
+#[derive(Args)]
+struct Versioned {
+    case_id: String,
+    /// The version you last read.
+    #[arg(long)]
+    version: u64,
+}
+
+impl Versioned {
+    fn command(&self) -> v1::CaseCommand {
+        v1::CaseCommand {
+            case_id: self.case_id.clone(),
+            expected_version: self.version,
+        }
+    }
+}
+
+fn request<T>(tenant: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(TENANT_METADATA_KEY, tenant.parse().context("tenant")?);
+    Ok(request)
+}
+
+fn state_name(state: i32) -> &'static str {
+    v1::CaseState::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("CASE_STATE_"))
+        .unwrap_or("?")
+}
+
+fn print_case(case: &v1::DebtCase) {
+    println!(
+        "{}\t{}\tversion={}\tamount={} {}\tcollected={}\treference={}",
+        case.id,
+        state_name(case.state),
+        case.version,
+        case.amount_minor,
+        case.currency,
+        case.collected_minor,
+        case.reference
+    );
+}
+
+pub async fn run(args: CasesArgs) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(args.server.clone())
+        .context("--server is not a URI")?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach recoup at {}", args.server))?;
+    let mut cases = DebtCollectionCasesClient::new(channel.clone());
+    let mut query = QueryClient::new(channel);
+    let t = args.tenant.as_str();
+    let reply = match args.command {
+        CasesCommand::Create {
+            reference,
+            amount_minor,
+            currency,
+            due_date,
+            external_id,
+            environment,
+        } => {
+            let environment = match environment.as_str() {
+                "PRODUCTION" => v1::Environment::Production,
+                "TEST" => v1::Environment::Test,
+                other => anyhow::bail!("--environment must be PRODUCTION or TEST, got {other}"),
+            };
+            let content = v1::CaseContent {
+                external_id: external_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                reference,
+                environment: environment as i32,
+                currency,
+                line_items: vec![v1::LineItem {
+                    unique_id: "1".into(),
+                    name: "debt".into(),
+                    quantity: 1,
+                    amount_minor,
+                }],
+                due_date: due_date.unwrap_or_else(|| {
+                    (Utc::now() - Duration::days(1))
+                        .format("%Y-%m-%d")
+                        .to_string()
+                }),
+                ..Default::default()
+            };
+            cases
+                .create_case(request(
+                    t,
+                    v1::CreateCaseRequest {
+                        content: Some(content),
+                    },
+                )?)
+                .await?
+        }
+        CasesCommand::Get {
+            case_id,
+            projection,
+        } => {
+            let r = v1::GetCaseRequest { case_id };
+            if projection {
+                query.get_case(request(t, r)?).await?
+            } else {
+                cases.get_case(request(t, r)?).await?
+            }
+        }
+        CasesCommand::List {
+            state,
+            page_size,
+            page_token,
+        } => {
+            let state = match state {
+                None => v1::CaseState::Unspecified,
+                Some(s) => v1::CaseState::from_str_name(&format!("CASE_STATE_{s}"))
+                    .with_context(|| format!("unknown state {s}"))?,
+            };
+            let page = query
+                .list_cases(request(
+                    t,
+                    v1::ListCasesRequest {
+                        state: state as i32,
+                        page_size,
+                        page_token,
+                    },
+                )?)
+                .await?
+                .into_inner();
+            for case in &page.cases {
+                print_case(case);
+            }
+            if !page.next_page_token.is_empty() {
+                println!("next page: --page-token {}", page.next_page_token);
+            }
+            return Ok(());
+        }
+        CasesCommand::Stats => {
+            let stats = query
+                .case_stats(request(t, v1::CaseStatsRequest {})?)
+                .await?
+                .into_inner();
+            for s in stats.states {
+                let totals: Vec<String> = s
+                    .totals
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {} (collected {})",
+                            c.amount_minor, c.currency, c.collected_minor
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{}\t{}\t{}",
+                    state_name(s.state),
+                    s.count,
+                    totals.join(", ")
+                );
+            }
+            return Ok(());
+        }
+        CasesCommand::Review(v) => cases.mark_reviewed(request(t, v.command())?).await?,
+        CasesCommand::Prepare(v) => cases.mark_prepared(request(t, v.command())?).await?,
+        CasesCommand::Start(v) => cases.start_processing(request(t, v.command())?).await?,
+        CasesCommand::Receipt {
+            case,
+            receipt_id,
+            amount_minor,
+        } => {
+            let r = v1::AddPaymentReceiptRequest {
+                case_id: case.case_id,
+                expected_version: case.version,
+                receipt_external_id: receipt_id,
+                amount_minor,
+            };
+            cases.add_payment_receipt(request(t, r)?).await?
+        }
+        CasesCommand::Close(v) => cases.close_case(request(t, v.command())?).await?,
+        CasesCommand::Fail { case, reason } => {
+            let r = v1::FailCaseRequest {
+                case_id: case.case_id,
+                expected_version: case.version,
+                reason,
+            };
+            cases.fail_case(request(t, r)?).await?
+        }
+        CasesCommand::Delete(v) => cases.delete_case(request(t, v.command())?).await?,
+    };
+    if let Some(case) = &reply.get_ref().case {
+        print_case(case);
+    }
+    Ok(())
+}

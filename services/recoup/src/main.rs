@@ -1,0 +1,196 @@
+//! `recoup`: runs the platform (all services in one process, or each alone) and talks to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use recoup::platform::{self, PlatformConfig, Services};
+use recoup::settings::load_collectors;
+
+mod client;
+
+/// recoup: one consistent, real-time picture of who owes what — debt collection cases as
+/// events, through Kafka, into queryable read models.
+#[derive(Parser)]
+#[command(name = "recoup", version, about, long_about = None)]
+struct Cli {
+    /// Write logs as JSON lines (to stderr). Log levels come from RUST_LOG (default: info).
+    #[arg(long, global = true, env = "RECOUP_JSON_LOGS")]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process. Without --kafka-brokers an embedded Kafka cluster
+    /// (librdkafka's mock cluster, in memory) is started; the durable truth stays in --data-dir.
+    Up(RunArgs),
+    /// Run only the case-lifecycle service (commands, event store, outbox relay) against an
+    /// external Kafka.
+    CaseLifecycle(RunArgs),
+    /// Run only the projection service (read models, recoup.v1.Query) against an external Kafka.
+    Projection(RunArgs),
+    /// Manage recoup's Kafka topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Talk to a running recoup over gRPC.
+    Cases(client::CasesArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Directory for every service's files (sled databases).
+    #[arg(long, env = "RECOUP_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address the gRPC API listens on. Loopback by default: no authentication exists yet.
+    #[arg(long, env = "RECOUP_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// Kafka bootstrap servers (host:port,...). Unset: the embedded cluster (`up` only).
+    #[arg(long, env = "RECOUP_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Extra librdkafka property KEY=VALUE, repeatable (e.g. security.protocol=SASL_SSL).
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    kafka_properties: Vec<(String, String)>,
+    /// JSON file with collector configurations (see README); unset: one default configuration
+    /// supporting PRODUCTION and TEST, with review, 14 days processing timeout.
+    #[arg(long, env = "RECOUP_COLLECTORS_FILE")]
+    collectors_file: Option<PathBuf>,
+    /// Seconds between checks for cases whose processing timed out.
+    #[arg(long, env = "RECOUP_TIMEOUT_CHECK_SECONDS", default_value_t = 5)]
+    timeout_check_seconds: u64,
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// List recoup's topics with partitions and purpose.
+    List,
+    /// Create every recoup topic that is missing on an external cluster (idempotent).
+    Ensure {
+        #[arg(long, env = "RECOUP_KAFKA_BROKERS")]
+        kafka_brokers: String,
+        #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        kafka_properties: Vec<(String, String)>,
+        /// Replication factor of created topics.
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.json_logs);
+    match cli.command {
+        Command::Up(args) => serve(args, Services::ALL).await,
+        Command::CaseLifecycle(args) => {
+            serve(
+                args,
+                Services {
+                    case_lifecycle: true,
+                    projection: false,
+                },
+            )
+            .await
+        }
+        Command::Projection(args) => {
+            serve(
+                args,
+                Services {
+                    case_lifecycle: false,
+                    projection: true,
+                },
+            )
+            .await
+        }
+        Command::Topics(TopicsCommand::List) => {
+            for t in event_backbone::topics::ALL {
+                println!(
+                    "{}\tpartitions={}\tcompacted={}\t{}",
+                    t.name, t.partitions, t.compacted, t.description
+                );
+            }
+            Ok(())
+        }
+        Command::Topics(TopicsCommand::Ensure {
+            kafka_brokers,
+            kafka_properties,
+            replication,
+        }) => {
+            let mut kafka = event_backbone::KafkaConfig::external(kafka_brokers);
+            kafka.properties = kafka_properties;
+            let outcomes = event_backbone::admin::ensure_topics(
+                &kafka,
+                event_backbone::topics::ALL,
+                replication,
+                Duration::from_secs(30),
+            )
+            .await
+            .context("creating topics")?;
+            for (name, outcome) in outcomes {
+                println!("{name}\t{outcome:?}");
+            }
+            Ok(())
+        }
+        Command::Cases(args) => client::run(args).await,
+    }
+}
+
+async fn serve(args: RunArgs, services: Services) -> anyhow::Result<()> {
+    if services != Services::ALL && args.kafka_brokers.is_none() {
+        bail!(
+            "running one service alone needs an external Kafka: pass --kafka-brokers \
+             (or RECOUP_KAFKA_BROKERS); `recoup up` runs everything on the embedded cluster"
+        );
+    }
+    let mut config = PlatformConfig::new(args.data_dir);
+    config.grpc_addr = args.grpc_addr;
+    config.kafka_brokers = args.kafka_brokers;
+    config.kafka_properties = args.kafka_properties;
+    config.services = services;
+    config.timeout_check_interval = Duration::from_secs(args.timeout_check_seconds.max(1));
+    if let Some(path) = &args.collectors_file {
+        config.collectors = load_collectors(path)?;
+    }
+    let running = platform::start(config).await?;
+    println!("{}", running.ready_line());
+    wait_for_signal().await?;
+    tracing::info!("shutting down: draining the outbox, committing offsets");
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
