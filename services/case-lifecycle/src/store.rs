@@ -557,6 +557,19 @@ impl Writer {
                 if events.is_empty() {
                     return Ok(case);
                 }
+                // A new reference must be free in the tenant, as on Create.
+                if let Command::Update(changes) = command
+                    && let Some(reference) = &changes.reference
+                    && *reference != case.reference
+                    && let Some(other) =
+                        self.index_lookup(staged, &keys::reference(tenant, reference))?
+                {
+                    return Err(DomainError::ReferenceTaken {
+                        reference: reference.clone(),
+                        case_id: other,
+                    }
+                    .into());
+                }
                 self.stage(metadata, Some(case), key, events, now, staged)
             }
         }

@@ -1,0 +1,187 @@
+//! What the end-to-end tests share: a platform in process on loopback, and gRPC clients.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{Duration as Days, Utc};
+use recoup::platform::{self, PlatformConfig, RunningPlatform, Services};
+use recoup_proto::tenant::TENANT_METADATA_KEY;
+use recoup_proto::v1;
+use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
+use recoup_proto::v1::query_client::QueryClient;
+use tonic::transport::Channel;
+
+pub type Cases = DebtCollectionCasesClient<Channel>;
+pub type Query = QueryClient<Channel>;
+
+/// A config for a platform on a free loopback port with its files in `dir`.
+pub fn config(dir: &Path) -> PlatformConfig {
+    let mut c = PlatformConfig::new(dir.to_path_buf());
+    c.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    c.timeout_check_interval = Duration::from_millis(200);
+    c
+}
+
+/// Only the given services, against the brokers given.
+pub fn config_for(dir: &Path, brokers: &str, services: Services) -> PlatformConfig {
+    let mut c = config(dir);
+    c.kafka_brokers = Some(brokers.to_owned());
+    c.services = services;
+    c
+}
+
+pub async fn start(config: PlatformConfig) -> RunningPlatform {
+    platform::start(config).await.expect("platform starts")
+}
+
+pub async fn channel(p: &RunningPlatform) -> Channel {
+    Channel::from_shared(format!("http://{}", p.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connects")
+}
+
+pub async fn clients(p: &RunningPlatform) -> (Cases, Query) {
+    let ch = channel(p).await;
+    (
+        DebtCollectionCasesClient::new(ch.clone()),
+        QueryClient::new(ch),
+    )
+}
+
+pub fn req<T>(tenant: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert(TENANT_METADATA_KEY, tenant.parse().unwrap());
+    r
+}
+
+/// Valid content for a case of `amount_minor` EUR with the given reference.
+pub fn content(reference: &str, amount_minor: i64) -> v1::CaseContent {
+    v1::CaseContent {
+        external_id: format!("ext-{reference}"),
+        reference: reference.to_owned(),
+        environment: v1::Environment::Test as i32,
+        currency: "EUR".into(),
+        line_items: vec![v1::LineItem {
+            unique_id: "1".into(),
+            name: "installments".into(),
+            quantity: 1,
+            amount_minor,
+        }],
+        due_date: (Utc::now() - Days::days(30)).format("%Y-%m-%d").to_string(),
+        language: "en".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn create(cases: &mut Cases, tenant: &str, reference: &str, amount: i64) -> v1::DebtCase {
+    cases
+        .create_case(req(
+            tenant,
+            v1::CreateCaseRequest {
+                content: Some(content(reference, amount)),
+            },
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .case
+        .unwrap()
+}
+
+pub fn cmd(case: &v1::DebtCase) -> v1::CaseCommand {
+    v1::CaseCommand {
+        case_id: case.id.clone(),
+        expected_version: case.version,
+    }
+}
+
+/// Drives a fresh case through review, preparation, processing and a receipt to CLOSED.
+pub async fn drive_to_closed(cases: &mut Cases, tenant: &str, case: v1::DebtCase) -> v1::DebtCase {
+    let c = cases
+        .mark_reviewed(req(tenant, cmd(&case)))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let c = cases
+        .mark_prepared(req(tenant, cmd(&c)))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let c = cases
+        .start_processing(req(tenant, cmd(&c)))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let c = cases
+        .add_payment_receipt(req(
+            tenant,
+            v1::AddPaymentReceiptRequest {
+                case_id: c.id.clone(),
+                expected_version: c.version,
+                receipt_external_id: "r-1".into(),
+                amount_minor: 1,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    cases
+        .close_case(req(tenant, cmd(&c)))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap()
+}
+
+/// Polls the query side until `check` holds (at most `limit`).
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The read model's count and amount of a state, for one tenant.
+pub async fn stats_of(query: &mut Query, tenant: &str, state: v1::CaseState) -> (u64, i64, i64) {
+    let stats = query
+        .case_stats(req(tenant, v1::CaseStatsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    stats
+        .states
+        .iter()
+        .filter(|s| s.state == state as i32)
+        .map(|s| {
+            (
+                s.count,
+                s.totals.iter().map(|t| t.amount_minor).sum::<i64>(),
+                s.totals.iter().map(|t| t.collected_minor).sum::<i64>(),
+            )
+        })
+        .next()
+        .unwrap_or((0, 0, 0))
+}

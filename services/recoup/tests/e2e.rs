@@ -1,0 +1,410 @@
+//! End to end in one process: gRPC command → event store → outbox → embedded Kafka →
+//! projection → gRPC query, over loopback with real sled files.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use recoup_proto::v1;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_goes_from_command_to_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(config(dir.path())).await;
+    let (mut cases, mut query) = clients(&p).await;
+
+    let created = create(&mut cases, "acme", "REF-1", 12_345).await;
+    assert_eq!(created.version, 1);
+    assert_eq!(created.state, v1::CaseState::Reviewing as i32);
+    assert_eq!(created.amount_minor, 12_345);
+
+    let closed = drive_to_closed(&mut cases, "acme", created.clone()).await;
+    assert_eq!(closed.state, v1::CaseState::Closed as i32);
+    assert_eq!(closed.version, 6);
+    assert_eq!(closed.collected_minor, 1);
+
+    // A stale version is refused with both versions named.
+    let stale = cases
+        .close_case(req("acme", cmd(&created)))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    assert!(
+        stale.message().contains("expected version 1"),
+        "{}",
+        stale.message()
+    );
+    assert!(
+        stale.message().contains("at version 6"),
+        "{}",
+        stale.message()
+    );
+
+    // Read-your-writes on the command side.
+    let got = cases
+        .get_case(req(
+            "acme",
+            v1::GetCaseRequest {
+                case_id: created.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_eq!(got, closed);
+
+    // The read model catches up.
+    let id = created.id.clone();
+    let arrived = eventually(Duration::from_secs(10), || {
+        let mut q = query.clone();
+        let id = id.clone();
+        async move {
+            q.get_case(req("acme", v1::GetCaseRequest { case_id: id }))
+                .await
+                .map(|r| r.into_inner().case.unwrap().version == 6)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(arrived, "the closed case reaches the read model");
+    let projected = query
+        .get_case(req(
+            "acme",
+            v1::GetCaseRequest {
+                case_id: created.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_eq!(
+        projected, closed,
+        "the read model holds what the store holds"
+    );
+
+    assert_eq!(
+        stats_of(&mut query, "acme", v1::CaseState::Closed).await,
+        (1, 12_345, 1)
+    );
+    // Another tenant sees nothing.
+    assert_eq!(
+        stats_of(&mut query, "other", v1::CaseState::Closed).await,
+        (0, 0, 0)
+    );
+    let invisible = query
+        .get_case(req(
+            "other",
+            v1::GetCaseRequest {
+                case_id: created.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(invisible.code(), Code::NotFound);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_cases_filters_by_state_and_pages_in_creation_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(config(dir.path())).await;
+    let (mut cases, mut query) = clients(&p).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let c = create(&mut cases, "t", &format!("L-{i}"), 100 + i).await;
+        if i % 2 == 0 {
+            cases.mark_reviewed(req("t", cmd(&c))).await.unwrap();
+        }
+        ids.push(c.id);
+    }
+    let all_there = eventually(Duration::from_secs(10), || {
+        let mut q = query.clone();
+        async move { stats_of(&mut q, "t", v1::CaseState::Preparing).await.0 == 4 }
+    })
+    .await;
+    assert!(all_there);
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = query
+            .list_cases(req(
+                "t",
+                v1::ListCasesRequest {
+                    state: 0,
+                    page_size: 3,
+                    page_token: token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.cases.len() <= 3);
+        seen.extend(page.cases.into_iter().map(|c| c.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ids, "every case once, in creation order");
+
+    let preparing = query
+        .list_cases(req(
+            "t",
+            v1::ListCasesRequest {
+                state: v1::CaseState::Preparing as i32,
+                page_size: 100,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let expected: Vec<_> = ids.iter().step_by(2).cloned().collect();
+    assert_eq!(
+        preparing
+            .cases
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    let bad = query
+        .list_cases(req(
+            "t",
+            v1::ListCasesRequest {
+                state: 0,
+                page_size: 10,
+                page_token: "garbage".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_map_to_grpc_codes_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(config(dir.path())).await;
+    let (mut cases, _) = clients(&p).await;
+    let case = create(&mut cases, "t", "E-1", 500).await;
+
+    let mut future_due = content("E-2", 500);
+    future_due.due_date = "2999-01-01".into();
+    let e = cases
+        .create_case(req(
+            "t",
+            v1::CreateCaseRequest {
+                content: Some(future_due),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("due_date"), "{}", e.message());
+
+    let mut bad_currency = content("E-3", 500);
+    bad_currency.currency = "EUX".into();
+    let e = cases
+        .create_case(req(
+            "t",
+            v1::CreateCaseRequest {
+                content: Some(bad_currency),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("currency"), "{}", e.message());
+
+    let mut no_env = content("E-4", 500);
+    no_env.environment = 0;
+    let e = cases
+        .create_case(req(
+            "t",
+            v1::CreateCaseRequest {
+                content: Some(no_env),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("environment"), "{}", e.message());
+
+    let mut zero = content("E-5", 0);
+    zero.line_items[0].amount_minor = 0;
+    let e = cases
+        .create_case(req(
+            "t",
+            v1::CreateCaseRequest {
+                content: Some(zero),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("amount_minor"), "{}", e.message());
+
+    // Same external id, other content.
+    let mut reused = content("E-1", 999);
+    reused.external_id = case.external_id.clone();
+    let e = cases
+        .create_case(req(
+            "t",
+            v1::CreateCaseRequest {
+                content: Some(reused),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    // Same external id, same content: the original case.
+    let again = create(&mut cases, "t", "E-1", 500).await;
+    assert_eq!(again.id, case.id);
+    assert_eq!(again.version, 1);
+
+    let e = cases
+        .start_processing(req("t", cmd(&case)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+
+    let e = cases
+        .mark_reviewed(req(
+            "t",
+            v1::CaseCommand {
+                case_id: "01a20090-0000-7000-8000-000000000000".into(),
+                expected_version: 1,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    let e = cases
+        .mark_reviewed(req(
+            "t",
+            v1::CaseCommand {
+                case_id: case.id.clone(),
+                expected_version: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("expected_version"));
+
+    let closed = cases
+        .close_case(req("t", cmd(&case)))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let e = cases
+        .mark_reviewed(req("t", cmd(&closed)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("terminal"), "{}", e.message());
+
+    let bad_tenant = cases
+        .get_case(req(
+            "no/slashes",
+            v1::GetCaseRequest {
+                case_id: case.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_tenant.code(), Code::InvalidArgument);
+
+    // Nothing the refusals touched changed the case.
+    let now = cases
+        .get_case(req(
+            "t",
+            v1::GetCaseRequest {
+                case_id: case.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_eq!(now, closed);
+    let store = p.store().unwrap();
+    assert_eq!(store.events_after("t", &case.id, 0).unwrap().len(), 2);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_health_and_reflection() {
+    use recoup_proto::v1::debt_collection_cases_server::DebtCollectionCasesServer;
+    use tonic::server::NamedService;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(config(dir.path())).await;
+    let ch = channel(&p).await;
+
+    let mut health = HealthClient::new(ch.clone());
+    for service in [
+        <DebtCollectionCasesServer<case_lifecycle::grpc::CaseCommands> as NamedService>::NAME,
+        "recoup.v1.Query",
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+
+    let mut reflection = ServerReflectionClient::new(ch);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "recoup.v1.DebtCollectionCases",
+        "recoup.v1.Query",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    p.shutdown().await.unwrap();
+}
