@@ -88,7 +88,12 @@ impl OutboxRelay {
         let mut backoff = Duration::from_millis(100);
         loop {
             let notified = appended.notified();
-            let wait = match self.publish_pending().await {
+            // Interruptible: records of an interrupted pass stay in the outbox for the drain.
+            let pass = tokio::select! {
+                r = self.publish_pending() => r,
+                _ = shutdown.changed() => break,
+            };
+            let wait = match pass {
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     Duration::from_secs(1)

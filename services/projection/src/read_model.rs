@@ -6,13 +6,15 @@
 //! | `c` | tenant, case id | encoded `recoup.v1.DebtCase` |
 //! | `s` | tenant, state (u8), case id | empty: cases by state |
 //! | `t` | tenant, state (u8), currency | count, amount, collected (3 × i64 BE) |
-//! | `v` | tenant, case id | last applied version (u64 BE); kept after deletion |
+//! | `v` | tenant, case id | last applied version (u64 BE) of a deleted case (a held case carries its own) |
 //! | `p` | tenant, case id, version (u64 BE) | envelope that arrived before its predecessor |
 //! | `o` | cluster id, topic, partition (i32 BE) | next offset to read (i64 BE) |
 //! | `x` | cluster id, topic, partition, offset | a message that could not be applied, with the reason |
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use debt_cases::{CaseState, DebtCase};
 use event_backbone::consumer::ReceivedEvent;
@@ -162,6 +164,8 @@ pub struct BatchOutcome {
 pub struct ReadModel {
     db: sled::Db,
     tree: sled::Tree,
+    /// Events parked under `p`; while zero, no lookup for a parked successor is needed.
+    parked: Arc<AtomicUsize>,
 }
 
 /// Changes of one batch, before they are written.
@@ -172,6 +176,10 @@ struct Staged {
     stats: BTreeMap<Vec<u8>, Totals>,
     /// Events parked by this batch (also in `batch`), so a later message of it can follow them.
     pending: HashMap<Vec<u8>, Vec<u8>>,
+    /// Cases written by this batch: true when held, false when deleted.
+    written: HashMap<(String, String), bool>,
+    /// Events parked minus events unparked by this batch.
+    parked_delta: isize,
     batch: sled::Batch,
 }
 
@@ -183,7 +191,12 @@ impl ReadModel {
             .cache_capacity(128 * 1024 * 1024)
             .open()?;
         let tree = db.open_tree("read_model")?;
-        Ok(Self { db, tree })
+        let parked = tree.scan_prefix(b"p").count();
+        Ok(Self {
+            db,
+            tree,
+            parked: Arc::new(AtomicUsize::new(parked)),
+        })
     }
 
     /// The next offset to read per partition of `topic` on cluster `cluster` (`None`: from the
@@ -219,10 +232,10 @@ impl ReadModel {
         for message in messages {
             next_offsets.insert(message.partition, message.offset + 1);
             match self.apply_message(&message.value, &mut staged)? {
-                Applied::Applied(n) => outcome.applied += n,
-                Applied::Duplicate => outcome.duplicates += 1,
-                Applied::Parked => outcome.parked += 1,
-                Applied::Rejected(reason) => {
+                Step::Applied(n) => outcome.applied += n,
+                Step::Duplicate => outcome.duplicates += 1,
+                Step::Parked => outcome.parked += 1,
+                Step::Rejected(reason) => {
                     outcome.rejected += 1;
                     tracing::error!(
                         topic, partition = message.partition, offset = message.offset, %reason,
@@ -239,22 +252,30 @@ impl ReadModel {
             }
         }
         self.stage_writes(&mut staged)?;
+        let parked_delta = staged.parked_delta;
         for (partition, next) in next_offsets {
             staged
                 .batch
                 .insert(offset_key(cluster, topic, partition), &next.to_be_bytes());
         }
         self.tree.apply_batch(staged.batch)?;
+        if parked_delta >= 0 {
+            self.parked
+                .fetch_add(parked_delta as usize, Ordering::Relaxed);
+        } else {
+            self.parked
+                .fetch_sub(parked_delta.unsigned_abs(), Ordering::Relaxed);
+        }
         Ok(outcome)
     }
 
-    fn apply_message(&self, bytes: &[u8], staged: &mut Staged) -> Result<Applied, ReadModelError> {
+    fn apply_message(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
         let envelope = match decode_envelope(bytes) {
             Ok(e) => e,
-            Err(e) => return Ok(Applied::Rejected(e.to_string())),
+            Err(e) => return Ok(Step::Rejected(e.to_string())),
         };
         if envelope.aggregate_type != DEBT_CASE_AGGREGATE {
-            return Ok(Applied::Rejected(format!(
+            return Ok(Step::Rejected(format!(
                 "aggregate type {:?} does not belong on this topic",
                 envelope.aggregate_type
             )));
@@ -263,13 +284,14 @@ impl ReadModel {
         let applied = self.applied_version_staged(&id, staged)?;
         let version = envelope.aggregate_version;
         if version <= applied {
-            return Ok(Applied::Duplicate);
+            return Ok(Step::Duplicate);
         }
         if version > applied + 1 {
             let k = pending_key(&id.0, &id.1, version);
             staged.pending.insert(k.clone(), bytes.to_vec());
             staged.batch.insert(k, bytes);
-            return Ok(Applied::Parked);
+            staged.parked_delta += 1;
+            return Ok(Step::Parked);
         }
         let mut count = 0;
         let mut next: Option<Vec<u8>> = None;
@@ -277,15 +299,19 @@ impl ReadModel {
         loop {
             if let Err(reason) = self.apply_envelope(&current, &id, staged)? {
                 return Ok(if count == 0 {
-                    Applied::Rejected(reason)
+                    Step::Rejected(reason)
                 } else {
-                    Applied::Applied(count)
+                    Step::Applied(count)
                 });
             }
             count += 1;
             if let Some(k) = next.take() {
                 staged.pending.remove(&k);
                 staged.batch.remove(k);
+                staged.parked_delta -= 1;
+            }
+            if staged.pending.is_empty() && self.parked.load(Ordering::Relaxed) == 0 {
+                break;
             }
             // An event parked earlier may now follow.
             let k = pending_key(&id.0, &id.1, current.aggregate_version + 1);
@@ -304,7 +330,7 @@ impl ReadModel {
                 None => break,
             }
         }
-        Ok(Applied::Applied(count))
+        Ok(Step::Applied(count))
     }
 
     /// Applies one in-order event; `Err(reason)` when it cannot be applied.
@@ -322,40 +348,61 @@ impl ReadModel {
                 Ok(e) => e,
                 Err(e) => return Ok(Err(e.to_string())),
             };
-        let before = self.case_staged(id, staged)?;
+        let before = self.take_case_staged(id, staged)?;
         let after = match (&before, DebtCase::from_created(&event)) {
-            (None, Some(created)) => created,
-            (None, None) => {
-                return Ok(Err(format!(
-                    "{} for a case the read model does not hold",
-                    envelope.event_type
-                )));
-            }
-            (Some(_), Some(_)) => return Ok(Err("second creation of the same case".into())),
+            (None, Some(created)) => Ok(created),
+            (None, None) => Err(format!(
+                "{} for a case the read model does not hold",
+                envelope.event_type
+            )),
+            (Some(_), Some(_)) => Err("second creation of the same case".into()),
             (Some(case), None) => {
                 let mut case = case.clone();
                 case.apply(&event);
-                case
+                Ok(case)
+            }
+        }
+        .and_then(|after| {
+            if after.version == envelope.aggregate_version {
+                Ok(after)
+            } else {
+                Err(format!(
+                    "event says version {}, applying it gives {}",
+                    envelope.aggregate_version, after.version
+                ))
+            }
+        });
+        let after = match after {
+            Ok(after) => after,
+            Err(reason) => {
+                if let Some(b) = before {
+                    staged.cases.insert(id.clone(), Some(b));
+                }
+                return Ok(Err(reason));
             }
         };
-        if after.version != envelope.aggregate_version {
-            return Ok(Err(format!(
-                "event says version {}, applying it gives {}",
-                envelope.aggregate_version, after.version
-            )));
-        }
+        let deleted = after.deleted_on.is_some();
+        // The state index changes only when the state does.
+        let old_state = before.as_ref().map(|b| b.state);
+        let new_state = (!deleted).then_some(after.state);
         if let Some(b) = &before {
             self.stage_stats(staged, b, -1)?;
-            staged.batch.remove(state_key(&id.0, b.state, &id.1));
+        }
+        if old_state != new_state {
+            if let Some(state) = old_state {
+                staged.batch.remove(state_key(&id.0, state, &id.1));
+            }
+            if let Some(state) = new_state {
+                staged
+                    .batch
+                    .insert(state_key(&id.0, state, &id.1), &[] as &[u8]);
+            }
         }
         staged.versions.insert(id.clone(), after.version);
-        if after.deleted_on.is_some() {
+        if deleted {
             staged.cases.insert(id.clone(), None);
         } else {
             self.stage_stats(staged, &after, 1)?;
-            staged
-                .batch
-                .insert(state_key(&id.0, after.state, &id.1), &[] as &[u8]);
             staged.cases.insert(id.clone(), Some(after));
         }
         Ok(Ok(()))
@@ -386,15 +433,24 @@ impl ReadModel {
     fn stage_writes(&self, staged: &mut Staged) -> Result<(), ReadModelError> {
         for ((tenant, case_id), case) in staged.cases.drain() {
             let k = case_key(&tenant, &case_id);
+            staged
+                .written
+                .insert((tenant.clone(), case_id.clone()), case.is_some());
             match case {
                 Some(c) => staged.batch.insert(k, case_to_proto(&c).encode_to_vec()),
                 None => staged.batch.remove(k),
             }
         }
+        // A held case carries its version; the version index keeps only deleted cases'.
         for ((tenant, case_id), version) in staged.versions.drain() {
-            staged
-                .batch
-                .insert(version_key(&tenant, &case_id), &version.to_be_bytes());
+            if matches!(
+                staged.written.get(&(tenant.clone(), case_id.clone())),
+                Some(false)
+            ) {
+                staged
+                    .batch
+                    .insert(version_key(&tenant, &case_id), &version.to_be_bytes());
+            }
         }
         for (k, totals) in std::mem::take(&mut staged.stats) {
             if totals == Totals::default() {
@@ -409,27 +465,37 @@ impl ReadModel {
     fn applied_version_staged(
         &self,
         id: &(String, String),
-        staged: &Staged,
+        staged: &mut Staged,
     ) -> Result<u64, ReadModelError> {
         if let Some(v) = staged.versions.get(id) {
             return Ok(*v);
         }
+        // A case still held carries its version; only unknown or deleted ones need the index.
+        if let Some(case) = self.case(&id.0, &id.1)? {
+            let version = case.version;
+            staged.cases.insert(id.clone(), Some(case));
+            return Ok(version);
+        }
         self.applied_version(&id.0, &id.1)
     }
 
-    fn case_staged(
+    /// The case as this batch sees it, taken out of the staged changes (put back by the caller).
+    fn take_case_staged(
         &self,
         id: &(String, String),
-        staged: &Staged,
+        staged: &mut Staged,
     ) -> Result<Option<DebtCase>, ReadModelError> {
-        if let Some(c) = staged.cases.get(id) {
-            return Ok(c.clone());
+        if let Some(c) = staged.cases.remove(id) {
+            return Ok(c);
         }
         self.case(&id.0, &id.1)
     }
 
     /// The last version of a case this read model applied (0: none).
     pub fn applied_version(&self, tenant: &str, case_id: &str) -> Result<u64, ReadModelError> {
+        if let Some(case) = self.case(tenant, case_id)? {
+            return Ok(case.version);
+        }
         Ok(self
             .tree
             .get(version_key(tenant, case_id))?
@@ -542,22 +608,33 @@ impl ReadModel {
         self.tree.scan_prefix(b"x").count()
     }
 
-    /// Every (tenant, case id, applied version) this read model knows.
-    pub fn applied_versions(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, String, u64), ReadModelError>> + '_ {
-        self.tree.scan_prefix(b"v").filter_map(|entry| {
-            let (k, v) = match entry {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
+    /// Every (tenant, case id, applied version) this read model knows: held cases and deleted
+    /// ones.
+    pub fn applied_versions(&self) -> Result<Vec<(String, String, u64)>, ReadModelError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(b"c") {
+            let (k, v) = entry?;
+            let Some((tenant, case_id)) = split_pair(&k[1..]) else {
+                continue;
             };
-            let rest = k.strip_prefix(b"v\0")?;
-            let sep = rest.iter().position(|b| *b == SEP)?;
-            let tenant = String::from_utf8_lossy(&rest[..sep]).into_owned();
-            let case_id = String::from_utf8_lossy(&rest[sep + 1..]).into_owned();
-            let version = u64::from_be_bytes(v.as_ref().try_into().ok()?);
-            Some(Ok((tenant, case_id, version)))
-        })
+            let version = v1::DebtCase::decode(v.as_ref())
+                .map_err(|e| ReadModelError::Corrupt {
+                    key: format!("case {tenant}/{case_id}"),
+                    reason: e.to_string(),
+                })?
+                .version;
+            out.push((tenant, case_id, version));
+        }
+        for entry in self.tree.scan_prefix(b"v") {
+            let (k, v) = entry?;
+            let (Some((tenant, case_id)), Ok(version)) =
+                (split_pair(&k[1..]), <[u8; 8]>::try_from(v.as_ref()))
+            else {
+                continue;
+            };
+            out.push((tenant, case_id, u64::from_be_bytes(version)));
+        }
+        Ok(out)
     }
 
     /// Flushes to disk.
@@ -567,7 +644,18 @@ impl ReadModel {
     }
 }
 
-enum Applied {
+/// Splits `\0tenant\0case` into its two parts.
+fn split_pair(k: &[u8]) -> Option<(String, String)> {
+    let rest = k.strip_prefix(&[SEP])?;
+    let sep = rest.iter().position(|b| *b == SEP)?;
+    Some((
+        String::from_utf8_lossy(&rest[..sep]).into_owned(),
+        String::from_utf8_lossy(&rest[sep + 1..]).into_owned(),
+    ))
+}
+
+/// What became of one message.
+enum Step {
     Applied(usize),
     Duplicate,
     Parked,

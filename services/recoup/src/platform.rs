@@ -87,6 +87,8 @@ pub struct RunningPlatform {
     /// The Kafka bootstrap servers in use (the embedded cluster's when embedded).
     pub kafka_bootstrap: String,
     shutdown: watch::Sender<bool>,
+    /// Stops the projection, which runs until the relay has drained.
+    stop_projection: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     relay: Option<JoinHandle<()>>,
     timeouts: Option<JoinHandle<()>>,
@@ -136,6 +138,7 @@ impl RunningPlatform {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let _ = self.stop_projection.send(true);
         if let Some(p) = self.projector.take() {
             // The projector exits at the next batch boundary once the signal is seen.
             p.await??;
@@ -151,6 +154,7 @@ impl RunningPlatform {
 /// Starts the configured services and serves gRPC; returns once every service is serving.
 pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stop_projection_tx, stop_projection_rx) = watch::channel(false);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
 
@@ -252,7 +256,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             }
         }
         let p = Projector::start(rm.clone(), consumer, cluster, DEBT_CASES.name)?;
-        projector = Some(tokio::spawn(p.run(shutdown_rx.clone())));
+        projector = Some(tokio::spawn(p.run(stop_projection_rx)));
         routes.add_service(CaseQueries::new(rm.clone()).into_server());
         health.set_serving::<QueryServer<CaseQueries>>().await;
         read_model = Some(rm);
@@ -267,7 +271,8 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         tonic::transport::Server::builder()
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
                     let _ = server_shutdown.wait_for(|stop| *stop).await;
                 },
@@ -277,6 +282,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         grpc_addr,
         kafka_bootstrap: kafka.brokers.clone(),
         shutdown: shutdown_tx,
+        stop_projection: stop_projection_tx,
         server,
         relay,
         timeouts: timeouts_task,

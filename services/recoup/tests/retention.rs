@@ -46,10 +46,12 @@ async fn far_more_than_the_broker_retains_reaches_the_read_model() {
             amount
         }));
     }
+    let started = std::time::Instant::now();
     let mut amount = 0;
     for w in writers {
         amount += w.await.unwrap();
     }
+    eprintln!("{} commands accepted in {:?}", CASES * 4, started.elapsed());
     // 200,000 events of several hundred bytes: many times the broker's retention.
     let (_, mut query) = clients(&p).await;
     let complete = eventually(Duration::from_secs(120), || {

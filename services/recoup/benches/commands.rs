@@ -1,0 +1,181 @@
+//! Command throughput and latency through gRPC on loopback with durable appends, beside a bare
+//! sled loop that writes the same keys with the same flush policy, measured in the same run.
+//!
+//! `cargo bench -p recoup --bench commands` (BENCH_CASES, BENCH_CLIENTS to change the load).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use recoup::platform::{self, PlatformConfig};
+use recoup_proto::v1;
+use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
+use tonic::transport::Channel;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn content(i: usize) -> v1::CaseContent {
+    v1::CaseContent {
+        external_id: format!("bench-{i}"),
+        reference: format!("BENCH-{i:08}"),
+        environment: v1::Environment::Test as i32,
+        currency: "EUR".into(),
+        line_items: vec![v1::LineItem {
+            unique_id: "1".into(),
+            name: "installments".into(),
+            quantity: 1,
+            amount_minor: 10_000 + i as i64,
+        }],
+        due_date: (Utc::now() - chrono::Duration::days(30))
+            .format("%Y-%m-%d")
+            .to_string(),
+        language: "en".into(),
+        ..Default::default()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Drives `cases` cases through create, review, prepare, close from `clients` connections.
+async fn grpc_load(channel: Channel, cases: usize, clients: usize) -> (Vec<Duration>, Duration) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = DebtCollectionCasesClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for i in (c..cases).step_by(clients) {
+                let t = Instant::now();
+                let case = client
+                    .create_case(v1::CreateCaseRequest {
+                        content: Some(content(i)),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .case
+                    .unwrap();
+                latencies.push(t.elapsed());
+                let mut version = case.version;
+                for step in 0..3 {
+                    let command = v1::CaseCommand {
+                        case_id: case.id.clone(),
+                        expected_version: version,
+                    };
+                    let t = Instant::now();
+                    let reply = match step {
+                        0 => client.mark_reviewed(command).await,
+                        1 => client.mark_prepared(command).await,
+                        _ => client.close_case(command).await,
+                    };
+                    latencies.push(t.elapsed());
+                    version = reply.unwrap().into_inner().case.unwrap().version;
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all, started.elapsed())
+}
+
+/// The same writes without gRPC, the aggregate or the outbox relay: per command one event and
+/// one outbox record (plus the index entry on creation), one batch and one flush per group.
+fn bare_sled(commands: usize, group: usize, event_bytes: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let tree = db.open_tree("events").unwrap();
+    let value = vec![7u8; event_bytes];
+    let started = Instant::now();
+    let mut done = 0;
+    let mut seq: u64 = 0;
+    while done < commands {
+        let mut batch = sled::Batch::default();
+        for i in done..(done + group).min(commands) {
+            let case = i / 4;
+            let mut k = format!("e\0default\0{case:036}\0").into_bytes();
+            k.extend_from_slice(&((i % 4) as u64 + 1).to_be_bytes());
+            batch.insert(k, value.clone());
+            let mut o = b"o".to_vec();
+            o.extend_from_slice(&seq.to_be_bytes());
+            seq += 1;
+            batch.insert(o, value.clone());
+            if i % 4 == 0 {
+                batch.insert(format!("x\0default\0bench-{case}").into_bytes(), &b"id"[..]);
+                batch.insert(
+                    format!("r\0default\0BENCH-{case:08}").into_bytes(),
+                    &b"id"[..],
+                );
+            }
+        }
+        tree.apply_batch(batch).unwrap();
+        db.flush().unwrap();
+        done = (done + group).min(commands);
+    }
+    started.elapsed()
+}
+
+fn main() {
+    let cases = env_or("BENCH_CASES", 10_000);
+    let clients = env_or("BENCH_CLIENTS", 64);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (latencies, elapsed, groups, requests, event_bytes) = runtime.block_on(async {
+        let mut config = PlatformConfig::new(dir.path().to_path_buf());
+        config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        let p = platform::start(config).await.unwrap();
+        let channel = Channel::from_shared(format!("http://{}", p.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (mut latencies, elapsed) = grpc_load(channel, cases, clients).await;
+        eprintln!("load done in {elapsed:?}");
+        latencies.sort();
+        let (groups, requests) = p.store().unwrap().write_stats();
+        let store = p.store().unwrap();
+        let first = store.heads().next().unwrap().unwrap();
+        let events = store.events_after(&first.0, &first.1, 0).unwrap();
+        let event_bytes = events.iter().map(Vec::len).sum::<usize>() / events.len();
+        let t = Instant::now();
+        p.shutdown().await.unwrap();
+        eprintln!("shutdown took {:?}", t.elapsed());
+        (latencies, elapsed, groups, requests, event_bytes)
+    });
+    let commands = latencies.len();
+    let rate = commands as f64 / elapsed.as_secs_f64();
+    let group = (requests as f64 / groups.max(1) as f64).round().max(1.0) as usize;
+    let bare = bare_sled(commands, group, event_bytes);
+    let bare_rate = commands as f64 / bare.as_secs_f64();
+    println!(
+        "commands through gRPC (durable, {clients} clients): {commands} in {:.2} s = {rate:.0} commands/s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!(
+        "  group commit: {requests} requests in {groups} flushed batches (average {group} per flush)"
+    );
+    println!(
+        "bare sled loop, same keys, one batch + flush per {group} commands: {bare_rate:.0} commands/s"
+    );
+    println!("ratio recoup / bare sled: {:.2}", rate / bare_rate);
+}
