@@ -157,7 +157,17 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cases(args) => client::run(args).await,
+        Command::Cases(args) => {
+            if let Err(error) = client::run(args).await {
+                // A refusal is an answer, not a crash: say it in one line.
+                match error.downcast_ref::<tonic::Status>() {
+                    Some(status) => eprintln!("error: {:?}: {}", status.code(), status.message()),
+                    None => eprintln!("error: {error:#}"),
+                }
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

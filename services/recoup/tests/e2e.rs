@@ -408,3 +408,126 @@ async fn serves_health_and_reflection() {
     }
     p.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_processing_past_its_timeout_is_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.collectors = recoup::settings::parse_collectors(
+        r#"{"default":"quick","collectors":[{"id":"quick","environments":["TEST"],
+            "skip_review":true,"processing_timeout_seconds":1}]}"#,
+    )
+    .unwrap();
+    let p = start(c).await;
+    let (mut cases, _) = clients(&p).await;
+    let created = create(&mut cases, "t", "TO-1", 300).await;
+    assert_eq!(
+        created.state,
+        v1::CaseState::Preparing as i32,
+        "review skipped"
+    );
+    let pending = cases
+        .mark_prepared(req("t", cmd(&created)))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let processing = cases
+        .start_processing(req("t", cmd(&pending)))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let id = processing.id.clone();
+    let failed = eventually(Duration::from_secs(10), || {
+        let mut c = cases.clone();
+        let id = id.clone();
+        async move {
+            let case = c
+                .get_case(req("t", v1::GetCaseRequest { case_id: id }))
+                .await
+                .unwrap()
+                .into_inner()
+                .case
+                .unwrap();
+            case.state == v1::CaseState::Failed as i32
+        }
+    })
+    .await;
+    assert!(failed, "the timeout task fails the case");
+    let case = cases
+        .get_case(req("t", v1::GetCaseRequest { case_id: id }))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_eq!(case.failure_reason, "processing timeout");
+    assert_eq!(case.version, processing.version + 1);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_run_as_separate_processes_over_one_cluster() {
+    use recoup::platform::Services;
+    let kafka = event_backbone::EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lifecycle = start(config_for(
+        a.path(),
+        kafka.bootstrap_servers(),
+        Services {
+            case_lifecycle: true,
+            projection: false,
+        },
+    ))
+    .await;
+    let projection = start(config_for(
+        b.path(),
+        kafka.bootstrap_servers(),
+        Services {
+            case_lifecycle: false,
+            projection: true,
+        },
+    ))
+    .await;
+    let (mut cases, _) = clients(&lifecycle).await;
+    let (_, mut query) = clients(&projection).await;
+    let c = create(&mut cases, "t", "SEP-1", 77).await;
+    let closed = drive_to_closed(&mut cases, "t", c).await;
+    let id = closed.id.clone();
+    let arrived = eventually(Duration::from_secs(10), || {
+        let mut q = query.clone();
+        let id = id.clone();
+        async move {
+            q.get_case(req("t", v1::GetCaseRequest { case_id: id }))
+                .await
+                .map(|r| r.into_inner().case.unwrap().version == 6)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(
+        arrived,
+        "the projection process sees the case-lifecycle process's events"
+    );
+    // Each process serves only its own service.
+    let e = query
+        .list_cases(req("t", v1::ListCasesRequest::default()))
+        .await;
+    assert!(e.is_ok());
+    let (mut no_commands, _) = clients(&projection).await;
+    let e = no_commands
+        .get_case(req(
+            "t",
+            v1::GetCaseRequest {
+                case_id: closed.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    lifecycle.shutdown().await.unwrap();
+    projection.shutdown().await.unwrap();
+}
