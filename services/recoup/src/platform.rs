@@ -256,7 +256,16 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             }
         }
         let p = Projector::start(rm.clone(), consumer, cluster, DEBT_CASES.name)?;
-        projector = Some(tokio::spawn(p.run(stop_projection_rx)));
+        let reporter = health.clone();
+        projector = Some(tokio::spawn(async move {
+            let result = p.run(stop_projection_rx).await;
+            if let Err(error) = &result {
+                // The read model stops moving: say so to health checks, not only in the log.
+                tracing::error!(%error, "projection stopped");
+                reporter.set_not_serving::<QueryServer<CaseQueries>>().await;
+            }
+            result
+        }));
         routes.add_service(CaseQueries::new(rm.clone()).into_server());
         health.set_serving::<QueryServer<CaseQueries>>().await;
         read_model = Some(rm);

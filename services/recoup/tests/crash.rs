@@ -27,13 +27,7 @@ async fn events_appended_before_a_crash_reach_the_read_model_once() {
     let mut expected = HashMap::new();
     for i in 0..20 {
         let c = create(&mut cases, "t", &format!("C-{i}"), 1000 + i).await;
-        let c = cases
-            .mark_reviewed(req("t", cmd(&c)))
-            .await
-            .unwrap()
-            .into_inner()
-            .case
-            .unwrap();
+        let c = case_of(cases.mark_reviewed(req("t", cmd(&c))).await).unwrap();
         expected.insert(c.id.clone(), c.version);
     }
     assert_eq!(
@@ -263,27 +257,12 @@ async fn sigkill_during_load_loses_nothing_accepted() {
     // Every acknowledged command is in the store ...
     let mut store_versions = HashMap::new();
     for (id, version) in &acknowledged {
-        let c = cases
-            .get_case(req(
-                "t",
-                v1::GetCaseRequest {
-                    case_id: id.clone(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .case
-            .unwrap();
+        let c = stored(&mut cases, "t", &id).await;
         assert!(c.version >= *version, "case {id} lost version {version}");
         store_versions.insert(id.clone(), c.version);
     }
     // ... and the read model converges to exactly the store, with nothing applied twice.
-    let cases_in_store = {
-        let stats = query.case_stats(req("t", v1::CaseStatsRequest {})).await;
-        drop(stats);
-        acknowledged.len() as u64
-    };
+    let cases_in_store = acknowledged.len() as u64;
     let converged = eventually(Duration::from_secs(30), || {
         let mut q = query.clone();
         async move {
@@ -295,18 +274,7 @@ async fn sigkill_during_load_loses_nothing_accepted() {
     .await;
     assert!(converged, "the read model catches up after the restart");
     for (id, version) in &store_versions {
-        let c = query
-            .get_case(req(
-                "t",
-                v1::GetCaseRequest {
-                    case_id: id.clone(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .case
-            .unwrap();
+        let c = projected(&mut query, "t", &id).await.unwrap();
         assert_eq!(c.version, *version, "read model of {id}");
     }
     let reviewing = stats_of(&mut query, "t", v1::CaseState::Reviewing).await;

@@ -44,48 +44,15 @@ async fn a_case_goes_from_command_to_query() {
     );
 
     // Read-your-writes on the command side.
-    let got = cases
-        .get_case(req(
-            "acme",
-            v1::GetCaseRequest {
-                case_id: created.id.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
+    let got = stored(&mut cases, "acme", &created.id).await;
     assert_eq!(got, closed);
 
     // The read model catches up.
-    let id = created.id.clone();
-    let arrived = eventually(Duration::from_secs(10), || {
-        let mut q = query.clone();
-        let id = id.clone();
-        async move {
-            q.get_case(req("acme", v1::GetCaseRequest { case_id: id }))
-                .await
-                .map(|r| r.into_inner().case.unwrap().version == 6)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let arrived = projected_at(&query, "acme", &created.id, 6).await;
     assert!(arrived, "the closed case reaches the read model");
-    let projected = query
-        .get_case(req(
-            "acme",
-            v1::GetCaseRequest {
-                case_id: created.id.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
+    let in_read_model = projected(&mut query, "acme", &created.id).await.unwrap();
     assert_eq!(
-        projected, closed,
+        in_read_model, closed,
         "the read model holds what the store holds"
     );
 
@@ -200,72 +167,32 @@ async fn refusals_map_to_grpc_codes_and_change_nothing() {
 
     let mut future_due = content("E-2", 500);
     future_due.due_date = "2999-01-01".into();
-    let e = cases
-        .create_case(req(
-            "t",
-            v1::CreateCaseRequest {
-                content: Some(future_due),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let e = refused_create(&mut cases, "t", future_due).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("due_date"), "{}", e.message());
 
     let mut bad_currency = content("E-3", 500);
     bad_currency.currency = "EUX".into();
-    let e = cases
-        .create_case(req(
-            "t",
-            v1::CreateCaseRequest {
-                content: Some(bad_currency),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let e = refused_create(&mut cases, "t", bad_currency).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("currency"), "{}", e.message());
 
     let mut no_env = content("E-4", 500);
     no_env.environment = 0;
-    let e = cases
-        .create_case(req(
-            "t",
-            v1::CreateCaseRequest {
-                content: Some(no_env),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let e = refused_create(&mut cases, "t", no_env).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("environment"), "{}", e.message());
 
     let mut zero = content("E-5", 0);
     zero.line_items[0].amount_minor = 0;
-    let e = cases
-        .create_case(req(
-            "t",
-            v1::CreateCaseRequest {
-                content: Some(zero),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let e = refused_create(&mut cases, "t", zero).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("amount_minor"), "{}", e.message());
 
     // Same external id, other content.
     let mut reused = content("E-1", 999);
     reused.external_id = case.external_id.clone();
-    let e = cases
-        .create_case(req(
-            "t",
-            v1::CreateCaseRequest {
-                content: Some(reused),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let e = refused_create(&mut cases, "t", reused).await;
     assert_eq!(e.code(), Code::AlreadyExists);
     // Same external id, same content: the original case.
     let again = create(&mut cases, "t", "E-1", 500).await;
@@ -303,13 +230,7 @@ async fn refusals_map_to_grpc_codes_and_change_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("expected_version"));
 
-    let closed = cases
-        .close_case(req("t", cmd(&case)))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
+    let closed = case_of(cases.close_case(req("t", cmd(&case))).await).unwrap();
     let e = cases
         .mark_reviewed(req("t", cmd(&closed)))
         .await
@@ -329,18 +250,7 @@ async fn refusals_map_to_grpc_codes_and_change_nothing() {
     assert_eq!(bad_tenant.code(), Code::InvalidArgument);
 
     // Nothing the refusals touched changed the case.
-    let now = cases
-        .get_case(req(
-            "t",
-            v1::GetCaseRequest {
-                case_id: case.id.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
+    let now = stored(&mut cases, "t", &case.id).await;
     assert_eq!(now, closed);
     let store = p.store().unwrap();
     assert_eq!(store.events_after("t", &case.id, 0).unwrap().len(), 2);
@@ -426,44 +336,17 @@ async fn a_case_processing_past_its_timeout_is_failed() {
         v1::CaseState::Preparing as i32,
         "review skipped"
     );
-    let pending = cases
-        .mark_prepared(req("t", cmd(&created)))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
-    let processing = cases
-        .start_processing(req("t", cmd(&pending)))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
+    let pending = case_of(cases.mark_prepared(req("t", cmd(&created))).await).unwrap();
+    let processing = case_of(cases.start_processing(req("t", cmd(&pending))).await).unwrap();
     let id = processing.id.clone();
     let failed = eventually(Duration::from_secs(10), || {
         let mut c = cases.clone();
         let id = id.clone();
-        async move {
-            let case = c
-                .get_case(req("t", v1::GetCaseRequest { case_id: id }))
-                .await
-                .unwrap()
-                .into_inner()
-                .case
-                .unwrap();
-            case.state == v1::CaseState::Failed as i32
-        }
+        async move { stored(&mut c, "t", &id).await.state == v1::CaseState::Failed as i32 }
     })
     .await;
     assert!(failed, "the timeout task fails the case");
-    let case = cases
-        .get_case(req("t", v1::GetCaseRequest { case_id: id }))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
+    let case = stored(&mut cases, "t", &id).await;
     assert_eq!(case.failure_reason, "processing timeout");
     assert_eq!(case.version, processing.version + 1);
     p.shutdown().await.unwrap();
@@ -496,18 +379,7 @@ async fn services_run_as_separate_processes_over_one_cluster() {
     let (_, mut query) = clients(&projection).await;
     let c = create(&mut cases, "t", "SEP-1", 77).await;
     let closed = drive_to_closed(&mut cases, "t", c).await;
-    let id = closed.id.clone();
-    let arrived = eventually(Duration::from_secs(10), || {
-        let mut q = query.clone();
-        let id = id.clone();
-        async move {
-            q.get_case(req("t", v1::GetCaseRequest { case_id: id }))
-                .await
-                .map(|r| r.into_inner().case.unwrap().version == 6)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let arrived = projected_at(&query, "t", &closed.id, 6).await;
     assert!(
         arrived,
         "the projection process sees the case-lifecycle process's events"

@@ -26,20 +26,8 @@ async fn far_more_than_the_broker_retains_reaches_the_read_model() {
             for i in (w..CASES).step_by(WRITERS) {
                 let reference = format!("R-{i:06}-{}", "x".repeat(64));
                 let c = create(&mut cases, "t", &reference, 100 + i as i64).await;
-                let c = cases
-                    .mark_reviewed(req("t", cmd(&c)))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .case
-                    .unwrap();
-                let c = cases
-                    .mark_prepared(req("t", cmd(&c)))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .case
-                    .unwrap();
+                let c = case_of(cases.mark_reviewed(req("t", cmd(&c))).await).unwrap();
+                let c = case_of(cases.mark_prepared(req("t", cmd(&c))).await).unwrap();
                 cases.close_case(req("t", cmd(&c))).await.unwrap();
                 amount += 100 + i as i64;
             }

@@ -99,51 +99,71 @@ pub fn cmd(case: &v1::DebtCase) -> v1::CaseCommand {
     }
 }
 
+/// The case a command or query answered, or its refusal.
+pub fn case_of(
+    reply: Result<tonic::Response<v1::CaseReply>, tonic::Status>,
+) -> Result<v1::DebtCase, tonic::Status> {
+    reply.map(|r| r.into_inner().case.expect("every reply carries the case"))
+}
+
+/// The case as the event store holds it (read-your-writes).
+pub async fn stored(cases: &mut Cases, tenant: &str, id: &str) -> v1::DebtCase {
+    let r = v1::GetCaseRequest {
+        case_id: id.to_owned(),
+    };
+    case_of(cases.get_case(req(tenant, r)).await).unwrap()
+}
+
+/// The case as the read model holds it.
+pub async fn projected(
+    query: &mut Query,
+    tenant: &str,
+    id: &str,
+) -> Result<v1::DebtCase, tonic::Status> {
+    let r = v1::GetCaseRequest {
+        case_id: id.to_owned(),
+    };
+    case_of(query.get_case(req(tenant, r)).await)
+}
+
+/// Waits until the read model holds the case at `version`.
+pub async fn projected_at(query: &Query, tenant: &str, id: &str, version: u64) -> bool {
+    eventually(Duration::from_secs(10), || {
+        let mut q = query.clone();
+        async move {
+            projected(&mut q, tenant, id)
+                .await
+                .is_ok_and(|c| c.version == version)
+        }
+    })
+    .await
+}
+
+/// The refusal of a create with this content.
+pub async fn refused_create(
+    cases: &mut Cases,
+    tenant: &str,
+    content: v1::CaseContent,
+) -> tonic::Status {
+    let r = v1::CreateCaseRequest {
+        content: Some(content),
+    };
+    cases.create_case(req(tenant, r)).await.unwrap_err()
+}
+
 /// Drives a fresh case through review, preparation, processing and a receipt to CLOSED.
 pub async fn drive_to_closed(cases: &mut Cases, tenant: &str, case: v1::DebtCase) -> v1::DebtCase {
-    let c = cases
-        .mark_reviewed(req(tenant, cmd(&case)))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
-    let c = cases
-        .mark_prepared(req(tenant, cmd(&c)))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
-    let c = cases
-        .start_processing(req(tenant, cmd(&c)))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
-    let c = cases
-        .add_payment_receipt(req(
-            tenant,
-            v1::AddPaymentReceiptRequest {
-                case_id: c.id.clone(),
-                expected_version: c.version,
-                receipt_external_id: "r-1".into(),
-                amount_minor: 1,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap();
-    cases
-        .close_case(req(tenant, cmd(&c)))
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap()
+    let c = case_of(cases.mark_reviewed(req(tenant, cmd(&case))).await).unwrap();
+    let c = case_of(cases.mark_prepared(req(tenant, cmd(&c))).await).unwrap();
+    let c = case_of(cases.start_processing(req(tenant, cmd(&c))).await).unwrap();
+    let receipt = v1::AddPaymentReceiptRequest {
+        case_id: c.id.clone(),
+        expected_version: c.version,
+        receipt_external_id: "r-1".into(),
+        amount_minor: 1,
+    };
+    let c = case_of(cases.add_payment_receipt(req(tenant, receipt)).await).unwrap();
+    case_of(cases.close_case(req(tenant, cmd(&c))).await).unwrap()
 }
 
 /// Polls the query side until `check` holds (at most `limit`).
