@@ -10,6 +10,7 @@
 //! | `p` | tenant, case id, version (u64 BE) | envelope that arrived before its predecessor |
 //! | `o` | cluster id, topic, partition (i32 BE) | next offset to read (i64 BE) |
 //! | `x` | cluster id, topic, partition, offset | a message that could not be applied, with the reason |
+//! | `y` | tenant, case id, version (u64 BE) | a parked event that could not be applied when its turn came, with the reason |
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -94,6 +95,17 @@ fn rejected_key(cluster: &str, topic: &str, partition: i32, offset: i64) -> Vec<
             topic.as_bytes(),
             &partition.to_be_bytes(),
             &offset.to_be_bytes(),
+        ],
+    )
+}
+
+fn parked_rejected_key(tenant: &str, case_id: &str, version: u64) -> Vec<u8> {
+    key(
+        b'y',
+        &[
+            tenant.as_bytes(),
+            case_id.as_bytes(),
+            &version.to_be_bytes(),
         ],
     )
 }
@@ -288,9 +300,12 @@ impl ReadModel {
         }
         if version > applied + 1 {
             let k = pending_key(&id.0, &id.1, version);
+            // The same early event may come twice; count it once.
+            if !staged.pending.contains_key(&k) && !self.tree.contains_key(&k)? {
+                staged.parked_delta += 1;
+            }
             staged.pending.insert(k.clone(), bytes.to_vec());
             staged.batch.insert(k, bytes);
-            staged.parked_delta += 1;
             return Ok(Step::Parked);
         }
         let mut count = 0;
@@ -298,11 +313,24 @@ impl ReadModel {
         let mut current = envelope;
         loop {
             if let Err(reason) = self.apply_envelope(&current, &id, staged)? {
-                return Ok(if count == 0 {
-                    Step::Rejected(reason)
-                } else {
-                    Step::Applied(count)
-                });
+                if count == 0 {
+                    return Ok(Step::Rejected(reason));
+                }
+                // A parked event that cannot be applied either: keep it among the rejects.
+                if let Some(k) = next.take() {
+                    tracing::error!(tenant = %id.0, case_id = %id.1, %reason, "parked event cannot be applied; kept in the read model's rejects");
+                    let mut value = reason.into_bytes();
+                    value.push(SEP);
+                    value.extend_from_slice(&current.encode_to_vec());
+                    staged.pending.remove(&k);
+                    staged.batch.remove(k);
+                    staged.parked_delta -= 1;
+                    staged.batch.insert(
+                        parked_rejected_key(&id.0, &id.1, current.aggregate_version),
+                        value,
+                    );
+                }
+                return Ok(Step::Applied(count));
             }
             count += 1;
             if let Some(k) = next.take() {
@@ -375,9 +403,9 @@ impl ReadModel {
         let after = match after {
             Ok(after) => after,
             Err(reason) => {
-                if let Some(b) = before {
-                    staged.cases.insert(id.clone(), Some(b));
-                }
+                // Put back what was taken, a staged deletion (`None`) included: dropping it
+                // would leave the deleted case's entry in the tree and its version unrecorded.
+                staged.cases.insert(id.clone(), before);
                 return Ok(Err(reason));
             }
         };
@@ -603,9 +631,10 @@ impl ReadModel {
         Ok(out)
     }
 
-    /// Number of messages kept because they could not be applied.
+    /// Number of messages kept because they could not be applied (on arrival, or when they
+    /// were parked and their turn came).
     pub fn rejected_count(&self) -> usize {
-        self.tree.scan_prefix(b"x").count()
+        self.tree.scan_prefix(b"x").count() + self.tree.scan_prefix(b"y").count()
     }
 
     /// Every (tenant, case id, applied version) this read model knows: held cases and deleted

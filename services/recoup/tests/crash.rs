@@ -257,7 +257,7 @@ async fn sigkill_during_load_loses_nothing_accepted() {
     // Every acknowledged command is in the store ...
     let mut store_versions = HashMap::new();
     for (id, version) in &acknowledged {
-        let c = stored(&mut cases, "t", &id).await;
+        let c = stored(&mut cases, "t", id).await;
         assert!(c.version >= *version, "case {id} lost version {version}");
         store_versions.insert(id.clone(), c.version);
     }
@@ -274,7 +274,7 @@ async fn sigkill_during_load_loses_nothing_accepted() {
     .await;
     assert!(converged, "the read model catches up after the restart");
     for (id, version) in &store_versions {
-        let c = projected(&mut query, "t", &id).await.unwrap();
+        let c = projected(&mut query, "t", id).await.unwrap();
         assert_eq!(c.version, *version, "read model of {id}");
     }
     let reviewing = stats_of(&mut query, "t", v1::CaseState::Reviewing).await;
