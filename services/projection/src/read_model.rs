@@ -458,14 +458,15 @@ impl ReadModel {
         Ok(())
     }
 
+    /// Moves the batch's changes into its `sled::Batch`.
     fn stage_writes(&self, staged: &mut Staged) -> Result<(), ReadModelError> {
         for ((tenant, case_id), case) in staged.cases.drain() {
             let k = case_key(&tenant, &case_id);
             staged
                 .written
                 .insert((tenant.clone(), case_id.clone()), case.is_some());
-            match case {
-                Some(c) => staged.batch.insert(k, case_to_proto(&c).encode_to_vec()),
+            match &case {
+                Some(c) => staged.batch.insert(k, case_to_proto(c).encode_to_vec()),
                 None => staged.batch.remove(k),
             }
         }
@@ -504,7 +505,15 @@ impl ReadModel {
             staged.cases.insert(id.clone(), Some(case));
             return Ok(version);
         }
-        self.applied_version(&id.0, &id.1)
+        self.deleted_version(&id.0, &id.1)
+    }
+
+    fn deleted_version(&self, tenant: &str, case_id: &str) -> Result<u64, ReadModelError> {
+        Ok(self
+            .tree
+            .get(version_key(tenant, case_id))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
     }
 
     /// The case as this batch sees it, taken out of the staged changes (put back by the caller).
@@ -524,11 +533,7 @@ impl ReadModel {
         if let Some(case) = self.case(tenant, case_id)? {
             return Ok(case.version);
         }
-        Ok(self
-            .tree
-            .get(version_key(tenant, case_id))?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+        self.deleted_version(tenant, case_id)
     }
 
     /// A case as the read model holds it; `None` when unknown or deleted.
