@@ -14,7 +14,7 @@ mod client;
 /// recoup: one consistent, real-time picture of who owes what — debt collection cases as
 /// events, through Kafka, into queryable read models.
 #[derive(Parser)]
-#[command(name = "recoup", version, about, long_about = None)]
+#[command(name = "recoup", version)]
 struct Cli {
     /// Write logs as JSON lines (to stderr). Log levels come from RUST_LOG (default: info).
     #[arg(long, global = true, env = "RECOUP_JSON_LOGS")]
