@@ -7,13 +7,16 @@ use crate::collector::CollectorConfigurations;
 use crate::currency::minor_unit_digits;
 use crate::error::DomainError;
 use crate::model::{
-    CaseChanges, CaseState, Command, DebtCase, DebtCaseEvent, LineItem, NewCase, PaymentReceipt,
+    BillingAddress, CaseChanges, CaseState, Command, DebtCase, DebtCaseEvent, LineItem, NewCase,
+    PaymentReceipt,
 };
 
 /// Longest accepted text field, in bytes; keeps events and keys bounded.
 pub const MAX_TEXT_LEN: usize = 1024;
 /// Most line items a case may have.
 pub const MAX_LINE_ITEMS: usize = 1000;
+/// Most labels a case may have.
+pub const MAX_LABELS: usize = 100;
 
 /// What a decision may consult besides the case itself. Pure data: no I/O, no clock.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +35,8 @@ pub fn decide_create(
     require_text("external_id", &content.external_id)?;
     require_text("reference", &content.reference)?;
     bounded_text("language", &content.language)?;
+    check_labels(&content.labels)?;
+    check_address(&content.billing_address)?;
     check_currency(&content.currency)?;
     line_items_total(&content.line_items)?;
     check_due_date(content, ctx)?;
@@ -238,6 +243,12 @@ fn decide_update(
     if let Some(language) = &changes.language {
         bounded_text("language", language)?;
     }
+    if let Some(labels) = &changes.labels {
+        check_labels(labels)?;
+    }
+    if let Some(address) = &changes.billing_address {
+        check_address(address)?;
+    }
     if let Some(items) = &changes.line_items {
         if case.state != CaseState::Reviewing {
             return Err(DomainError::AmountFrozen { state: case.state });
@@ -299,6 +310,35 @@ pub fn line_items_total(items: &[LineItem]) -> Result<i64, DomainError> {
         })?;
     }
     Ok(total)
+}
+
+fn check_labels(labels: &[String]) -> Result<(), DomainError> {
+    if labels.len() > MAX_LABELS {
+        return Err(DomainError::invalid(
+            "labels",
+            format!("at most {MAX_LABELS} labels, got {}", labels.len()),
+        ));
+    }
+    for (i, label) in labels.iter().enumerate() {
+        require_text(&format!("labels[{i}]"), label)?;
+    }
+    Ok(())
+}
+
+fn check_address(a: &BillingAddress) -> Result<(), DomainError> {
+    for (field, value) in [
+        ("billing_address.given_name", &a.given_name),
+        ("billing_address.family_name", &a.family_name),
+        ("billing_address.organization_name", &a.organization_name),
+        ("billing_address.street", &a.street),
+        ("billing_address.postcode", &a.postcode),
+        ("billing_address.city", &a.city),
+        ("billing_address.country", &a.country),
+        ("billing_address.email_address", &a.email_address),
+    ] {
+        bounded_text(field, value)?;
+    }
+    Ok(())
 }
 
 fn check_currency(code: &str) -> Result<(), DomainError> {

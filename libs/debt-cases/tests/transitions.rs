@@ -1199,3 +1199,38 @@ fn collector_configurations_reject_a_non_positive_timeout() {
         );
     }
 }
+
+#[test]
+fn labels_are_bounded_in_count_and_length_and_may_not_be_blank() {
+    let mut content = new_case();
+    content.labels = vec!["x".to_owned(); debt_cases::MAX_LABELS + 1];
+    assert_invalid(when_create(&content), "labels");
+    content.labels = vec!["ok".into(), " ".into()];
+    assert_invalid(when_create(&content), "labels[1]");
+    content.labels = vec!["y".repeat(debt_cases::MAX_TEXT_LEN + 1)];
+    assert_invalid(when_create(&content), "labels[0]");
+    let case = in_state(CaseState::Pending);
+    let changes = CaseChanges {
+        labels: Some(vec![String::new()]),
+        ..Default::default()
+    };
+    assert_invalid(when(&case, &update(changes)), "labels[0]");
+}
+
+#[test]
+fn billing_address_fields_are_bounded() {
+    let mut content = new_case();
+    content.billing_address.street = "s".repeat(debt_cases::MAX_TEXT_LEN + 1);
+    assert_invalid(when_create(&content), "billing_address.street");
+    let case = in_state(CaseState::Processing);
+    let mut address = new_case().billing_address;
+    address.email_address = "e".repeat(debt_cases::MAX_TEXT_LEN + 1);
+    let changes = CaseChanges {
+        billing_address: Some(address),
+        ..Default::default()
+    };
+    assert_invalid(
+        when(&case, &update(changes)),
+        "billing_address.email_address",
+    );
+}
