@@ -9,6 +9,7 @@ use recoup_proto::v1::debt_collection_cases_server::{
     DebtCollectionCases, DebtCollectionCasesServer,
 };
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::store::{CaseCommand, CommandError, EventStore, StoreError};
@@ -42,11 +43,28 @@ impl CaseCommands {
             correlation_id: correlation_id(request),
             causation_id: new_event_id(),
         };
+        let (name, case_id) = match &command {
+            CaseCommand::Create(_) => ("CreateCase", String::new()),
+            CaseCommand::Existing {
+                case_id, command, ..
+            } => (command.name(), case_id.clone()),
+        };
+        let span = tracing::info_span!(
+            "command",
+            %tenant,
+            command = name,
+            case_id = %case_id,
+            correlation_id = %metadata.correlation_id
+        );
         let case = self
             .store
             .execute(&tenant, command, metadata)
+            .instrument(span.clone())
             .await
-            .map_err(status_of)?;
+            .map_err(|e| span.in_scope(|| status_of(e)))?;
+        span.in_scope(
+            || tracing::debug!(case_id = %case.id, version = case.version, "command accepted"),
+        );
         Ok(Response::new(v1::CaseReply {
             case: Some(case_to_proto(&case)),
         }))
