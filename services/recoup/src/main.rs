@@ -102,11 +102,28 @@ fn init_logs(json: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs(cli.json_logs);
-    match cli.command {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the chain of causes; a backtrace helps nobody who mistyped a path.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Up(args) => serve(args, Services::ALL).await,
         Command::CaseLifecycle(args) => {
             serve(
@@ -157,17 +174,13 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cases(args) => {
-            if let Err(error) = client::run(args).await {
-                // A refusal is an answer, not a crash: say it in one line.
-                match error.downcast_ref::<tonic::Status>() {
-                    Some(status) => eprintln!("error: {:?}: {}", status.code(), status.message()),
-                    None => eprintln!("error: {error:#}"),
-                }
-                std::process::exit(1);
+        Command::Cases(args) => client::run(args).await.map_err(|error| {
+            // A refusal is an answer: name its gRPC code.
+            match error.downcast_ref::<tonic::Status>() {
+                Some(status) => anyhow::anyhow!("{:?}: {}", status.code(), status.message()),
+                None => error,
             }
-            Ok(())
-        }
+        }),
     }
 }
 
