@@ -1,0 +1,272 @@
+//! One row: headers checked once per file, then every row turned into an [`AccountSnapshot`] or
+//! into the complete list of what was wrong with it.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Map;
+
+use crate::catalogue::{
+    ACCOUNT_EXTERNAL_ID, ACCOUNT_UID, CREATED_AT, CUSTOM, DATA_ORIGIN, FIELDS, ORGANIZATION_ID,
+    SNAPSHOT_DATE, SOURCE_ID, UPDATED_AT, field,
+};
+use crate::value::{CellError, MAX_CELL_BYTES, Value, parse_cell, quote, rule};
+
+/// The `data_origin` of rows whose source does not name itself.
+pub const GENERIC_ORIGIN: &str = "generic";
+
+/// What an import knows besides the file: who sends it, from where, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportContext {
+    /// The tenant; becomes `organization_id` and the first part of `account_uid`.
+    pub organization_id: String,
+    /// The name the source gives itself; `None` (or blank) means [`GENERIC_ORIGIN`].
+    pub data_origin: Option<String>,
+    /// The import source; becomes `source_id`.
+    pub source_id: String,
+    /// The time of the import (UTC); becomes `created_at` and `updated_at`.
+    pub now: DateTime<Utc>,
+}
+
+impl ImportContext {
+    /// The `data_origin` this import stamps on its rows.
+    pub fn origin(&self) -> &str {
+        match self.data_origin.as_deref().map(str::trim) {
+            Some(origin) if !origin.is_empty() => origin,
+            _ => GENERIC_ORIGIN,
+        }
+    }
+}
+
+/// One thing wrong with one row, as the import report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("row {row}, column `{column}`: {message}")]
+pub struct RowError {
+    /// The row number as the caller counts it (the readers use the line or sheet row).
+    pub row: u64,
+    /// The column name as the header gives it (trimmed); empty for [`rule::EXTRA_CELLS`].
+    pub column: String,
+    /// The raw cell, cut to [`MAX_CELL_BYTES`]; for extra cells, those cells joined by `,`.
+    pub value: String,
+    /// One of the codes in [`rule`].
+    pub rule: &'static str,
+    /// What was wrong, naming the value.
+    pub message: String,
+}
+
+/// A header row that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// A required column is absent: most likely the file has no header row.
+    #[error("no header row? the first row has no `{column}` column")]
+    MissingRequired {
+        /// The required column that was not found.
+        column: &'static str,
+    },
+    /// Two columns have the same name (after trimming), so a cell would be ambiguous.
+    #[error("column `{name}` appears twice in the header, as columns {first} and {second}")]
+    Duplicate {
+        /// The repeated name.
+        name: String,
+        /// Its first position, counted from 1.
+        first: usize,
+        /// Its second position, counted from 1.
+        second: usize,
+    },
+}
+
+/// A header cell as a column name: without a UTF-8 byte order mark and surrounding whitespace.
+pub fn column_name(header: &str) -> &str {
+    header.strip_prefix('\u{feff}').unwrap_or(header).trim()
+}
+
+/// Checks a header row once per file: every required column present, no name twice. Blank
+/// header cells are allowed (a trailing separator makes them); their cells go to `custom` as
+/// `column_<n>`.
+pub fn check_headers(headers: &[String]) -> Result<(), HeaderError> {
+    let names: Vec<&str> = headers.iter().map(|h| column_name(h)).collect();
+    for required in FIELDS.iter().filter(|f| f.required) {
+        if !names.contains(&required.name) {
+            return Err(HeaderError::MissingRequired {
+                column: required.name,
+            });
+        }
+    }
+    for (second, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            continue;
+        }
+        if let Some(first) = names[..second].iter().position(|n| n == name) {
+            return Err(HeaderError::Duplicate {
+                name: (*name).to_owned(),
+                first: first + 1,
+                second: second + 1,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A validated row: one account on one day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountSnapshot {
+    /// One slot per column of [`FIELDS`], in its order; `None` where the row had no value. The
+    /// `custom` slot stays `None`: its content is [`AccountSnapshot::custom`].
+    pub values: Vec<Option<Value>>,
+    /// The columns that match no field (as strings), merged over the keys of a `custom` JSON
+    /// object the row may carry itself. Nothing the sender gave is dropped.
+    pub custom: Map<String, serde_json::Value>,
+}
+
+impl AccountSnapshot {
+    /// `{organization_id}_{data_origin}_{account_external_id}`, e.g. `1_crm_C11223344`.
+    pub fn account_uid(&self) -> Option<&str> {
+        match self.values.get(ACCOUNT_UID) {
+            Some(Some(Value::String(uid))) => Some(uid),
+            _ => None,
+        }
+    }
+
+    /// The day the snapshot describes.
+    pub fn snapshot_date(&self) -> Option<NaiveDate> {
+        match self.values.get(SNAPSHOT_DATE) {
+            Some(Some(Value::Date(date))) => Some(*date),
+            _ => None,
+        }
+    }
+
+    /// The value of a catalogue column by name; `None` when empty or not a column.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        let (index, _) = field(name)?;
+        self.values.get(index)?.as_ref()
+    }
+}
+
+/// Validates one row and stamps the autogenerated fields.
+///
+/// `headers` is the header row (see [`check_headers`], which the caller runs once per file);
+/// `cells` the row's cells in the same order. Missing trailing cells count as empty; more cells
+/// than headers is an error. Every error of the row is returned, not only the first.
+///
+/// Autogenerated columns in the file are overridden by `ctx` (their cells are not parsed),
+/// except `custom`: a JSON object there is kept and merged with the unknown columns. If a
+/// column name repeats despite [`check_headers`], its last non-empty cell wins.
+pub fn validate_row(
+    row: u64,
+    headers: &[String],
+    cells: &[&str],
+    ctx: &ImportContext,
+) -> Result<AccountSnapshot, Vec<RowError>> {
+    let mut errors = Vec::new();
+    let mut values: Vec<Option<Value>> = vec![None; FIELDS.len()];
+    let mut failed = vec![false; FIELDS.len()];
+    let mut unknown = Map::new();
+    let mut custom = Map::new();
+
+    if cells.len() > headers.len() {
+        let extra = &cells[headers.len()..];
+        errors.push(RowError {
+            row,
+            column: String::new(),
+            value: cut(&extra.join(",")).to_owned(),
+            rule: rule::EXTRA_CELLS,
+            message: format!(
+                "row has {} cells but the header names {} columns: {} extra",
+                cells.len(),
+                headers.len(),
+                extra.len()
+            ),
+        });
+    }
+
+    for (position, header) in headers.iter().enumerate() {
+        let raw = cells.get(position).copied().unwrap_or("");
+        let name = column_name(header);
+        let cell_error = |error: CellError| RowError {
+            row,
+            column: name.to_owned(),
+            value: cut(raw).to_owned(),
+            rule: error.rule,
+            message: format!("column `{name}`: {}", error.message),
+        };
+        match field(name) {
+            Some((CUSTOM, custom_field)) => match parse_cell(custom_field, raw) {
+                Ok(None) => {}
+                Ok(Some(Value::Json(serde_json::Value::Object(object)))) => custom.extend(object),
+                Ok(Some(_)) => errors.push(cell_error(CellError {
+                    rule: rule::JSON,
+                    message: format!("{} is not a JSON object", quote(raw.trim())),
+                })),
+                Err(error) => errors.push(cell_error(error)),
+            },
+            Some((_, known)) if known.autogenerated => {}
+            Some((index, known)) => match parse_cell(known, raw) {
+                Ok(Some(value)) => values[index] = Some(value),
+                Ok(None) => {}
+                Err(error) => {
+                    failed[index] = true;
+                    errors.push(cell_error(error));
+                }
+            },
+            None if raw.len() > MAX_CELL_BYTES => errors.push(cell_error(CellError {
+                rule: rule::TOO_LONG,
+                message: format!(
+                    "cell of {} bytes starting {} is longer than the limit of {MAX_CELL_BYTES} \
+                     bytes",
+                    raw.len(),
+                    quote(raw)
+                ),
+            })),
+            None if raw.trim().is_empty() => {}
+            None => {
+                let key = if name.is_empty() {
+                    format!("column_{}", position + 1)
+                } else {
+                    name.to_owned()
+                };
+                unknown.insert(key, serde_json::Value::String(raw.to_owned()));
+            }
+        }
+    }
+
+    for (index, required) in FIELDS.iter().enumerate().filter(|(_, f)| f.required) {
+        if values[index].is_none() && !failed[index] {
+            errors.push(RowError {
+                row,
+                column: required.name.to_owned(),
+                value: String::new(),
+                rule: rule::REQUIRED,
+                message: format!("column `{}` is required but empty or absent", required.name),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let origin = ctx.origin();
+    if let Some(Value::String(external_id)) = &values[ACCOUNT_EXTERNAL_ID] {
+        let uid = format!("{}_{origin}_{external_id}", ctx.organization_id);
+        values[ACCOUNT_UID] = Some(Value::String(uid));
+    }
+    values[DATA_ORIGIN] = Some(Value::String(origin.to_owned()));
+    // The tenant and the source are names in recoup, not the seed's integer ids.
+    values[ORGANIZATION_ID] = Some(Value::String(ctx.organization_id.clone()));
+    values[SOURCE_ID] = Some(Value::String(ctx.source_id.clone()));
+    values[CREATED_AT] = Some(Value::DateTime(ctx.now));
+    values[UPDATED_AT] = Some(Value::DateTime(ctx.now));
+    // Named columns are the sender's latest word: they win over keys of a `custom` object.
+    custom.extend(unknown);
+
+    Ok(AccountSnapshot { values, custom })
+}
+
+/// `raw` cut to at most [`MAX_CELL_BYTES`] bytes, on a character boundary.
+fn cut(raw: &str) -> &str {
+    if raw.len() <= MAX_CELL_BYTES {
+        return raw;
+    }
+    let mut end = MAX_CELL_BYTES;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
+}
