@@ -27,6 +27,8 @@ pub mod rule {
     pub const TOO_LONG: &str = "too_long";
     /// A row has more cells than the header has columns.
     pub const EXTRA_CELLS: &str = "extra_cells";
+    /// A cell is not valid UTF-8.
+    pub const ENCODING: &str = "encoding";
 }
 
 /// A parsed cell.

@@ -1,0 +1,116 @@
+//! CSV: a header row, then one snapshot per row. Any column order; UTF-8 with or without a BOM;
+//! quoted fields (with commas, quotes and line breaks inside); LF or CRLF line ends. A row with
+//! invalid UTF-8, too few or too many cells is that row's error; the other rows still count.
+
+use std::io::Read;
+
+use paygo_snapshots::{ImportContext, RowError, check_headers, column_name, rule, validate_row};
+
+use super::{FileError, RowOutcome};
+
+/// A CSV file being read row by row.
+pub struct CsvSnapshots<R: Read> {
+    reader: ::csv::Reader<R>,
+    headers: Vec<String>,
+    record: ::csv::ByteRecord,
+    /// Number of the last row read; the header is row 1.
+    row: u64,
+}
+
+impl<R: Read> CsvSnapshots<R> {
+    /// Reads and checks the header row.
+    pub fn new(input: R) -> Result<Self, FileError> {
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            // Rows of another length are reported per row, not as a file error.
+            .flexible(true)
+            .from_reader(input);
+        let mut record = ::csv::ByteRecord::new();
+        let found = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| unreadable(1, e))?;
+        if !found {
+            return Err(FileError::Empty);
+        }
+        let mut headers = Vec::with_capacity(record.len());
+        for (column, cell) in record.iter().enumerate() {
+            let text = std::str::from_utf8(cell)
+                .map_err(|_| FileError::HeaderEncoding { column: column + 1 })?;
+            headers.push(column_name(text).to_owned());
+        }
+        if headers.iter().all(String::is_empty) {
+            return Err(FileError::Empty);
+        }
+        check_headers(&headers)?;
+        Ok(Self {
+            reader,
+            headers,
+            record,
+            row: 1,
+        })
+    }
+
+    /// The checked header row.
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// The next data row, `None` at the end of the file. Rows are numbered as a spreadsheet
+    /// shows the records: the header is row 1, the first record row 2; a record whose quoted
+    /// cells span lines is one row, and blank lines are not rows.
+    pub fn next_row(&mut self, ctx: &ImportContext) -> Option<Result<RowOutcome, FileError>> {
+        loop {
+            let row = self.row + 1;
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => return None,
+                Ok(true) => {}
+                Err(e) => return Some(Err(unreadable(row, e))),
+            }
+            // A line of only separators is no record either.
+            if self.record.iter().all(<[u8]>::is_empty) {
+                continue;
+            }
+            self.row = row;
+            return Some(Ok(self.outcome(row, ctx)));
+        }
+    }
+
+    fn outcome(&self, row: u64, ctx: &ImportContext) -> RowOutcome {
+        let mut cells = Vec::with_capacity(self.record.len());
+        let mut errors = Vec::new();
+        for (i, cell) in self.record.iter().enumerate() {
+            match std::str::from_utf8(cell) {
+                Ok(text) => cells.push(text),
+                Err(e) => {
+                    errors.push(RowError {
+                        row,
+                        column: self.headers.get(i).cloned().unwrap_or_default(),
+                        value: String::from_utf8_lossy(cell).into_owned(),
+                        rule: rule::ENCODING,
+                        message: format!(
+                            "not valid UTF-8 (invalid byte at offset {})",
+                            e.valid_up_to()
+                        ),
+                    });
+                    cells.push("");
+                }
+            }
+        }
+        let result = match validate_row(row, &self.headers, &cells, ctx) {
+            Ok(snapshot) if errors.is_empty() => Ok(snapshot),
+            Ok(_) => Err(errors),
+            Err(mut more) => {
+                errors.append(&mut more);
+                Err(errors)
+            }
+        };
+        RowOutcome { row, result }
+    }
+}
+
+fn unreadable(row: u64, error: ::csv::Error) -> FileError {
+    FileError::Unreadable {
+        row,
+        message: error.to_string(),
+    }
+}
