@@ -111,6 +111,15 @@ impl EventProducer {
         Ok(Self { producer, gate })
     }
 
+    /// The same producer without flow control, for topics no in-process consumer reads (in
+    /// embedded mode their oldest messages may fall out of the mock broker's retention).
+    pub fn unmetered(&self) -> EventProducer {
+        EventProducer {
+            producer: self.producer.clone(),
+            gate: None,
+        }
+    }
+
     /// Hands one event to the producer, waiting for room in the flow-control budget and in the
     /// local queue. Events enqueued one after another keep their order per key.
     pub async fn enqueue(&self, event: OutgoingEvent<'_>) -> Result<PendingDelivery, PublishError> {

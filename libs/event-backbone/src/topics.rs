@@ -23,5 +23,25 @@ pub const DEBT_CASES: TopicSpec = TopicSpec {
     description: "debt collection case events (EventEnvelope; key = case id)",
 };
 
+/// PAYGo account snapshots; key = account_uid, value = `EventEnvelope` carrying
+/// `AccountSnapshotRecorded`.
+pub const PAYGO_SNAPSHOTS: TopicSpec = TopicSpec {
+    name: "recoup.paygo-snapshots.v1",
+    partitions: 6,
+    // One key holds an account's snapshots of many days: compaction would keep only the last.
+    compacted: false,
+    retention_ms: -1,
+    description: "PAYGo account snapshots (AccountSnapshotRecorded; key = account_uid)",
+};
+
+/// Rows that were not accepted, with their raw values and reasons; key = import id.
+pub const REJECTS: TopicSpec = TopicSpec {
+    name: "recoup.rejects.v1",
+    partitions: 3,
+    compacted: false,
+    retention_ms: -1,
+    description: "rejected import rows with raw values and reasons (RowRejected; key = import id)",
+};
+
 /// Every recoup topic.
-pub const ALL: &[TopicSpec] = &[DEBT_CASES];
+pub const ALL: &[TopicSpec] = &[DEBT_CASES, PAYGO_SNAPSHOTS, REJECTS];

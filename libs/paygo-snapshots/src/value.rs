@@ -29,6 +29,8 @@ pub mod rule {
     pub const EXTRA_CELLS: &str = "extra_cells";
     /// A cell is not valid UTF-8.
     pub const ENCODING: &str = "encoding";
+    /// A spreadsheet cell holds an error value (`#DIV/0!`, `#N/A`, ...).
+    pub const ERROR_CELL: &str = "error_cell";
 }
 
 /// A parsed cell.

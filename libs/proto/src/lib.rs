@@ -8,6 +8,7 @@ pub mod v1 {
 }
 
 pub mod convert;
+pub mod snapshots;
 mod time;
 
 pub use time::{from_timestamp, to_timestamp};

@@ -5,7 +5,72 @@ use std::time::Duration;
 use event_backbone::consumer::EventConsumer;
 use tokio::sync::watch;
 
+use crate::accounts::AccountReadModel;
 use crate::read_model::{BatchOutcome, ReadModel, ReadModelError};
+
+/// A read model fed from one topic, keeping its consumer offsets itself.
+pub trait Projection: Send + Sync + 'static {
+    /// The next offset to read per partition of `topic` on `cluster` (`None`: the beginning).
+    fn offsets(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError>;
+    /// Applies a batch and records the offsets after it, atomically.
+    fn apply_batch(
+        &self,
+        cluster: &str,
+        topic: &str,
+        messages: &[event_backbone::consumer::ReceivedEvent],
+    ) -> Result<BatchOutcome, ReadModelError>;
+    /// Makes everything durable.
+    fn flush(&self) -> Result<(), ReadModelError>;
+}
+
+impl Projection for ReadModel {
+    fn offsets(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
+        ReadModel::offsets(self, cluster, topic, partitions)
+    }
+    fn apply_batch(
+        &self,
+        cluster: &str,
+        topic: &str,
+        messages: &[event_backbone::consumer::ReceivedEvent],
+    ) -> Result<BatchOutcome, ReadModelError> {
+        ReadModel::apply_batch(self, cluster, topic, messages)
+    }
+    fn flush(&self) -> Result<(), ReadModelError> {
+        ReadModel::flush(self)
+    }
+}
+
+impl Projection for AccountReadModel {
+    fn offsets(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
+        AccountReadModel::offsets(self, cluster, topic, partitions)
+    }
+    fn apply_batch(
+        &self,
+        cluster: &str,
+        topic: &str,
+        messages: &[event_backbone::consumer::ReceivedEvent],
+    ) -> Result<BatchOutcome, ReadModelError> {
+        AccountReadModel::apply_batch(self, cluster, topic, messages)
+    }
+    fn flush(&self) -> Result<(), ReadModelError> {
+        AccountReadModel::flush(self)
+    }
+}
 
 /// Most messages applied in one sled batch.
 const MAX_BATCH: usize = 2000;
@@ -19,20 +84,20 @@ pub enum ProjectionError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// Consumes one topic into the read model.
-pub struct Projector {
-    read_model: ReadModel,
+/// Consumes one topic into a read model.
+pub struct Projector<P: Projection = ReadModel> {
+    read_model: P,
     consumer: EventConsumer,
     /// Offsets are kept per cluster, so a new (embedded) cluster is read from its beginning.
     cluster_id: String,
     topic: String,
 }
 
-impl Projector {
+impl<P: Projection> Projector<P> {
     /// Assigns every partition of `topic`, starting after the offsets the read model recorded for
     /// this cluster.
     pub fn start(
-        read_model: ReadModel,
+        read_model: P,
         consumer: EventConsumer,
         cluster_id: String,
         topic: &str,

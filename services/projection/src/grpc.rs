@@ -6,21 +6,28 @@ use recoup_proto::v1;
 use recoup_proto::v1::query_server::{Query, QueryServer};
 use tonic::{Request, Response, Status};
 
+use chrono::NaiveDate;
+
+use crate::accounts::{AccountReadModel, PAR_BUCKETS};
 use crate::read_model::{ReadModel, ReadModelError};
 
 /// Default and largest `ListCases` page.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// The query API.
+/// The query API: cases and PAYGo accounts.
 #[derive(Clone)]
-pub struct CaseQueries {
+pub struct Queries {
     read_model: ReadModel,
+    accounts: AccountReadModel,
 }
 
-impl CaseQueries {
-    pub fn new(read_model: ReadModel) -> Self {
-        Self { read_model }
+impl Queries {
+    pub fn new(read_model: ReadModel, accounts: AccountReadModel) -> Self {
+        Self {
+            read_model,
+            accounts,
+        }
     }
 
     /// The tonic service, ready to be added to a server.
@@ -35,7 +42,7 @@ fn internal(error: ReadModelError) -> Status {
 }
 
 #[tonic::async_trait]
-impl Query for CaseQueries {
+impl Query for Queries {
     async fn get_case(
         &self,
         request: Request<v1::GetCaseRequest>,
@@ -67,15 +74,7 @@ impl Query for CaseQueries {
                 Status::invalid_argument(format!("state {n} is not a case state"))
             })?),
         };
-        let page_size = match r.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
-                )));
-            }
-            n => n,
-        } as usize;
+        let page_size = page_size(r.page_size)?;
         let after = match r.page_token.as_str() {
             "" => None,
             token => Some(decode_page_token(token)?),
@@ -127,6 +126,124 @@ impl Query for CaseQueries {
         }
         Ok(Response::new(v1::CaseStatsResponse { states }))
     }
+
+    async fn get_account(
+        &self,
+        request: Request<v1::GetAccountRequest>,
+    ) -> Result<Response<v1::AccountSnapshot>, Status> {
+        let tenant = tenant_of(&request)?;
+        let uid = &request.get_ref().account_uid;
+        if uid.is_empty() {
+            return Err(Status::invalid_argument("account_uid is required"));
+        }
+        let snapshot = self
+            .accounts
+            .account(&tenant, uid)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("account {uid} not found")))?;
+        Ok(Response::new(snapshot))
+    }
+
+    async fn list_account_snapshots(
+        &self,
+        request: Request<v1::ListAccountSnapshotsRequest>,
+    ) -> Result<Response<v1::ListAccountSnapshotsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let r = request.get_ref();
+        if r.account_uid.is_empty() {
+            return Err(Status::invalid_argument("account_uid is required"));
+        }
+        let page_size = page_size(r.page_size)?;
+        let mut from = optional_date("from", &r.from)?;
+        if !r.page_token.is_empty() {
+            let after = r
+                .page_token
+                .strip_prefix(PAGE_TOKEN_PREFIX)
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| {
+                    Status::invalid_argument("page_token is not one this service issued")
+                })?;
+            from = after.succ_opt();
+        }
+        let to = optional_date("to", &r.to)?;
+        let mut series = self
+            .accounts
+            .series(&tenant, &r.account_uid, from, to, page_size + 1)
+            .map_err(internal)?;
+        let next_page_token = if series.len() > page_size {
+            series.truncate(page_size);
+            series
+                .last()
+                .map(|(date, _)| format!("{PAGE_TOKEN_PREFIX}{}", date.format("%Y-%m-%d")))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAccountSnapshotsResponse {
+            snapshots: series.into_iter().map(|(_, s)| s).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn portfolio_par(
+        &self,
+        request: Request<v1::PortfolioParRequest>,
+    ) -> Result<Response<v1::PortfolioParResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let date = optional_date("snapshot_date", &request.get_ref().snapshot_date)?
+            .ok_or_else(|| Status::invalid_argument("snapshot_date is required (YYYY-MM-DD)"))?;
+        let totals = self.accounts.par(&tenant, date).map_err(internal)?;
+        let mut response = v1::PortfolioParResponse {
+            snapshot_date: date.format("%Y-%m-%d").to_string(),
+            ..Default::default()
+        };
+        let mut over_30 = 0i64;
+        let mut outstanding = 0i64;
+        for ((name, min, max), t) in PAR_BUCKETS.iter().zip(&totals) {
+            response.buckets.push(v1::ParBucket {
+                bucket: (*name).to_owned(),
+                min_days: *min,
+                max_days: max.unwrap_or(0),
+                accounts: t.accounts.max(0) as u64,
+                outstanding: t.outstanding(),
+            });
+            response.accounts += t.accounts.max(0) as u64;
+            outstanding += t.outstanding_units;
+            if *min > 30 && *name != "unknown" {
+                over_30 += t.outstanding_units;
+            }
+        }
+        response.outstanding = outstanding as f64 / 10_000.0;
+        response.par30_ratio = if outstanding > 0 {
+            over_30 as f64 / outstanding as f64
+        } else {
+            0.0
+        };
+        Ok(Response::new(response))
+    }
+}
+
+fn page_size(asked: u32) -> Result<usize, Status> {
+    Ok(match asked {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n > MAX_PAGE_SIZE => {
+            return Err(Status::invalid_argument(format!(
+                "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
+            )));
+        }
+        n => n,
+    } as usize)
+}
+
+fn optional_date(field: &str, text: &str) -> Result<Option<NaiveDate>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| {
+            Status::invalid_argument(format!("{field} {text:?} is not a date (YYYY-MM-DD)"))
+        })
 }
 
 const PAGE_TOKEN_PREFIX: &str = "after:";

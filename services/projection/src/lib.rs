@@ -2,11 +2,13 @@
 //!
 //! [`consumer::Projector`] receives batches from Kafka and hands them to [`read_model::ReadModel`],
 //! which applies them and records the consumer offsets in the same atomic batch, skipping any
-//! version already applied. [`grpc::CaseQueries`] serves `recoup.v1.Query`.
+//! version already applied. [`grpc::Queries`] serves `recoup.v1.Query`.
 
+pub mod accounts;
 pub mod consumer;
 pub mod grpc;
 pub mod read_model;
 
-pub use consumer::{ProjectionError, Projector};
+pub use accounts::AccountReadModel;
+pub use consumer::{Projection, ProjectionError, Projector};
 pub use read_model::{ReadModel, ReadModelError};

@@ -671,6 +671,11 @@ impl ReadModel {
         Ok(out)
     }
 
+    /// The database, for read models kept beside this one.
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Flushes to disk.
     pub fn flush(&self) -> Result<(), ReadModelError> {
         self.db.flush()?;

@@ -5,8 +5,9 @@
 mod common;
 
 use common::{CLUSTER, Case, Feed, TOPIC};
+use projection::AccountReadModel;
 use projection::ReadModel;
-use projection::grpc::CaseQueries;
+use projection::grpc::Queries;
 use recoup_proto::convert::case_to_proto;
 use recoup_proto::tenant::TENANT_METADATA_KEY;
 use recoup_proto::v1;
@@ -64,7 +65,7 @@ async fn start() -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tonic::transport::Server::builder()
-        .add_service(CaseQueries::new(rm).into_server())
+        .add_service(Queries::new(rm.clone(), AccountReadModel::open(&rm).unwrap()).into_server())
         .serve_with_incoming(TcpIncoming::from(listener));
     tokio::spawn(async move { server.await.unwrap() });
     let client = QueryClient::connect(format!("http://{addr}"))

@@ -33,6 +33,9 @@ enum Command {
     CaseLifecycle(RunArgs),
     /// Run only the projection service (read models, recoup.v1.Query) against an external Kafka.
     Projection(RunArgs),
+    /// Run only the snapshot importer (recoup.v1.SnapshotImports: PAYGo snapshot files and rows)
+    /// against an external Kafka.
+    SnapshotImporter(RunArgs),
     /// Manage recoup's Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -61,6 +64,9 @@ struct RunArgs {
     /// Seconds between checks for cases whose processing timed out.
     #[arg(long, env = "RECOUP_TIMEOUT_CHECK_SECONDS", default_value_t = 5)]
     timeout_check_seconds: u64,
+    /// Largest snapshot file one upload may carry, in bytes (larger: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "RECOUP_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_upload_bytes: u64,
 }
 
 #[derive(Subcommand)]
@@ -130,7 +136,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 args,
                 Services {
                     case_lifecycle: true,
-                    projection: false,
+                    ..Services::NONE
                 },
             )
             .await
@@ -139,8 +145,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             serve(
                 args,
                 Services {
-                    case_lifecycle: false,
                     projection: true,
+                    ..Services::NONE
+                },
+            )
+            .await
+        }
+        Command::SnapshotImporter(args) => {
+            serve(
+                args,
+                Services {
+                    snapshot_importer: true,
+                    ..Services::NONE
                 },
             )
             .await
@@ -196,6 +212,7 @@ async fn serve(args: RunArgs, services: Services) -> anyhow::Result<()> {
     config.kafka_brokers = args.kafka_brokers;
     config.kafka_properties = args.kafka_properties;
     config.services = services;
+    config.max_upload_bytes = args.max_upload_bytes;
     config.timeout_check_interval = Duration::from_secs(args.timeout_check_seconds.max(1));
     if let Some(path) = &args.collectors_file {
         config.collectors = load_collectors(path)?;

@@ -15,12 +15,18 @@ use debt_cases::CollectorConfigurations;
 use event_backbone::consumer::EventConsumer;
 use event_backbone::flow::{EMBEDDED_BUDGET_BYTES, FlowGate};
 use event_backbone::producer::{EventProducer, ProducerSettings};
+use event_backbone::topics::PAYGO_SNAPSHOTS;
 use event_backbone::topics::{self, DEBT_CASES};
 use event_backbone::{EmbeddedKafka, KafkaConfig};
-use projection::grpc::CaseQueries;
-use projection::{ProjectionError, Projector, ReadModel};
+use projection::grpc::Queries;
+use projection::{AccountReadModel, ProjectionError, Projector, ReadModel};
 use recoup_proto::v1::debt_collection_cases_server::DebtCollectionCasesServer;
 use recoup_proto::v1::query_server::QueryServer;
+use recoup_proto::v1::snapshot_imports_server::SnapshotImportsServer;
+use snapshot_importer::grpc::ImportService;
+use snapshot_importer::import::{ImportSettings, Importer};
+use snapshot_importer::store::ImportStore;
+use snapshot_importer::upload::DEFAULT_MAX_UPLOAD_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,6 +39,7 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 pub struct Services {
     pub case_lifecycle: bool,
     pub projection: bool,
+    pub snapshot_importer: bool,
 }
 
 impl Services {
@@ -40,6 +47,13 @@ impl Services {
     pub const ALL: Services = Services {
         case_lifecycle: true,
         projection: true,
+        snapshot_importer: true,
+    };
+    /// No service; set the ones wanted.
+    pub const NONE: Services = Services {
+        case_lifecycle: false,
+        projection: false,
+        snapshot_importer: false,
     };
 }
 
@@ -60,6 +74,8 @@ pub struct PlatformConfig {
     pub services: Services,
     /// False keeps the outbox relay stopped (used to prove the outbox survives a crash).
     pub relay_enabled: bool,
+    /// Largest file the snapshot importer takes in one upload.
+    pub max_upload_bytes: u64,
     pub clock: Clock,
 }
 
@@ -75,6 +91,7 @@ impl PlatformConfig {
             timeout_check_interval: Duration::from_secs(5),
             services: Services::ALL,
             relay_enabled: true,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             clock: Arc::new(Utc::now),
         }
     }
@@ -92,10 +109,12 @@ pub struct RunningPlatform {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     relay: Option<JoinHandle<()>>,
     timeouts: Option<JoinHandle<()>>,
-    projector: Option<JoinHandle<Result<(), ProjectionError>>>,
+    projectors: Vec<JoinHandle<Result<(), ProjectionError>>>,
     store: Option<EventStore>,
     gate: Option<Arc<FlowGate>>,
     read_model: Option<ReadModel>,
+    accounts: Option<AccountReadModel>,
+    importer: Option<Importer>,
     embedded: Option<EmbeddedKafka>,
 }
 
@@ -118,6 +137,16 @@ impl RunningPlatform {
         self.read_model.as_ref()
     }
 
+    /// The account read models, when this process runs the projection.
+    pub fn accounts(&self) -> Option<&AccountReadModel> {
+        self.accounts.as_ref()
+    }
+
+    /// The snapshot importer, when this process runs it.
+    pub fn importer(&self) -> Option<&Importer> {
+        self.importer.as_ref()
+    }
+
     /// Stops accepting requests, drains the outbox, lets the projection catch up (embedded mode),
     /// flushes everything.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -130,7 +159,7 @@ impl RunningPlatform {
         if let Some(r) = self.relay.take() {
             r.await?;
         }
-        if let (Some(gate), Some(_)) = (&self.gate, &self.projector) {
+        if let (Some(gate), false) = (&self.gate, self.projectors.is_empty()) {
             // Embedded: the broker dies with us, so give the projection a moment to take it all.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while gate.in_flight() > 0 && tokio::time::Instant::now() < deadline {
@@ -139,12 +168,15 @@ impl RunningPlatform {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = self.stop_projection.send(true);
-        if let Some(p) = self.projector.take() {
-            // The projector exits at the next batch boundary once the signal is seen.
+        for p in self.projectors.drain(..) {
+            // A projector exits at the next batch boundary once the signal is seen.
             p.await??;
         }
         if let Some(store) = &self.store {
             store.flush()?;
+        }
+        if let Some(importer) = &self.importer {
+            importer.store().flush().await?;
         }
         drop(self.embedded.take());
         Ok(())
@@ -161,7 +193,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     let (kafka, embedded, gate, cluster_id) = match &config.kafka_brokers {
         None => {
             let embedded = EmbeddedKafka::start(topics::ALL).context("embedded Kafka")?;
-            if !(config.services.case_lifecycle && config.services.projection) {
+            if config.services != Services::ALL {
                 bail!(
                     "the embedded Kafka lives inside one process: run every service together \
                      (recoup up) or pass --kafka-brokers"
@@ -231,8 +263,42 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         store = Some(s);
     }
 
+    let mut importer = None;
+    if config.services.snapshot_importer {
+        let dir = config.data_dir.join("snapshot-importer");
+        let import_store =
+            ImportStore::open(&dir).context("opening the snapshot importer store")?;
+        let spool_dir = dir.join("uploads");
+        // Uploads of a process that died are of no use: their senders got no answer.
+        let _ = std::fs::remove_dir_all(&spool_dir);
+        let producer = EventProducer::new(
+            &kafka,
+            &ProducerSettings {
+                // Imports are batches: a little more lingering fills Kafka batches better.
+                linger: Duration::from_millis(5),
+                ..ProducerSettings::default()
+            },
+            gate.clone(),
+        )
+        .context("kafka producer")?;
+        let i = Importer::new(
+            import_store,
+            Arc::new(producer),
+            config.clock.clone(),
+            ImportSettings::default(),
+        );
+        routes.add_service(
+            ImportService::new(i.clone(), spool_dir, config.max_upload_bytes).into_server(),
+        );
+        health
+            .set_serving::<SnapshotImportsServer<ImportService>>()
+            .await;
+        importer = Some(i);
+    }
+
     let mut read_model = None;
-    let mut projector = None;
+    let mut accounts = None;
+    let mut projectors = Vec::new();
     if config.services.projection {
         let rm = ReadModel::open(&config.data_dir.join("projection"))
             .context("opening the projection read model")?;
@@ -255,20 +321,45 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
                 tracing::info!(events = requeued, "re-queued events the read model missed");
             }
         }
-        let p = Projector::start(rm.clone(), consumer, cluster, DEBT_CASES.name)?;
+        let account_model = AccountReadModel::open(&rm)?;
+        let account_consumer = EventConsumer::new(
+            &kafka,
+            "recoup-projection-accounts",
+            PAYGO_SNAPSHOTS.name,
+            gate.clone(),
+        )
+        .context("kafka consumer")?;
+        let cases = Projector::start(rm.clone(), consumer, cluster.clone(), DEBT_CASES.name)?;
+        let snapshots = Projector::start(
+            account_model.clone(),
+            account_consumer,
+            cluster,
+            PAYGO_SNAPSHOTS.name,
+        )?;
         let reporter = health.clone();
-        projector = Some(tokio::spawn(async move {
-            let result = p.run(stop_projection_rx).await;
+        let stop = stop_projection_rx.clone();
+        projectors.push(tokio::spawn(async move {
+            let result = cases.run(stop).await;
             if let Err(error) = &result {
                 // The read model stops moving: say so to health checks, not only in the log.
-                tracing::error!(%error, "projection stopped");
-                reporter.set_not_serving::<QueryServer<CaseQueries>>().await;
+                tracing::error!(%error, "case projection stopped");
+                reporter.set_not_serving::<QueryServer<Queries>>().await;
             }
             result
         }));
-        routes.add_service(CaseQueries::new(rm.clone()).into_server());
-        health.set_serving::<QueryServer<CaseQueries>>().await;
+        let reporter = health.clone();
+        projectors.push(tokio::spawn(async move {
+            let result = snapshots.run(stop_projection_rx).await;
+            if let Err(error) = &result {
+                tracing::error!(%error, "account projection stopped");
+                reporter.set_not_serving::<QueryServer<Queries>>().await;
+            }
+            result
+        }));
+        routes.add_service(Queries::new(rm.clone(), account_model.clone()).into_server());
+        health.set_serving::<QueryServer<Queries>>().await;
         read_model = Some(rm);
+        accounts = Some(account_model);
     }
 
     let listener = TcpListener::bind(config.grpc_addr)
@@ -295,10 +386,12 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         server,
         relay,
         timeouts: timeouts_task,
-        projector,
+        projectors,
         store,
         gate,
         read_model,
+        accounts,
+        importer,
         embedded,
     })
 }

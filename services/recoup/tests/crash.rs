@@ -107,7 +107,7 @@ async fn a_restarted_projection_neither_skips_nor_repeats() {
         &brokers,
         Services {
             case_lifecycle: true,
-            projection: false,
+            ..Services::NONE
         },
     ))
     .await;

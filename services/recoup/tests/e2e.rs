@@ -362,7 +362,7 @@ async fn services_run_as_separate_processes_over_one_cluster() {
         kafka.bootstrap_servers(),
         Services {
             case_lifecycle: true,
-            projection: false,
+            ..Services::NONE
         },
     ))
     .await;
@@ -370,8 +370,8 @@ async fn services_run_as_separate_processes_over_one_cluster() {
         b.path(),
         kafka.bootstrap_servers(),
         Services {
-            case_lifecycle: false,
             projection: true,
+            ..Services::NONE
         },
     ))
     .await;

@@ -4,14 +4,14 @@
 
 use std::io::Read;
 
-use paygo_snapshots::{ImportContext, RowError, check_headers, column_name, rule, validate_row};
+use paygo_snapshots::{Columns, ImportContext, RowError, column_name, rule};
 
 use super::{FileError, RowOutcome};
 
 /// A CSV file being read row by row.
 pub struct CsvSnapshots<R: Read> {
     reader: ::csv::Reader<R>,
-    headers: Vec<String>,
+    columns: Columns,
     record: ::csv::ByteRecord,
     /// Number of the last row read; the header is row 1.
     row: u64,
@@ -41,10 +41,10 @@ impl<R: Read> CsvSnapshots<R> {
         if headers.iter().all(String::is_empty) {
             return Err(FileError::Empty);
         }
-        check_headers(&headers)?;
+        let columns = Columns::checked(&headers)?;
         Ok(Self {
             reader,
-            headers,
+            columns,
             record,
             row: 1,
         })
@@ -52,7 +52,7 @@ impl<R: Read> CsvSnapshots<R> {
 
     /// The checked header row.
     pub fn headers(&self) -> &[String] {
-        &self.headers
+        self.columns.names()
     }
 
     /// The next data row, `None` at the end of the file. Rows are numbered as a spreadsheet
@@ -84,7 +84,7 @@ impl<R: Read> CsvSnapshots<R> {
                 Err(e) => {
                     errors.push(RowError {
                         row,
-                        column: self.headers.get(i).cloned().unwrap_or_default(),
+                        column: self.columns.names().get(i).cloned().unwrap_or_default(),
                         value: String::from_utf8_lossy(cell).into_owned(),
                         rule: rule::ENCODING,
                         message: format!(
@@ -96,7 +96,8 @@ impl<R: Read> CsvSnapshots<R> {
                 }
             }
         }
-        let result = match validate_row(row, &self.headers, &cells, ctx) {
+        let errors_free = errors.is_empty();
+        let result = match self.columns.validate(row, &cells, ctx) {
             Ok(snapshot) if errors.is_empty() => Ok(snapshot),
             Ok(_) => Err(errors),
             Err(mut more) => {
@@ -104,7 +105,17 @@ impl<R: Read> CsvSnapshots<R> {
                 Err(errors)
             }
         };
-        RowOutcome { row, result }
+        let not_utf8 = !errors_free;
+        let mut outcome = RowOutcome::of(row, self.columns.names(), &cells, result);
+        // Rejects keep what the sender wrote, even where it is not UTF-8.
+        for (i, cell) in self.record.iter().enumerate().filter(|_| not_utf8) {
+            if std::str::from_utf8(cell).is_err()
+                && let Some((_, raw)) = outcome.raw.get_mut(i)
+            {
+                *raw = String::from_utf8_lossy(cell).into_owned();
+            }
+        }
+        outcome
     }
 }
 

@@ -1,0 +1,470 @@
+//! PAYGo account read models, in one sled tree beside the case read model (same database), so
+//! that a batch's changes and the consumer offsets after it are one atomic `sled::Batch`.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `l` | tenant, account_uid | date (4 bytes) + encoded `AccountSnapshot`: the latest by snapshot_date |
+//! | `n` | tenant, account_uid, date | [`SeriesEntry`]: revision, PAR bucket, outstanding, encoded `AccountSnapshot` |
+//! | `q` | tenant, date, bucket (u8) | accounts (i64 BE) + outstanding in 1/10,000 units (i64 BE) |
+//! | `o` | cluster id, topic, partition (i32 BE) | next offset to read (i64 BE) |
+//! | `x` | cluster id, topic, partition, offset | a message that could not be applied, with the reason |
+//!
+//! Strings in keys are length-prefixed (u32 BE); dates are days since CE (u32 BE, sign bit
+//! flipped) so that they sort by date.
+//!
+//! Events of one `(account_uid, snapshot_date)` carry a revision. An event older than the
+//! applied revision is skipped; the same revision again is applied again (an importer that
+//! crashed before it remembered an acknowledged event sends that revision once more, possibly
+//! with newer content), which changes nothing when the content is the same.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{Datelike, NaiveDate};
+use event_backbone::consumer::ReceivedEvent;
+use event_backbone::envelope::decode_envelope;
+use prost::Message;
+use recoup_proto::v1;
+
+use crate::read_model::{BatchOutcome, ReadModel, ReadModelError};
+
+/// The aggregate type of snapshot envelopes (see the snapshot importer).
+pub const SNAPSHOT_AGGREGATE: &str = "paygo_account_snapshot";
+
+/// The PAR buckets of DOMAIN.md §2 by consecutive days in arrears, and one for rows without
+/// that value: (name, first day, last day; `None` = no upper bound).
+pub const PAR_BUCKETS: [(&str, u32, Option<u32>); 8] = [
+    ("0", 0, Some(0)),
+    ("1-7", 1, Some(7)),
+    ("8-30", 8, Some(30)),
+    ("31-60", 31, Some(60)),
+    ("61-90", 61, Some(90)),
+    ("91-180", 91, Some(180)),
+    ("180+", 181, None),
+    ("unknown", 0, None),
+];
+
+const UNKNOWN_BUCKET: u8 = 7;
+
+/// Amounts in the PAR view are summed as integers of this many units per 1, so that an update
+/// (subtract the old row, add the new) leaves no floating-point residue.
+const AMOUNT_SCALE: f64 = 10_000.0;
+
+/// The bucket of a number of consecutive days in arrears (negative counts as 0).
+pub fn par_bucket(days: Option<i64>) -> u8 {
+    let Some(days) = days else {
+        return UNKNOWN_BUCKET;
+    };
+    let days = days.max(0);
+    PAR_BUCKETS[..7]
+        .iter()
+        .position(|(_, from, to)| {
+            days >= i64::from(*from) && to.is_none_or(|to| days <= i64::from(to))
+        })
+        .map_or(UNKNOWN_BUCKET, |i| i as u8)
+}
+
+fn push_str(key: &mut Vec<u8>, part: &str) {
+    let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(part.as_bytes());
+}
+
+fn date_bytes(date: NaiveDate) -> [u8; 4] {
+    ((date.num_days_from_ce() as u32) ^ 0x8000_0000).to_be_bytes()
+}
+
+fn date_from_bytes(bytes: &[u8]) -> Option<NaiveDate> {
+    let raw = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) ^ 0x8000_0000;
+    NaiveDate::from_num_days_from_ce_opt(raw as i32)
+}
+
+fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + tenant.len() + account_uid.len() + 4);
+    key.push(prefix);
+    push_str(&mut key, tenant);
+    push_str(&mut key, account_uid);
+    key
+}
+
+fn series_key(tenant: &str, account_uid: &str, date: NaiveDate) -> Vec<u8> {
+    let mut key = account_key(b'n', tenant, account_uid);
+    key.extend_from_slice(&date_bytes(date));
+    key
+}
+
+fn par_key(tenant: &str, date: NaiveDate, bucket: u8) -> Vec<u8> {
+    let mut key = vec![b'q'];
+    push_str(&mut key, tenant);
+    key.extend_from_slice(&date_bytes(date));
+    key.push(bucket);
+    key
+}
+
+fn offset_key(cluster: &str, topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = vec![b'o'];
+    push_str(&mut key, cluster);
+    push_str(&mut key, topic);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn rejected_key(cluster: &str, topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+    let mut key = offset_key(cluster, topic, partition);
+    key[0] = b'x';
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// One day of one account as stored in the series.
+#[derive(Debug, Clone, PartialEq)]
+struct SeriesEntry {
+    revision: u64,
+    bucket: u8,
+    /// Outstanding amount in 1/10,000 units.
+    outstanding: i64,
+    snapshot: Vec<u8>,
+}
+
+impl SeriesEntry {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(17 + self.snapshot.len());
+        v.extend_from_slice(&self.revision.to_be_bytes());
+        v.push(self.bucket);
+        v.extend_from_slice(&self.outstanding.to_be_bytes());
+        v.extend_from_slice(&self.snapshot);
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            revision: u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?),
+            bucket: *bytes.get(8)?,
+            outstanding: i64::from_be_bytes(bytes.get(9..17)?.try_into().ok()?),
+            snapshot: bytes.get(17..)?.to_vec(),
+        })
+    }
+}
+
+/// Accounts and outstanding amount of one PAR bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ParTotals {
+    pub accounts: i64,
+    /// Outstanding in 1/10,000 units.
+    pub outstanding_units: i64,
+}
+
+impl ParTotals {
+    fn decode(bytes: &[u8]) -> Self {
+        let n = |i: usize| {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i64::from_be_bytes)
+        };
+        Self {
+            accounts: n(0),
+            outstanding_units: n(1),
+        }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&self.accounts.to_be_bytes());
+        v[8..].copy_from_slice(&self.outstanding_units.to_be_bytes());
+        v
+    }
+
+    /// The outstanding amount.
+    pub fn outstanding(&self) -> f64 {
+        self.outstanding_units as f64 / AMOUNT_SCALE
+    }
+}
+
+/// The account read models.
+#[derive(Clone)]
+pub struct AccountReadModel {
+    tree: sled::Tree,
+}
+
+#[derive(Default)]
+struct Staged {
+    series: HashMap<Vec<u8>, SeriesEntry>,
+    latest: HashMap<Vec<u8>, (NaiveDate, Vec<u8>)>,
+    par: BTreeMap<Vec<u8>, ParTotals>,
+    batch: sled::Batch,
+}
+
+enum Step {
+    Applied,
+    Duplicate,
+    Rejected(String),
+}
+
+fn corrupt(key: &[u8], reason: &str) -> ReadModelError {
+    ReadModelError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+impl AccountReadModel {
+    /// Opens the account tree in the database of `cases`.
+    pub fn open(cases: &ReadModel) -> Result<Self, ReadModelError> {
+        Ok(Self {
+            tree: cases.db().open_tree("accounts")?,
+        })
+    }
+
+    /// The next offset to read per partition (`None`: from the beginning).
+    pub fn offsets(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
+        partitions
+            .iter()
+            .map(|p| {
+                let next = self
+                    .tree
+                    .get(offset_key(cluster, topic, *p))?
+                    .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes));
+                Ok((*p, next))
+            })
+            .collect()
+    }
+
+    /// Applies a batch of snapshot events and records the offsets after them, atomically.
+    pub fn apply_batch(
+        &self,
+        cluster: &str,
+        topic: &str,
+        messages: &[ReceivedEvent],
+    ) -> Result<BatchOutcome, ReadModelError> {
+        let mut staged = Staged::default();
+        let mut outcome = BatchOutcome::default();
+        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        for message in messages {
+            next_offsets.insert(message.partition, message.offset + 1);
+            match self.apply_message(&message.value, &mut staged)? {
+                Step::Applied => outcome.applied += 1,
+                Step::Duplicate => outcome.duplicates += 1,
+                Step::Rejected(reason) => {
+                    outcome.rejected += 1;
+                    tracing::error!(
+                        topic, partition = message.partition, offset = message.offset, %reason,
+                        "snapshot event cannot be applied; kept in the read model's rejects"
+                    );
+                    let mut value = reason.into_bytes();
+                    value.push(0);
+                    value.extend_from_slice(&message.value);
+                    staged.batch.insert(
+                        rejected_key(cluster, topic, message.partition, message.offset),
+                        value,
+                    );
+                }
+            }
+        }
+        let Staged {
+            series,
+            latest,
+            par,
+            mut batch,
+        } = staged;
+        for (key, entry) in series {
+            batch.insert(key, entry.encode());
+        }
+        for (key, (date, snapshot)) in latest {
+            let mut value = Vec::with_capacity(4 + snapshot.len());
+            value.extend_from_slice(&date_bytes(date));
+            value.extend_from_slice(&snapshot);
+            batch.insert(key, value);
+        }
+        for (key, totals) in par {
+            batch.insert(key, &totals.encode());
+        }
+        for (partition, next) in next_offsets {
+            batch.insert(offset_key(cluster, topic, partition), &next.to_be_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(outcome)
+    }
+
+    fn apply_message(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
+        let envelope = match decode_envelope(bytes) {
+            Ok(e) => e,
+            Err(e) => return Ok(Step::Rejected(e.to_string())),
+        };
+        if envelope.aggregate_type != SNAPSHOT_AGGREGATE {
+            return Ok(Step::Rejected(format!(
+                "aggregate type {:?} does not belong on this topic",
+                envelope.aggregate_type
+            )));
+        }
+        let recorded = match v1::AccountSnapshotRecorded::decode(envelope.payload.as_slice()) {
+            Ok(r) => r,
+            Err(e) => return Ok(Step::Rejected(format!("payload does not decode: {e}"))),
+        };
+        let Some(snapshot) = recorded.snapshot else {
+            return Ok(Step::Rejected(
+                "AccountSnapshotRecorded without snapshot".into(),
+            ));
+        };
+        let (Some(account_uid), Some(date)) = (
+            snapshot.account_uid.as_deref(),
+            snapshot
+                .snapshot_date
+                .as_deref()
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+        ) else {
+            return Ok(Step::Rejected(
+                "snapshot without account_uid or a valid snapshot_date".into(),
+            ));
+        };
+        let tenant = envelope.tenant.as_str();
+        let key = series_key(tenant, account_uid, date);
+        let earlier = match staged.series.get(&key) {
+            Some(entry) => Some(entry.clone()),
+            None => match self.tree.get(&key)? {
+                Some(bytes) => {
+                    Some(SeriesEntry::decode(&bytes).ok_or_else(|| corrupt(&key, "series entry"))?)
+                }
+                None => None,
+            },
+        };
+        if earlier
+            .as_ref()
+            .is_some_and(|e| e.revision > recorded.revision)
+        {
+            return Ok(Step::Duplicate);
+        }
+        let encoded = snapshot.encode_to_vec();
+        let entry = SeriesEntry {
+            revision: recorded.revision,
+            bucket: par_bucket(snapshot.days_arrears_consecutive_source),
+            outstanding: (snapshot.amt_remaining_installment_source.unwrap_or(0.0) * AMOUNT_SCALE)
+                .round() as i64,
+            snapshot: encoded.clone(),
+        };
+        if let Some(earlier) = &earlier {
+            self.add_par(
+                staged,
+                tenant,
+                date,
+                earlier.bucket,
+                -1,
+                -earlier.outstanding,
+            )?;
+        }
+        self.add_par(staged, tenant, date, entry.bucket, 1, entry.outstanding)?;
+        staged.series.insert(key, entry);
+
+        let latest_key = account_key(b'l', tenant, account_uid);
+        let latest_date = match staged.latest.get(&latest_key) {
+            Some((d, _)) => Some(*d),
+            None => match self.tree.get(&latest_key)? {
+                Some(bytes) => Some(
+                    date_from_bytes(&bytes).ok_or_else(|| corrupt(&latest_key, "latest entry"))?,
+                ),
+                None => None,
+            },
+        };
+        if latest_date.is_none_or(|d| date >= d) {
+            staged.latest.insert(latest_key, (date, encoded));
+        }
+        Ok(Step::Applied)
+    }
+
+    fn add_par(
+        &self,
+        staged: &mut Staged,
+        tenant: &str,
+        date: NaiveDate,
+        bucket: u8,
+        accounts: i64,
+        outstanding: i64,
+    ) -> Result<(), ReadModelError> {
+        let key = par_key(tenant, date, bucket);
+        let totals = match staged.par.get_mut(&key) {
+            Some(t) => t,
+            None => {
+                let current = self
+                    .tree
+                    .get(&key)?
+                    .map(|b| ParTotals::decode(&b))
+                    .unwrap_or_default();
+                staged.par.entry(key).or_insert(current)
+            }
+        };
+        totals.accounts += accounts;
+        totals.outstanding_units += outstanding;
+        Ok(())
+    }
+
+    /// The latest snapshot of an account.
+    pub fn account(
+        &self,
+        tenant: &str,
+        account_uid: &str,
+    ) -> Result<Option<v1::AccountSnapshot>, ReadModelError> {
+        let key = account_key(b'l', tenant, account_uid);
+        match self.tree.get(&key)? {
+            Some(bytes) => Ok(Some(
+                v1::AccountSnapshot::decode(bytes.get(4..).unwrap_or_default())
+                    .map_err(|e| corrupt(&key, &e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` snapshots of an account with dates in `[from, to]`, oldest first.
+    pub fn series(
+        &self,
+        tenant: &str,
+        account_uid: &str,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+        limit: usize,
+    ) -> Result<Vec<(NaiveDate, v1::AccountSnapshot)>, ReadModelError> {
+        let prefix = account_key(b'n', tenant, account_uid);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&date_bytes(from.unwrap_or(NaiveDate::MIN)));
+        let mut end = prefix.clone();
+        end.extend_from_slice(&date_bytes(to.unwrap_or(NaiveDate::MAX)));
+        let mut out = Vec::new();
+        for entry in self.tree.range(start..=end).take(limit) {
+            let (key, value) = entry?;
+            let date =
+                date_from_bytes(&key[prefix.len()..]).ok_or_else(|| corrupt(&key, "date"))?;
+            let entry = SeriesEntry::decode(&value).ok_or_else(|| corrupt(&key, "series entry"))?;
+            let snapshot = v1::AccountSnapshot::decode(entry.snapshot.as_slice())
+                .map_err(|e| corrupt(&key, &e.to_string()))?;
+            out.push((date, snapshot));
+        }
+        Ok(out)
+    }
+
+    /// The PAR totals of every bucket on one day, in bucket order.
+    pub fn par(&self, tenant: &str, date: NaiveDate) -> Result<Vec<ParTotals>, ReadModelError> {
+        (0..PAR_BUCKETS.len() as u8)
+            .map(|bucket| {
+                Ok(self
+                    .tree
+                    .get(par_key(tenant, date, bucket))?
+                    .map(|b| ParTotals::decode(&b))
+                    .unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Makes everything durable.
+    pub fn flush(&self) -> Result<(), ReadModelError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Events that could not be applied.
+    pub fn rejected_count(&self) -> usize {
+        self.tree.scan_prefix(b"x").count()
+    }
+}

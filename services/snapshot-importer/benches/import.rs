@@ -1,0 +1,174 @@
+//! Snapshot import rate: a generated CSV with every seed column, imported end to end (read,
+//! validate, classify against the store, encode, publish to Kafka, await acks, remember) into the
+//! embedded Kafka cluster, beside the raw `csv` crate parse of the same file in the same run.
+//!
+//! `cargo bench -p snapshot-importer --bench import` (BENCH_ROWS to change the size; default
+//! 1,000,000). Peak RSS is the process's high-water mark during the import (reset before it).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use event_backbone::EmbeddedKafka;
+use event_backbone::producer::{EventProducer, ProducerSettings};
+use paygo_snapshots::{FIELDS, FieldType};
+use recoup_proto::v1;
+use snapshot_importer::import::{ImportRequest, ImportSettings, Importer};
+use snapshot_importer::readers::SnapshotRows;
+use snapshot_importer::readers::csv::CsvSnapshots;
+use snapshot_importer::store::ImportStore;
+
+fn cell(ty: FieldType, name: &str, row: usize) -> String {
+    match (name, ty) {
+        ("snapshot_date", _) => "2024-03-01".to_owned(),
+        ("account_external_id", _) => format!("ACC{row:08}"),
+        (_, FieldType::Date) => "2025-01-31".to_owned(),
+        (_, FieldType::DateTime) => format!("2024-03-0{} 6:23:55", 1 + row % 9),
+        (_, FieldType::Integer) => (row % 365).to_string(),
+        (_, FieldType::Float) => format!("{}.{:02}", row % 10_000, row % 100),
+        (_, FieldType::String) => ["0", "1-7", "8-30", "31-60"][row % 4].to_owned(),
+        (_, FieldType::Json) => format!("{{\"branch\":\"b{}\"}}", row % 50),
+    }
+}
+
+fn generate(path: &Path, rows: usize) -> u64 {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let header: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+    writeln!(out, "{}", header.join(",")).unwrap();
+    let mut line = String::with_capacity(2048);
+    for row in 0..rows {
+        line.clear();
+        for (i, f) in FIELDS.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            let value = cell(f.ty, f.name, row);
+            if value.contains([',', '"']) {
+                line.push('"');
+                line.push_str(&value.replace('"', "\"\""));
+                line.push('"');
+            } else {
+                line.push_str(&value);
+            }
+        }
+        line.push('\n');
+        out.write_all(line.as_bytes()).unwrap();
+    }
+    out.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 resets the high-water mark to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let rows = env_or("BENCH_ROWS", 1_000_000);
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("snapshots.csv");
+    let bytes = generate(&file, rows);
+    println!(
+        "generated {rows} rows x {} columns, {:.0} MB",
+        FIELDS.len(),
+        bytes as f64 / 1e6
+    );
+
+    // Baseline: the csv crate alone, records into a reused ByteRecord.
+    let started = Instant::now();
+    let mut reader = csv::ReaderBuilder::new().from_reader(BufReader::with_capacity(
+        256 * 1024,
+        std::fs::File::open(&file).unwrap(),
+    ));
+    let mut record = csv::ByteRecord::new();
+    let mut parsed = 0usize;
+    while reader.read_byte_record(&mut record).unwrap() {
+        parsed += 1;
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    assert_eq!(parsed, rows);
+    let raw_rate = rows as f64 / raw_secs;
+    println!("raw csv parse:        {raw_rate:>10.0} rows/s ({raw_secs:.2} s)");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let embedded = EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
+    let producer = EventProducer::new(
+        &embedded.kafka_config(),
+        &ProducerSettings {
+            linger: std::time::Duration::from_millis(env_or("BENCH_LINGER_MS", 5) as u64),
+            ..ProducerSettings::default()
+        },
+        // No consumer here: the mock broker drops what falls out of its retention.
+        None,
+    )
+    .unwrap();
+    let store = ImportStore::open(&dir.path().join("store")).unwrap();
+    let importer = Importer::new(
+        store,
+        Arc::new(producer),
+        Arc::new(Utc::now),
+        ImportSettings {
+            batch_rows: env_or("BENCH_BATCH_ROWS", ImportSettings::default().batch_rows),
+            batches_in_flight: env_or(
+                "BENCH_IN_FLIGHT",
+                ImportSettings::default().batches_in_flight,
+            ),
+            ..ImportSettings::default()
+        },
+    );
+    reset_peak_rss();
+    let started = Instant::now();
+    let path = file.clone();
+    let report = runtime
+        .block_on(importer.import(
+            ImportRequest {
+                tenant: "bench".into(),
+                import_id: "bench-import".into(),
+                format: v1::FileFormat::Csv,
+                data_origin: Some("crm".into()),
+                file_name: "snapshots.csv".into(),
+            },
+            move || {
+                let file = std::fs::File::open(&path).map_err(|e| {
+                    snapshot_importer::readers::FileError::Unreadable {
+                        row: 0,
+                        message: e.to_string(),
+                    }
+                })?;
+                let rows: Box<dyn SnapshotRows + Send> = Box::new(CsvSnapshots::new(
+                    BufReader::with_capacity(256 * 1024, file),
+                )?);
+                Ok(rows)
+            },
+        ))
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mb();
+    assert_eq!(report.accepted as usize, rows, "{report:?}");
+    let rate = rows as f64 / secs;
+    println!("import into Kafka:    {rate:>10.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB");
+    println!("ratio import / raw parse: {:.3}", rate / raw_rate);
+}

@@ -1,0 +1,634 @@
+//! One import: rows read and validated on a blocking thread, published by the async side, and
+//! remembered only after the broker acknowledged them.
+//!
+//! ```text
+//! reader thread: file → rows → validate ──chunks──▶ classifier thread: against the store
+//! (new / changed / unchanged) → envelopes, in batches ──▶ publisher (async): enqueue on the
+//! producer (a few batches in flight) → await acks → store fingerprints and errors
+//! ```
+//! Nothing is remembered before Kafka has it, so a crash or a broker failure loses no row: the
+//! same upload sent again publishes what was not acknowledged and counts the rest unchanged.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use event_backbone::envelope::{EventMetadata, NewEnvelope};
+use event_backbone::producer::{EventProducer, OutgoingEvent, PendingDelivery, PublishError};
+use event_backbone::topics::{PAYGO_SNAPSHOTS, REJECTS};
+use paygo_snapshots::catalogue::{CREATED_AT, UPDATED_AT};
+use paygo_snapshots::{AccountSnapshot, ImportContext, Value};
+use prost::Message;
+use recoup_proto::snapshots::{
+    encode_recorded, encode_snapshot_content, encode_snapshot_import_fields, format_date,
+    row_error_to_proto,
+};
+use recoup_proto::{to_timestamp, v1};
+use tokio::sync::mpsc;
+
+use crate::readers::{FileError, RowOutcome, SnapshotRows};
+use crate::store::{ImportStore, StoreBatch, StoreError, Stored, snapshot_key};
+
+/// The aggregate of a snapshot event: one account on one day, versioned by revision.
+pub const SNAPSHOT_AGGREGATE: &str = "paygo_account_snapshot";
+/// The aggregate of a reject: the import, versioned by row number.
+pub const IMPORT_AGGREGATE: &str = "snapshot_import";
+/// Event type of accepted rows.
+pub const SNAPSHOT_RECORDED: &str = "AccountSnapshotRecorded";
+/// Event type of rejected rows.
+pub const ROW_REJECTED: &str = "RowRejected";
+
+/// The clock imports read.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Tuning of the pipeline.
+#[derive(Debug, Clone)]
+pub struct ImportSettings {
+    /// Rows per batch between the reader thread and the publisher.
+    pub batch_rows: usize,
+    /// Batches published but not yet acknowledged.
+    pub batches_in_flight: usize,
+    /// Errors in an answer; the rest are paged with `GetImport`.
+    pub errors_per_page: usize,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        Self {
+            batch_rows: 1000,
+            batches_in_flight: 3,
+            errors_per_page: 1000,
+        }
+    }
+}
+
+/// What is being imported, besides the rows.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub tenant: String,
+    /// The content hash of the upload (see [`import_id`]).
+    pub import_id: String,
+    pub format: v1::FileFormat,
+    pub data_origin: Option<String>,
+    pub file_name: String,
+}
+
+/// The import id of an upload: the first 128 bits of SHA-256 over the format, the data origin
+/// and the bytes, in hex. The same file sent again with the same origin has the same id.
+pub struct ImportHasher(sha2::Sha256);
+
+impl ImportHasher {
+    pub fn new(format: v1::FileFormat, data_origin: Option<&str>) -> Self {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(format.as_str_name().as_bytes());
+        hasher.update([0]);
+        hasher.update(data_origin.unwrap_or("").trim().as_bytes());
+        hasher.update([0]);
+        Self(hasher)
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    pub fn finish(self) -> String {
+        let digest = sha2::Digest::finalize(self.0);
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// An import that could not finish; rows acknowledged before it stay imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("import {0} is already running; ask for its report when it is done")]
+    AlreadyRunning(String),
+    #[error(
+        "kafka did not take the events ({0}); rows before it are kept, send the same upload \
+         again to import the rest"
+    )]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the import's reader stopped unexpectedly: {0}")]
+    Reader(String),
+}
+
+/// One accepted row whose content is new or changed.
+struct Changed {
+    key: Vec<u8>,
+    account_uid: String,
+    stored: Stored,
+    event_id: String,
+    envelope: Vec<u8>,
+}
+
+/// One rejected row.
+struct Rejected {
+    event_id: String,
+    envelope: Vec<u8>,
+    errors: Vec<v1::RowError>,
+}
+
+#[derive(Default)]
+struct Batch {
+    rows: u64,
+    unchanged: u64,
+    changed: Vec<Changed>,
+    rejected: Vec<Rejected>,
+    file_error: Option<String>,
+}
+
+/// Keys published by batches not yet acknowledged, so that a later row of the same upload
+/// compares against them rather than against the store.
+type Pending = Arc<Mutex<HashMap<Vec<u8>, Stored>>>;
+
+/// Runs imports: shared by the gRPC and HTTP front ends.
+#[derive(Clone)]
+pub struct Importer {
+    store: ImportStore,
+    producer: Arc<EventProducer>,
+    /// Rejects bypass the flow control: no in-process consumer reads them.
+    rejects: Arc<EventProducer>,
+    clock: Clock,
+    settings: ImportSettings,
+    running: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// Removes an import from the running set when it ends, however it ends.
+struct RunningGuard {
+    running: Arc<Mutex<HashSet<(String, String)>>>,
+    key: (String, String),
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&self.key);
+        }
+    }
+}
+
+impl Importer {
+    pub fn new(
+        store: ImportStore,
+        producer: Arc<EventProducer>,
+        clock: Clock,
+        settings: ImportSettings,
+    ) -> Self {
+        Self {
+            store,
+            rejects: Arc::new(producer.unmetered()),
+            producer,
+            clock,
+            settings,
+            running: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &ImportStore {
+        &self.store
+    }
+
+    /// The report of an earlier import with the page of errors from sequence `from`.
+    pub fn report(
+        &self,
+        tenant: &str,
+        import_id: &str,
+        from: u64,
+        page: usize,
+    ) -> Result<Option<v1::ImportReport>, StoreError> {
+        let Some(mut report) = self.store.report(tenant, import_id)? else {
+            return Ok(None);
+        };
+        let (errors, next) = self.store.errors(tenant, import_id, from, page)?;
+        report.errors = errors;
+        report.next_errors_page_token = next.map(|n| n.to_string()).unwrap_or_default();
+        Ok(Some(report))
+    }
+
+    /// Whether this upload was imported before: its report, marked as a duplicate.
+    pub fn earlier(
+        &self,
+        tenant: &str,
+        import_id: &str,
+    ) -> Result<Option<v1::ImportReport>, StoreError> {
+        let report = self.report(tenant, import_id, 0, self.settings.errors_per_page)?;
+        Ok(report.map(|mut r| {
+            r.duplicate = true;
+            r
+        }))
+    }
+
+    /// Imports the rows `open` yields. A file error ends reading but not the import: the rows
+    /// before it count, and the report names the error.
+    pub async fn import<F>(
+        &self,
+        request: ImportRequest,
+        open: F,
+    ) -> Result<v1::ImportReport, ImportError>
+    where
+        F: FnOnce() -> Result<Box<dyn SnapshotRows + Send>, FileError> + Send + 'static,
+    {
+        if let Some(report) = self.earlier(&request.tenant, &request.import_id)? {
+            return Ok(report);
+        }
+        let key = (request.tenant.clone(), request.import_id.clone());
+        let _guard = {
+            let mut running = self
+                .running
+                .lock()
+                .map_err(|_| ImportError::Reader("running set poisoned".to_owned()))?;
+            if !running.insert(key.clone()) {
+                return Err(ImportError::AlreadyRunning(request.import_id.clone()));
+            }
+            RunningGuard {
+                running: self.running.clone(),
+                key,
+            }
+        };
+        let started = (self.clock)();
+        let pending: Pending = Arc::default();
+        let (tx, mut rx) = mpsc::channel::<Batch>(self.settings.batches_in_flight);
+        let reader = {
+            let ctx = ImportContext {
+                organization_id: request.tenant.clone(),
+                data_origin: request.data_origin.clone(),
+                source_id: request.import_id.clone(),
+                now: started,
+            };
+            let store = self.store.clone();
+            let pending = pending.clone();
+            let request = request.clone();
+            let batch_rows = self.settings.batch_rows;
+            let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(8);
+            let reader_ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || read_rows(open, &reader_ctx, &chunks_tx));
+            tokio::task::spawn_blocking(move || {
+                classify_rows(chunks_rx, &ctx, &request, &store, &pending, batch_rows, &tx)
+            })
+        };
+
+        let mut report = v1::ImportReport {
+            import_id: request.import_id.clone(),
+            format: request.format as i32,
+            data_origin: request.data_origin.clone().unwrap_or_default(),
+            file_name: request.file_name.clone(),
+            started_at: Some(to_timestamp(started)),
+            ..Default::default()
+        };
+        let mut in_flight: VecDeque<(Batch, Vec<PendingDelivery>)> = VecDeque::new();
+        let mut error_sequence = 0u64;
+        let outcome: Result<(), ImportError> = async {
+            while let Some(batch) = rx.recv().await {
+                let deliveries = self.enqueue(&batch).await?;
+                in_flight.push_back((batch, deliveries));
+                while in_flight.len() >= self.settings.batches_in_flight {
+                    if let Some((batch, deliveries)) = in_flight.pop_front() {
+                        self.settle(
+                            &request,
+                            batch,
+                            deliveries,
+                            &pending,
+                            &mut report,
+                            &mut error_sequence,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            while let Some((batch, deliveries)) = in_flight.pop_front() {
+                self.settle(
+                    &request,
+                    batch,
+                    deliveries,
+                    &pending,
+                    &mut report,
+                    &mut error_sequence,
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        // Stops the reader if the publisher gave up.
+        drop(rx);
+        let read = reader
+            .await
+            .map_err(|e| ImportError::Reader(e.to_string()))?;
+        outcome?;
+        read?;
+
+        report.error_count = error_sequence;
+        report.finished_at = Some(to_timestamp((self.clock)()));
+        self.store.finish(&request.tenant, &report).await?;
+        let (errors, next) = self.store.errors(
+            &request.tenant,
+            &request.import_id,
+            0,
+            self.settings.errors_per_page,
+        )?;
+        report.errors = errors;
+        report.next_errors_page_token = next.map(|n| n.to_string()).unwrap_or_default();
+        tracing::info!(
+            tenant = %request.tenant,
+            import_id = %request.import_id,
+            rows = report.rows_read,
+            accepted = report.accepted,
+            unchanged = report.unchanged,
+            rejected = report.rejected,
+            file_error = %report.file_error,
+            "import finished"
+        );
+        Ok(report)
+    }
+
+    async fn enqueue(&self, batch: &Batch) -> Result<Vec<PendingDelivery>, PublishError> {
+        let mut deliveries = Vec::with_capacity(batch.changed.len() + batch.rejected.len());
+        for changed in &batch.changed {
+            deliveries.push(
+                self.producer
+                    .enqueue(OutgoingEvent {
+                        topic: PAYGO_SNAPSHOTS.name,
+                        key: &changed.account_uid,
+                        value: &changed.envelope,
+                        event_id: &changed.event_id,
+                        event_type: SNAPSHOT_RECORDED,
+                    })
+                    .await?,
+            );
+        }
+        Ok(deliveries)
+    }
+
+    /// Waits for a batch's acknowledgements, then remembers it.
+    async fn settle(
+        &self,
+        request: &ImportRequest,
+        batch: Batch,
+        mut deliveries: Vec<PendingDelivery>,
+        pending: &Pending,
+        report: &mut v1::ImportReport,
+        error_sequence: &mut u64,
+    ) -> Result<(), ImportError> {
+        // Rejects go out after the batch's snapshots were enqueued; their key is the import.
+        for rejected in &batch.rejected {
+            deliveries.push(
+                self.rejects
+                    .enqueue(OutgoingEvent {
+                        topic: REJECTS.name,
+                        key: &request.import_id,
+                        value: &rejected.envelope,
+                        event_id: &rejected.event_id,
+                        event_type: ROW_REJECTED,
+                    })
+                    .await?,
+            );
+        }
+        for delivery in deliveries {
+            delivery.acknowledged().await?;
+        }
+        let mut writes = StoreBatch::default();
+        for changed in &batch.changed {
+            writes.snapshot(&changed.key, changed.stored);
+        }
+        for rejected in &batch.rejected {
+            for error in &rejected.errors {
+                writes.error(&request.tenant, &request.import_id, *error_sequence, error);
+                *error_sequence += 1;
+            }
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.apply(writes))
+            .await
+            .map_err(|e| ImportError::Reader(e.to_string()))??;
+        if let Ok(mut pending) = pending.lock() {
+            for changed in &batch.changed {
+                if pending.get(&changed.key) == Some(&changed.stored) {
+                    pending.remove(&changed.key);
+                }
+            }
+        }
+        report.rows_read += batch.rows;
+        report.accepted += batch.changed.len() as u64;
+        report.unchanged += batch.unchanged;
+        report.rejected += batch.rejected.len() as u64;
+        if let Some(error) = batch.file_error {
+            report.file_error = error;
+        }
+        Ok(())
+    }
+}
+
+/// What the reader thread hands to the classifier thread.
+enum Chunk {
+    Rows(Vec<RowOutcome>),
+    /// The file cannot be read further (or opened at all).
+    FileError(String),
+}
+
+/// Rows per chunk between the reader and the classifier thread.
+const CHUNK_ROWS: usize = 256;
+
+/// The reader thread: the file into validated rows, in chunks. Reading and validating is half
+/// of an import's work; the classifier thread does the other half on the second core.
+fn read_rows<F>(open: F, ctx: &ImportContext, out: &std::sync::mpsc::SyncSender<Chunk>)
+where
+    F: FnOnce() -> Result<Box<dyn SnapshotRows + Send>, FileError>,
+{
+    let mut rows = match open() {
+        Ok(rows) => rows,
+        Err(error) => {
+            // A closed channel means the import gave up and reports why.
+            let _ = out.send(Chunk::FileError(error.to_string()));
+            return;
+        }
+    };
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    loop {
+        match rows.next_row(ctx) {
+            None => break,
+            Some(Err(error)) => {
+                if !chunk.is_empty() {
+                    let _ = out.send(Chunk::Rows(std::mem::take(&mut chunk)));
+                }
+                let _ = out.send(Chunk::FileError(error.to_string()));
+                return;
+            }
+            Some(Ok(outcome)) => chunk.push(outcome),
+        }
+        if chunk.len() >= CHUNK_ROWS
+            && out
+                .send(Chunk::Rows(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(CHUNK_ROWS),
+                )))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = out.send(Chunk::Rows(chunk));
+    }
+}
+
+/// The classifier thread: validated rows into envelopes (new, changed, unchanged, rejected), in
+/// batches for the publisher.
+fn classify_rows(
+    chunks: std::sync::mpsc::Receiver<Chunk>,
+    ctx: &ImportContext,
+    request: &ImportRequest,
+    store: &ImportStore,
+    pending: &Pending,
+    batch_rows: usize,
+    tx: &mpsc::Sender<Batch>,
+) -> Result<(), ImportError> {
+    let metadata = EventMetadata {
+        correlation_id: request.import_id.clone(),
+        causation_id: request.import_id.clone(),
+    };
+    let mut batch = Batch::default();
+    let mut content = Vec::with_capacity(2048);
+    for chunk in chunks {
+        match chunk {
+            Chunk::FileError(error) => {
+                batch.file_error = Some(error);
+                break;
+            }
+            Chunk::Rows(rows) => {
+                for outcome in rows {
+                    batch.rows += 1;
+                    classify(
+                        outcome,
+                        ctx,
+                        request,
+                        &metadata,
+                        store,
+                        pending,
+                        &mut content,
+                        &mut batch,
+                    )?;
+                }
+            }
+        }
+        if batch.rows as usize >= batch_rows
+            && tx.blocking_send(std::mem::take(&mut batch)).is_err()
+        {
+            // The publisher gave up; dropping `chunks` stops the reader.
+            return Ok(());
+        }
+    }
+    let _ = tx.blocking_send(batch);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classify(
+    outcome: RowOutcome,
+    ctx: &ImportContext,
+    request: &ImportRequest,
+    metadata: &EventMetadata,
+    store: &ImportStore,
+    pending: &Pending,
+    content: &mut Vec<u8>,
+    batch: &mut Batch,
+) -> Result<(), ImportError> {
+    let row = outcome.row;
+    let mut snapshot: AccountSnapshot = match outcome.result {
+        Ok(snapshot) => snapshot,
+        Err(errors) => {
+            let errors: Vec<v1::RowError> = errors.iter().map(row_error_to_proto).collect();
+            let payload = v1::RowRejected {
+                import_id: request.import_id.clone(),
+                data_origin: ctx.origin().to_owned(),
+                file_name: request.file_name.clone(),
+                row,
+                cells: outcome
+                    .raw
+                    .into_iter()
+                    .map(|(column, value)| v1::RawCell { column, value })
+                    .collect(),
+                errors: errors.clone(),
+            };
+            let envelope = NewEnvelope {
+                tenant: &request.tenant,
+                aggregate_type: IMPORT_AGGREGATE,
+                aggregate_id: &request.import_id,
+                aggregate_version: row.max(1),
+                occurred_at: ctx.now,
+                recorded_at: ctx.now,
+                event_type: ROW_REJECTED,
+                schema_version: 1,
+                payload: payload.encode_to_vec(),
+                metadata,
+            }
+            .build();
+            batch.rejected.push(Rejected {
+                event_id: envelope.event_id.clone(),
+                envelope: envelope.encode_to_vec(),
+                errors,
+            });
+            return Ok(());
+        }
+    };
+    let (Some(account_uid), Some(date)) = (
+        snapshot.account_uid().map(str::to_owned),
+        snapshot.snapshot_date(),
+    ) else {
+        // validate() guarantees both; a row without them would have been rejected.
+        return Err(ImportError::Reader(format!(
+            "row {row} was accepted without account_uid or snapshot_date"
+        )));
+    };
+    content.clear();
+    encode_snapshot_content(&snapshot, content);
+    let fingerprint = xxhash_rust::xxh3::xxh3_128(content);
+    let key = snapshot_key(&request.tenant, &account_uid, date);
+    let earlier = match pending.lock().ok().and_then(|p| p.get(&key).copied()) {
+        Some(stored) => Some(stored),
+        None => store.snapshot(&key)?,
+    };
+    if let Some(earlier) = earlier
+        && earlier.fingerprint == fingerprint
+    {
+        batch.unchanged += 1;
+        return Ok(());
+    }
+    let created_at = earlier.and_then(|e| e.created_at()).unwrap_or(ctx.now);
+    snapshot.values[CREATED_AT] = Some(Value::DateTime(created_at));
+    snapshot.values[UPDATED_AT] = Some(Value::DateTime(ctx.now));
+    let stored = Stored {
+        fingerprint,
+        created_at_micros: created_at.timestamp_micros(),
+        revision: earlier.map_or(1, |e| e.revision + 1),
+    };
+    // The content is already encoded: the import's columns complete the snapshot.
+    encode_snapshot_import_fields(&snapshot, content);
+    let payload = encode_recorded(content, &request.import_id, row, stored.revision);
+    let aggregate_id = format!("{account_uid}@{}", format_date(date));
+    let envelope = NewEnvelope {
+        tenant: &request.tenant,
+        aggregate_type: SNAPSHOT_AGGREGATE,
+        aggregate_id: &aggregate_id,
+        aggregate_version: stored.revision,
+        occurred_at: ctx.now,
+        recorded_at: ctx.now,
+        event_type: SNAPSHOT_RECORDED,
+        schema_version: 1,
+        payload,
+        metadata,
+    }
+    .build();
+    if let Ok(mut pending) = pending.lock() {
+        pending.insert(key.clone(), stored);
+    }
+    batch.changed.push(Changed {
+        key,
+        account_uid,
+        stored,
+        event_id: envelope.event_id.clone(),
+        envelope: envelope.encode_to_vec(),
+    });
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! XLSX: one sheet (the first unless named), its first non-empty row the header, then one
+//! snapshot per row. Rows carry the sheet's own numbers (1-based, as Excel shows them); empty
+//! rows are skipped, missing cells are empty.
+//!
+//! Typed cells become the text the rules of the catalogue read: a number its shortest decimal
+//! (`12.0` → `12`, `0.1` → `0.1`), a boolean `true`/`false`, a date-formatted cell
+//! `YYYY-MM-DD` when it has no time of day, else `YYYY-MM-DD HH:MM:SS` (always with the time in
+//! a datetime column, whose rule wants one). A cell holding a spreadsheet error (`#DIV/0!`) is
+//! its row's error ([`ERROR_CELL`]).
+//!
+//! Memory stays flat: the sheet is streamed with calamine's cell reader, never loaded as a
+//! range. That reader borrows the workbook, so a worker thread owns both and hands rows over a
+//! small bounded channel; the rows are validated on the caller's thread. (calamine keeps the
+//! workbook's shared strings in memory: they grow with the distinct texts of the file.)
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use calamine::{DataRef, ExcelDateTime, Reader, Xlsx, XlsxError};
+use paygo_snapshots::{Columns, FieldType, ImportContext, RowError, column_name, field, rule};
+
+use super::{FileError, RowOutcome};
+
+pub use paygo_snapshots::rule::ERROR_CELL;
+
+/// Excel's last column is XFD; a cell beyond it is a broken file, not a wide row.
+const MAX_COLUMNS: u32 = 16_384;
+/// Rows per message from the worker, and messages in flight: what memory the hand-over takes.
+const ROWS_PER_BATCH: usize = 128;
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A sheet of an XLSX workbook being read row by row.
+pub struct XlsxSnapshots {
+    rows: Receiver<Message>,
+    batch: std::vec::IntoIter<SheetRow>,
+    columns: Columns,
+    sheet: String,
+    /// Number of the last row returned.
+    row: u64,
+    finished: bool,
+}
+
+/// What the worker sends: first the header (or why there is none), then rows, then the end.
+enum Message {
+    Header { sheet: String, columns: Columns },
+    Rows(Vec<SheetRow>),
+    Failed(FileError),
+    End,
+}
+
+/// One non-empty row of the sheet as text, in column order, without trailing empty cells.
+struct SheetRow {
+    /// The sheet's row number, from 1.
+    row: u64,
+    cells: Vec<String>,
+    /// Positions (from 0) of cells that hold a spreadsheet error; their text is the error.
+    error_cells: Vec<usize>,
+}
+
+impl XlsxSnapshots {
+    /// Opens the workbook at `path` and reads the header of `sheet` (the first sheet when
+    /// `None`).
+    pub fn open(path: impl AsRef<Path>, sheet: Option<&str>) -> Result<Self, FileError> {
+        let file = File::open(path.as_ref()).map_err(|e| FileError::Unreadable {
+            row: 1,
+            message: format!("cannot open {}: {e}", path.as_ref().display()),
+        })?;
+        Self::from_reader(BufReader::new(file), sheet)
+    }
+
+    /// Reads the workbook from `reader` and the header of `sheet` (the first sheet when
+    /// `None`).
+    pub fn from_reader<RS>(mut reader: RS, sheet: Option<&str>) -> Result<Self, FileError>
+    where
+        RS: Read + Seek + Send + 'static,
+    {
+        check_signature(&mut reader)?;
+        let (sender, rows) = sync_channel(BATCHES_IN_FLIGHT);
+        let wanted = sheet.map(str::to_owned);
+        std::thread::Builder::new()
+            .name("xlsx-reader".to_owned())
+            .spawn(move || read_sheet(reader, wanted.as_deref(), &sender))
+            .map_err(|e| FileError::Unreadable {
+                row: 1,
+                message: format!("cannot start the XLSX reader: {e}"),
+            })?;
+        match rows.recv() {
+            Ok(Message::Header { sheet, columns }) => Ok(Self {
+                rows,
+                batch: Vec::new().into_iter(),
+                columns,
+                sheet,
+                row: 0,
+                finished: false,
+            }),
+            Ok(Message::Failed(error)) => Err(error),
+            Ok(Message::Rows(_) | Message::End) | Err(_) => Err(stopped(1)),
+        }
+    }
+
+    /// The name of the sheet being read.
+    pub fn sheet(&self) -> &str {
+        &self.sheet
+    }
+
+    /// The checked header row.
+    pub fn headers(&self) -> &[String] {
+        self.columns.names()
+    }
+
+    /// The next non-empty row, `None` at the end of the sheet. Rows are numbered as the sheet
+    /// numbers them: the header is the row it is on (row 1 unless rows above it are empty).
+    pub fn next_row(&mut self, ctx: &ImportContext) -> Option<Result<RowOutcome, FileError>> {
+        loop {
+            if let Some(row) = self.batch.next() {
+                self.row = row.row;
+                return Some(Ok(self.outcome(&row, ctx)));
+            }
+            if self.finished {
+                return None;
+            }
+            match self.rows.recv() {
+                Ok(Message::Rows(rows)) => self.batch = rows.into_iter(),
+                Ok(Message::End) => {
+                    self.finished = true;
+                    return None;
+                }
+                Ok(Message::Failed(error)) => {
+                    self.finished = true;
+                    return Some(Err(error));
+                }
+                Ok(Message::Header { .. }) | Err(_) => {
+                    self.finished = true;
+                    return Some(Err(stopped(self.row + 1)));
+                }
+            }
+        }
+    }
+
+    fn outcome(&self, sheet_row: &SheetRow, ctx: &ImportContext) -> RowOutcome {
+        let row = sheet_row.row;
+        let names = self.columns.names();
+        let raw: Vec<&str> = sheet_row.cells.iter().map(String::as_str).collect();
+        if sheet_row.error_cells.is_empty() {
+            let result = self.columns.validate(row, &raw, ctx);
+            return RowOutcome::of(row, names, &raw, result);
+        }
+        let mut cells = raw.clone();
+        let mut errors = Vec::with_capacity(sheet_row.error_cells.len());
+        let mut error_columns = Vec::with_capacity(sheet_row.error_cells.len());
+        for &position in &sheet_row.error_cells {
+            let value = raw.get(position).copied().unwrap_or_default();
+            let column = match names.get(position) {
+                Some(name) if !name.is_empty() => name.clone(),
+                _ => format!("column_{}", position + 1),
+            };
+            errors.push(RowError {
+                row,
+                message: format!(
+                    "column `{column}`: the cell holds the spreadsheet error `{value}`, not a value"
+                ),
+                column: column.clone(),
+                value: value.to_owned(),
+                rule: ERROR_CELL,
+            });
+            error_columns.push(column);
+            if let Some(cell) = cells.get_mut(position) {
+                *cell = "";
+            }
+        }
+        if let Err(more) = self.columns.validate(row, &cells, ctx) {
+            // An error cell in a required column is reported once, as what it is.
+            errors.extend(
+                more.into_iter()
+                    .filter(|e| !(e.rule == rule::REQUIRED && error_columns.contains(&e.column))),
+            );
+        }
+        RowOutcome::of(row, names, &raw, Err(errors))
+    }
+}
+
+/// The worker: opens the workbook, finds the sheet and its header, then streams the rows.
+fn read_sheet<RS: Read + Seek>(reader: RS, wanted: Option<&str>, out: &SyncSender<Message>) {
+    // A send fails only when the caller dropped the reader: then there is nobody to tell.
+    let fail = |error: FileError| {
+        let _ = out.send(Message::Failed(error));
+    };
+    let mut workbook = match Xlsx::new(reader) {
+        Ok(workbook) => workbook,
+        Err(error) => return fail(not_xlsx(&error)),
+    };
+    let sheets = workbook.sheet_names();
+    let sheet = match wanted {
+        None => match sheets.first() {
+            Some(first) => first.clone(),
+            None => return fail(FileError::Empty),
+        },
+        Some(name) if sheets.iter().any(|s| s == name) => name.to_owned(),
+        Some(name) => {
+            return fail(FileError::UnknownSheet {
+                name: name.to_owned(),
+                sheets: sheets.join("`, `"),
+            });
+        }
+    };
+    let mut cells = match workbook.worksheet_cells_reader(&sheet) {
+        Ok(cells) => cells,
+        Err(error) => {
+            return fail(FileError::Unreadable {
+                row: 1,
+                message: format!("sheet `{sheet}`: {error}"),
+            });
+        }
+    };
+    let mut rows = RowAssembler::default();
+    let mut next_cell = || cells.next_cell();
+
+    // The first non-empty row is the header.
+    let header = match rows.next(&mut next_cell, &[]) {
+        Ok(Some(row)) => row,
+        Ok(None) => return fail(FileError::Empty),
+        Err(error) => return fail(error),
+    };
+    let headers: Vec<String> = header
+        .cells
+        .iter()
+        .map(|h| column_name(h).to_owned())
+        .collect();
+    let columns = match Columns::checked(&headers) {
+        Ok(columns) => columns,
+        Err(error) => return fail(error.into()),
+    };
+    let datetime_columns: Vec<bool> = headers
+        .iter()
+        .map(|name| matches!(field(name), Some((_, f)) if f.ty == FieldType::DateTime))
+        .collect();
+    if out.send(Message::Header { sheet, columns }).is_err() {
+        return;
+    }
+
+    let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
+    loop {
+        match rows.next(&mut next_cell, &datetime_columns) {
+            Ok(Some(row)) => {
+                batch.push(row);
+                if batch.len() == ROWS_PER_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(ROWS_PER_BATCH));
+                    if out.send(Message::Rows(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {
+                if !batch.is_empty() && out.send(Message::Rows(batch)).is_err() {
+                    return;
+                }
+                let _ = out.send(Message::End);
+                return;
+            }
+            Err(error) => {
+                if !batch.is_empty() && out.send(Message::Rows(batch)).is_err() {
+                    return;
+                }
+                return fail(error);
+            }
+        }
+    }
+}
+
+/// A cell read but not yet placed: the first cell of the next row.
+struct PendingCell {
+    row: u32,
+    column: u32,
+    text: String,
+    is_error: bool,
+}
+
+/// Groups the sheet's cells, which come row by row in column order, into rows.
+#[derive(Default)]
+struct RowAssembler {
+    pending: Option<PendingCell>,
+    /// The last row number seen, from 1, for the row of a broken cell.
+    last_row: u64,
+    /// Whether the sheet's last cell was read: the cell reader must not be asked again.
+    exhausted: bool,
+}
+
+impl RowAssembler {
+    /// The next row with a non-blank cell; `None` after the last one.
+    fn next<'a, F>(
+        &mut self,
+        next_cell: &mut F,
+        datetime_columns: &[bool],
+    ) -> Result<Option<SheetRow>, FileError>
+    where
+        F: FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, XlsxError>,
+    {
+        let mut row = SheetRow {
+            row: 0,
+            cells: Vec::new(),
+            error_cells: Vec::new(),
+        };
+        let mut current: Option<u32> = None;
+        loop {
+            let cell = match self.pending.take() {
+                Some(cell) => Some(cell),
+                None if self.exhausted => None,
+                None => match next_cell() {
+                    Ok(Some(cell)) => {
+                        let (sheet_row, column) = cell.get_position();
+                        let datetime = datetime_columns
+                            .get(usize::try_from(column).unwrap_or(usize::MAX))
+                            .copied()
+                            .unwrap_or(false);
+                        let (text, is_error) = cell_text(cell.get_value(), datetime);
+                        Some(PendingCell {
+                            row: sheet_row,
+                            column,
+                            text,
+                            is_error,
+                        })
+                    }
+                    Ok(None) => {
+                        self.exhausted = true;
+                        None
+                    }
+                    Err(error) => {
+                        let at = current.map_or(self.last_row + 1, |r| u64::from(r) + 1);
+                        return Err(FileError::Unreadable {
+                            row: at,
+                            message: error.to_string(),
+                        });
+                    }
+                },
+            };
+            let Some(cell) = cell else {
+                return Ok(finished(row));
+            };
+            match current {
+                Some(r) if r != cell.row => {
+                    self.pending = Some(cell);
+                    if let Some(done) = finished(row) {
+                        return Ok(Some(done));
+                    }
+                    row = SheetRow {
+                        row: 0,
+                        cells: Vec::new(),
+                        error_cells: Vec::new(),
+                    };
+                    current = None;
+                    continue;
+                }
+                _ => {}
+            }
+            current = Some(cell.row);
+            self.last_row = u64::from(cell.row) + 1;
+            row.row = self.last_row;
+            if cell.column >= MAX_COLUMNS {
+                return Err(FileError::Unreadable {
+                    row: row.row,
+                    message: format!(
+                        "a cell in column {} is beyond Excel's last column (XFD)",
+                        u64::from(cell.column) + 1
+                    ),
+                });
+            }
+            if cell.text.trim().is_empty() && !cell.is_error {
+                continue;
+            }
+            let position = usize::try_from(cell.column).unwrap_or(usize::MAX);
+            if position >= row.cells.len() {
+                row.cells.resize(position + 1, String::new());
+            }
+            row.cells[position] = cell.text;
+            if cell.is_error {
+                row.error_cells.push(position);
+            }
+        }
+    }
+}
+
+/// The row if it has a non-blank cell. Cells are placed only when non-blank, so a row without
+/// cells is blank.
+fn finished(row: SheetRow) -> Option<SheetRow> {
+    (!row.cells.is_empty()).then_some(row)
+}
+
+/// A cell as text, and whether it holds a spreadsheet error.
+fn cell_text(value: &DataRef<'_>, datetime_column: bool) -> (String, bool) {
+    let text = match value {
+        DataRef::Empty => String::new(),
+        DataRef::String(text) => text.clone(),
+        DataRef::SharedString(text) => (*text).to_owned(),
+        DataRef::Float(number) => number.to_string(),
+        DataRef::Int(number) => number.to_string(),
+        DataRef::Bool(b) => b.to_string(),
+        DataRef::DateTime(datetime) => excel_datetime(datetime, datetime_column),
+        DataRef::DateTimeIso(text) => iso_datetime(text, datetime_column),
+        DataRef::DurationIso(text) => text.clone(),
+        DataRef::Error(error) => return (error.to_string(), true),
+    };
+    (text, false)
+}
+
+/// `YYYY-MM-DD`, or `YYYY-MM-DD HH:MM:SS[.mmm]` when there is a time of day or the column is a
+/// datetime. A duration (`[h]:mm` format) stays its number of days.
+fn excel_datetime(datetime: &ExcelDateTime, with_time: bool) -> String {
+    if datetime.is_duration() {
+        return datetime.as_f64().to_string();
+    }
+    let (year, month, day, hour, minute, second, milli) = datetime.to_ymd_hms_milli();
+    let date = format!("{year:04}-{month:02}-{day:02}");
+    if (hour, minute, second, milli) == (0, 0, 0, 0) && !with_time {
+        date
+    } else if milli == 0 {
+        format!("{date} {hour:02}:{minute:02}:{second:02}")
+    } else {
+        format!("{date} {hour:02}:{minute:02}:{second:02}.{milli:03}")
+    }
+}
+
+/// An ISO 8601 cell (`t="d"`) with the same shape as [`excel_datetime`]: `T` becomes a space and
+/// a midnight time is dropped outside datetime columns.
+fn iso_datetime(text: &str, with_time: bool) -> String {
+    match text.split_once('T') {
+        Some((date, time)) if !date.is_empty() => {
+            let midnight = time
+                .trim_end_matches('Z')
+                .bytes()
+                .all(|b| matches!(b, b'0' | b':' | b'.'));
+            if midnight && !with_time {
+                date.to_owned()
+            } else {
+                format!("{date} {time}")
+            }
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// Tells a zip archive from what is clearly something else, so the message can say what it is.
+fn check_signature<RS: Read + Seek>(reader: &mut RS) -> Result<(), FileError> {
+    let io_error = |e: std::io::Error| FileError::Unreadable {
+        row: 1,
+        message: e.to_string(),
+    };
+    let mut head = [0u8; 8];
+    let mut len = 0;
+    while len < head.len() {
+        match reader.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+    reader.seek(SeekFrom::Start(0)).map_err(io_error)?;
+    let head = &head[..len];
+    if head.is_empty() {
+        return Err(FileError::Empty);
+    }
+    if head.starts_with(b"PK") {
+        return Ok(());
+    }
+    let reason = if head.starts_with(&[0xd0, 0xcf, 0x11, 0xe0]) {
+        "an Excel 97-2003 (.xls) or encrypted workbook, not a zip archive: save it as .xlsx"
+    } else {
+        "not a zip archive"
+    };
+    Err(FileError::NotXlsx {
+        reason: reason.to_owned(),
+    })
+}
+
+fn not_xlsx(error: &XlsxError) -> FileError {
+    let reason = match error {
+        XlsxError::Zip(e) => format!("not a zip archive: {e}"),
+        other => other.to_string(),
+    };
+    FileError::NotXlsx { reason }
+}
+
+fn stopped(row: u64) -> FileError {
+    FileError::Unreadable {
+        row,
+        message: "the XLSX reader stopped unexpectedly".to_owned(),
+    }
+}
