@@ -36,14 +36,20 @@ impl EventConsumer {
         topic: &str,
         gate: Option<Arc<FlowGate>>,
     ) -> Result<Self, KafkaError> {
-        let consumer: StreamConsumer = kafka
-            .client_config()
+        let mut config = kafka.client_config();
+        config
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .create()?;
+            .set("enable.partition.eof", "false");
+        if kafka.embedded {
+            // The mock broker answers a fetch only when fetch.wait.max.ms (500 ms) ran out, even
+            // if data arrived meanwhile; with flow control holding producers to a small budget,
+            // that wait would bound the whole pipeline.
+            config.set("fetch.wait.max.ms", "5");
+        }
+        let consumer: StreamConsumer = config.create()?;
         Ok(Self {
             consumer,
             topic: topic.to_owned(),

@@ -401,6 +401,24 @@ impl AccountReadModel {
         Ok(())
     }
 
+    /// The revision applied for one account on one day (`None`: nothing yet).
+    pub fn applied_revision(
+        &self,
+        tenant: &str,
+        account_uid: &str,
+        date: NaiveDate,
+    ) -> Result<Option<u64>, ReadModelError> {
+        let key = series_key(tenant, account_uid, date);
+        match self.tree.get(&key)? {
+            Some(bytes) => Ok(Some(
+                SeriesEntry::decode(&bytes)
+                    .ok_or_else(|| corrupt(&key, "series entry"))?
+                    .revision,
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// The latest snapshot of an account.
     pub fn account(
         &self,

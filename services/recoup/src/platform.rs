@@ -1,12 +1,15 @@
 //! Composition root: starts the services of one process against the embedded or an external
-//! Kafka, serves them on one gRPC address, and shuts them down in order.
+//! Kafka, serves them on one gRPC address (and the snapshot importer's HTTP API on another), and
+//! shuts them down in order.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use case_lifecycle::grpc::CaseCommands;
 use case_lifecycle::relay::OutboxRelay;
 use case_lifecycle::{EventStore, StoreSettings, timeouts};
@@ -24,9 +27,11 @@ use recoup_proto::v1::debt_collection_cases_server::DebtCollectionCasesServer;
 use recoup_proto::v1::query_server::QueryServer;
 use recoup_proto::v1::snapshot_imports_server::SnapshotImportsServer;
 use snapshot_importer::grpc::ImportService;
+use snapshot_importer::http::HttpApi;
 use snapshot_importer::import::{ImportSettings, Importer};
+use snapshot_importer::limits::{DEFAULT_REQUESTS_PER_MINUTE, TenantLimiter};
 use snapshot_importer::store::ImportStore;
-use snapshot_importer::upload::DEFAULT_MAX_UPLOAD_BYTES;
+use snapshot_importer::upload::{DEFAULT_MAX_UPLOAD_BYTES, Uploads};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -64,6 +69,9 @@ pub struct PlatformConfig {
     pub data_dir: PathBuf,
     /// Where gRPC is served; port 0 picks a free one.
     pub grpc_addr: SocketAddr,
+    /// Where the snapshot importer's HTTP API is served when this process runs the importer;
+    /// port 0 picks a free one, `None` serves no HTTP.
+    pub http_addr: Option<SocketAddr>,
     /// `None` starts the embedded Kafka cluster.
     pub kafka_brokers: Option<String>,
     /// librdkafka properties passed through (SASL, TLS, ...).
@@ -74,24 +82,37 @@ pub struct PlatformConfig {
     pub services: Services,
     /// False keeps the outbox relay stopped (used to prove the outbox survives a crash).
     pub relay_enabled: bool,
-    /// Largest file the snapshot importer takes in one upload.
+    /// False leaves the account projection stopped (used to prove that snapshots lost with the
+    /// embedded broker are imported again).
+    pub account_projection_enabled: bool,
+    /// Embedded mode: how long shutdown waits for the projection to take what is in flight.
+    pub drain_timeout: Duration,
+    /// Largest file the snapshot importer takes in one upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Requests per minute each tenant may make to the snapshot importer, gRPC and HTTP
+    /// together (at least 1).
+    pub rate_limit_per_minute: u32,
     pub clock: Clock,
 }
 
 impl PlatformConfig {
-    /// Defaults of `recoup up`: `./data`, `127.0.0.1:50051`, embedded Kafka, every service.
+    /// Defaults of `recoup up`: `./data`, gRPC on `127.0.0.1:50051`, HTTP on `127.0.0.1:8080`,
+    /// embedded Kafka, every service, 300 import requests per minute and tenant.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             kafka_brokers: None,
             kafka_properties: Vec::new(),
             collectors: CollectorConfigurations::default(),
             timeout_check_interval: Duration::from_secs(5),
             services: Services::ALL,
             relay_enabled: true,
+            account_projection_enabled: true,
+            drain_timeout: Duration::from_secs(10),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            rate_limit_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
             clock: Arc::new(Utc::now),
         }
     }
@@ -101,15 +122,19 @@ impl PlatformConfig {
 pub struct RunningPlatform {
     /// The bound gRPC address.
     pub grpc_addr: SocketAddr,
+    /// The bound HTTP address, when HTTP is served.
+    pub http_addr: Option<SocketAddr>,
     /// The Kafka bootstrap servers in use (the embedded cluster's when embedded).
     pub kafka_bootstrap: String,
     shutdown: watch::Sender<bool>,
     /// Stops the projection, which runs until the relay has drained.
     stop_projection: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_server: Option<JoinHandle<std::io::Result<()>>>,
     relay: Option<JoinHandle<()>>,
     timeouts: Option<JoinHandle<()>>,
     projectors: Vec<JoinHandle<Result<(), ProjectionError>>>,
+    drain_timeout: Duration,
     store: Option<EventStore>,
     gate: Option<Arc<FlowGate>>,
     read_model: Option<ReadModel>,
@@ -119,10 +144,14 @@ pub struct RunningPlatform {
 }
 
 impl RunningPlatform {
-    /// The line printed when every service serves.
+    /// The line printed when every service serves (`http=` only when HTTP is served).
     pub fn ready_line(&self) -> String {
+        let http = self
+            .http_addr
+            .map(|addr| format!(" http={addr}"))
+            .unwrap_or_default();
         format!(
-            "recoup ready grpc={} kafka={}",
+            "recoup ready grpc={}{http} kafka={}",
             self.grpc_addr, self.kafka_bootstrap
         )
     }
@@ -151,7 +180,12 @@ impl RunningPlatform {
     /// flushes everything.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.server.await??;
+        // Both servers finish the requests they are answering, then stop.
+        let grpc = self.server.await;
+        if let Some(http) = self.http_server.take() {
+            http.await?.context("HTTP server")?;
+        }
+        grpc??;
         if let Some(t) = self.timeouts.take() {
             t.await?;
         }
@@ -159,13 +193,15 @@ impl RunningPlatform {
         if let Some(r) = self.relay.take() {
             r.await?;
         }
+        let mut drained = false;
         if let (Some(gate), false) = (&self.gate, self.projectors.is_empty()) {
             // Embedded: the broker dies with us, so give the projection a moment to take it all.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let deadline = tokio::time::Instant::now() + self.drain_timeout;
             while gate.in_flight() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+            drained = gate.in_flight() == 0;
         }
         let _ = self.stop_projection.send(true);
         for p in self.projectors.drain(..) {
@@ -177,6 +213,10 @@ impl RunningPlatform {
         }
         if let Some(importer) = &self.importer {
             importer.store().flush().await?;
+            if drained {
+                // Every snapshot the importer remembers reached the read models.
+                importer.store().mark_clean()?;
+            }
         }
         drop(self.embedded.take());
         Ok(())
@@ -215,6 +255,8 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         embedded = kafka.embedded,
         properties = ?kafka.masked_properties(),
         data_dir = %config.data_dir.display(),
+        http = ?config.http_addr,
+        rate_limit_per_minute = config.rate_limit_per_minute,
         "starting"
     );
 
@@ -264,6 +306,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     }
 
     let mut importer = None;
+    let mut http_api = None;
     if config.services.snapshot_importer {
         let dir = config.data_dir.join("snapshot-importer");
         let import_store =
@@ -287,9 +330,13 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             config.clock.clone(),
             ImportSettings::default(),
         );
-        routes.add_service(
-            ImportService::new(i.clone(), spool_dir, config.max_upload_bytes).into_server(),
-        );
+        let per_minute = NonZeroU32::new(config.rate_limit_per_minute)
+            .context("the rate limit must allow at least 1 request per minute")?;
+        // One budget per tenant, whether it speaks gRPC or HTTP.
+        let limiter = TenantLimiter::per_minute(per_minute);
+        let uploads = Uploads::new(i.clone(), spool_dir, config.max_upload_bytes);
+        routes.add_service(ImportService::new(uploads.clone(), limiter.clone()).into_server());
+        http_api = Some(HttpApi::new(uploads, limiter));
         health
             .set_serving::<SnapshotImportsServer<ImportService>>()
             .await;
@@ -322,6 +369,11 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             }
         }
         let account_model = AccountReadModel::open(&rm)?;
+        if let Some(i) = &importer
+            && embedded.is_some()
+        {
+            forget_unprojected(i.store(), &account_model)?;
+        }
         let account_consumer = EventConsumer::new(
             &kafka,
             "recoup-projection-accounts",
@@ -347,15 +399,17 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             }
             result
         }));
-        let reporter = health.clone();
-        projectors.push(tokio::spawn(async move {
-            let result = snapshots.run(stop_projection_rx).await;
-            if let Err(error) = &result {
-                tracing::error!(%error, "account projection stopped");
-                reporter.set_not_serving::<QueryServer<Queries>>().await;
-            }
-            result
-        }));
+        if config.account_projection_enabled {
+            let reporter = health.clone();
+            projectors.push(tokio::spawn(async move {
+                let result = snapshots.run(stop_projection_rx).await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, "account projection stopped");
+                    reporter.set_not_serving::<QueryServer<Queries>>().await;
+                }
+                result
+            }));
+        }
         routes.add_service(Queries::new(rm.clone(), account_model.clone()).into_server());
         health.set_serving::<QueryServer<Queries>>().await;
         read_model = Some(rm);
@@ -366,6 +420,18 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
+    let http_listener = match (http_api.is_some(), config.http_addr) {
+        (true, Some(addr)) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (HTTP)"))?,
+        ),
+        _ => None,
+    };
+    let http_addr = http_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -378,15 +444,32 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
                 },
             ),
     );
+    let http_server = match (http_listener, http_api) {
+        (Some(listener), Some(api)) => {
+            let mut http_shutdown = shutdown_rx.clone();
+            let listener = listener.tap_io(|tcp| {
+                // As for gRPC: small answers should not wait for delayed ACKs.
+                let _ = tcp.set_nodelay(true);
+            });
+            let serve = axum::serve(listener, api.router()).with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            });
+            Some(tokio::spawn(serve.into_future()))
+        }
+        _ => None,
+    };
     Ok(RunningPlatform {
         grpc_addr,
+        http_addr,
         kafka_bootstrap: kafka.brokers.clone(),
         shutdown: shutdown_tx,
         stop_projection: stop_projection_tx,
         server,
+        http_server,
         relay,
         timeouts: timeouts_task,
         projectors,
+        drain_timeout: config.drain_timeout,
         store,
         gate,
         read_model,
@@ -394,6 +477,35 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         importer,
         embedded,
     })
+}
+
+/// Embedded mode after a run that did not end cleanly: snapshots acknowledged by the dead
+/// in-memory broker but never projected are forgotten by the importer, with the reports of their
+/// imports, so that the same uploads sent again import them (the importer keeps fingerprints,
+/// not rows, so it cannot send them itself).
+fn forget_unprojected(store: &ImportStore, accounts: &AccountReadModel) -> anyhow::Result<()> {
+    if store.take_clean_mark()? {
+        return Ok(());
+    }
+    let mut stale = Vec::new();
+    for entry in store.snapshots() {
+        let (parts, stored) = entry?;
+        let applied = accounts.applied_revision(&parts.tenant, &parts.account_uid, parts.date)?;
+        if applied.is_none_or(|revision| revision < stored.revision) {
+            stale.push((parts, stored));
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let imports = store.forget(&stale)?;
+    tracing::warn!(
+        snapshots = stale.len(),
+        imports = ?imports,
+        "the last run ended before these imports reached the read models; send the same \
+         uploads again to import the missing rows"
+    );
+    Ok(())
 }
 
 /// Re-queues every stored event the read model has not applied; returns how many.

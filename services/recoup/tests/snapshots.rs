@@ -467,3 +467,147 @@ async fn an_upload_over_the_limit_is_refused_and_imports_nothing() {
     );
     platform.shutdown().await.unwrap();
 }
+
+/// 300,000 rows on the embedded default: far more than the mock broker keeps (about 5 MiB per
+/// partition), so only the flow control between importer and projection gets them all into the
+/// read model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_thousand_rows_reach_the_read_model_whole() {
+    const ROWS: usize = 300_000;
+    let dir = TempDir::new().unwrap();
+    let platform = start(config(dir.path())).await;
+    let ch = channel(&platform).await;
+    let mut imports = SnapshotImportsClient::new(ch.clone());
+    let mut query = QueryClient::new(ch);
+
+    let mut csv = String::from(
+        "snapshot_date,account_external_id,days_arrears_consecutive_source,\
+         amt_remaining_installment_source,days_par_status_source,next_payment_due_at_source,\
+         expected_maturity_date_source\n",
+    );
+    let mut expected = [0u64; 8];
+    let mut outstanding_units = 0i64;
+    for i in 0..ROWS {
+        let arrears = i % 250;
+        let amount = (i % 1000) as f64 + 0.25;
+        csv += &format!(
+            "2024-05-01,ACC{i:07},{arrears},{amount},bucket-{},2024-05-0{} 6:23:55,2026-01-31\n",
+            i % 7,
+            1 + i % 9
+        );
+        expected[projection::accounts::par_bucket(Some(arrears as i64)) as usize] += 1;
+        outstanding_units += (amount * 10_000.0).round() as i64;
+    }
+    let mut messages = vec![v1::UploadRequest {
+        part: Some(v1::upload_request::Part::Header(v1::UploadHeader {
+            format: v1::FileFormat::Csv as i32,
+            data_origin: "bulk".into(),
+            ..Default::default()
+        })),
+    }];
+    for chunk in csv.as_bytes().chunks(1 << 20) {
+        messages.push(v1::UploadRequest {
+            part: Some(v1::upload_request::Part::Chunk(chunk.to_vec())),
+        });
+    }
+    let report = imports
+        .upload(req("bulk", tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (report.accepted, report.rejected),
+        (ROWS as u64, 0),
+        "{report:?}"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let par = loop {
+        let par = par(&mut query, "bulk", "2024-05-01").await;
+        if par.accounts == ROWS as u64 {
+            break par;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {ROWS} accounts arrived",
+            par.accounts
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let counts: Vec<u64> = par.buckets.iter().map(|b| b.accounts).collect();
+    assert_eq!(counts, expected);
+    assert_eq!(par.outstanding, outstanding_units as f64 / 10_000.0);
+    let last = account(
+        &mut query,
+        "bulk",
+        &format!("bulk_bulk_ACC{:07}", ROWS - 1),
+        "2024-05-01",
+    )
+    .await;
+    assert_eq!(
+        last.days_arrears_consecutive_source,
+        Some(((ROWS - 1) % 250) as i64)
+    );
+    let accounts = platform.accounts().unwrap();
+    assert_eq!(accounts.rejected_count(), 0);
+    platform.shutdown().await.unwrap();
+}
+
+/// The embedded broker is memory: snapshots it acknowledged but the projection had not taken
+/// when the process ended are gone. The next start notices it, and the same upload sent again
+/// imports them instead of counting them unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_lost_with_the_embedded_broker_are_imported_by_the_same_upload_again() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.account_projection_enabled = false;
+    cfg.drain_timeout = Duration::from_millis(500);
+    let platform = start(cfg).await;
+    let mut imports = SnapshotImportsClient::new(channel(&platform).await);
+    let first = upload(
+        &mut imports,
+        "acme",
+        v1::FileFormat::Csv,
+        first_file().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.accepted, 6);
+    // Never projected: shutdown cannot drain, so this run does not count as clean.
+    platform.shutdown().await.unwrap();
+
+    let platform = start(config(dir.path())).await;
+    let ch = channel(&platform).await;
+    let mut imports = SnapshotImportsClient::new(ch.clone());
+    let mut query = QueryClient::new(ch);
+    let again = upload(
+        &mut imports,
+        "acme",
+        v1::FileFormat::Csv,
+        first_file().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !again.duplicate,
+        "the report of the lost import was forgotten"
+    );
+    assert_eq!((again.accepted, again.unchanged, again.rejected), (6, 0, 1));
+    let a3 = account(&mut query, "acme", "acme_crm_A3", "2024-03-02").await;
+    assert_eq!(a3.days_arrears_consecutive_source, Some(200));
+    platform.shutdown().await.unwrap();
+
+    // After a clean run nothing is forgotten: the upload is a duplicate again.
+    let platform = start(config(dir.path())).await;
+    let mut imports = SnapshotImportsClient::new(channel(&platform).await);
+    let third = upload(
+        &mut imports,
+        "acme",
+        v1::FileFormat::Csv,
+        first_file().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(third.duplicate);
+    platform.shutdown().await.unwrap();
+}

@@ -3,7 +3,8 @@
 //! embedded Kafka cluster, beside the raw `csv` crate parse of the same file in the same run.
 //!
 //! `cargo bench -p snapshot-importer --bench import` (BENCH_ROWS to change the size; default
-//! 1,000,000). Peak RSS is the process's high-water mark during the import (reset before it).
+//! 1,000,000; BENCH_BATCH_ROWS, BENCH_IN_FLIGHT, BENCH_LINGER_MS and BENCH_SLED_CACHE_MB tune
+//! the pipeline). Peak RSS is the process's high-water mark during the import (reset before it).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufReader, BufWriter, Write};
@@ -19,7 +20,16 @@ use recoup_proto::v1;
 use snapshot_importer::import::{ImportRequest, ImportSettings, Importer};
 use snapshot_importer::readers::SnapshotRows;
 use snapshot_importer::readers::csv::CsvSnapshots;
+use snapshot_importer::readers::xlsx::XlsxSnapshots;
 use snapshot_importer::store::ImportStore;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{XCell, XlsxWriter};
+
+// The allocator the recoup binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn cell(ty: FieldType, name: &str, row: usize) -> String {
     match (name, ty) {
@@ -32,6 +42,44 @@ fn cell(ty: FieldType, name: &str, row: usize) -> String {
         (_, FieldType::String) => ["0", "1-7", "8-30", "31-60"][row % 4].to_owned(),
         (_, FieldType::Json) => format!("{{\"branch\":\"b{}\"}}", row % 50),
     }
+}
+
+/// The same row as typed spreadsheet cells.
+fn xlsx_cell(ty: FieldType, name: &str, row: usize) -> XCell {
+    let text = cell(ty, name, row);
+    match (name, ty) {
+        ("snapshot_date", _) | (_, FieldType::Date) => {
+            chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                .map_or(XCell::Text(text), XCell::Date)
+        }
+        (_, FieldType::DateTime) => {
+            chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S")
+                .map_or(XCell::Text(text), XCell::DateTime)
+        }
+        (_, FieldType::Integer | FieldType::Float) => {
+            text.parse().map_or(XCell::Text(text), XCell::Number)
+        }
+        _ => XCell::Text(text),
+    }
+}
+
+fn generate_xlsx(path: &Path, rows: usize) -> u64 {
+    let mut out = XlsxWriter::create(path).unwrap();
+    out.sheet("snapshots").unwrap();
+    let header: Vec<XCell> = FIELDS
+        .iter()
+        .map(|f| XCell::Text(f.name.to_owned()))
+        .collect();
+    out.row(&header).unwrap();
+    for row in 0..rows {
+        let cells: Vec<XCell> = FIELDS
+            .iter()
+            .map(|f| xlsx_cell(f.ty, f.name, row))
+            .collect();
+        out.row(&cells).unwrap();
+    }
+    out.finish().unwrap();
+    std::fs::metadata(path).unwrap().len()
 }
 
 fn generate(path: &Path, rows: usize) -> u64 {
@@ -125,7 +173,11 @@ fn main() {
         None,
     )
     .unwrap();
-    let store = ImportStore::open(&dir.path().join("store")).unwrap();
+    let store = ImportStore::open_with_cache(
+        &dir.path().join("store"),
+        env_or("BENCH_SLED_CACHE_MB", 4) as u64 * 1024 * 1024,
+    )
+    .unwrap();
     let importer = Importer::new(
         store,
         Arc::new(producer),
@@ -171,4 +223,38 @@ fn main() {
     let rate = rows as f64 / secs;
     println!("import into Kafka:    {rate:>10.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB");
     println!("ratio import / raw parse: {:.3}", rate / raw_rate);
+
+    // XLSX: the same columns as typed cells, another day so that every row is new.
+    let xlsx_rows = env_or("BENCH_XLSX_ROWS", 100_000);
+    let xlsx = dir.path().join("snapshots.xlsx");
+    let xlsx_bytes = generate_xlsx(&xlsx, xlsx_rows);
+    println!(
+        "generated {xlsx_rows} rows as XLSX, {:.0} MB",
+        xlsx_bytes as f64 / 1e6
+    );
+    reset_peak_rss();
+    let started = Instant::now();
+    let report = runtime
+        .block_on(importer.import(
+            ImportRequest {
+                tenant: "bench".into(),
+                import_id: "bench-xlsx".into(),
+                format: v1::FileFormat::Xlsx,
+                data_origin: Some("sheet".into()),
+                file_name: "snapshots.xlsx".into(),
+            },
+            move || {
+                let rows: Box<dyn SnapshotRows + Send> =
+                    Box::new(XlsxSnapshots::open(&xlsx, None)?);
+                Ok(rows)
+            },
+        ))
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mb();
+    assert_eq!(report.accepted as usize, xlsx_rows, "{report:?}");
+    println!(
+        "XLSX import into Kafka: {:>8.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB",
+        xlsx_rows as f64 / secs
+    );
 }

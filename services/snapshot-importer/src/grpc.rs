@@ -1,40 +1,47 @@
 //! gRPC service `recoup.v1.SnapshotImports`: uploads in chunks, batches of rows, reports.
+//! Every call counts against its tenant's rate limit first.
 
-use std::path::PathBuf;
-
+use futures::StreamExt;
 use recoup_proto::tenant::tenant_of;
 use recoup_proto::v1;
 use recoup_proto::v1::snapshot_imports_server::{SnapshotImports, SnapshotImportsServer};
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::import::{ImportError, ImportRequest, Importer};
+use crate::import::{ImportError, ImportRequest};
+use crate::limits::{RateLimited, TenantLimiter};
+use crate::reports::ErrorsPage;
 use crate::store::StoreError;
-use crate::upload::{RowsReader, Spool, SpoolError, open_file, rows_import_id};
+use crate::upload::{
+    FileUpload, RowsReader, SpoolError, UploadError, Uploads, non_blank, rows_import_id,
+};
 
-/// Errors per `GetImport` page: default and most.
-pub const DEFAULT_ERRORS_PAGE: u32 = 1000;
-pub const MAX_ERRORS_PAGE: u32 = 10_000;
+/// The metadata key of a refusal's wait, in whole seconds (as HTTP's `Retry-After`).
+pub const RETRY_AFTER_METADATA_KEY: &str = "retry-after";
 
 /// The import API.
 #[derive(Clone)]
 pub struct ImportService {
-    importer: Importer,
-    spool_dir: PathBuf,
-    max_upload_bytes: u64,
+    uploads: Uploads,
+    limiter: TenantLimiter,
 }
 
 impl ImportService {
-    pub fn new(importer: Importer, spool_dir: PathBuf, max_upload_bytes: u64) -> Self {
-        Self {
-            importer,
-            spool_dir,
-            max_upload_bytes,
-        }
+    /// Imports through `uploads`; every call counts against `limiter`.
+    pub fn new(uploads: Uploads, limiter: TenantLimiter) -> Self {
+        Self { uploads, limiter }
     }
 
     /// The tonic service; messages up to 8 MiB (upload chunks should stay well below).
     pub fn into_server(self) -> SnapshotImportsServer<Self> {
         SnapshotImportsServer::new(self).max_decoding_message_size(8 * 1024 * 1024)
+    }
+
+    /// The request's tenant, once its rate limit allows the request.
+    fn admit<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let tenant = tenant_of(request)?;
+        self.limiter.check(&tenant).map_err(limited_status)?;
+        Ok(tenant)
     }
 }
 
@@ -49,6 +56,16 @@ pub fn status_of(error: ImportError) -> Status {
             Status::internal(error.to_string())
         }
     }
+}
+
+/// `RESOURCE_EXHAUSTED` with the wait in metadata `retry-after`.
+pub fn limited_status(refused: RateLimited) -> Status {
+    let mut status = Status::resource_exhausted(refused.to_string());
+    status.metadata_mut().insert(
+        RETRY_AFTER_METADATA_KEY,
+        MetadataValue::from(refused.retry_after_secs()),
+    );
+    status
 }
 
 fn store_status(error: StoreError) -> Status {
@@ -66,9 +83,12 @@ fn spool_status(error: SpoolError) -> Status {
     }
 }
 
-fn origin(text: &str) -> Option<String> {
-    let trimmed = text.trim();
-    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+fn upload_status(error: UploadError<Status>) -> Status {
+    match error {
+        UploadError::Body(status) => status,
+        UploadError::Spool(error) => spool_status(error),
+        UploadError::Import(error) => status_of(error),
+    }
 }
 
 #[tonic::async_trait]
@@ -77,7 +97,7 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<Streaming<v1::UploadRequest>>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.admit(&request)?;
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(v1::UploadRequest {
@@ -99,46 +119,24 @@ impl SnapshotImports for ImportService {
                 )));
             }
         };
-        let data_origin = origin(&header.data_origin);
-        let mut spool = Spool::create(
-            &self.spool_dir,
+        let upload = FileUpload::new(
             format,
-            data_origin.as_deref(),
-            self.max_upload_bytes,
-        )
-        .await
-        .map_err(spool_status)?;
-        while let Some(message) = stream.message().await? {
-            match message.part {
-                Some(v1::upload_request::Part::Chunk(bytes)) => {
-                    spool.write(&bytes).await.map_err(spool_status)?
-                }
-                Some(v1::upload_request::Part::Header(_)) => {
-                    return Err(Status::invalid_argument(
-                        "an upload has one header, as its first message",
-                    ));
-                }
-                None => {}
-            }
-        }
-        let spooled = spool.finish().await.map_err(spool_status)?;
-        let path = spooled.path.clone();
-        let sheet = origin(&header.sheet);
+            &header.data_origin,
+            &header.file_name,
+            &header.sheet,
+        );
+        let chunks = stream.map(|message| match message?.part {
+            Some(v1::upload_request::Part::Chunk(bytes)) => Ok(bytes),
+            Some(v1::upload_request::Part::Header(_)) => Err(Status::invalid_argument(
+                "an upload has one header, as its first message",
+            )),
+            None => Ok(Vec::new()),
+        });
         let report = self
-            .importer
-            .import(
-                ImportRequest {
-                    tenant,
-                    import_id: spooled.import_id.clone(),
-                    format,
-                    data_origin,
-                    file_name: header.file_name,
-                },
-                move || open_file(format, &path, sheet.as_deref()),
-            )
+            .uploads
+            .import(tenant, upload, chunks)
             .await
-            .map_err(status_of)?;
-        drop(spooled);
+            .map_err(upload_status)?;
         Ok(Response::new(report))
     }
 
@@ -146,12 +144,13 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<v1::ImportRowsRequest>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.admit(&request)?;
         let v1::ImportRowsRequest { data_origin, rows } = request.into_inner();
-        let data_origin = origin(&data_origin);
+        let data_origin = non_blank(&data_origin);
         let import_id = rows_import_id(data_origin.as_deref(), &rows);
         let report = self
-            .importer
+            .uploads
+            .importer()
             .import(
                 ImportRequest {
                     tenant,
@@ -171,29 +170,17 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<v1::GetImportRequest>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.admit(&request)?;
         let r = request.get_ref();
         if r.import_id.is_empty() {
             return Err(Status::invalid_argument("import_id is required"));
         }
-        let page = match r.errors_page_size {
-            0 => DEFAULT_ERRORS_PAGE,
-            n if n > MAX_ERRORS_PAGE => {
-                return Err(Status::invalid_argument(format!(
-                    "errors_page_size must be at most {MAX_ERRORS_PAGE}, got {n}"
-                )));
-            }
-            n => n,
-        } as usize;
-        let from = match r.errors_page_token.as_str() {
-            "" => 0,
-            token => token.parse::<u64>().map_err(|_| {
-                Status::invalid_argument("errors_page_token is not one this service issued")
-            })?,
-        };
+        let page = ErrorsPage::parse(r.errors_page_size, &r.errors_page_token)
+            .map_err(Status::invalid_argument)?;
         let report = self
-            .importer
-            .report(&tenant, &r.import_id, from, page)
+            .uploads
+            .importer()
+            .report(&tenant, &r.import_id, page.from, page.size)
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("import {} not found", r.import_id)))?;
         Ok(Response::new(report))

@@ -27,7 +27,9 @@ use recoup_proto::{to_timestamp, v1};
 use tokio::sync::mpsc;
 
 use crate::readers::{FileError, RowOutcome, SnapshotRows};
-use crate::store::{ImportStore, StoreBatch, StoreError, Stored, snapshot_key};
+use crate::store::{
+    ImportStore, SnapshotKey, StoreBatch, StoreError, Stored, import_tag, snapshot_key,
+};
 
 /// The aggregate of a snapshot event: one account on one day, versioned by revision.
 pub const SNAPSHOT_AGGREGATE: &str = "paygo_account_snapshot";
@@ -73,8 +75,9 @@ pub struct ImportRequest {
     pub file_name: String,
 }
 
-/// The import id of an upload: the first 128 bits of SHA-256 over the format, the data origin
-/// and the bytes, in hex. The same file sent again with the same origin has the same id.
+/// The import id of an upload: the first 128 bits of SHA-256 over the format, the data origin,
+/// the sheet (XLSX, when named) and the bytes, in hex. The same file sent again with the same
+/// origin has the same id.
 pub struct ImportHasher(sha2::Sha256);
 
 impl ImportHasher {
@@ -86,6 +89,14 @@ impl ImportHasher {
         hasher.update(data_origin.unwrap_or("").trim().as_bytes());
         hasher.update([0]);
         Self(hasher)
+    }
+
+    /// Adds a named part of the request that changes what is imported (e.g. the XLSX sheet).
+    pub fn scope(&mut self, name: &str, value: &str) {
+        for part in [name, value] {
+            self.update(&(part.len() as u64).to_be_bytes());
+            self.update(part.as_bytes());
+        }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
@@ -116,7 +127,7 @@ pub enum ImportError {
 
 /// One accepted row whose content is new or changed.
 struct Changed {
-    key: Vec<u8>,
+    key: SnapshotKey,
     account_uid: String,
     stored: Stored,
     event_id: String,
@@ -141,7 +152,7 @@ struct Batch {
 
 /// Keys published by batches not yet acknowledged, so that a later row of the same upload
 /// compares against them rather than against the store.
-type Pending = Arc<Mutex<HashMap<Vec<u8>, Stored>>>;
+type Pending = Arc<Mutex<HashMap<SnapshotKey, Stored>>>;
 
 /// Runs imports: shared by the gRPC and HTTP front ends.
 #[derive(Clone)]
@@ -279,6 +290,12 @@ impl Importer {
         };
         let mut in_flight: VecDeque<(Batch, Vec<PendingDelivery>)> = VecDeque::new();
         let mut error_sequence = 0u64;
+        let (remember, remembered) = mpsc::channel::<Remembered>(4);
+        let writer = {
+            let store = self.store.clone();
+            let pending = pending.clone();
+            tokio::task::spawn_blocking(move || write_batches(remembered, &store, &pending))
+        };
         let outcome: Result<(), ImportError> = async {
             while let Some(batch) = rx.recv().await {
                 let deliveries = self.enqueue(&batch).await?;
@@ -289,7 +306,7 @@ impl Importer {
                             &request,
                             batch,
                             deliveries,
-                            &pending,
+                            &remember,
                             &mut report,
                             &mut error_sequence,
                         )
@@ -302,7 +319,7 @@ impl Importer {
                     &request,
                     batch,
                     deliveries,
-                    &pending,
+                    &remember,
                     &mut report,
                     &mut error_sequence,
                 )
@@ -311,11 +328,16 @@ impl Importer {
             Ok(())
         }
         .await;
-        // Stops the reader if the publisher gave up.
+        // Lets the writer finish what was acknowledged; stops the reader if the publisher gave up.
+        drop(remember);
         drop(rx);
+        let written = writer
+            .await
+            .map_err(|e| ImportError::Reader(e.to_string()))?;
         let read = reader
             .await
             .map_err(|e| ImportError::Reader(e.to_string()))?;
+        written?;
         outcome?;
         read?;
 
@@ -367,7 +389,7 @@ impl Importer {
         request: &ImportRequest,
         batch: Batch,
         mut deliveries: Vec<PendingDelivery>,
-        pending: &Pending,
+        remember: &mpsc::Sender<Remembered>,
         report: &mut v1::ImportReport,
         error_sequence: &mut u64,
     ) -> Result<(), ImportError> {
@@ -388,36 +410,58 @@ impl Importer {
         for delivery in deliveries {
             delivery.acknowledged().await?;
         }
+        report.rows_read += batch.rows;
+        report.accepted += batch.changed.len() as u64;
+        report.unchanged += batch.unchanged;
+        report.rejected += batch.rejected.len() as u64;
         let mut writes = StoreBatch::default();
-        for changed in &batch.changed {
-            writes.snapshot(&changed.key, changed.stored);
-        }
         for rejected in &batch.rejected {
             for error in &rejected.errors {
                 writes.error(&request.tenant, &request.import_id, *error_sequence, error);
                 *error_sequence += 1;
             }
         }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(writes))
-            .await
-            .map_err(|e| ImportError::Reader(e.to_string()))??;
-        if let Ok(mut pending) = pending.lock() {
-            for changed in &batch.changed {
-                if pending.get(&changed.key) == Some(&changed.stored) {
-                    pending.remove(&changed.key);
-                }
-            }
+        let mut published = Vec::with_capacity(batch.changed.len());
+        for changed in batch.changed {
+            writes.snapshot(&changed.key, changed.stored);
+            published.push((changed.key, changed.stored));
         }
-        report.rows_read += batch.rows;
-        report.accepted += batch.changed.len() as u64;
-        report.unchanged += batch.unchanged;
-        report.rejected += batch.rejected.len() as u64;
         if let Some(error) = batch.file_error {
             report.file_error = error;
         }
-        Ok(())
+        // The writer thread stores it while the next batch is published.
+        remember
+            .send(Remembered { writes, published })
+            .await
+            .map_err(|_| ImportError::Reader("the store writer stopped".to_owned()))
     }
+}
+
+/// What the publisher hands to the store writer once Kafka acknowledged a batch.
+struct Remembered {
+    writes: StoreBatch,
+    /// Keys no longer pending once written.
+    published: Vec<(SnapshotKey, Stored)>,
+}
+
+/// The store writer: applies acknowledged batches in order, then drops their keys from the
+/// pending map (a later row of the upload then finds them in the store).
+fn write_batches(
+    mut batches: mpsc::Receiver<Remembered>,
+    store: &ImportStore,
+    pending: &Pending,
+) -> Result<(), StoreError> {
+    while let Some(Remembered { writes, published }) = batches.blocking_recv() {
+        store.apply(writes)?;
+        if let Ok(mut pending) = pending.lock() {
+            for (key, stored) in published {
+                if pending.get(&key) == Some(&stored) {
+                    pending.remove(&key);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the reader thread hands to the classifier thread.
@@ -602,6 +646,7 @@ fn classify(
         fingerprint,
         created_at_micros: created_at.timestamp_micros(),
         revision: earlier.map_or(1, |e| e.revision + 1),
+        import: import_tag(&request.import_id),
     };
     // The content is already encoded: the import's columns complete the snapshot.
     encode_snapshot_import_fields(&snapshot, content);

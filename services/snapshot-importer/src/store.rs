@@ -10,10 +10,13 @@
 //! fingerprint always means "this content was published".
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
 use recoup_proto::v1;
+
+use crate::filter::{KeyFilter, key_hash};
 
 /// What is stored per `(account_uid, snapshot_date)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +27,26 @@ pub struct Stored {
     pub created_at_micros: i64,
     /// 1 for the first content, +1 per change.
     pub revision: u64,
+    /// The import that published this content ([`import_tag`]).
+    pub import: u128,
+}
+
+/// An import id as 128 bits: the id itself when it is 32 hex digits (as import ids are),
+/// otherwise its hash.
+pub fn import_tag(import_id: &str) -> u128 {
+    match u128::from_str_radix(import_id, 16) {
+        Ok(tag) if import_id.len() == 32 => tag,
+        _ => xxhash_rust::xxh3::xxh3_128(import_id.as_bytes()),
+    }
 }
 
 impl Stored {
-    fn to_bytes(self) -> [u8; 32] {
-        let mut out = [0u8; 32];
+    fn to_bytes(self) -> [u8; 48] {
+        let mut out = [0u8; 48];
         out[..16].copy_from_slice(&self.fingerprint.to_be_bytes());
         out[16..24].copy_from_slice(&self.created_at_micros.to_be_bytes());
-        out[24..].copy_from_slice(&self.revision.to_be_bytes());
+        out[24..32].copy_from_slice(&self.revision.to_be_bytes());
+        out[32..].copy_from_slice(&self.import.to_be_bytes());
         out
     }
 
@@ -40,6 +55,7 @@ impl Stored {
             fingerprint: u128::from_be_bytes(bytes.get(..16)?.try_into().ok()?),
             created_at_micros: i64::from_be_bytes(bytes.get(16..24)?.try_into().ok()?),
             revision: u64::from_be_bytes(bytes.get(24..32)?.try_into().ok()?),
+            import: u128::from_be_bytes(bytes.get(32..48)?.try_into().ok()?),
         })
     }
 
@@ -63,6 +79,9 @@ pub enum StoreError {
 pub struct ImportStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// Every snapshot key in the tree (and, rarely, one that was removed); replaced by a larger
+    /// one when it fills up.
+    filter: Arc<RwLock<KeyFilter>>,
 }
 
 fn push_str(key: &mut Vec<u8>, part: &str) {
@@ -71,10 +90,15 @@ fn push_str(key: &mut Vec<u8>, part: &str) {
     key.extend_from_slice(part.as_bytes());
 }
 
+/// The store key of one `(tenant, account_uid, snapshot_date)`.
+pub type SnapshotKey = Vec<u8>;
+
 /// The key of `(account_uid, snapshot_date)` of a tenant. The tenant is part of the key
 /// although `account_uid` starts with it: `a` + origin `b_c` and `a_b` + origin `c` give the
-/// same `account_uid`, and tenants must never see each other's rows.
-pub fn snapshot_key(tenant: &str, account_uid: &str, date: NaiveDate) -> Vec<u8> {
+/// same `account_uid`, and tenants must never see each other's rows. (Hashing the key would make
+/// it shorter, but sled then writes all over the tree: an import of sorted accounts became three
+/// times slower.)
+pub fn snapshot_key(tenant: &str, account_uid: &str, date: NaiveDate) -> SnapshotKey {
     let mut key = Vec::with_capacity(1 + 8 + tenant.len() + account_uid.len() + 4);
     key.push(b'f');
     push_str(&mut key, tenant);
@@ -82,6 +106,51 @@ pub fn snapshot_key(tenant: &str, account_uid: &str, date: NaiveDate) -> Vec<u8>
     key.extend_from_slice(&date_bytes(date));
     key
 }
+
+/// The parts of a snapshot key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotParts {
+    pub tenant: String,
+    pub account_uid: String,
+    pub date: NaiveDate,
+}
+
+fn take_str(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let text = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?;
+    Some((text.to_owned(), &bytes[4 + len..]))
+}
+
+/// The parts of a key made by [`snapshot_key`].
+pub fn parse_snapshot_key(key: &[u8]) -> Option<SnapshotParts> {
+    let rest = key.strip_prefix(b"f")?;
+    let (tenant, rest) = take_str(rest)?;
+    let (account_uid, rest) = take_str(rest)?;
+    let days = u32::from_be_bytes(rest.try_into().ok()?) ^ 0x8000_0000;
+    let date = NaiveDate::from_num_days_from_ce_opt(days as i32)?;
+    Some(SnapshotParts {
+        tenant,
+        account_uid,
+        date,
+    })
+}
+
+/// A key filter with room for at least `capacity` keys, holding every snapshot key of `tree`.
+fn filter_of(tree: &sled::Tree, capacity: u64) -> Result<KeyFilter, StoreError> {
+    let keys = tree.scan_prefix(b"f").keys();
+    let mut hashes = Vec::new();
+    for key in keys {
+        hashes.push(key_hash(&key?));
+    }
+    let filter = KeyFilter::with_capacity(capacity.max(hashes.len() as u64 * 2));
+    for hash in hashes {
+        filter.insert(hash);
+    }
+    Ok(filter)
+}
+
+/// Set by a clean shutdown once everything published was projected (embedded mode).
+const CLEAN_MARKER: &[u8] = b"m-clean";
 
 /// A date as 4 bytes that sort like the dates.
 pub fn date_bytes(date: NaiveDate) -> [u8; 4] {
@@ -107,12 +176,15 @@ fn errors_prefix(tenant: &str, import_id: &str) -> Vec<u8> {
 #[derive(Default)]
 pub struct StoreBatch {
     batch: sled::Batch,
+    /// Hashes of the snapshot keys written, for the key filter.
+    hashes: Vec<u128>,
 }
 
 impl StoreBatch {
     /// Records the content now published for a snapshot key.
     pub fn snapshot(&mut self, key: &[u8], stored: Stored) {
-        self.batch.insert(key, &stored.to_bytes());
+        self.batch.insert(key, stored.to_bytes().as_slice());
+        self.hashes.push(key_hash(key));
     }
 
     /// Records one error of an import under its sequence number.
@@ -126,17 +198,33 @@ impl StoreBatch {
 impl ImportStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        // Imports stream through and look keys up nearly in order (new days not at all, see the
+        // key filter): a small cache keeps the memory of a big import flat. sled holds several
+        // times its nominal cache.
+        Self::open_with_cache(dir, 4 * 1024 * 1024)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            // Imports stream through; a small cache keeps the memory of a big import flat.
-            .cache_capacity(32 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .open()?;
         let tree = db.open_tree("imports")?;
-        Ok(Self { db, tree })
+        let filter = Arc::new(RwLock::new(filter_of(&tree, 0)?));
+        Ok(Self { db, tree, filter })
     }
 
     /// What is stored for a snapshot key.
     pub fn snapshot(&self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        let known = self
+            .filter
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .may_contain(key_hash(key));
+        if !known {
+            return Ok(None);
+        }
         Ok(self
             .tree
             .get(key)?
@@ -145,7 +233,48 @@ impl ImportStore {
 
     /// Applies the writes of one batch atomically (not yet flushed).
     pub fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
-        self.tree.apply_batch(batch.batch)?;
+        let full = {
+            // Keys enter the filter before the tree, so a lookup never misses a written key;
+            // the read guard is held over the write, so a filter being rebuilt from the tree
+            // (under the write lock) sees either all of this batch or none of it.
+            let filter = self
+                .filter
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for hash in &batch.hashes {
+                filter.insert(*hash);
+            }
+            self.tree.apply_batch(batch.batch)?;
+            filter.len() > filter.capacity()
+        };
+        if full {
+            self.grow_filter()?;
+        }
+        Ok(())
+    }
+
+    /// How many keys the key filter is built for now.
+    pub fn key_filter_capacity(&self) -> u64 {
+        self.filter
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .capacity()
+    }
+
+    /// Replaces a full key filter with one twice the size, built from the tree.
+    fn grow_filter(&self) -> Result<(), StoreError> {
+        let mut filter = self
+            .filter
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if filter.len() <= filter.capacity() {
+            // Another writer grew it meanwhile.
+            return Ok(());
+        }
+        // No write is between filter and tree now (they hold the read guard): the tree holds
+        // every key.
+        let wanted = filter.capacity().saturating_mul(2);
+        *filter = filter_of(&self.tree, wanted)?;
         Ok(())
     }
 
@@ -204,6 +333,53 @@ impl ImportStore {
             errors.push(v1::RowError::decode(value.as_ref())?);
         }
         Ok((errors, None))
+    }
+
+    /// Every stored snapshot with its key's parts, for the check at start in embedded mode.
+    pub fn snapshots(&self) -> impl Iterator<Item = Result<(SnapshotParts, Stored), StoreError>> {
+        self.tree.scan_prefix(b"f").filter_map(|entry| match entry {
+            Err(e) => Some(Err(StoreError::Sled(e))),
+            Ok((key, value)) => Some(Ok((parse_snapshot_key(&key)?, Stored::from_bytes(&value)?))),
+        })
+    }
+
+    /// Forgets snapshots whose events never reached the read models, and the reports of the
+    /// imports that published them, so that sending those uploads again imports them again.
+    /// Returns the ids of the forgotten imports.
+    pub fn forget(&self, stale: &[(SnapshotParts, Stored)]) -> Result<Vec<String>, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut imports = std::collections::HashSet::new();
+        for (parts, stored) in stale {
+            batch.remove(snapshot_key(&parts.tenant, &parts.account_uid, parts.date));
+            imports.insert((parts.tenant.clone(), stored.import));
+        }
+        let mut forgotten = Vec::new();
+        for entry in self.tree.scan_prefix(b"r") {
+            let (key, _) = entry?;
+            let Some((tenant, rest)) = take_str(&key[1..]) else {
+                continue;
+            };
+            let import_id = String::from_utf8_lossy(rest).into_owned();
+            if imports.contains(&(tenant, import_tag(&import_id))) {
+                batch.remove(key);
+                forgotten.push(import_id);
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(forgotten)
+    }
+
+    /// Records that everything published was projected (a clean shutdown in embedded mode).
+    pub fn mark_clean(&self) -> Result<(), StoreError> {
+        self.tree.insert(CLEAN_MARKER, &[1u8])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether the last run ended cleanly; clears the mark for this run.
+    pub fn take_clean_mark(&self) -> Result<bool, StoreError> {
+        Ok(self.tree.remove(CLEAN_MARKER)?.is_some())
     }
 
     /// Makes every write durable.

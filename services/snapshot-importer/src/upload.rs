@@ -1,15 +1,17 @@
 //! Uploads: spooled to disk while hashed (the import id is the content hash, and XLSX needs a
-//! seekable file), then opened with the reader of their format. Rows sent as a batch through the
-//! API are read by [`RowsReader`].
+//! seekable file), then opened with the reader of their format. [`Uploads`] is the one way both
+//! front ends (gRPC `Upload`, HTTP `POST /v1/paygo_snapshots_ts`) turn an upload into an import.
+//! Rows sent as a batch through the API are read by [`RowsReader`].
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use futures::{Stream, StreamExt};
 use paygo_snapshots::{Columns, ImportContext};
 use recoup_proto::v1;
 use tokio::io::AsyncWriteExt;
 
-use crate::import::ImportHasher;
+use crate::import::{ImportError, ImportHasher, ImportRequest, Importer};
 use crate::readers::csv::CsvSnapshots;
 use crate::readers::json::JsonSnapshots;
 use crate::readers::xlsx::XlsxSnapshots;
@@ -118,6 +120,133 @@ impl Spool {
         let mut spooled = self.spooled;
         spooled.import_id = self.hasher.finish();
         Ok(spooled)
+    }
+}
+
+/// What an upload says about itself besides its bytes.
+#[derive(Debug, Clone)]
+pub struct FileUpload {
+    /// CSV, XLSX or JSON.
+    pub format: v1::FileFormat,
+    /// `None`: the default origin (`generic`).
+    pub data_origin: Option<String>,
+    /// The name the client gave the file (reported, not used).
+    pub file_name: String,
+    /// The XLSX sheet to read; `None`: the first.
+    pub sheet: Option<String>,
+}
+
+impl FileUpload {
+    /// An upload as a request names it; blank origin and sheet mean the defaults.
+    pub fn new(format: v1::FileFormat, data_origin: &str, file_name: &str, sheet: &str) -> Self {
+        Self {
+            format,
+            data_origin: non_blank(data_origin),
+            file_name: file_name.to_owned(),
+            sheet: non_blank(sheet),
+        }
+    }
+}
+
+/// A text trimmed, or `None` when nothing is left.
+pub fn non_blank(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+/// Why an upload was not imported. `E` is the front end's error for a body it could not read.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError<E> {
+    #[error("the upload could not be received: {0}")]
+    Body(E),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+}
+
+/// Uploads into imports: where they are spooled, how large they may be, who imports them.
+#[derive(Clone)]
+pub struct Uploads {
+    importer: Importer,
+    spool_dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl Uploads {
+    /// Uploads spooled in `spool_dir`, each at most `max_bytes` bytes.
+    pub fn new(importer: Importer, spool_dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            importer,
+            spool_dir,
+            max_bytes,
+        }
+    }
+
+    /// The importer behind the uploads (also for `ImportRows` and reports).
+    pub fn importer(&self) -> &Importer {
+        &self.importer
+    }
+
+    /// The largest upload taken, in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Spools the chunks as they arrive (never more than one in memory), then imports the file
+    /// for `tenant`. An upload over the limit stops at the chunk that crosses it and imports
+    /// nothing.
+    pub async fn import<S, B, E>(
+        &self,
+        tenant: String,
+        upload: FileUpload,
+        chunks: S,
+    ) -> Result<v1::ImportReport, UploadError<E>>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+    {
+        let mut spool = Spool::create(
+            &self.spool_dir,
+            upload.format,
+            upload.data_origin.as_deref(),
+            self.max_bytes,
+        )
+        .await?;
+        if let Some(sheet) = &upload.sheet {
+            // Another sheet of the same workbook is another import.
+            spool.hasher.scope("sheet", sheet);
+        }
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            spool
+                .write(chunk.map_err(UploadError::Body)?.as_ref())
+                .await?;
+        }
+        let spooled = spool.finish().await?;
+        let path = spooled.path.clone();
+        let FileUpload {
+            format,
+            data_origin,
+            file_name,
+            sheet,
+        } = upload;
+        let report = self
+            .importer
+            .import(
+                ImportRequest {
+                    tenant,
+                    import_id: spooled.import_id.clone(),
+                    format,
+                    data_origin,
+                    file_name,
+                },
+                move || open_file(format, &path, sheet.as_deref()),
+            )
+            .await?;
+        // The file stays until the import read it.
+        drop(spooled);
+        Ok(report)
     }
 }
 

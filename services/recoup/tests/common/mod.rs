@@ -19,6 +19,7 @@ pub type Query = QueryClient<Channel>;
 pub fn config(dir: &Path) -> PlatformConfig {
     let mut c = PlatformConfig::new(dir.to_path_buf());
     c.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    c.http_addr = Some("127.0.0.1:0".parse().unwrap());
     c.timeout_check_interval = Duration::from_millis(200);
     c
 }

@@ -78,7 +78,17 @@ impl<R: Read> CsvSnapshots<R> {
     fn outcome(&self, row: u64, ctx: &ImportContext) -> RowOutcome {
         let mut cells = Vec::with_capacity(self.record.len());
         let mut errors = Vec::new();
-        for (i, cell) in self.record.iter().enumerate() {
+        // One UTF-8 check of the whole record; cell by cell only when it fails.
+        if let Ok(text) = std::str::from_utf8(self.record.as_slice()) {
+            let mut end = 0;
+            for i in 0..self.record.len() {
+                let range = self.record.range(i).unwrap_or(end..end);
+                end = range.end;
+                cells.push(text.get(range).unwrap_or(""));
+            }
+        }
+        let checked = cells.len() == self.record.len();
+        for (i, cell) in self.record.iter().enumerate().filter(|_| !checked) {
             match std::str::from_utf8(cell) {
                 Ok(text) => cells.push(text),
                 Err(e) => {
@@ -101,6 +111,10 @@ impl<R: Read> CsvSnapshots<R> {
             Ok(snapshot) if errors.is_empty() => Ok(snapshot),
             Ok(_) => Err(errors),
             Err(mut more) => {
+                // A cell that is not UTF-8 was sent: it is no missing required cell as well.
+                more.retain(|m| {
+                    m.rule != rule::REQUIRED || errors.iter().all(|e| e.column != m.column)
+                });
                 errors.append(&mut more);
                 Err(errors)
             }

@@ -16,7 +16,9 @@
 //! ([`rule::ENCODING`]), an element longer than [`MAX_ELEMENT_BYTES`] ([`rule::TOO_LONG`]).
 //! NDJSON lines always frame their rows; in an array, a break in the framing (brackets that do
 //! not match, a missing `,`, the end of the input inside the array) ends the file with
-//! [`FileError::Unreadable`], and the rows before it count.
+//! [`FileError::Unreadable`], and the rows before it count. A body whose first line opens a
+//! value it does not close is one document over several lines, not NDJSON
+//! ([`FileError::MultilineJson`]): nothing of it is read.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -55,6 +57,8 @@ pub struct JsonSnapshots<R: BufRead> {
     /// Number of the last row read (array: element position; NDJSON: line number).
     row: u64,
     key_sets: KeySets,
+    /// NDJSON: whether the first line was checked for a document spread over lines.
+    first_line_checked: bool,
     finished: bool,
 }
 
@@ -120,6 +124,7 @@ impl<R: BufRead> JsonSnapshots<R> {
                 0
             },
             key_sets: KeySets::default(),
+            first_line_checked: layout != Layout::Lines,
             finished: false,
         })
     }
@@ -140,6 +145,10 @@ impl<R: BufRead> JsonSnapshots<R> {
         } else {
             self.next_array_element()
         };
+        let next = match next {
+            Ok(true) if !self.first_line_checked => self.check_first_line().map(|()| true),
+            other => other,
+        };
         match next {
             Ok(true) => Some(Ok(self.outcome(ctx))),
             Ok(false) => {
@@ -150,6 +159,24 @@ impl<R: BufRead> JsonSnapshots<R> {
                 self.finished = true;
                 Some(Err(error))
             }
+        }
+    }
+
+    /// A body that starts with `{` but whose first line ends inside that value is one JSON
+    /// document over several lines (e.g. `{"rows": [...]}` pretty-printed), not NDJSON: reading
+    /// it line by line would import whichever inner lines happen to be objects.
+    fn check_first_line(&mut self) -> Result<(), FileError> {
+        self.first_line_checked = true;
+        let Ok(line) = std::str::from_utf8(&self.element) else {
+            return Ok(());
+        };
+        match serde_json::from_str::<IgnoredAny>(line) {
+            Err(e) if e.is_eof() && self.element_len == self.element.len() => {
+                Err(FileError::MultilineJson {
+                    line: first_chars(line.trim().as_bytes()),
+                })
+            }
+            _ => Ok(()),
         }
     }
 

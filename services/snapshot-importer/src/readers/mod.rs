@@ -61,6 +61,12 @@ pub enum FileError {
     Unreadable { row: u64, message: String },
     #[error("the body is neither a JSON array of objects nor NDJSON: it starts with `{start}`")]
     NotJson { start: String },
+    #[error(
+        "the body is neither a JSON array of objects nor NDJSON: its first line `{line}` is not \
+         a whole object (one JSON document over several lines?); send an array of objects or one \
+         object per line"
+    )]
+    MultilineJson { line: String },
     #[error("not an XLSX file ({reason})")]
     NotXlsx { reason: String },
     #[error("the workbook has no sheet named `{name}`; its sheets are `{sheets}`")]

@@ -1,0 +1,190 @@
+//! `recoup import snapshots` against the real binary running `recoup up`: summaries, the errors
+//! file beside a file with rejected rows, exit codes, duplicates, and refusals.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+/// `recoup up` on free ports, stopped with SIGTERM (SIGKILL if a test fails first).
+struct Server {
+    child: Child,
+    grpc_addr: String,
+    /// Kept open: the server's stdout must not become a broken pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_recoup"))
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            // Small enough that a refusal needs no large file.
+            .args(["--max-upload-bytes", "4096"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // recoup ready grpc=127.0.0.1:PORT http=... kafka=...
+        let grpc_addr = line
+            .strip_prefix("recoup ready grpc=")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("ready line: {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            grpc_addr,
+            _stdout: stdout,
+        }
+    }
+
+    /// SIGTERM, then the exit status of the clean shutdown.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn import(dir: &Path, grpc_addr: &str, args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_recoup"))
+        .current_dir(dir)
+        .args(["import", "snapshots"])
+        .args(args)
+        .args(["--grpc-addr", grpc_addr])
+        .env_remove("RECOUP_TENANT")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        status.code().unwrap(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+/// The summary line of `file`: `FILE: import <id>: ...`, without the id and the rate.
+fn summary<'a>(stdout: &'a str, file: &str) -> (&'a str, &'a str) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{file}: import ")))
+        .unwrap_or_else(|| panic!("no summary for {file} in {stdout:?}"));
+    let rest = &line[format!("{file}: import ").len()..];
+    let (id, counts) = rest.split_once(": ").unwrap();
+    (id, counts)
+}
+
+#[test]
+fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let files = dir.path();
+    std::fs::write(
+        files.join("good.csv"),
+        "snapshot_date,account_external_id,days_arrears_consecutive_source\n\
+         2024-03-01,A1,0\n\
+         2024-03-01,A2,12\n",
+    )
+    .unwrap();
+    std::fs::write(
+        files.join("bad.json"),
+        r#"[{"snapshot_date": "2024-03-01", "account_external_id": "J1", "days_to_cutoff_source": 3},
+            {"snapshot_date": "2024-03-01", "account_external_id": "J2", "days_to_cutoff_source": 2.5},
+            {"snapshot_date": "2024-03-01", "account_external_id": "J3"}]"#,
+    )
+    .unwrap();
+    std::fs::write(files.join("notes.txt"), "not a snapshot file\n").unwrap();
+
+    let args = ["good.csv", "bad.json", "--tenant", "t1", "--origin", "crm"];
+    let (code, stdout, stderr) = import(files, &server.grpc_addr, &args);
+    assert_eq!(
+        code, 1,
+        "a rejected row fails the command: {stdout}{stderr}"
+    );
+    let (good_id, good) = summary(&stdout, "good.csv");
+    assert_eq!(good_id.len(), 32);
+    assert!(
+        good.starts_with("read 2, accepted 2, unchanged 0, rejected 0 (")
+            && good.ends_with(" rows/s)"),
+        "{good}"
+    );
+    let (_, bad) = summary(&stdout, "bad.json");
+    assert!(
+        bad.starts_with("read 3, accepted 2, unchanged 0, rejected 1 ("),
+        "{bad}"
+    );
+    assert!(
+        stdout.contains("bad.json: 1 error written to bad.json.errors.csv"),
+        "{stdout}"
+    );
+    assert!(!files.join("good.csv.errors.csv").exists());
+    let mut errors = csv::Reader::from_path(files.join("bad.json.errors.csv")).unwrap();
+    assert_eq!(
+        errors.headers().unwrap(),
+        vec!["row", "column", "value", "rule", "message"]
+    );
+    let rows: Vec<csv::StringRecord> = errors.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (&rows[0][0], &rows[0][1], &rows[0][2], &rows[0][3]),
+        ("2", "days_to_cutoff_source", "2.5", "integer")
+    );
+    assert!(rows[0][4].contains("not a whole number"), "{:?}", &rows[0]);
+
+    // The same file again: recognised, nothing rejected, success.
+    let again = ["good.csv", "--tenant", "t1", "--origin", "crm"];
+    let (code, stdout, stderr) = import(files, &server.grpc_addr, &again);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (again_id, again) = summary(&stdout, "good.csv");
+    assert_eq!(again_id, good_id);
+    assert!(
+        again.ends_with("rows/s), duplicate of an earlier import"),
+        "{again}"
+    );
+
+    // A file whose format the name does not tell: refused before anything is sent.
+    let (code, stdout, stderr) = import(files, &server.grpc_addr, &["good.csv", "notes.txt"]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with("error: notes.txt: cannot tell the format from the file name")
+            && stderr.contains("--format"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // A refusal of the server: one line naming the file and the code, and no further file.
+    let mut big = String::from("snapshot_date,account_external_id\n");
+    for i in 0..500 {
+        big += &format!("2024-03-01,BIG{i}\n");
+    }
+    std::fs::write(files.join("big.csv"), big).unwrap();
+    let (code, stdout, stderr) = import(files, &server.grpc_addr, &["big.csv", "good.csv"]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "", "stops at the refusal");
+    assert_eq!(
+        stderr,
+        "error: big.csv: RESOURCE_EXHAUSTED: the upload is larger than the limit of 4096 bytes\n"
+    );
+
+    assert!(server.stop().success(), "clean exit on SIGTERM");
+}
