@@ -142,19 +142,17 @@ fn refuse_comma(text: &str) -> Result<(), CellError> {
 }
 
 fn parse_integer(text: &str) -> Result<i64, CellError> {
+    // The common case first: one scan, no other checks.
+    if is_signed_digits(text) {
+        return text.parse::<i64>().map_err(|_| out_of_range(text));
+    }
     refuse_comma(text)?;
     // A zero fraction (`12.0`) is a spreadsheet's way of writing a whole number.
-    let whole = match text.split_once('.') {
-        Some((whole, fraction)) if fraction.bytes().all(|b| b == b'0') => whole,
-        _ => text,
-    };
-    if is_signed_digits(whole) {
-        return whole.parse::<i64>().map_err(|_| {
-            CellError::new(
-                rule::INTEGER,
-                format!("{} is out of the integer range", quote(text)),
-            )
-        });
+    if let Some((whole, fraction)) = text.split_once('.')
+        && fraction.bytes().all(|b| b == b'0')
+        && is_signed_digits(whole)
+    {
+        return whole.parse::<i64>().map_err(|_| out_of_range(text));
     }
     let message = if is_plain_number(text) {
         format!(
@@ -167,9 +165,17 @@ fn parse_integer(text: &str) -> Result<i64, CellError> {
     Err(CellError::new(rule::INTEGER, message))
 }
 
+fn out_of_range(text: &str) -> CellError {
+    CellError::new(
+        rule::INTEGER,
+        format!("{} is out of the integer range", quote(text)),
+    )
+}
+
 fn parse_float(text: &str) -> Result<f64, CellError> {
-    refuse_comma(text)?;
     if !is_plain_number(text) {
+        // Only a refused cell is scanned again, for the more helpful message.
+        refuse_comma(text)?;
         return Err(CellError::new(
             rule::FLOAT,
             format!(

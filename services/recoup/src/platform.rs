@@ -29,7 +29,7 @@ use recoup_proto::v1::snapshot_imports_server::SnapshotImportsServer;
 use snapshot_importer::grpc::ImportService;
 use snapshot_importer::http::HttpApi;
 use snapshot_importer::import::{ImportSettings, Importer};
-use snapshot_importer::limits::{DEFAULT_REQUESTS_PER_MINUTE, TenantLimiter};
+use snapshot_importer::limits::{DEFAULT_REQUESTS_PER_MINUTE, LimiterClock, TenantLimiter};
 use snapshot_importer::store::ImportStore;
 use snapshot_importer::upload::{DEFAULT_MAX_UPLOAD_BYTES, Uploads};
 use tokio::net::TcpListener;
@@ -92,6 +92,8 @@ pub struct PlatformConfig {
     /// Requests per minute each tenant may make to the snapshot importer, gRPC and HTTP
     /// together (at least 1).
     pub rate_limit_per_minute: u32,
+    /// The time the rate limits read (tests stop it).
+    pub rate_limit_clock: LimiterClock,
     pub clock: Clock,
 }
 
@@ -113,6 +115,7 @@ impl PlatformConfig {
             drain_timeout: Duration::from_secs(10),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             rate_limit_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
+            rate_limit_clock: LimiterClock::real(),
             clock: Arc::new(Utc::now),
         }
     }
@@ -333,7 +336,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         let per_minute = NonZeroU32::new(config.rate_limit_per_minute)
             .context("the rate limit must allow at least 1 request per minute")?;
         // One budget per tenant, whether it speaks gRPC or HTTP.
-        let limiter = TenantLimiter::per_minute(per_minute);
+        let limiter = TenantLimiter::with_clock(per_minute, config.rate_limit_clock.clone());
         let uploads = Uploads::new(i.clone(), spool_dir, config.max_upload_bytes);
         routes.add_service(ImportService::new(uploads.clone(), limiter.clone()).into_server());
         http_api = Some(HttpApi::new(uploads, limiter));

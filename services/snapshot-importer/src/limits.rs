@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, FakeRelativeClock};
 use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
@@ -44,10 +45,53 @@ impl RateLimited {
     }
 }
 
+/// The time the limiter reads: the process's monotonic clock, or one a test moves by hand.
+#[derive(Debug, Clone)]
+pub enum LimiterClock {
+    Real(std::time::Instant),
+    Manual(FakeRelativeClock),
+}
+
+impl LimiterClock {
+    /// Monotonic time from now on.
+    pub fn real() -> Self {
+        LimiterClock::Real(std::time::Instant::now())
+    }
+
+    /// Time that stands still until [`LimiterClock::advance`] moves it.
+    pub fn manual() -> Self {
+        LimiterClock::Manual(FakeRelativeClock::default())
+    }
+
+    /// Moves a manual clock forward (a real one moves by itself).
+    pub fn advance(&self, by: Duration) {
+        if let LimiterClock::Manual(clock) = self {
+            clock.advance(by);
+        }
+    }
+}
+
+impl Default for LimiterClock {
+    fn default() -> Self {
+        Self::real()
+    }
+}
+
+impl Clock for LimiterClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match self {
+            LimiterClock::Real(start) => Nanos::from(start.elapsed()),
+            LimiterClock::Manual(clock) => clock.now(),
+        }
+    }
+}
+
 /// A budget of requests per minute for each tenant (GCRA: a burst of the whole budget, then one
 /// request every `60 s / budget`). Cheap to clone; clones share the budgets.
 #[derive(Clone)]
-pub struct TenantLimiter<C: Clock = DefaultClock> {
+pub struct TenantLimiter<C: Clock = LimiterClock> {
     limiter: Arc<KeyedLimiter<C>>,
     per_minute: u32,
     checks: Arc<AtomicU64>,
@@ -56,7 +100,7 @@ pub struct TenantLimiter<C: Clock = DefaultClock> {
 impl TenantLimiter {
     /// `per_minute` requests per minute for each tenant.
     pub fn per_minute(per_minute: NonZeroU32) -> Self {
-        Self::with_clock(per_minute, DefaultClock::default())
+        Self::with_clock(per_minute, LimiterClock::real())
     }
 }
 
