@@ -272,7 +272,7 @@ impl Importer {
             let pending = pending.clone();
             let request = request.clone();
             let batch_rows = self.settings.batch_rows;
-            let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(8);
+            let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(4);
             let reader_ctx = ctx.clone();
             tokio::task::spawn_blocking(move || read_rows(open, &reader_ctx, &chunks_tx));
             tokio::task::spawn_blocking(move || {
@@ -290,7 +290,7 @@ impl Importer {
         };
         let mut in_flight: VecDeque<(Batch, Vec<PendingDelivery>)> = VecDeque::new();
         let mut error_sequence = 0u64;
-        let (remember, remembered) = mpsc::channel::<Remembered>(4);
+        let (remember, remembered) = mpsc::channel::<Remembered>(2);
         let writer = {
             let store = self.store.clone();
             let pending = pending.clone();
