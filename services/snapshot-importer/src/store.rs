@@ -31,6 +31,10 @@ pub struct Stored {
     pub import: u128,
 }
 
+/// The fingerprint of a snapshot whose content is not known to be published: no row's content
+/// hashes to it (xxh3-128 gives 0 with probability 2^-128).
+pub const UNKNOWN_CONTENT: u128 = 0;
+
 /// An import id as 128 bits: the id itself when it is 32 hex digits (as import ids are),
 /// otherwise its hash.
 pub fn import_tag(import_id: &str) -> u128 {
@@ -343,14 +347,25 @@ impl ImportStore {
         })
     }
 
-    /// Forgets snapshots whose events never reached the read models, and the reports of the
-    /// imports that published them, so that sending those uploads again imports them again.
+    /// Forgets the content of snapshots whose events never reached the read models (keeping
+    /// their revisions), and the reports of the imports that published them, so that sending
+    /// those uploads again publishes them again, with a higher revision.
     /// Returns the ids of the forgotten imports.
     pub fn forget(&self, stale: &[(SnapshotParts, Stored)]) -> Result<Vec<String>, StoreError> {
         let mut batch = sled::Batch::default();
         let mut imports = std::collections::HashSet::new();
         for (parts, stored) in stale {
-            batch.remove(snapshot_key(&parts.tenant, &parts.account_uid, parts.date));
+            // Not removed: the revision must go on counting up, or the next import would send
+            // revision 1 again, which a read model holding a later one skips. An unknown
+            // fingerprint matches no content, so the row is published again.
+            let unknown = Stored {
+                fingerprint: UNKNOWN_CONTENT,
+                ..*stored
+            };
+            batch.insert(
+                snapshot_key(&parts.tenant, &parts.account_uid, parts.date),
+                unknown.to_bytes().as_slice(),
+            );
             imports.insert((parts.tenant.clone(), stored.import));
         }
         let mut forgotten = Vec::new();
