@@ -17,6 +17,6 @@ pub mod value;
 pub use catalogue::{FIELDS, Field, FieldType, field};
 pub use row::{
     AccountSnapshot, Columns, GENERIC_ORIGIN, HeaderError, ImportContext, RowError, check_headers,
-    column_name, validate_row,
+    column_name, cut, validate_row,
 };
 pub use value::{CellError, MAX_CELL_BYTES, Value, parse_cell, rule};

@@ -90,13 +90,19 @@ pub fn check_headers(headers: &[String]) -> Result<(), HeaderError> {
             });
         }
     }
-    for (second, name) in names.iter().enumerate() {
-        if name.is_empty() {
-            continue;
-        }
-        if let Some(first) = names[..second].iter().position(|n| n == name) {
+    // A blank header cell is named by its position; a real `column_3` would collide with it.
+    let keys: Vec<std::borrow::Cow<'_, str>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match name.is_empty() {
+            true => format!("column_{}", i + 1).into(),
+            false => (*name).into(),
+        })
+        .collect();
+    for (second, name) in keys.iter().enumerate() {
+        if let Some(first) = keys[..second].iter().position(|n| n == name) {
             return Err(HeaderError::Duplicate {
-                name: (*name).to_owned(),
+                name: name.clone().into_owned(),
                 first: first + 1,
                 second: second + 1,
             });
@@ -332,8 +338,9 @@ pub fn validate_row(
     Columns::new(headers).validate(row, cells, ctx)
 }
 
-/// `raw` cut to at most [`MAX_CELL_BYTES`] bytes, on a character boundary.
-fn cut(raw: &str) -> &str {
+/// `raw` cut to at most [`MAX_CELL_BYTES`] bytes, on a character boundary: what reports and
+/// rejects keep of a cell.
+pub fn cut(raw: &str) -> &str {
     if raw.len() <= MAX_CELL_BYTES {
         return raw;
     }

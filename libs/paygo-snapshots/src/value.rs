@@ -307,6 +307,10 @@ fn parse_time(text: &str) -> Option<NaiveTime> {
 
 /// `±HH:MM`, `±HHMM` or `±HH` → seconds east of UTC.
 fn parse_offset(text: &str) -> Option<i32> {
+    // Byte positions below are only character boundaries in ASCII text.
+    if !text.is_ascii() {
+        return None;
+    }
     let (sign, digits) = match text.as_bytes().first()? {
         b'+' => (1, &text[1..]),
         b'-' => (-1, &text[1..]),

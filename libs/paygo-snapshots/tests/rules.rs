@@ -631,4 +631,38 @@ proptest! {
             let _ = parse_cell(f, &raw);
         }
     }
+
+    /// Random text rarely looks like a datetime; these reach the offset and fraction parsers
+    /// with any characters, multi-byte ones included.
+    #[test]
+    fn datetimes_with_any_tail_never_panic(tail in ".{0,8}", sign in "[+\\-Z.: ]") {
+        let raw = format!("2021-05-03 06:23:55{sign}{tail}");
+        let _ = parse_cell(column(DATETIME), &raw);
+    }
+}
+
+#[test]
+fn an_offset_with_a_multi_byte_character_is_a_datetime_error() {
+    for raw in [
+        "2021-05-03 06:23:55+1€",
+        "2021-05-03 06:23:55-€1",
+        "2021-05-03 06:23:55+€:00",
+    ] {
+        assert_eq!(refused(DATETIME, raw).rule, rule::DATETIME_FORMAT, "{raw}");
+    }
+}
+
+#[test]
+fn a_column_named_like_a_blank_headers_key_is_a_duplicate() {
+    let names = headers(&["snapshot_date", "account_external_id", "", "column_3"]);
+    assert_eq!(
+        check_headers(&names),
+        Err(HeaderError::Duplicate {
+            name: "column_3".to_owned(),
+            first: 3,
+            second: 4,
+        })
+    );
+    let fine = headers(&["snapshot_date", "account_external_id", "", "column_4"]);
+    assert_eq!(check_headers(&fine), Ok(()));
 }

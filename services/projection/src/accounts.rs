@@ -353,7 +353,7 @@ impl AccountReadModel {
                 date,
                 earlier.bucket,
                 -1,
-                -earlier.outstanding,
+                earlier.outstanding.saturating_neg(),
             )?;
         }
         self.add_par(staged, tenant, date, entry.bucket, 1, entry.outstanding)?;
@@ -396,8 +396,10 @@ impl AccountReadModel {
                 staged.par.entry(key).or_insert(current)
             }
         };
-        totals.accounts += accounts;
-        totals.outstanding_units += outstanding;
+        // Saturating: absurd amounts (beyond 9e14) give a capped total, never a panic that
+        // would stop the projection on the same batch forever.
+        totals.accounts = totals.accounts.saturating_add(accounts);
+        totals.outstanding_units = totals.outstanding_units.saturating_add(outstanding);
         Ok(())
     }
 

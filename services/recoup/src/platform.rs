@@ -491,12 +491,18 @@ fn forget_unprojected(store: &ImportStore, accounts: &AccountReadModel) -> anyho
         return Ok(());
     }
     let mut stale = Vec::new();
+    let mut ahead = Vec::new();
     for entry in store.snapshots() {
         let (parts, stored) = entry?;
-        let applied = accounts.applied_revision(&parts.tenant, &parts.account_uid, parts.date)?;
-        if applied.is_none_or(|revision| revision < stored.revision) {
-            stale.push((parts, stored));
+        match accounts.applied_revision(&parts.tenant, &parts.account_uid, parts.date)? {
+            Some(applied) if applied > stored.revision => ahead.push((parts, stored, applied)),
+            Some(applied) if applied == stored.revision => {}
+            _ => stale.push((parts, stored)),
         }
+    }
+    if !ahead.is_empty() {
+        // The read model got events whose fingerprints the crash took: count on above them.
+        store.raise_revisions(&ahead)?;
     }
     if stale.is_empty() {
         return Ok(());

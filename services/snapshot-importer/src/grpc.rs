@@ -48,7 +48,6 @@ impl ImportService {
 /// The one place import errors become gRPC codes.
 pub fn status_of(error: ImportError) -> Status {
     match error {
-        ImportError::AlreadyRunning(_) => Status::aborted(error.to_string()),
         // The broker may come back: the client should send the same upload again.
         ImportError::Publish(_) => Status::unavailable(error.to_string()),
         ImportError::Store(_) | ImportError::Reader(_) => {

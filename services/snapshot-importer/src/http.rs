@@ -137,7 +137,6 @@ impl From<StoreError> for ApiError {
 impl From<ImportError> for ApiError {
     fn from(error: ImportError) -> Self {
         match error {
-            ImportError::AlreadyRunning(_) => Self::new(StatusCode::CONFLICT, error.to_string()),
             // The broker may come back: the client should send the same upload again.
             ImportError::Publish(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())

@@ -9,7 +9,7 @@
 //! Nothing is remembered before Kafka has it, so a crash or a broker failure loses no row: the
 //! same upload sent again publishes what was not acknowledged and counts the rest unchanged.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use event_backbone::envelope::{EventMetadata, NewEnvelope};
 use event_backbone::producer::{EventProducer, OutgoingEvent, PendingDelivery, PublishError};
 use event_backbone::topics::{PAYGO_SNAPSHOTS, REJECTS};
 use paygo_snapshots::catalogue::{CREATED_AT, UPDATED_AT};
-use paygo_snapshots::{AccountSnapshot, ImportContext, Value};
+use paygo_snapshots::{AccountSnapshot, ImportContext, Value, rule};
 use prost::Message;
 use recoup_proto::snapshots::{
     encode_recorded, encode_snapshot_content, encode_snapshot_import_fields, format_date,
@@ -26,7 +26,7 @@ use recoup_proto::snapshots::{
 use recoup_proto::{to_timestamp, v1};
 use tokio::sync::mpsc;
 
-use crate::readers::{FileError, RowOutcome, SnapshotRows};
+use crate::readers::{FileError, RowOutcome, SnapshotRows, keep_raw};
 use crate::store::{
     ImportStore, SnapshotKey, StoreBatch, StoreError, Stored, import_tag, snapshot_key,
 };
@@ -112,8 +112,6 @@ impl ImportHasher {
 /// An import that could not finish; rows acknowledged before it stay imported.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("import {0} is already running; ask for its report when it is done")]
-    AlreadyRunning(String),
     #[error(
         "kafka did not take the events ({0}); rows before it are kept, send the same upload \
          again to import the rest"
@@ -163,21 +161,9 @@ pub struct Importer {
     rejects: Arc<EventProducer>,
     clock: Clock,
     settings: ImportSettings,
-    running: Arc<Mutex<HashSet<(String, String)>>>,
-}
-
-/// Removes an import from the running set when it ends, however it ends.
-struct RunningGuard {
-    running: Arc<Mutex<HashSet<(String, String)>>>,
-    key: (String, String),
-}
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        if let Ok(mut running) = self.running.lock() {
-            running.remove(&self.key);
-        }
-    }
+    /// One import at a time per tenant: two imports touching the same row would otherwise both
+    /// read its revision and publish two contents under the next one.
+    turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Importer {
@@ -193,7 +179,7 @@ impl Importer {
             producer,
             clock,
             settings,
-            running: Arc::default(),
+            turns: Arc::default(),
         }
     }
 
@@ -233,6 +219,11 @@ impl Importer {
 
     /// Imports the rows `open` yields. A file error ends reading but not the import: the rows
     /// before it count, and the report names the error.
+    ///
+    /// The import runs as a task of its own: a client that goes away does not stop an upload
+    /// it completed, and what Kafka acknowledged is always remembered. Imports of one tenant
+    /// take turns; the same upload sent while it is being imported waits and is then answered
+    /// as a duplicate.
     pub async fn import<F>(
         &self,
         request: ImportRequest,
@@ -241,23 +232,27 @@ impl Importer {
     where
         F: FnOnce() -> Result<Box<dyn SnapshotRows + Send>, FileError> + Send + 'static,
     {
+        let importer = self.clone();
+        tokio::spawn(async move { importer.run(request, open).await })
+            .await
+            .map_err(|e| ImportError::Reader(format!("the import task failed: {e}")))?
+    }
+
+    async fn run<F>(&self, request: ImportRequest, open: F) -> Result<v1::ImportReport, ImportError>
+    where
+        F: FnOnce() -> Result<Box<dyn SnapshotRows + Send>, FileError> + Send + 'static,
+    {
+        let turn = {
+            let mut turns = self
+                .turns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            turns.entry(request.tenant.clone()).or_default().clone()
+        };
+        let _turn = turn.lock().await;
         if let Some(report) = self.earlier(&request.tenant, &request.import_id)? {
             return Ok(report);
         }
-        let key = (request.tenant.clone(), request.import_id.clone());
-        let _guard = {
-            let mut running = self
-                .running
-                .lock()
-                .map_err(|_| ImportError::Reader("running set poisoned".to_owned()))?;
-            if !running.insert(key.clone()) {
-                return Err(ImportError::AlreadyRunning(request.import_id.clone()));
-            }
-            RunningGuard {
-                running: self.running.clone(),
-                key,
-            }
-        };
         let started = (self.clock)();
         let pending: Pending = Arc::default();
         let (tx, mut rx) = mpsc::channel::<Batch>(self.settings.batches_in_flight);
@@ -274,10 +269,12 @@ impl Importer {
             let batch_rows = self.settings.batch_rows;
             let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(4);
             let reader_ctx = ctx.clone();
-            tokio::task::spawn_blocking(move || read_rows(open, &reader_ctx, &chunks_tx));
-            tokio::task::spawn_blocking(move || {
+            let reading =
+                tokio::task::spawn_blocking(move || read_rows(open, &reader_ctx, &chunks_tx));
+            let classifying = tokio::task::spawn_blocking(move || {
                 classify_rows(chunks_rx, &ctx, &request, &store, &pending, batch_rows, &tx)
-            })
+            });
+            (reading, classifying)
         };
 
         let mut report = v1::ImportReport {
@@ -298,8 +295,11 @@ impl Importer {
         };
         let outcome: Result<(), ImportError> = async {
             while let Some(batch) = rx.recv().await {
-                let deliveries = self.enqueue(&batch).await?;
+                let (deliveries, refused) = self.enqueue(&batch).await;
                 in_flight.push_back((batch, deliveries));
+                if let Some(error) = refused {
+                    return Err(ImportError::Publish(error));
+                }
                 while in_flight.len() >= self.settings.batches_in_flight {
                     if let Some((batch, deliveries)) = in_flight.pop_front() {
                         self.settle(
@@ -328,18 +328,30 @@ impl Importer {
             Ok(())
         }
         .await;
+        if outcome.is_err() {
+            // Kafka refused something: what it did acknowledge is remembered all the same, so
+            // the same upload sent again publishes only the rest.
+            for (batch, deliveries) in in_flight {
+                settle_acknowledged(batch, deliveries, &remember).await;
+            }
+        }
         // Lets the writer finish what was acknowledged; stops the reader if the publisher gave up.
         drop(remember);
         drop(rx);
+        let (reading, classifying) = reader;
         let written = writer
             .await
             .map_err(|e| ImportError::Reader(e.to_string()))?;
-        let read = reader
+        let classified = classifying
             .await
-            .map_err(|e| ImportError::Reader(e.to_string()))?;
+            .map_err(|e| ImportError::Reader(format!("classifying rows failed: {e}")))?;
+        // A reader that died would look like the end of the file: never report that as done.
+        reading
+            .await
+            .map_err(|e| ImportError::Reader(format!("reading the upload failed: {e}")))?;
         written?;
         outcome?;
-        read?;
+        classified?;
 
         report.error_count = error_sequence;
         report.finished_at = Some(to_timestamp((self.clock)()));
@@ -365,22 +377,27 @@ impl Importer {
         Ok(report)
     }
 
-    async fn enqueue(&self, batch: &Batch) -> Result<Vec<PendingDelivery>, PublishError> {
+    /// Enqueues a batch's snapshots: the deliveries of every event enqueued (in the order of
+    /// `batch.changed`), and the error that stopped it, if one did.
+    async fn enqueue(&self, batch: &Batch) -> (Vec<PendingDelivery>, Option<PublishError>) {
         let mut deliveries = Vec::with_capacity(batch.changed.len() + batch.rejected.len());
         for changed in &batch.changed {
-            deliveries.push(
-                self.producer
-                    .enqueue(OutgoingEvent {
-                        topic: PAYGO_SNAPSHOTS.name,
-                        key: &changed.account_uid,
-                        value: &changed.envelope,
-                        event_id: &changed.event_id,
-                        event_type: SNAPSHOT_RECORDED,
-                    })
-                    .await?,
-            );
+            let enqueued = self
+                .producer
+                .enqueue(OutgoingEvent {
+                    topic: PAYGO_SNAPSHOTS.name,
+                    key: &changed.account_uid,
+                    value: &changed.envelope,
+                    event_id: &changed.event_id,
+                    event_type: SNAPSHOT_RECORDED,
+                })
+                .await;
+            match enqueued {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => return (deliveries, Some(error)),
+            }
         }
-        Ok(deliveries)
+        (deliveries, None)
     }
 
     /// Waits for a batch's acknowledgements, then remembers it.
@@ -394,21 +411,41 @@ impl Importer {
         error_sequence: &mut u64,
     ) -> Result<(), ImportError> {
         // Rejects go out after the batch's snapshots were enqueued; their key is the import.
+        let snapshots = deliveries.len();
+        let mut refused = None;
         for rejected in &batch.rejected {
-            deliveries.push(
-                self.rejects
-                    .enqueue(OutgoingEvent {
-                        topic: REJECTS.name,
-                        key: &request.import_id,
-                        value: &rejected.envelope,
-                        event_id: &rejected.event_id,
-                        event_type: ROW_REJECTED,
-                    })
-                    .await?,
-            );
+            let enqueued = self
+                .rejects
+                .enqueue(OutgoingEvent {
+                    topic: REJECTS.name,
+                    key: &request.import_id,
+                    value: &rejected.envelope,
+                    event_id: &rejected.event_id,
+                    event_type: ROW_REJECTED,
+                })
+                .await;
+            match enqueued {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
         }
+        let mut acknowledged = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            delivery.acknowledged().await?;
+            match delivery.acknowledged().await {
+                Ok(_) => acknowledged.push(true),
+                Err(error) => {
+                    acknowledged.push(false);
+                    refused.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = refused {
+            // Remember the snapshots Kafka has, then give up.
+            remember_acknowledged(batch, &acknowledged[..snapshots], remember).await;
+            return Err(ImportError::Publish(error));
         }
         report.rows_read += batch.rows;
         report.accepted += batch.changed.len() as u64;
@@ -464,11 +501,57 @@ fn write_batches(
     Ok(())
 }
 
+/// After a refusal: waits for the deliveries of a batch still in flight and remembers the
+/// snapshots Kafka acknowledged.
+async fn settle_acknowledged(
+    batch: Batch,
+    deliveries: Vec<PendingDelivery>,
+    remember: &mpsc::Sender<Remembered>,
+) {
+    let mut acknowledged = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        acknowledged.push(delivery.acknowledged().await.is_ok());
+    }
+    remember_acknowledged(batch, &acknowledged, remember).await;
+}
+
+/// Hands the snapshots of `batch` whose delivery succeeded (`acknowledged[i]` for
+/// `batch.changed[i]`; missing entries were never enqueued) to the writer.
+async fn remember_acknowledged(
+    batch: Batch,
+    acknowledged: &[bool],
+    remember: &mpsc::Sender<Remembered>,
+) {
+    let mut writes = StoreBatch::default();
+    let mut published = Vec::new();
+    for (changed, _) in batch
+        .changed
+        .into_iter()
+        .zip(acknowledged)
+        .filter(|(_, ok)| **ok)
+    {
+        writes.snapshot(&changed.key, changed.stored);
+        published.push((changed.key, changed.stored));
+    }
+    if !published.is_empty() {
+        let _ = remember.send(Remembered { writes, published }).await;
+    }
+}
+
 /// What the reader thread hands to the classifier thread.
 enum Chunk {
     Rows(Vec<RowOutcome>),
     /// The file cannot be read further (or opened at all).
     FileError(String),
+    /// This server could not read the upload: the import fails, no report is kept.
+    Failed(String),
+}
+
+fn file_chunk(error: FileError) -> Chunk {
+    match error {
+        FileError::Io { .. } => Chunk::Failed(error.to_string()),
+        _ => Chunk::FileError(error.to_string()),
+    }
 }
 
 /// Rows per chunk between the reader and the classifier thread.
@@ -484,7 +567,7 @@ where
         Ok(rows) => rows,
         Err(error) => {
             // A closed channel means the import gave up and reports why.
-            let _ = out.send(Chunk::FileError(error.to_string()));
+            let _ = out.send(file_chunk(error));
             return;
         }
     };
@@ -496,7 +579,7 @@ where
                 if !chunk.is_empty() {
                     let _ = out.send(Chunk::Rows(std::mem::take(&mut chunk)));
                 }
-                let _ = out.send(Chunk::FileError(error.to_string()));
+                let _ = out.send(file_chunk(error));
                 return;
             }
             Some(Ok(outcome)) => chunk.push(outcome),
@@ -540,6 +623,7 @@ fn classify_rows(
                 batch.file_error = Some(error);
                 break;
             }
+            Chunk::Failed(error) => return Err(ImportError::Reader(error)),
             Chunk::Rows(rows) => {
                 for outcome in rows {
                     batch.rows += 1;
@@ -582,37 +666,10 @@ fn classify(
     let mut snapshot: AccountSnapshot = match outcome.result {
         Ok(snapshot) => snapshot,
         Err(errors) => {
-            let errors: Vec<v1::RowError> = errors.iter().map(row_error_to_proto).collect();
-            let payload = v1::RowRejected {
-                import_id: request.import_id.clone(),
-                data_origin: ctx.origin().to_owned(),
-                file_name: request.file_name.clone(),
-                row,
-                cells: outcome
-                    .raw
-                    .into_iter()
-                    .map(|(column, value)| v1::RawCell { column, value })
-                    .collect(),
-                errors: errors.clone(),
-            };
-            let envelope = NewEnvelope {
-                tenant: &request.tenant,
-                aggregate_type: IMPORT_AGGREGATE,
-                aggregate_id: &request.import_id,
-                aggregate_version: row.max(1),
-                occurred_at: ctx.now,
-                recorded_at: ctx.now,
-                event_type: ROW_REJECTED,
-                schema_version: 1,
-                payload: payload.encode_to_vec(),
-                metadata,
-            }
-            .build();
-            batch.rejected.push(Rejected {
-                event_id: envelope.event_id.clone(),
-                envelope: envelope.encode_to_vec(),
-                errors,
-            });
+            let errors = errors.iter().map(row_error_to_proto).collect();
+            batch
+                .rejected
+                .push(reject(row, outcome.raw, errors, ctx, request, metadata));
             return Ok(());
         }
     };
@@ -665,6 +722,31 @@ fn classify(
         metadata,
     }
     .build();
+    let encoded = envelope.encode_to_vec();
+    if encoded.len() > MAX_EVENT_BYTES {
+        // Hundreds of long unknown columns: Kafka would refuse the event (and every retry).
+        let error = v1::RowError {
+            row,
+            column: String::new(),
+            value: String::new(),
+            rule: rule::TOO_LONG.to_owned(),
+            message: format!(
+                "the row makes an event of {} bytes, more than the limit of {MAX_EVENT_BYTES} \
+                 bytes (columns that match no field go into `custom`)",
+                encoded.len()
+            ),
+        };
+        let raw = keep_raw(
+            snapshot
+                .custom
+                .iter()
+                .map(|(column, value)| (column.clone(), value.as_str().unwrap_or_default())),
+        );
+        batch
+            .rejected
+            .push(reject(row, raw, vec![error], ctx, request, metadata));
+        return Ok(());
+    }
     if let Ok(mut pending) = pending.lock() {
         pending.insert(key.clone(), stored);
     }
@@ -673,7 +755,50 @@ fn classify(
         account_uid,
         stored,
         event_id: envelope.event_id.clone(),
-        envelope: envelope.encode_to_vec(),
+        envelope: encoded,
     });
     Ok(())
+}
+
+/// The largest event an import publishes; librdkafka's default `message.max.bytes` is 1 MB.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+
+/// A rejected row as its `RowRejected` event.
+fn reject(
+    row: u64,
+    raw: Vec<(String, String)>,
+    errors: Vec<v1::RowError>,
+    ctx: &ImportContext,
+    request: &ImportRequest,
+    metadata: &EventMetadata,
+) -> Rejected {
+    let payload = v1::RowRejected {
+        import_id: request.import_id.clone(),
+        data_origin: ctx.origin().to_owned(),
+        file_name: request.file_name.clone(),
+        row,
+        cells: raw
+            .into_iter()
+            .map(|(column, value)| v1::RawCell { column, value })
+            .collect(),
+        errors: errors.clone(),
+    };
+    let envelope = NewEnvelope {
+        tenant: &request.tenant,
+        aggregate_type: IMPORT_AGGREGATE,
+        aggregate_id: &request.import_id,
+        aggregate_version: row.max(1),
+        occurred_at: ctx.now,
+        recorded_at: ctx.now,
+        event_type: ROW_REJECTED,
+        schema_version: 1,
+        payload: payload.encode_to_vec(),
+        metadata,
+    }
+    .build();
+    Rejected {
+        event_id: envelope.event_id.clone(),
+        envelope: envelope.encode_to_vec(),
+        errors,
+    }
 }

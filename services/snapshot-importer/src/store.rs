@@ -385,6 +385,31 @@ impl ImportStore {
         Ok(forgotten)
     }
 
+    /// Raises the revisions of snapshots whose read model holds a later one than the store
+    /// remembers (fingerprint writes lost with a crash), so the next change counts on above it,
+    /// and forgets their content, so the next import of them publishes what it says.
+    pub fn raise_revisions(
+        &self,
+        ahead: &[(SnapshotParts, Stored, u64)],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (parts, stored, revision) in ahead {
+            // Which content the read model holds is not known here: publish it again next time.
+            let raised = Stored {
+                revision: *revision,
+                fingerprint: UNKNOWN_CONTENT,
+                ..*stored
+            };
+            batch.insert(
+                snapshot_key(&parts.tenant, &parts.account_uid, parts.date),
+                raised.to_bytes().as_slice(),
+            );
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Records that everything published was projected (a clean shutdown in embedded mode).
     pub fn mark_clean(&self) -> Result<(), StoreError> {
         self.tree.insert(CLEAN_MARKER, &[1u8])?;

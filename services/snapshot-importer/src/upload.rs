@@ -27,7 +27,7 @@ pub fn open_file(
     sheet: Option<&str>,
 ) -> Result<Box<dyn SnapshotRows + Send>, FileError> {
     let file = || {
-        std::fs::File::open(path).map_err(|e| FileError::Unreadable {
+        std::fs::File::open(path).map_err(|e| FileError::Io {
             row: 0,
             message: format!("cannot open the spooled upload: {e}"),
         })

@@ -356,9 +356,10 @@ fn files_that_are_not_xlsx_or_are_empty() {
         read_path(&no_header, None),
         Err(FileError::Header(_))
     ));
+    // A file that cannot be opened is this server's fault (its spool), not the sender's.
     assert!(matches!(
         read_path(&dir.path().join("missing.xlsx"), None),
-        Err(FileError::Unreadable { .. })
+        Err(FileError::Io { .. })
     ));
 }
 

@@ -95,7 +95,7 @@ impl<R: Read> CsvSnapshots<R> {
                     errors.push(RowError {
                         row,
                         column: self.columns.names().get(i).cloned().unwrap_or_default(),
-                        value: String::from_utf8_lossy(cell).into_owned(),
+                        value: paygo_snapshots::cut(&String::from_utf8_lossy(cell)).to_owned(),
                         rule: rule::ENCODING,
                         message: format!(
                             "not valid UTF-8 (invalid byte at offset {})",
@@ -126,7 +126,7 @@ impl<R: Read> CsvSnapshots<R> {
             if std::str::from_utf8(cell).is_err()
                 && let Some((_, raw)) = outcome.raw.get_mut(i)
             {
-                *raw = String::from_utf8_lossy(cell).into_owned();
+                *raw = paygo_snapshots::cut(&String::from_utf8_lossy(cell)).to_owned();
             }
         }
         outcome
@@ -134,8 +134,10 @@ impl<R: Read> CsvSnapshots<R> {
 }
 
 fn unreadable(row: u64, error: ::csv::Error) -> FileError {
-    FileError::Unreadable {
-        row,
-        message: error.to_string(),
+    let message = error.to_string();
+    if error.is_io_error() {
+        FileError::Io { row, message }
+    } else {
+        FileError::Unreadable { row, message }
     }
 }

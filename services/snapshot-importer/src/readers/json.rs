@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufRead};
 
-use paygo_snapshots::{Columns, ImportContext, MAX_CELL_BYTES, RowError, column_name, rule};
+use paygo_snapshots::{Columns, ImportContext, RowError, column_name, cut, rule};
 use serde::de::{
     self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 use super::{FileError, RowOutcome};
 
 /// The longest element (array element or NDJSON line) read, in bytes. A row has about 100
-/// columns of at most [`MAX_CELL_BYTES`] each; anything longer is refused for its row only.
+/// columns of at most [`MAX_CELL_BYTES`](paygo_snapshots::MAX_CELL_BYTES) each; anything longer is refused for its row only.
 pub const MAX_ELEMENT_BYTES: usize = 4 << 20;
 
 /// The name under which a rejected element that is no object (or no JSON) keeps its raw text in
@@ -91,7 +91,7 @@ impl<R: BufRead> JsonSnapshots<R> {
     /// Skips a BOM and whitespace and tells an array (`[`) from NDJSON (`{`). Nothing else is
     /// parsed yet.
     pub fn new(mut input: R) -> Result<Self, FileError> {
-        let io_error = |e: io::Error| FileError::Unreadable {
+        let io_error = |e: io::Error| FileError::Io {
             row: 1,
             message: e.to_string(),
         };
@@ -652,7 +652,7 @@ fn rejected_element(row: u64, text: &str, message: String) -> RowOutcome {
     RowOutcome {
         row,
         result: Err(vec![element_error(row, text, rule::JSON, message)]),
-        raw: vec![(RAW_ELEMENT.to_owned(), text.to_owned())],
+        raw: vec![(RAW_ELEMENT.to_owned(), cut(text).to_owned())],
     }
 }
 
@@ -704,7 +704,10 @@ fn encoding_outcome(row: u64, bytes: &[u8], error: &std::str::Utf8Error) -> RowO
     RowOutcome {
         row,
         result: Err(errors),
-        raw,
+        raw: super::keep_raw(
+            raw.iter()
+                .map(|(column, value)| (column.clone(), value.as_str())),
+        ),
     }
 }
 
@@ -724,7 +727,7 @@ fn fill<R: BufRead>(input: &mut R) -> io::Result<&[u8]> {
 /// but is not one is no JSON.
 fn skip_bom<R: BufRead>(input: &mut R) -> Result<(), FileError> {
     const BOM: &[u8] = b"\xef\xbb\xbf";
-    let io_error = |e: io::Error| FileError::Unreadable {
+    let io_error = |e: io::Error| FileError::Io {
         row: 1,
         message: e.to_string(),
     };
@@ -826,16 +829,4 @@ fn quote(value: &str) -> String {
         Some((end, _)) => format!("`{}…`", &value[..end]),
         None => format!("`{value}`"),
     }
-}
-
-/// `text` cut to at most [`MAX_CELL_BYTES`] bytes, on a character boundary.
-fn cut(text: &str) -> &str {
-    if text.len() <= MAX_CELL_BYTES {
-        return text;
-    }
-    let mut end = MAX_CELL_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

@@ -11,15 +11,47 @@ pub mod xlsx;
 use paygo_snapshots::{AccountSnapshot, HeaderError, ImportContext, RowError};
 
 /// One data row of a file: its number as the sender sees it (CSV and XLSX: the header is row 1;
-/// JSON arrays: the element's position, from 1; NDJSON: the line number) and either the snapshot or everything that is wrong with
-/// the row.
+/// JSON arrays: the element's position, from 1; NDJSON: the line number) and either the
+/// snapshot or everything that is wrong with the row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowOutcome {
     pub row: u64,
     pub result: Result<AccountSnapshot, Vec<RowError>>,
     /// The row's cells by column name, as sent, when the row was rejected: rejects keep the raw
-    /// values. Empty for accepted rows.
+    /// values (each cut to `MAX_CELL_BYTES`, at most [`MAX_RAW_BYTES`] in all). Empty for
+    /// accepted rows.
     pub raw: Vec<(String, String)>,
+}
+
+/// Most bytes of raw cells a rejected row keeps, so that its reject stays a small event however
+/// broken the row (a stray quote can make the rest of a CSV file one cell).
+pub const MAX_RAW_BYTES: usize = 64 * 1024;
+
+/// The column name under which [`keep_raw`] notes the cells it left out.
+pub const OMITTED_CELLS: &str = "(omitted)";
+
+/// Keeps `(column, cell)` pairs for a reject: each cell cut to `MAX_CELL_BYTES`, and no more
+/// than [`MAX_RAW_BYTES`] in all; what did not fit is counted under [`OMITTED_CELLS`].
+pub fn keep_raw<'a>(cells: impl Iterator<Item = (String, &'a str)>) -> Vec<(String, String)> {
+    let mut raw = Vec::new();
+    let mut bytes = 0;
+    let mut omitted = 0usize;
+    for (column, cell) in cells {
+        let cell = paygo_snapshots::cut(cell);
+        if bytes + column.len() + cell.len() > MAX_RAW_BYTES {
+            omitted += 1;
+            continue;
+        }
+        bytes += column.len() + cell.len();
+        raw.push((column, cell.to_owned()));
+    }
+    if omitted > 0 {
+        raw.push((
+            OMITTED_CELLS.to_owned(),
+            format!("{omitted} more cells, over the {MAX_RAW_BYTES} bytes a reject keeps"),
+        ));
+    }
+    raw
 }
 
 impl RowOutcome {
@@ -31,16 +63,14 @@ impl RowOutcome {
         result: Result<AccountSnapshot, Vec<RowError>>,
     ) -> Self {
         let raw = if result.is_err() {
-            let mut raw: Vec<(String, String)> = names
-                .iter()
-                .zip(cells)
-                .map(|(name, cell)| (name.clone(), (*cell).to_owned()))
-                .collect();
             // Cells beyond the header keep their position as a name.
-            for (i, cell) in cells.iter().enumerate().skip(names.len()) {
-                raw.push((format!("column_{}", i + 1), (*cell).to_owned()));
-            }
-            raw
+            keep_raw(cells.iter().enumerate().map(|(i, cell)| {
+                let name = names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("column_{}", i + 1));
+                (name, *cell)
+            }))
         } else {
             Vec::new()
         };
@@ -59,6 +89,10 @@ pub enum FileError {
     HeaderEncoding { column: usize },
     #[error("the file cannot be read at row {row}: {message}")]
     Unreadable { row: u64, message: String },
+    /// This server could not read its own copy of the upload (an I/O error, not the file's
+    /// fault): the import fails and may be sent again; no report is kept.
+    #[error("reading the spooled upload failed at row {row}: {message}")]
+    Io { row: u64, message: String },
     #[error("the body is neither a JSON array of objects nor NDJSON: it starts with `{start}`")]
     NotJson { start: String },
     #[error(

@@ -63,7 +63,7 @@ impl XlsxSnapshots {
     /// Opens the workbook at `path` and reads the header of `sheet` (the first sheet when
     /// `None`).
     pub fn open(path: impl AsRef<Path>, sheet: Option<&str>) -> Result<Self, FileError> {
-        let file = File::open(path.as_ref()).map_err(|e| FileError::Unreadable {
+        let file = File::open(path.as_ref()).map_err(|e| FileError::Io {
             row: 1,
             message: format!("cannot open {}: {e}", path.as_ref().display()),
         })?;
@@ -442,7 +442,7 @@ fn iso_datetime(text: &str, with_time: bool) -> String {
 
 /// Tells a zip archive from what is clearly something else, so the message can say what it is.
 fn check_signature<RS: Read + Seek>(reader: &mut RS) -> Result<(), FileError> {
-    let io_error = |e: std::io::Error| FileError::Unreadable {
+    let io_error = |e: std::io::Error| FileError::Io {
         row: 1,
         message: e.to_string(),
     };
