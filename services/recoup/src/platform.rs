@@ -221,6 +221,8 @@ impl RunningPlatform {
                 importer.store().mark_clean()?;
             }
         }
+        // Kafka clients go before the embedded cluster, or librdkafka reports its brokers down.
+        drop(self.importer.take());
         drop(self.embedded.take());
         Ok(())
     }
