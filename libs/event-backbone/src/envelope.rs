@@ -56,6 +56,48 @@ impl NewEnvelope<'_> {
             payload: self.payload,
         }
     }
+
+    /// The encoded envelope with the given event id, written straight from the borrowed fields:
+    /// the same bytes as `build()` (with that id) then `encode_to_vec()`, without copying every
+    /// string and the payload into an `EventEnvelope` first. For bulk producers (imports).
+    pub fn encode(&self, event_id: &str) -> Vec<u8> {
+        use prost::encoding::{WireType, encode_key, encode_varint, message, uint32, uint64};
+        let strings = [
+            (1, event_id),
+            (2, self.tenant),
+            (3, self.aggregate_type),
+            (4, self.aggregate_id),
+        ];
+        let mut buf = Vec::with_capacity(self.payload.len() + 256);
+        let string = |buf: &mut Vec<u8>, tag: u32, value: &str| {
+            // proto3: an empty string is not written.
+            if !value.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, buf);
+                encode_varint(value.len() as u64, buf);
+                buf.extend_from_slice(value.as_bytes());
+            }
+        };
+        for (tag, value) in strings {
+            string(&mut buf, tag, value);
+        }
+        if self.aggregate_version != 0 {
+            uint64::encode(5, &self.aggregate_version, &mut buf);
+        }
+        message::encode(6, &to_timestamp(self.occurred_at), &mut buf);
+        message::encode(7, &to_timestamp(self.recorded_at), &mut buf);
+        string(&mut buf, 8, &self.metadata.correlation_id);
+        string(&mut buf, 9, &self.metadata.causation_id);
+        string(&mut buf, 10, self.event_type);
+        if self.schema_version != 0 {
+            uint32::encode(11, &self.schema_version, &mut buf);
+        }
+        if !self.payload.is_empty() {
+            encode_key(12, WireType::LengthDelimited, &mut buf);
+            encode_varint(self.payload.len() as u64, &mut buf);
+            buf.extend_from_slice(&self.payload);
+        }
+        buf
+    }
 }
 
 /// An envelope that cannot be used.
@@ -98,4 +140,51 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<EventEnvelope, EnvelopeError> {
 /// The envelope's `occurred_at` as a UTC instant.
 pub fn occurred_at(envelope: &EventEnvelope) -> Option<DateTime<Utc>> {
     envelope.occurred_at.as_ref().and_then(from_timestamp)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn envelope<'a>(
+        metadata: &'a EventMetadata,
+        payload: Vec<u8>,
+        version: u64,
+    ) -> NewEnvelope<'a> {
+        NewEnvelope {
+            tenant: "acme",
+            aggregate_type: "paygo_account_snapshot",
+            aggregate_id: "acme_crm_A1@2024-05-01",
+            aggregate_version: version,
+            occurred_at: Utc.with_ymd_and_hms(2024, 5, 1, 6, 23, 55).unwrap(),
+            recorded_at: Utc.with_ymd_and_hms(2024, 5, 1, 6, 23, 56).unwrap(),
+            event_type: "AccountSnapshotRecorded",
+            schema_version: 1,
+            payload,
+            metadata,
+        }
+    }
+
+    #[test]
+    fn encoding_from_borrowed_fields_gives_the_bytes_of_the_built_envelope() {
+        let full = EventMetadata {
+            correlation_id: "import-1".into(),
+            causation_id: "import-1".into(),
+        };
+        let empty = EventMetadata::default();
+        for (metadata, payload, version) in [
+            (&full, vec![1u8, 2, 3, 200], 7),
+            (&empty, Vec::new(), 0),
+            (&full, vec![9u8; 300], 1),
+        ] {
+            let new = envelope(metadata, payload.clone(), version);
+            let encoded = new.encode("01890a5d-ac96-774b-bcce-b302099a8057");
+            let mut built = envelope(metadata, payload, version).build();
+            built.event_id = "01890a5d-ac96-774b-bcce-b302099a8057".into();
+            assert_eq!(encoded, built.encode_to_vec());
+        }
+    }
 }

@@ -18,9 +18,9 @@ use event_backbone::producer::{EventProducer, ProducerSettings};
 use paygo_snapshots::{FIELDS, FieldType};
 use recoup_proto::v1;
 use snapshot_importer::import::{ImportRequest, ImportSettings, Importer};
-use snapshot_importer::readers::SnapshotRows;
 use snapshot_importer::readers::csv::CsvSnapshots;
 use snapshot_importer::readers::xlsx::XlsxSnapshots;
+use snapshot_importer::readers::{FileError, SnapshotRows};
 use snapshot_importer::store::ImportStore;
 
 #[path = "../tests/common/mod.rs"]
@@ -123,6 +123,27 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+fn request(import_id: &str) -> ImportRequest {
+    ImportRequest {
+        tenant: "bench".into(),
+        import_id: import_id.into(),
+        format: v1::FileFormat::Csv,
+        data_origin: Some("crm".into()),
+        file_name: "snapshots.csv".into(),
+    }
+}
+
+fn open_csv(path: &Path) -> Result<Box<dyn SnapshotRows + Send>, FileError> {
+    let file = std::fs::File::open(path).map_err(|e| FileError::Io {
+        row: 0,
+        message: e.to_string(),
+    })?;
+    Ok(Box::new(CsvSnapshots::new(BufReader::with_capacity(
+        256 * 1024,
+        file,
+    ))?))
+}
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -195,27 +216,7 @@ fn main() {
     let started = Instant::now();
     let path = file.clone();
     let report = runtime
-        .block_on(importer.import(
-            ImportRequest {
-                tenant: "bench".into(),
-                import_id: "bench-import".into(),
-                format: v1::FileFormat::Csv,
-                data_origin: Some("crm".into()),
-                file_name: "snapshots.csv".into(),
-            },
-            move || {
-                let file = std::fs::File::open(&path).map_err(|e| {
-                    snapshot_importer::readers::FileError::Unreadable {
-                        row: 0,
-                        message: e.to_string(),
-                    }
-                })?;
-                let rows: Box<dyn SnapshotRows + Send> = Box::new(CsvSnapshots::new(
-                    BufReader::with_capacity(256 * 1024, file),
-                )?);
-                Ok(rows)
-            },
-        ))
+        .block_on(importer.import(request("bench-import"), move || open_csv(&path)))
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
@@ -223,6 +224,27 @@ fn main() {
     let rate = rows as f64 / secs;
     println!("import into Kafka:    {rate:>10.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB");
     println!("ratio import / raw parse: {:.3}", rate / raw_rate);
+
+    // The same rows again under another import id: every row is looked up and found unchanged.
+    reset_peak_rss();
+    let started = Instant::now();
+    let path = file.clone();
+    let again = runtime
+        .block_on(importer.import(
+            ImportRequest {
+                import_id: "bench-again".into(),
+                ..request("bench-import")
+            },
+            move || open_csv(&path),
+        ))
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(again.unchanged as usize, rows, "{again:?}");
+    println!(
+        "re-import, all unchanged: {:>6.0} rows/s ({secs:.2} s), peak RSS {:.0} MB",
+        rows as f64 / secs,
+        peak_rss_mb()
+    );
 
     // XLSX: the same columns as typed cells, another day so that every row is new.
     let xlsx_rows = env_or("BENCH_XLSX_ROWS", 100_000);

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use event_backbone::envelope::{EventMetadata, NewEnvelope};
+use event_backbone::envelope::{EventMetadata, NewEnvelope, new_event_id};
 use event_backbone::producer::{EventProducer, OutgoingEvent, PendingDelivery, PublishError};
 use event_backbone::topics::{PAYGO_SNAPSHOTS, REJECTS};
 use paygo_snapshots::catalogue::{CREATED_AT, UPDATED_AT};
@@ -709,7 +709,8 @@ fn classify(
     encode_snapshot_import_fields(&snapshot, content);
     let payload = encode_recorded(content, &request.import_id, row, stored.revision);
     let aggregate_id = format!("{account_uid}@{}", format_date(date));
-    let envelope = NewEnvelope {
+    let event_id = new_event_id();
+    let encoded = NewEnvelope {
         tenant: &request.tenant,
         aggregate_type: SNAPSHOT_AGGREGATE,
         aggregate_id: &aggregate_id,
@@ -721,8 +722,7 @@ fn classify(
         payload,
         metadata,
     }
-    .build();
-    let encoded = envelope.encode_to_vec();
+    .encode(&event_id);
     if encoded.len() > MAX_EVENT_BYTES {
         // Hundreds of long unknown columns: Kafka would refuse the event (and every retry).
         let error = v1::RowError {
@@ -754,7 +754,7 @@ fn classify(
         key,
         account_uid,
         stored,
-        event_id: envelope.event_id.clone(),
+        event_id,
         envelope: encoded,
     });
     Ok(())
@@ -783,6 +783,7 @@ fn reject(
             .collect(),
         errors: errors.clone(),
     };
+    let event_id = new_event_id();
     let envelope = NewEnvelope {
         tenant: &request.tenant,
         aggregate_type: IMPORT_AGGREGATE,
@@ -795,10 +796,10 @@ fn reject(
         payload: payload.encode_to_vec(),
         metadata,
     }
-    .build();
+    .encode(&event_id);
     Rejected {
-        event_id: envelope.event_id.clone(),
-        envelope: envelope.encode_to_vec(),
+        event_id,
+        envelope,
         errors,
     }
 }
