@@ -9,8 +9,9 @@
 //! | `o` | cluster id, topic, partition (i32 BE) | next offset to read (i64 BE) |
 //! | `x` | cluster id, topic, partition, offset | a message that could not be applied, with the reason |
 //!
-//! Strings in keys are length-prefixed (u32 BE); dates are days since CE (u32 BE, sign bit
-//! flipped) so that they sort by date.
+//! Strings in the `l`, `n`, `q` keys are length-prefixed (u32 BE); dates are days since CE (u32
+//! BE, sign bit flipped) so that they sort by date. Offsets and rejects are kept as the case read
+//! model keeps them (`read_model::stored_offsets`).
 //!
 //! Events of one `(account_uid, snapshot_date)` carry a revision. An event older than the
 //! applied revision is skipped; the same revision again is applied again (an importer that
@@ -25,7 +26,9 @@ use event_backbone::envelope::decode_envelope;
 use prost::Message;
 use recoup_proto::v1;
 
-use crate::read_model::{BatchOutcome, ReadModel, ReadModelError};
+use crate::read_model::{
+    BatchOutcome, ReadModel, ReadModelError, stage_offsets, stage_reject, stored_offsets,
+};
 
 /// The aggregate type of snapshot envelopes (see the snapshot importer).
 pub const SNAPSHOT_AGGREGATE: &str = "paygo_account_snapshot";
@@ -97,21 +100,6 @@ fn par_key(tenant: &str, date: NaiveDate, bucket: u8) -> Vec<u8> {
     push_str(&mut key, tenant);
     key.extend_from_slice(&date_bytes(date));
     key.push(bucket);
-    key
-}
-
-fn offset_key(cluster: &str, topic: &str, partition: i32) -> Vec<u8> {
-    let mut key = vec![b'o'];
-    push_str(&mut key, cluster);
-    push_str(&mut key, topic);
-    key.extend_from_slice(&partition.to_be_bytes());
-    key
-}
-
-fn rejected_key(cluster: &str, topic: &str, partition: i32, offset: i64) -> Vec<u8> {
-    let mut key = offset_key(cluster, topic, partition);
-    key[0] = b'x';
-    key.extend_from_slice(&offset.to_be_bytes());
     key
 }
 
@@ -222,16 +210,7 @@ impl AccountReadModel {
         topic: &str,
         partitions: &[i32],
     ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
-        partitions
-            .iter()
-            .map(|p| {
-                let next = self
-                    .tree
-                    .get(offset_key(cluster, topic, *p))?
-                    .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes));
-                Ok((*p, next))
-            })
-            .collect()
+        stored_offsets(&self.tree, cluster, topic, partitions)
     }
 
     /// Applies a batch of snapshot events and records the offsets after them, atomically.
@@ -251,17 +230,7 @@ impl AccountReadModel {
                 Step::Duplicate => outcome.duplicates += 1,
                 Step::Rejected(reason) => {
                     outcome.rejected += 1;
-                    tracing::error!(
-                        topic, partition = message.partition, offset = message.offset, %reason,
-                        "snapshot event cannot be applied; kept in the read model's rejects"
-                    );
-                    let mut value = reason.into_bytes();
-                    value.push(0);
-                    value.extend_from_slice(&message.value);
-                    staged.batch.insert(
-                        rejected_key(cluster, topic, message.partition, message.offset),
-                        value,
-                    );
+                    stage_reject(&mut staged.batch, cluster, topic, message, reason);
                 }
             }
         }
@@ -283,9 +252,7 @@ impl AccountReadModel {
         for (key, totals) in par {
             batch.insert(key, &totals.encode());
         }
-        for (partition, next) in next_offsets {
-            batch.insert(offset_key(cluster, topic, partition), &next.to_be_bytes());
-        }
+        stage_offsets(&mut batch, cluster, topic, next_offsets);
         self.tree.apply_batch(batch)?;
         Ok(outcome)
     }

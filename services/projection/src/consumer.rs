@@ -28,49 +28,34 @@ pub trait Projection: Send + Sync + 'static {
     fn flush(&self) -> Result<(), ReadModelError>;
 }
 
-impl Projection for ReadModel {
-    fn offsets(
-        &self,
-        cluster: &str,
-        topic: &str,
-        partitions: &[i32],
-    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
-        ReadModel::offsets(self, cluster, topic, partitions)
-    }
-    fn apply_batch(
-        &self,
-        cluster: &str,
-        topic: &str,
-        messages: &[event_backbone::consumer::ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError> {
-        ReadModel::apply_batch(self, cluster, topic, messages)
-    }
-    fn flush(&self) -> Result<(), ReadModelError> {
-        ReadModel::flush(self)
-    }
+/// The read models implement [`Projection`] with their inherent methods of the same names.
+macro_rules! projection_by_inherent_methods {
+    ($($model:ty),*) => {$(
+        impl Projection for $model {
+            fn offsets(
+                &self,
+                cluster: &str,
+                topic: &str,
+                partitions: &[i32],
+            ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
+                <$model>::offsets(self, cluster, topic, partitions)
+            }
+            fn apply_batch(
+                &self,
+                cluster: &str,
+                topic: &str,
+                messages: &[event_backbone::consumer::ReceivedEvent],
+            ) -> Result<BatchOutcome, ReadModelError> {
+                <$model>::apply_batch(self, cluster, topic, messages)
+            }
+            fn flush(&self) -> Result<(), ReadModelError> {
+                <$model>::flush(self)
+            }
+        }
+    )*};
 }
 
-impl Projection for AccountReadModel {
-    fn offsets(
-        &self,
-        cluster: &str,
-        topic: &str,
-        partitions: &[i32],
-    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
-        AccountReadModel::offsets(self, cluster, topic, partitions)
-    }
-    fn apply_batch(
-        &self,
-        cluster: &str,
-        topic: &str,
-        messages: &[event_backbone::consumer::ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError> {
-        AccountReadModel::apply_batch(self, cluster, topic, messages)
-    }
-    fn flush(&self) -> Result<(), ReadModelError> {
-        AccountReadModel::flush(self)
-    }
-}
+projection_by_inherent_methods!(ReadModel, AccountReadModel);
 
 /// Most messages applied in one sled batch.
 const MAX_BATCH: usize = 2000;

@@ -99,6 +99,58 @@ fn rejected_key(cluster: &str, topic: &str, partition: i32, offset: i64) -> Vec<
     )
 }
 
+/// The next offset to read per partition of `topic` on `cluster`, as kept in `tree` under `o`
+/// (`None`: from the beginning). Every read model tree keeps its offsets this way.
+pub(crate) fn stored_offsets(
+    tree: &sled::Tree,
+    cluster: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
+    partitions
+        .iter()
+        .map(|p| {
+            let next = tree
+                .get(offset_key(cluster, topic, *p))?
+                .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes));
+            Ok((*p, next))
+        })
+        .collect()
+}
+
+/// Adds the offsets after a batch to its sled batch.
+pub(crate) fn stage_offsets(
+    batch: &mut sled::Batch,
+    cluster: &str,
+    topic: &str,
+    next_offsets: BTreeMap<i32, i64>,
+) {
+    for (partition, next) in next_offsets {
+        batch.insert(offset_key(cluster, topic, partition), &next.to_be_bytes());
+    }
+}
+
+/// Keeps a message that cannot be applied under `x`, with the reason, and logs it.
+pub(crate) fn stage_reject(
+    batch: &mut sled::Batch,
+    cluster: &str,
+    topic: &str,
+    message: &ReceivedEvent,
+    reason: String,
+) {
+    tracing::error!(
+        topic, partition = message.partition, offset = message.offset, %reason,
+        "event cannot be applied; kept in the read model's rejects"
+    );
+    let mut value = reason.into_bytes();
+    value.push(SEP);
+    value.extend_from_slice(&message.value);
+    batch.insert(
+        rejected_key(cluster, topic, message.partition, message.offset),
+        value,
+    );
+}
+
 fn parked_rejected_key(tenant: &str, case_id: &str, version: u64) -> Vec<u8> {
     key(
         b'y',
@@ -219,16 +271,7 @@ impl ReadModel {
         topic: &str,
         partitions: &[i32],
     ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
-        partitions
-            .iter()
-            .map(|p| {
-                let next = self
-                    .tree
-                    .get(offset_key(cluster, topic, *p))?
-                    .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes));
-                Ok((*p, next))
-            })
-            .collect()
+        stored_offsets(&self.tree, cluster, topic, partitions)
     }
 
     /// Applies a batch of messages of `topic` and records the offsets after them, atomically.
@@ -249,27 +292,13 @@ impl ReadModel {
                 Step::Parked => outcome.parked += 1,
                 Step::Rejected(reason) => {
                     outcome.rejected += 1;
-                    tracing::error!(
-                        topic, partition = message.partition, offset = message.offset, %reason,
-                        "event cannot be applied; kept in the read model's rejects"
-                    );
-                    let mut value = reason.into_bytes();
-                    value.push(SEP);
-                    value.extend_from_slice(&message.value);
-                    staged.batch.insert(
-                        rejected_key(cluster, topic, message.partition, message.offset),
-                        value,
-                    );
+                    stage_reject(&mut staged.batch, cluster, topic, message, reason);
                 }
             }
         }
         self.stage_writes(&mut staged)?;
         let parked_delta = staged.parked_delta;
-        for (partition, next) in next_offsets {
-            staged
-                .batch
-                .insert(offset_key(cluster, topic, partition), &next.to_be_bytes());
-        }
+        stage_offsets(&mut staged.batch, cluster, topic, next_offsets);
         self.tree.apply_batch(staged.batch)?;
         if parked_delta >= 0 {
             self.parked
