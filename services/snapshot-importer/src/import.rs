@@ -255,7 +255,7 @@ impl Importer {
         }
         let started = (self.clock)();
         let pending: Pending = Arc::default();
-        let (tx, mut rx) = mpsc::channel::<Batch>(self.settings.batches_in_flight);
+        let (tx, mut rx) = mpsc::channel::<Batch>(self.settings.batches_in_flight.max(1));
         let reader = {
             let ctx = ImportContext {
                 organization_id: request.tenant.clone(),
@@ -294,36 +294,39 @@ impl Importer {
             tokio::task::spawn_blocking(move || write_batches(remembered, &store, &pending))
         };
         let outcome: Result<(), ImportError> = async {
-            while let Some(batch) = rx.recv().await {
-                let (deliveries, refused) = self.enqueue(&batch).await;
-                in_flight.push_back((batch, deliveries));
-                if let Some(error) = refused {
-                    return Err(ImportError::Publish(error));
-                }
-                while in_flight.len() >= self.settings.batches_in_flight {
-                    if let Some((batch, deliveries)) = in_flight.pop_front() {
-                        self.settle(
-                            &request,
-                            batch,
-                            deliveries,
-                            &remember,
-                            &mut report,
-                            &mut error_sequence,
-                        )
-                        .await?;
+            loop {
+                let next = rx.recv().await;
+                let done = next.is_none();
+                if let Some(batch) = next {
+                    let (deliveries, refused) = self.enqueue(&batch).await;
+                    in_flight.push_back((batch, deliveries));
+                    if let Some(error) = refused {
+                        return Err(ImportError::Publish(error));
                     }
                 }
-            }
-            while let Some((batch, deliveries)) = in_flight.pop_front() {
-                self.settle(
-                    &request,
-                    batch,
-                    deliveries,
-                    &remember,
-                    &mut report,
-                    &mut error_sequence,
-                )
-                .await?;
+                // Keep a few batches in flight while more come; settle them all at the end.
+                let keep = if done {
+                    0
+                } else {
+                    self.settings.batches_in_flight.saturating_sub(1)
+                };
+                while in_flight.len() > keep {
+                    let Some((batch, deliveries)) = in_flight.pop_front() else {
+                        break;
+                    };
+                    self.settle(
+                        &request,
+                        batch,
+                        deliveries,
+                        &remember,
+                        &mut report,
+                        &mut error_sequence,
+                    )
+                    .await?;
+                }
+                if done {
+                    break;
+                }
             }
             Ok(())
         }
