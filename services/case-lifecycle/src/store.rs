@@ -131,6 +131,8 @@ pub struct EventStore {
     commands: mpsc::Sender<Request>,
     appended: Arc<Notify>,
     stats: Arc<WriteStats>,
+    /// Set by the writer thread once it ended and let go of the database.
+    writer_done: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl EventStore {
@@ -166,9 +168,19 @@ impl EventStore {
             appended: appended.clone(),
             stats: stats.clone(),
         };
+        let writer_done: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)> = Arc::default();
+        let done = writer_done.clone();
         std::thread::Builder::new()
             .name("case-store-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                // `run` consumes the writer: its database handle is gone when this is set.
+                writer.run(rx);
+                let (ended, signal) = &*done;
+                *ended
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+                signal.notify_all();
+            })
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Self {
             tree,
@@ -176,7 +188,24 @@ impl EventStore {
             commands: tx,
             appended,
             stats,
+            writer_done,
         })
+    }
+
+    /// Lets go of this handle and waits (up to `timeout`) until the writer thread ended, which
+    /// it does once every handle is gone: then the store's files can be opened again, e.g. by a
+    /// restart in the same process. Returns whether it ended in time.
+    pub fn close(self, timeout: std::time::Duration) -> bool {
+        let done = self.writer_done.clone();
+        drop(self);
+        let (ended, signal) = &*done;
+        let guard = ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = signal
+            .wait_timeout_while(guard, timeout, |ended| !*ended)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard
     }
 
     /// Runs a command; answers once its events are durable.

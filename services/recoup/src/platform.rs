@@ -211,8 +211,13 @@ impl RunningPlatform {
             // A projector exits at the next batch boundary once the signal is seen.
             p.await??;
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.take() {
             store.flush()?;
+            // Every other handle is gone with the tasks above; wait for the writer thread to let
+            // go of the files, so that a restart finds them unlocked.
+            if !store.close(Duration::from_secs(10)) {
+                tracing::warn!("the event store's writer did not end within 10 s");
+            }
         }
         if let Some(importer) = &self.importer {
             importer.store().flush().await?;
