@@ -118,6 +118,25 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), counted in clock ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn reset_peak_rss() {
     // Linux: writing 5 resets the high-water mark to the current RSS.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -214,6 +233,7 @@ fn main() {
     );
     reset_peak_rss();
     let started = Instant::now();
+    let cpu = cpu_secs();
     let path = file.clone();
     let report = runtime
         .block_on(importer.import(request("bench-import"), move || open_csv(&path)))
@@ -222,7 +242,13 @@ fn main() {
     let peak = peak_rss_mb();
     assert_eq!(report.accepted as usize, rows, "{report:?}");
     let rate = rows as f64 / secs;
+    let cpu = cpu_secs() - cpu;
     println!("import into Kafka:    {rate:>10.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB");
+    println!(
+        "  CPU {cpu:.2} s: {:.1} µs per row, {:.2} cores busy",
+        cpu * 1e6 / rows as f64,
+        cpu / secs
+    );
     println!("ratio import / raw parse: {:.3}", rate / raw_rate);
 
     // The same rows again under another import id: every row is looked up and found unchanged.

@@ -2,12 +2,19 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `f` | tenant, account_uid (length-prefixed), snapshot_date (days, BE, sign flipped) | [`Stored`]: content fingerprint, created_at, revision |
+//! | `g` | tenant (length-prefixed), snapshot_date (days, BE, sign flipped), first account_uid of the block | a block: up to [`BLOCK_ENTRIES`] `(account_uid, `[`Stored`]`)` in account order |
 //! | `r` | tenant (length-prefixed), import id | encoded `recoup.v1.ImportReport` without its errors |
 //! | `e` | tenant (length-prefixed), import id, error sequence (u64 BE) | encoded `recoup.v1.RowError` |
 //!
 //! A fingerprint is written only after the broker acknowledged the snapshot's event, so a stored
 //! fingerprint always means "this content was published".
+//!
+//! Fingerprints are kept in blocks rather than one sled entry each: sled splits its leaves every
+//! 16 entries, and an import writing one entry per row spent half of its time in sled. A block
+//! covers the accounts of one tenant and day from its first account_uid up to the next block's;
+//! a batch of acknowledged rows reads and rewrites each block it touches once. A row is still
+//! named by its [`SnapshotKey`] (the layout of the `f` entries of earlier versions, which
+//! [`ImportStore::open`] moves into blocks).
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -44,9 +51,12 @@ pub fn import_tag(import_id: &str) -> u128 {
     }
 }
 
+/// Size of an encoded [`Stored`].
+const STORED_BYTES: usize = 48;
+
 impl Stored {
-    fn to_bytes(self) -> [u8; 48] {
-        let mut out = [0u8; 48];
+    fn to_bytes(self) -> [u8; STORED_BYTES] {
+        let mut out = [0u8; STORED_BYTES];
         out[..16].copy_from_slice(&self.fingerprint.to_be_bytes());
         out[16..24].copy_from_slice(&self.created_at_micros.to_be_bytes());
         out[24..32].copy_from_slice(&self.revision.to_be_bytes());
@@ -86,7 +96,18 @@ pub struct ImportStore {
     /// Every snapshot key in the tree (and, rarely, one that was removed); replaced by a larger
     /// one when it fills up.
     filter: Arc<RwLock<KeyFilter>>,
+    /// Held while blocks are read and rewritten: two writers must not rewrite one block from
+    /// the same old content.
+    block_writes: Arc<std::sync::Mutex<()>>,
 }
+
+/// Most fingerprints in one block: a read-modify-write of a block stays a few KiB.
+pub const BLOCK_ENTRIES: usize = 64;
+
+/// Prefix of the snapshot keys (and of the store entries of versions without blocks).
+const SNAPSHOT_PREFIX: u8 = b'f';
+/// Prefix of the blocks of fingerprints.
+const BLOCK_PREFIX: u8 = b'g';
 
 fn push_str(key: &mut Vec<u8>, part: &str) {
     let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
@@ -104,7 +125,7 @@ pub type SnapshotKey = Vec<u8>;
 /// times slower.)
 pub fn snapshot_key(tenant: &str, account_uid: &str, date: NaiveDate) -> SnapshotKey {
     let mut key = Vec::with_capacity(1 + 8 + tenant.len() + account_uid.len() + 4);
-    key.push(b'f');
+    key.push(SNAPSHOT_PREFIX);
     push_str(&mut key, tenant);
     push_str(&mut key, account_uid);
     key.extend_from_slice(&date_bytes(date));
@@ -127,7 +148,7 @@ fn take_str(bytes: &[u8]) -> Option<(String, &[u8])> {
 
 /// The parts of a key made by [`snapshot_key`].
 pub fn parse_snapshot_key(key: &[u8]) -> Option<SnapshotParts> {
-    let rest = key.strip_prefix(b"f")?;
+    let rest = key.strip_prefix(&[SNAPSHOT_PREFIX])?;
     let (tenant, rest) = take_str(rest)?;
     let (account_uid, rest) = take_str(rest)?;
     let days = u32::from_be_bytes(rest.try_into().ok()?) ^ 0x8000_0000;
@@ -141,10 +162,17 @@ pub fn parse_snapshot_key(key: &[u8]) -> Option<SnapshotParts> {
 
 /// A key filter with room for at least `capacity` keys, holding every snapshot key of `tree`.
 fn filter_of(tree: &sled::Tree, capacity: u64) -> Result<KeyFilter, StoreError> {
-    let keys = tree.scan_prefix(b"f").keys();
     let mut hashes = Vec::new();
-    for key in keys {
-        hashes.push(key_hash(&key?));
+    let mut key = Vec::new();
+    for block in tree.scan_prefix([BLOCK_PREFIX]) {
+        let (block_key, value) = block?;
+        let Some(prefix_len) = block_prefix_len(&block_key) else {
+            continue;
+        };
+        for (uid, _) in block_entries(&value) {
+            snapshot_key_of_block(&block_key[..prefix_len], uid, &mut key);
+            hashes.push(key_hash(&key));
+        }
     }
     let filter = KeyFilter::with_capacity(capacity.max(hashes.len() as u64 * 2));
     for hash in hashes {
@@ -176,10 +204,126 @@ fn errors_prefix(tenant: &str, import_id: &str) -> Vec<u8> {
     key
 }
 
+/// The block prefix (`g`, tenant, date) of a snapshot key, and its account_uid.
+fn block_of(key: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let rest = key.strip_prefix(&[SNAPSHOT_PREFIX])?;
+    let tenant_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let tenant = rest.get(..4 + tenant_len)?;
+    let rest = &rest[4 + tenant_len..];
+    let uid_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let uid = rest.get(4..4 + uid_len)?;
+    let date = rest.get(4 + uid_len..)?;
+    if date.len() != 4 {
+        return None;
+    }
+    let mut prefix = Vec::with_capacity(1 + tenant.len() + 4 + uid.len());
+    prefix.push(BLOCK_PREFIX);
+    prefix.extend_from_slice(tenant);
+    prefix.extend_from_slice(date);
+    Some((prefix, uid))
+}
+
+/// How long the prefix (`g`, tenant, date) of a block key is.
+fn block_prefix_len(block_key: &[u8]) -> Option<usize> {
+    let tenant_len = u32::from_be_bytes(block_key.get(1..5)?.try_into().ok()?) as usize;
+    let len = 1 + 4 + tenant_len + 4;
+    (block_key.len() >= len).then_some(len)
+}
+
+/// The snapshot key of one entry of a block with prefix `prefix`, into `key`.
+fn snapshot_key_of_block(prefix: &[u8], uid: &[u8], key: &mut Vec<u8>) {
+    let tenant = &prefix[1..prefix.len() - 4];
+    let date = &prefix[prefix.len() - 4..];
+    key.clear();
+    key.push(SNAPSHOT_PREFIX);
+    key.extend_from_slice(tenant);
+    key.extend_from_slice(&(uid.len() as u32).to_be_bytes());
+    key.extend_from_slice(uid);
+    key.extend_from_slice(date);
+}
+
+/// The entries of an encoded block, in account order; stops at bytes that do not decode.
+fn block_entries(block: &[u8]) -> impl Iterator<Item = (&[u8], Stored)> {
+    let mut rest = block;
+    std::iter::from_fn(move || {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let uid = rest.get(4..4 + len)?;
+        let stored = Stored::from_bytes(rest.get(4 + len..4 + len + STORED_BYTES)?)?;
+        rest = &rest[4 + len + STORED_BYTES..];
+        Some((uid, stored))
+    })
+}
+
+fn encode_block(entries: &[(Vec<u8>, Stored)]) -> Vec<u8> {
+    let size = entries
+        .iter()
+        .map(|(uid, _)| 4 + uid.len() + STORED_BYTES)
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for (uid, stored) in entries {
+        out.extend_from_slice(&(uid.len() as u32).to_be_bytes());
+        out.extend_from_slice(uid);
+        out.extend_from_slice(&stored.to_bytes());
+    }
+    out
+}
+
+/// A block read for rewriting: it holds the accounts from its key's up to `upper`'s.
+struct OpenBlock {
+    key: Vec<u8>,
+    prefix_len: usize,
+    entries: Vec<(Vec<u8>, Stored)>,
+    /// The key of the next block of the same tenant and day, if there is one.
+    upper: Option<Vec<u8>>,
+}
+
+impl OpenBlock {
+    fn covers(&self, prefix: &[u8], full: &[u8]) -> bool {
+        self.key[..self.prefix_len] == *prefix
+            && self.key.as_slice() <= full
+            && self.upper.as_deref().is_none_or(|upper| full < upper)
+    }
+
+    fn put(&mut self, uid: &[u8], stored: Stored) {
+        match self
+            .entries
+            .binary_search_by(|(entry, _)| entry.as_slice().cmp(uid))
+        {
+            Ok(i) => self.entries[i].1 = stored,
+            Err(i) => self.entries.insert(i, (uid.to_vec(), stored)),
+        }
+    }
+
+    /// Into `batch`; a block grown past [`BLOCK_ENTRIES`] is split: in halves when it holds
+    /// up to twice as many, else in full blocks (rows arriving in account order fill blocks).
+    fn write(self, batch: &mut sled::Batch) {
+        let len = self.entries.len();
+        if len <= BLOCK_ENTRIES {
+            batch.insert(self.key, encode_block(&self.entries));
+            return;
+        }
+        let size = if len <= 2 * BLOCK_ENTRIES {
+            len.div_ceil(2)
+        } else {
+            BLOCK_ENTRIES
+        };
+        let prefix = &self.key[..self.prefix_len];
+        for (i, part) in self.entries.chunks(size).enumerate() {
+            let key = match i {
+                // The first part keeps the block's key: nothing below it moved.
+                0 => self.key.clone(),
+                _ => [prefix, part[0].0.as_slice()].concat(),
+            };
+            batch.insert(key, encode_block(part));
+        }
+    }
+}
+
 /// Writes of one acknowledged batch, applied atomically.
 #[derive(Default)]
 pub struct StoreBatch {
     batch: sled::Batch,
+    snapshots: Vec<(SnapshotKey, Stored)>,
     /// Hashes of the snapshot keys written, for the key filter.
     hashes: Vec<u128>,
 }
@@ -187,7 +331,7 @@ pub struct StoreBatch {
 impl StoreBatch {
     /// Records the content now published for a snapshot key.
     pub fn snapshot(&mut self, key: &[u8], stored: Stored) {
-        self.batch.insert(key, stored.to_bytes().as_slice());
+        self.snapshots.push((key.to_vec(), stored));
         self.hashes.push(key_hash(key));
     }
 
@@ -215,8 +359,115 @@ impl ImportStore {
             .cache_capacity(cache_bytes)
             .open()?;
         let tree = db.open_tree("imports")?;
-        let filter = Arc::new(RwLock::new(filter_of(&tree, 0)?));
-        Ok(Self { db, tree, filter })
+        let filter = Arc::new(RwLock::new(KeyFilter::with_capacity(0)));
+        let store = Self {
+            db,
+            tree,
+            filter,
+            block_writes: Arc::default(),
+        };
+        store.move_entries_into_blocks()?;
+        *store
+            .filter
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = filter_of(&store.tree, 0)?;
+        Ok(store)
+    }
+
+    /// Moves the one-entry-per-snapshot fingerprints of earlier versions into blocks.
+    fn move_entries_into_blocks(&self) -> Result<(), StoreError> {
+        let mut moved = 0u64;
+        loop {
+            let mut entries = Vec::new();
+            let mut batch = sled::Batch::default();
+            for entry in self.tree.scan_prefix([SNAPSHOT_PREFIX]).take(10_000) {
+                let (key, value) = entry?;
+                if let Some(stored) = Stored::from_bytes(&value) {
+                    entries.push((key.to_vec(), stored));
+                }
+                batch.remove(key);
+            }
+            if entries.is_empty() {
+                break;
+            }
+            moved += entries.len() as u64;
+            let _writing = self
+                .block_writes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.write_blocks(entries, &mut batch)?;
+            self.tree.apply_batch(batch)?;
+        }
+        if moved > 0 {
+            self.db.flush()?;
+            tracing::info!(moved, "importer store: fingerprints moved into blocks");
+        }
+        Ok(())
+    }
+
+    /// Puts `entries` into the blocks they belong to: each block touched is read once and
+    /// written into `batch`. The caller holds `block_writes` until `batch` is applied.
+    fn write_blocks(
+        &self,
+        entries: Vec<(SnapshotKey, Stored)>,
+        batch: &mut sled::Batch,
+    ) -> Result<(), StoreError> {
+        let mut rows: Vec<(Vec<u8>, &[u8], Stored)> = entries
+            .iter()
+            .filter_map(|(key, stored)| block_of(key).map(|(prefix, uid)| (prefix, uid, *stored)))
+            .collect();
+        // Stable: of one key written twice, the later content wins.
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut open: Option<OpenBlock> = None;
+        let mut full = Vec::new();
+        for (prefix, uid, stored) in rows {
+            full.clear();
+            full.extend_from_slice(&prefix);
+            full.extend_from_slice(uid);
+            let block = match open.take() {
+                Some(block) if block.covers(&prefix, &full) => block,
+                other => {
+                    if let Some(done) = other {
+                        done.write(batch);
+                    }
+                    self.open_block(&prefix, &full)?
+                }
+            };
+            open.insert(block).put(uid, stored);
+        }
+        if let Some(done) = open {
+            done.write(batch);
+        }
+        Ok(())
+    }
+
+    /// The block that holds (or would hold) the account of `full` (block prefix + account_uid).
+    fn open_block(&self, prefix: &[u8], full: &[u8]) -> Result<OpenBlock, StoreError> {
+        use std::ops::Bound;
+        let next_after = |from: Bound<&[u8]>| -> Result<Option<Vec<u8>>, StoreError> {
+            match self.tree.range::<&[u8], _>((from, Bound::Unbounded)).next() {
+                Some(Ok((key, _))) if key.starts_with(prefix) => Ok(Some(key.to_vec())),
+                Some(Err(e)) => Err(e.into()),
+                _ => Ok(None),
+            }
+        };
+        match self.tree.range(prefix..=full).next_back().transpose()? {
+            Some((key, value)) => Ok(OpenBlock {
+                entries: block_entries(&value)
+                    .map(|(uid, stored)| (uid.to_vec(), stored))
+                    .collect(),
+                upper: next_after(Bound::Excluded(&key))?,
+                key: key.to_vec(),
+                prefix_len: prefix.len(),
+            }),
+            // Below the first block of the day (or the day's first row): a new block.
+            None => Ok(OpenBlock {
+                key: full.to_vec(),
+                prefix_len: prefix.len(),
+                entries: Vec::new(),
+                upper: next_after(Bound::Included(full))?,
+            }),
+        }
     }
 
     /// What is stored for a snapshot key.
@@ -229,10 +480,21 @@ impl ImportStore {
         if !known {
             return Ok(None);
         }
-        Ok(self
+        let Some((mut full, uid)) = block_of(key) else {
+            return Ok(None);
+        };
+        let prefix_len = full.len();
+        full.extend_from_slice(uid);
+        // The block with the greatest first account at or below this one (of this tenant and
+        // day: every key between the prefix and `full` starts with the prefix).
+        let found = self
             .tree
-            .get(key)?
-            .and_then(|bytes| Stored::from_bytes(&bytes)))
+            .range(&full[..prefix_len]..=&full[..])
+            .next_back()
+            .transpose()?;
+        Ok(found.and_then(|(_, block)| {
+            block_entries(&block).find_map(|(entry, stored)| (entry == uid).then_some(stored))
+        }))
     }
 
     /// Applies the writes of one batch atomically (not yet flushed).
@@ -248,7 +510,17 @@ impl ImportStore {
             for hash in &batch.hashes {
                 filter.insert(*hash);
             }
-            self.tree.apply_batch(batch.batch)?;
+            let StoreBatch {
+                mut batch,
+                snapshots,
+                ..
+            } = batch;
+            let _writing = self
+                .block_writes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.write_blocks(snapshots, &mut batch)?;
+            self.tree.apply_batch(batch)?;
             filter.len() > filter.capacity()
         };
         if full {
@@ -341,10 +613,24 @@ impl ImportStore {
 
     /// Every stored snapshot with its key's parts, for the check at start in embedded mode.
     pub fn snapshots(&self) -> impl Iterator<Item = Result<(SnapshotParts, Stored), StoreError>> {
-        self.tree.scan_prefix(b"f").filter_map(|entry| match entry {
-            Err(e) => Some(Err(StoreError::Sled(e))),
-            Ok((key, value)) => Some(Ok((parse_snapshot_key(&key)?, Stored::from_bytes(&value)?))),
-        })
+        self.tree.scan_prefix([BLOCK_PREFIX]).flat_map(
+            |block| -> Vec<Result<(SnapshotParts, Stored), StoreError>> {
+                let (block_key, value) = match block {
+                    Ok(block) => block,
+                    Err(e) => return vec![Err(e.into())],
+                };
+                let Some(prefix_len) = block_prefix_len(&block_key) else {
+                    return Vec::new();
+                };
+                let mut key = Vec::new();
+                block_entries(&value)
+                    .filter_map(|(uid, stored)| {
+                        snapshot_key_of_block(&block_key[..prefix_len], uid, &mut key);
+                        Some(Ok((parse_snapshot_key(&key)?, stored)))
+                    })
+                    .collect()
+            },
+        )
     }
 
     /// Forgets the content of snapshots whose events never reached the read models (keeping
@@ -354,6 +640,7 @@ impl ImportStore {
     pub fn forget(&self, stale: &[(SnapshotParts, Stored)]) -> Result<Vec<String>, StoreError> {
         let mut batch = sled::Batch::default();
         let mut imports = std::collections::HashSet::new();
+        let mut entries = Vec::with_capacity(stale.len());
         for (parts, stored) in stale {
             // Not removed: the revision must go on counting up, or the next import would send
             // revision 1 again, which a read model holding a later one skips. An unknown
@@ -362,12 +649,17 @@ impl ImportStore {
                 fingerprint: UNKNOWN_CONTENT,
                 ..*stored
             };
-            batch.insert(
+            entries.push((
                 snapshot_key(&parts.tenant, &parts.account_uid, parts.date),
-                unknown.to_bytes().as_slice(),
-            );
+                unknown,
+            ));
             imports.insert((parts.tenant.clone(), stored.import));
         }
+        let _writing = self
+            .block_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.write_blocks(entries, &mut batch)?;
         let mut forgotten = Vec::new();
         for entry in self.tree.scan_prefix(b"r") {
             let (key, _) = entry?;
@@ -393,6 +685,7 @@ impl ImportStore {
         ahead: &[(SnapshotParts, Stored, u64)],
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut entries = Vec::with_capacity(ahead.len());
         for (parts, stored, revision) in ahead {
             // Which content the read model holds is not known here: publish it again next time.
             let raised = Stored {
@@ -400,11 +693,16 @@ impl ImportStore {
                 fingerprint: UNKNOWN_CONTENT,
                 ..*stored
             };
-            batch.insert(
+            entries.push((
                 snapshot_key(&parts.tenant, &parts.account_uid, parts.date),
-                raised.to_bytes().as_slice(),
-            );
+                raised,
+            ));
         }
+        let _writing = self
+            .block_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.write_blocks(entries, &mut batch)?;
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())

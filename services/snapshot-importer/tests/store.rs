@@ -67,3 +67,111 @@ fn every_written_key_is_found_after_the_filter_grew_and_after_a_reopen() {
     }
     assert_eq!(store.snapshots().count(), KEYS as usize);
 }
+
+/// One write of the model test: tenant, account, day (small ranges, so keys repeat), content.
+type Write = (u8, u16, u8, u64);
+
+fn model_key((tenant, account, day_offset, _): Write) -> (String, String, NaiveDate) {
+    let tenant = ["t", "tt", "u"][usize::from(tenant) % 3].to_owned();
+    // Names of several lengths, so that account order differs from number order.
+    let uid = format!("{tenant}_crm_A{account}");
+    let date = day() + chrono::Days::new(u64::from(day_offset % 3));
+    (tenant, uid, date)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Batches of writes in any order, with keys written again, against a map: every key holds
+    /// its latest content, nothing else is found, the iteration lists each key once, and the
+    /// same holds after a reopen. Blocks hold at most 64 entries, so this splits blocks.
+    #[test]
+    fn blocks_hold_what_a_map_would(
+        batches in proptest::collection::vec(
+            proptest::collection::vec((0u8..3, 0u16..400, 0u8..3, 0u64..1000), 0..300),
+            1..8,
+        )
+    ) {
+        let dir = TempDir::new().unwrap();
+        let mut model = std::collections::BTreeMap::new();
+        {
+            let store = ImportStore::open(dir.path()).unwrap();
+            for writes in &batches {
+                let mut batch = StoreBatch::default();
+                for write in writes {
+                    let (tenant, uid, date) = model_key(*write);
+                    batch.snapshot(&snapshot_key(&tenant, &uid, date), stored(write.3));
+                    model.insert((tenant, uid, date), stored(write.3));
+                }
+                store.apply(batch).unwrap();
+            }
+            check(&store, &model);
+        }
+        check(&ImportStore::open(dir.path()).unwrap(), &model);
+    }
+}
+
+fn check(
+    store: &ImportStore,
+    model: &std::collections::BTreeMap<(String, String, NaiveDate), Stored>,
+) {
+    for tenant in 0..3 {
+        for account in (0..400).step_by(7) {
+            for day_offset in 0..3 {
+                let (tenant, uid, date) = model_key((tenant, account, day_offset, 0));
+                let found = store.snapshot(&snapshot_key(&tenant, &uid, date)).unwrap();
+                assert_eq!(found, model.get(&(tenant, uid, date)).copied());
+            }
+        }
+    }
+    let mut listed: Vec<_> = store
+        .snapshots()
+        .map(|entry| {
+            let (parts, stored) = entry.unwrap();
+            ((parts.tenant, parts.account_uid, parts.date), stored)
+        })
+        .collect();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    assert_eq!(listed, expected);
+}
+
+#[test]
+fn fingerprints_of_the_one_entry_per_row_layout_are_moved_into_blocks() {
+    let dir = TempDir::new().unwrap();
+    let keys: Vec<_> = (0..1500u64)
+        .map(|i| {
+            (
+                snapshot_key("t", &format!("t_generic_A{i}"), day()),
+                stored(i),
+            )
+        })
+        .collect();
+    {
+        // The layout of earlier versions: one entry per snapshot key in the `imports` tree.
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("imports").unwrap();
+        for (key, stored) in &keys {
+            let mut value = Vec::new();
+            value.extend_from_slice(&stored.fingerprint.to_be_bytes());
+            value.extend_from_slice(&stored.created_at_micros.to_be_bytes());
+            value.extend_from_slice(&stored.revision.to_be_bytes());
+            value.extend_from_slice(&stored.import.to_be_bytes());
+            tree.insert(key, value).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = ImportStore::open(dir.path()).unwrap();
+    for (key, stored) in &keys {
+        assert_eq!(store.snapshot(key).unwrap(), Some(*stored));
+    }
+    assert_eq!(store.snapshots().count(), keys.len());
+    drop(store);
+    // Moved, not copied: a second open finds them once.
+    let store = ImportStore::open(dir.path()).unwrap();
+    assert_eq!(store.snapshots().count(), keys.len());
+    {
+        let (key, stored) = &keys[700];
+        assert_eq!(store.snapshot(key).unwrap(), Some(*stored));
+    }
+}
