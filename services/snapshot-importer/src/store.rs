@@ -254,6 +254,22 @@ fn block_entries(block: &[u8]) -> impl Iterator<Item = (&[u8], Stored)> {
     })
 }
 
+/// The entry of `uid` in an encoded block: compares names only, stops past it.
+fn find_in_block(block: &[u8], uid: &[u8]) -> Option<Stored> {
+    let mut rest = block;
+    loop {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let entry = rest.get(4..4 + len)?;
+        match entry.cmp(uid) {
+            std::cmp::Ordering::Less => rest = rest.get(4 + len + STORED_BYTES..)?,
+            std::cmp::Ordering::Equal => {
+                return Stored::from_bytes(rest.get(4 + len..4 + len + STORED_BYTES)?);
+            }
+            std::cmp::Ordering::Greater => return None,
+        }
+    }
+}
+
 fn encode_block(entries: &[(Vec<u8>, Stored)]) -> Vec<u8> {
     let size = entries
         .iter()
@@ -295,14 +311,15 @@ impl OpenBlock {
     }
 
     /// Into `batch`; a block grown past [`BLOCK_ENTRIES`] is split: in halves when it holds
-    /// up to twice as many, else in full blocks (rows arriving in account order fill blocks).
+    /// up to twice as many and is not the day's last block, else in full blocks (rows arriving
+    /// in account order append to the last block and fill blocks).
     fn write(self, batch: &mut sled::Batch) {
         let len = self.entries.len();
         if len <= BLOCK_ENTRIES {
             batch.insert(self.key, encode_block(&self.entries));
             return;
         }
-        let size = if len <= 2 * BLOCK_ENTRIES {
+        let size = if len <= 2 * BLOCK_ENTRIES && self.upper.is_some() {
             len.div_ceil(2)
         } else {
             BLOCK_ENTRIES
@@ -376,18 +393,21 @@ impl ImportStore {
 
     /// Moves the one-entry-per-snapshot fingerprints of earlier versions into blocks.
     fn move_entries_into_blocks(&self) -> Result<(), StoreError> {
-        let mut moved = 0u64;
+        let (mut moved, mut unreadable) = (0u64, 0u64);
         loop {
             let mut entries = Vec::new();
             let mut batch = sled::Batch::default();
+            let mut scanned = 0;
             for entry in self.tree.scan_prefix([SNAPSHOT_PREFIX]).take(10_000) {
                 let (key, value) = entry?;
-                if let Some(stored) = Stored::from_bytes(&value) {
-                    entries.push((key.to_vec(), stored));
+                scanned += 1;
+                match Stored::from_bytes(&value).filter(|_| block_of(&key).is_some()) {
+                    Some(stored) => entries.push((key.to_vec(), stored)),
+                    None => unreadable += 1,
                 }
                 batch.remove(key);
             }
-            if entries.is_empty() {
+            if scanned == 0 {
                 break;
             }
             moved += entries.len() as u64;
@@ -398,9 +418,14 @@ impl ImportStore {
             self.write_blocks(entries, &mut batch)?;
             self.tree.apply_batch(batch)?;
         }
-        if moved > 0 {
+        if moved + unreadable > 0 {
             self.db.flush()?;
-            tracing::info!(moved, "importer store: fingerprints moved into blocks");
+            tracing::info!(
+                moved,
+                unreadable,
+                "importer store: fingerprints moved into blocks (a store of this layout cannot \
+                 be opened by earlier versions)"
+            );
         }
         Ok(())
     }
@@ -492,9 +517,7 @@ impl ImportStore {
             .range(&full[..prefix_len]..=&full[..])
             .next_back()
             .transpose()?;
-        Ok(found.and_then(|(_, block)| {
-            block_entries(&block).find_map(|(entry, stored)| (entry == uid).then_some(stored))
-        }))
+        Ok(found.and_then(|(_, block)| find_in_block(&block, uid)))
     }
 
     /// Applies the writes of one batch atomically (not yet flushed).

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::NaiveDate;
-use snapshot_importer::store::{ImportStore, StoreBatch, Stored, snapshot_key};
+use snapshot_importer::store::{
+    ImportStore, SnapshotParts, StoreBatch, Stored, UNKNOWN_CONTENT, snapshot_key,
+};
 use tempfile::TempDir;
 
 fn stored(i: u64) -> Stored {
@@ -56,7 +58,7 @@ fn every_written_key_is_found_after_the_filter_grew_and_after_a_reopen() {
             None
         );
     }
-    let store = ImportStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     for i in (0..KEYS).step_by(991) {
         let key = snapshot_key("t", &format!("t_generic_A{i}"), day());
         assert_eq!(
@@ -107,7 +109,23 @@ proptest::proptest! {
             }
             check(&store, &model);
         }
-        check(&ImportStore::open(dir.path()).unwrap(), &model);
+        check(&reopen(dir.path()), &model);
+    }
+}
+
+/// Opens the store again once sled's background threads of the last handle let go of its lock
+/// file (they do shortly after the handle is dropped).
+fn reopen(path: &std::path::Path) -> ImportStore {
+    let mut attempts = 0;
+    loop {
+        match ImportStore::open(path) {
+            Ok(store) => return store,
+            Err(error) if attempts < 500 && error.to_string().contains("acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("reopening the store: {error}"),
+        }
     }
 }
 
@@ -116,7 +134,7 @@ fn check(
     model: &std::collections::BTreeMap<(String, String, NaiveDate), Stored>,
 ) {
     for tenant in 0..3 {
-        for account in (0..400).step_by(7) {
+        for account in 0..400 {
             for day_offset in 0..3 {
                 let (tenant, uid, date) = model_key((tenant, account, day_offset, 0));
                 let found = store.snapshot(&snapshot_key(&tenant, &uid, date)).unwrap();
@@ -136,42 +154,147 @@ fn check(
     assert_eq!(listed, expected);
 }
 
+fn legacy_value(stored: &Stored) -> Vec<u8> {
+    let mut value = Vec::new();
+    value.extend_from_slice(&stored.fingerprint.to_be_bytes());
+    value.extend_from_slice(&stored.created_at_micros.to_be_bytes());
+    value.extend_from_slice(&stored.revision.to_be_bytes());
+    value.extend_from_slice(&stored.import.to_be_bytes());
+    value
+}
+
 #[test]
 fn fingerprints_of_the_one_entry_per_row_layout_are_moved_into_blocks() {
     let dir = TempDir::new().unwrap();
-    let keys: Vec<_> = (0..1500u64)
-        .map(|i| {
-            (
-                snapshot_key("t", &format!("t_generic_A{i}"), day()),
-                stored(i),
-            )
-        })
-        .collect();
+    // More than one pass of the move (10,000 entries), over two tenants and three days, whose
+    // order differs between the old layout (tenant, account, day) and blocks (tenant, day, ...).
+    let mut keys = Vec::new();
+    for tenant in ["t", "u"] {
+        for day_offset in 0..3u64 {
+            for i in 0..2000u64 {
+                let date = day() + chrono::Days::new(day_offset);
+                let uid = format!("{tenant}_generic_A{i}");
+                keys.push((snapshot_key(tenant, &uid, date), stored(i + day_offset)));
+            }
+        }
+    }
+    let written_later = (snapshot_key("t", "t_generic_B1", day()), stored(5));
     {
-        // The layout of earlier versions: one entry per snapshot key in the `imports` tree.
+        // A block written by this version already, then the old layout beside it.
+        let store = ImportStore::open(dir.path()).unwrap();
+        let mut batch = StoreBatch::default();
+        batch.snapshot(&written_later.0, written_later.1);
+        store.apply(batch).unwrap();
+        drop(store);
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("imports").unwrap();
         for (key, stored) in &keys {
-            let mut value = Vec::new();
-            value.extend_from_slice(&stored.fingerprint.to_be_bytes());
-            value.extend_from_slice(&stored.created_at_micros.to_be_bytes());
-            value.extend_from_slice(&stored.revision.to_be_bytes());
-            value.extend_from_slice(&stored.import.to_be_bytes());
-            tree.insert(key, value).unwrap();
+            tree.insert(key, legacy_value(stored)).unwrap();
         }
+        // A value that does not decode: left out, and the move still ends.
+        tree.insert(snapshot_key("t", "t_generic_broken", day()), &[1u8, 2, 3])
+            .unwrap();
         db.flush().unwrap();
     }
     let store = ImportStore::open(dir.path()).unwrap();
-    for (key, stored) in &keys {
+    for (key, stored) in keys.iter().chain([&written_later]) {
         assert_eq!(store.snapshot(key).unwrap(), Some(*stored));
     }
-    assert_eq!(store.snapshots().count(), keys.len());
+    assert_eq!(store.snapshots().count(), keys.len() + 1);
     drop(store);
     // Moved, not copied: a second open finds them once.
+    let store = reopen(dir.path());
+    assert_eq!(store.snapshots().count(), keys.len() + 1);
+    let (key, stored) = &keys[7001];
+    assert_eq!(store.snapshot(key).unwrap(), Some(*stored));
+}
+
+#[test]
+fn forgetting_keeps_the_revision_and_raising_moves_it_up() {
+    let dir = TempDir::new().unwrap();
     let store = ImportStore::open(dir.path()).unwrap();
-    assert_eq!(store.snapshots().count(), keys.len());
-    {
-        let (key, stored) = &keys[700];
-        assert_eq!(store.snapshot(key).unwrap(), Some(*stored));
+    let mut batch = StoreBatch::default();
+    for i in 0..200u64 {
+        batch.snapshot(
+            &snapshot_key("t", &format!("t_generic_A{i}"), day()),
+            stored(i),
+        );
     }
+    store.apply(batch).unwrap();
+    let parts = |i: u64| SnapshotParts {
+        tenant: "t".into(),
+        account_uid: format!("t_generic_A{i}"),
+        date: day(),
+    };
+    store.forget(&[(parts(3), stored(3))]).unwrap();
+    store
+        .raise_revisions(&[(parts(150), stored(150), 9)])
+        .unwrap();
+    let found = |i: u64| {
+        store
+            .snapshot(&snapshot_key("t", &format!("t_generic_A{i}"), day()))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        found(3),
+        Stored {
+            fingerprint: UNKNOWN_CONTENT,
+            ..stored(3)
+        }
+    );
+    assert_eq!(
+        found(150),
+        Stored {
+            fingerprint: UNKNOWN_CONTENT,
+            revision: 9,
+            ..stored(150)
+        }
+    );
+    for i in (0..200).filter(|i| ![3, 150].contains(i)) {
+        assert_eq!(found(i), stored(i));
+    }
+    assert_eq!(store.snapshots().count(), 200);
+}
+
+#[test]
+fn lookups_never_miss_a_written_key_while_blocks_split() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = TempDir::new().unwrap();
+    let store = ImportStore::open(dir.path()).unwrap();
+    // Keys in a scrambled order, so that batches split blocks all over the day.
+    let keys: Vec<u64> = (0..20_000u64).map(|i| (i * 7919) % 20_000).collect();
+    let batches: Vec<&[u64]> = keys.chunks(500).collect();
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (n, chunk) in batches.iter().enumerate() {
+                let mut batch = StoreBatch::default();
+                for i in *chunk {
+                    batch.snapshot(
+                        &snapshot_key("t", &format!("t_generic_A{i}"), day()),
+                        stored(*i),
+                    );
+                }
+                store.apply(batch).unwrap();
+                done.store(n + 1, Ordering::SeqCst);
+            }
+        });
+        let mut probe = 0usize;
+        loop {
+            let written = done.load(Ordering::SeqCst);
+            if written > 0 {
+                // A key of a batch already applied, a different one each time.
+                let chunk = batches[probe % written];
+                let i = chunk[(probe / written) % chunk.len()];
+                let key = snapshot_key("t", &format!("t_generic_A{i}"), day());
+                assert_eq!(store.snapshot(&key).unwrap(), Some(stored(i)), "key {i}");
+                probe += 1;
+            }
+            if written == batches.len() {
+                break;
+            }
+        }
+    });
+    assert_eq!(store.snapshots().count(), keys.len());
 }
