@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "recoup/v1/envelope.proto",
         "recoup/v1/debt_cases.proto",
         "recoup/v1/paygo_snapshots.proto",
+        "recoup/v1/collections.proto",
         "recoup/v1/query.proto",
     ];
     let fds = protox::compile(files.iter().map(|f| root.join(f)), [&root])?;

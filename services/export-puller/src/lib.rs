@@ -1,0 +1,11 @@
+//! Collections exports (ClearGrid-style, DOMAIN.md §1) into events (issue #4, in progress).
+//!
+//! - [`dataset`]: dataset descriptors (section, code, cursor field, row key, renames, formats);
+//!   D16 "Collections Cases" built in.
+//! - [`normalise`]: one exported JSON row → `CollectionsDealObserved`, or every reason it cannot
+//!   be one.
+//! - [`sim`]: a simulator of the export API for the tests and `recoup export-sim` (being built).
+
+pub mod dataset;
+pub mod normalise;
+pub mod sim;

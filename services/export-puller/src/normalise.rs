@@ -1,0 +1,389 @@
+//! One exported JSON row → a normalised [`Row`], or every reason it cannot be one.
+//!
+//! The rules of DOMAIN.md §1: renamed fields mapped back (`dpd_due_date_timestamp`,
+//! `case_public_id`), `DD/MM/YYYY` dates read as days, ISO-8601 strings as instants, amounts kept
+//! as integers in minor units, booleans as booleans, `null` and missing fields absent. Fields the
+//! descriptor does not know are kept as JSON text, never dropped.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use prost::Message;
+use recoup_proto::{to_timestamp, v1};
+use serde_json::Value;
+
+use crate::dataset::{Dataset, FieldKind};
+
+/// The stable codes of what can be wrong with a field.
+pub mod rule {
+    /// A required field (key, cursor, partition) is missing or null.
+    pub const REQUIRED: &str = "required";
+    /// An amount is not a whole number of minor units.
+    pub const INTEGER: &str = "integer";
+    /// A boolean field holds something else.
+    pub const BOOLEAN: &str = "boolean";
+    /// A date is not in the dataset's format, or no such day exists.
+    pub const DATE_FORMAT: &str = "date_format";
+    /// An instant is not ISO-8601.
+    pub const TIMESTAMP_FORMAT: &str = "timestamp_format";
+    /// A text field holds a number, boolean, array or object.
+    pub const STRING: &str = "string";
+    /// A field came under its old and its new name with different values.
+    pub const CONFLICT: &str = "conflict";
+    /// The row is not a JSON object.
+    pub const OBJECT: &str = "object";
+}
+
+/// A normalised value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Normalised {
+    Text(String),
+    Bool(bool),
+    /// Minor units.
+    Minor(i64),
+    Date(NaiveDate),
+    Instant(DateTime<Utc>),
+}
+
+/// One field that could not be normalised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct FieldError {
+    /// The field as the export named it.
+    pub field: String,
+    /// Its JSON text, cut to [`MAX_VALUE_BYTES`].
+    pub value: String,
+    /// One of [`rule`].
+    pub rule: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn to_proto(&self) -> v1::ExportFieldError {
+        v1::ExportFieldError {
+            field: self.field.clone(),
+            value: self.value.clone(),
+            rule: self.rule.to_owned(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Most bytes of a value an error repeats.
+pub const MAX_VALUE_BYTES: usize = 256;
+
+/// A normalised row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The key fields' values joined by `|` (instants as RFC 3339 with microseconds), e.g.
+    /// `7c1e9a02-…|2026-04-18T10:05:12.000000Z`.
+    pub key: String,
+    /// The partition field's value (`public_id`).
+    pub partition: String,
+    /// The cursor field's value (`updated_at`).
+    pub cursor: DateTime<Utc>,
+    /// Canonical name → value; absent where the export had null or nothing.
+    pub values: BTreeMap<String, Normalised>,
+    /// Fields the dataset does not declare, by exported name, as JSON text.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Row {
+    fn text(&self, name: &str) -> Option<String> {
+        match self.values.get(name) {
+            Some(Normalised::Text(text)) => Some(text.clone()),
+            _ => None,
+        }
+    }
+
+    fn instant(&self, name: &str) -> Option<prost_types::Timestamp> {
+        match self.values.get(name) {
+            Some(Normalised::Instant(at)) => Some(to_timestamp(*at)),
+            _ => None,
+        }
+    }
+
+    fn date(&self, name: &str) -> Option<String> {
+        match self.values.get(name) {
+            Some(Normalised::Date(day)) => Some(day.format("%Y-%m-%d").to_string()),
+            _ => None,
+        }
+    }
+
+    fn flag(&self, name: &str) -> Option<bool> {
+        match self.values.get(name) {
+            Some(Normalised::Bool(flag)) => Some(*flag),
+            _ => None,
+        }
+    }
+
+    fn minor(&self, name: &str) -> Option<i64> {
+        match self.values.get(name) {
+            Some(Normalised::Minor(amount)) => Some(*amount),
+            _ => None,
+        }
+    }
+
+    /// The row as a D16 event, without revision and fetch time (see [`fingerprint`]).
+    pub fn to_deal(
+        &self,
+        dataset: &Dataset,
+        lender_public_id: &str,
+    ) -> v1::CollectionsDealObserved {
+        v1::CollectionsDealObserved {
+            dataset: dataset.path(),
+            lender_public_id: lender_public_id.to_owned(),
+            public_id: self.partition.clone(),
+            created_at: self.instant("created_at"),
+            updated_at: Some(to_timestamp(self.cursor)),
+            deal_stage_id: self.text("deal_stage_id"),
+            pipeline: self.text("pipeline"),
+            comms_pipeline: self.text("comms_pipeline"),
+            amount_minor: self.minor("amount"),
+            assigned_user_name: self.text("assigned_user_name"),
+            dpd_due_date: self.date("dpd_due_date"),
+            last_due_date: self.date("last_due_date"),
+            ptp_date_human: self.instant("ptp_date_human"),
+            ptp_date_ai: self.instant("ptp_date_ai"),
+            broken_ptp_date_human: self.instant("broken_ptp_date_human"),
+            broken_ptp_date_ai: self.instant("broken_ptp_date_ai"),
+            has_reached_rpc_or_beyond: self.flag("hasReachedRpcOrBeyond"),
+            do_not_contact: self.flag("do_not_contact"),
+            extra: self.extra.clone().into_iter().collect(),
+            revision: 0,
+            fetched_at: None,
+        }
+    }
+}
+
+/// The content hash of a deal: everything but its revision and fetch time, so that a row that
+/// comes again unchanged hashes the same.
+pub fn fingerprint(deal: &v1::CollectionsDealObserved) -> u128 {
+    let mut content = deal.clone();
+    content.revision = 0;
+    content.fetched_at = None;
+    xxhash_rust::xxh3::xxh3_128(&content.encode_to_vec())
+}
+
+/// Normalises one exported row. Every error of the row is returned, not only the first.
+pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>> {
+    let Some(object) = raw.as_object() else {
+        return Err(vec![FieldError {
+            field: String::new(),
+            value: cut(&raw.to_string()),
+            rule: rule::OBJECT,
+            message: "the row is not a JSON object".to_owned(),
+        }]);
+    };
+    let mut errors = Vec::new();
+    // Canonical name → (exported name, value).
+    let mut fields: BTreeMap<&str, (&str, &Value)> = BTreeMap::new();
+    let mut extra = BTreeMap::new();
+    for (name, value) in object {
+        let renamed = dataset.renames.iter().find(|r| r.from == *name);
+        let canonical = renamed.map_or(name.as_str(), |r| r.to.as_str());
+        if dataset.field(canonical).is_none() {
+            extra.insert(name.clone(), value.to_string());
+            continue;
+        }
+        match fields.get(canonical) {
+            // Both names present: a null under one of them says nothing.
+            Some((_, earlier)) if value.is_null() || *earlier == value => {}
+            Some((_, earlier)) if earlier.is_null() => {
+                fields.insert(canonical, (name, value));
+            }
+            Some((other, earlier)) => {
+                errors.push(FieldError {
+                    field: name.clone(),
+                    value: cut(&value.to_string()),
+                    rule: rule::CONFLICT,
+                    message: format!(
+                        "`{name}` is {value} but `{other}` (the same field) is {earlier}",
+                    ),
+                })
+            }
+            None => {
+                fields.insert(canonical, (name, value));
+            }
+        }
+    }
+
+    let mut values = BTreeMap::new();
+    for field in &dataset.fields {
+        let (exported, value) = fields
+            .get(field.name.as_str())
+            .copied()
+            .unwrap_or((field.name.as_str(), &Value::Null));
+        if value.is_null() {
+            if dataset.is_required(field) {
+                errors.push(FieldError {
+                    field: exported.to_owned(),
+                    value: String::new(),
+                    rule: rule::REQUIRED,
+                    message: format!("`{}` is required but missing or null", field.name),
+                });
+            }
+            continue;
+        }
+        match parse(field.kind, value) {
+            Ok(parsed) => {
+                values.insert(field.name.clone(), parsed);
+            }
+            Err((rule, message)) => errors.push(FieldError {
+                field: exported.to_owned(),
+                value: cut(&value.to_string()),
+                rule,
+                message: format!("`{exported}`: {message}"),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let key_part = |name: &str| match values.get(name) {
+        Some(Normalised::Text(text)) => text.clone(),
+        Some(Normalised::Instant(at)) => at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        Some(Normalised::Date(day)) => day.format("%Y-%m-%d").to_string(),
+        Some(Normalised::Minor(n)) => n.to_string(),
+        Some(Normalised::Bool(b)) => b.to_string(),
+        None => String::new(),
+    };
+    let key = dataset
+        .key_fields
+        .iter()
+        .map(|name| key_part(name))
+        .collect::<Vec<_>>()
+        .join("|");
+    let partition = key_part(&dataset.partition_field);
+    let Some(Normalised::Instant(cursor)) = values.get(&dataset.cursor_field).cloned() else {
+        // A checked descriptor's cursor field is a required timestamp.
+        return Err(vec![FieldError {
+            field: dataset.cursor_field.clone(),
+            value: String::new(),
+            rule: rule::TIMESTAMP_FORMAT,
+            message: format!("`{}` is not an instant", dataset.cursor_field),
+        }]);
+    };
+    Ok(Row {
+        key,
+        partition,
+        cursor,
+        values,
+        extra,
+    })
+}
+
+fn parse(kind: FieldKind, value: &Value) -> Result<Normalised, (&'static str, String)> {
+    match kind {
+        FieldKind::String => match value {
+            Value::String(text) => Ok(Normalised::Text(text.clone())),
+            other => Err((rule::STRING, format!("expected text, got {other}"))),
+        },
+        FieldKind::Boolean => match value {
+            Value::Bool(flag) => Ok(Normalised::Bool(*flag)),
+            other => Err((
+                rule::BOOLEAN,
+                format!("expected true or false, got {other}"),
+            )),
+        },
+        FieldKind::MinorAmount => minor_units(value).map(Normalised::Minor),
+        FieldKind::DateDmy => match value {
+            Value::String(text) => parse_dmy(text).map(Normalised::Date).ok_or_else(|| {
+                (
+                    rule::DATE_FORMAT,
+                    format!("{value} is not a date written DD/MM/YYYY, e.g. 01/06/2026"),
+                )
+            }),
+            other => Err((
+                rule::DATE_FORMAT,
+                format!("expected a DD/MM/YYYY date, got {other}"),
+            )),
+        },
+        FieldKind::DateIso => match value {
+            Value::String(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .filter(|_| text.len() == 10)
+                .map(Normalised::Date)
+                .ok_or_else(|| {
+                    (
+                        rule::DATE_FORMAT,
+                        format!("{value} is not a date written YYYY-MM-DD"),
+                    )
+                }),
+            other => Err((
+                rule::DATE_FORMAT,
+                format!("expected a YYYY-MM-DD date, got {other}"),
+            )),
+        },
+        FieldKind::Timestamp => match value {
+            Value::String(text) => parse_instant(text).map(Normalised::Instant).ok_or_else(|| {
+                (
+                    rule::TIMESTAMP_FORMAT,
+                    format!("{value} is not an ISO-8601 instant, e.g. 2026-05-31T13:48:30.000Z"),
+                )
+            }),
+            other => Err((
+                rule::TIMESTAMP_FORMAT,
+                format!("expected an ISO-8601 instant, got {other}"),
+            )),
+        },
+    }
+}
+
+/// An amount in minor units: a JSON integer, or a float without fraction (`920000.0`) within
+/// the range of i64. Text and fractions are refused: amounts stay integral end to end.
+fn minor_units(value: &Value) -> Result<i64, (&'static str, String)> {
+    let Value::Number(number) = value else {
+        return Err((
+            rule::INTEGER,
+            format!("expected a whole number of minor units, got {value}"),
+        ));
+    };
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        // 2^63 is the first float past i64::MAX.
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 => Ok(f as i64),
+        Some(f) if f.fract() != 0.0 => Err((
+            rule::INTEGER,
+            format!("{value} is not a whole number of minor units (fils, cents)"),
+        )),
+        _ => Err((rule::INTEGER, format!("{value} is out of the amount range"))),
+    }
+}
+
+/// `DD/MM/YYYY`, two digits for day and month, four for the year, a day that exists.
+pub fn parse_dmy(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = bytes.get(range)?;
+        part.iter().all(u8::is_ascii_digit).then_some(())?;
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if bytes.len() != 10 || bytes[2] != b'/' || bytes[5] != b'/' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(digits(6..10)? as i32, digits(3..5)?, digits(0..2)?)
+}
+
+/// An ISO-8601 instant: RFC 3339 with `Z` or an offset, or without offset (taken as UTC), with
+/// or without fractional seconds.
+pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Some(at.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
+/// `text` cut to [`MAX_VALUE_BYTES`] on a character boundary.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_VALUE_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

@@ -1,0 +1,287 @@
+//! D16 rows through the normaliser: the seed's sample, every quirk of DOMAIN.md §1, and every
+//! reason a row is refused.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use export_puller::dataset::d16;
+use export_puller::normalise::{Normalised, fingerprint, normalise, parse_dmy, rule};
+use recoup_proto::from_timestamp;
+use serde_json::{Value, json};
+
+const SEED: &str = include_str!("data/cleargrid-export-d16-collections-cases.txt");
+
+fn seed_sample() -> Value {
+    let sample = &SEED[SEED.find("Sample row").unwrap()..];
+    serde_json::from_str(&sample[sample.find('{').unwrap()..=sample.find('}').unwrap()]).unwrap()
+}
+
+/// The sample as the export emits it today: `dpd_due_date` under its wrong name.
+fn emitted() -> Value {
+    let mut row = seed_sample();
+    let object = row.as_object_mut().unwrap();
+    let due = object.remove("dpd_due_date").unwrap();
+    object.insert("dpd_due_date_timestamp".into(), due);
+    row
+}
+
+fn errors_of(row: &Value) -> Vec<(String, &'static str)> {
+    normalise(&d16(), row)
+        .unwrap_err()
+        .into_iter()
+        .map(|e| (e.field, e.rule))
+        .collect()
+}
+
+#[test]
+fn the_seed_sample_normalises_to_the_typed_event() {
+    let row = normalise(&d16(), &emitted()).unwrap();
+    assert_eq!(
+        row.key,
+        "7c1e9a02-5d38-4b6f-9012-a3e8c5d7b461|2026-04-18T10:05:12.000000Z"
+    );
+    assert_eq!(row.partition, "7c1e9a02-5d38-4b6f-9012-a3e8c5d7b461");
+    assert_eq!(
+        row.cursor,
+        Utc.with_ymd_and_hms(2026, 5, 31, 13, 48, 30).unwrap()
+    );
+    assert!(row.extra.is_empty());
+    let deal = row.to_deal(&d16(), "lender-1");
+    assert_eq!(deal.dataset, "S3/D16");
+    assert_eq!(deal.lender_public_id, "lender-1");
+    assert_eq!(deal.public_id, "7c1e9a02-5d38-4b6f-9012-a3e8c5d7b461");
+    assert_eq!(deal.deal_stage_id.as_deref(), Some("stage_negotiation"));
+    assert_eq!(deal.pipeline.as_deref(), Some("Early Collections"));
+    assert_eq!(deal.comms_pipeline.as_deref(), Some("Standard Outreach"));
+    assert_eq!(deal.amount_minor, Some(920_000));
+    assert_eq!(deal.assigned_user_name.as_deref(), Some("Mariam Al-Shehri"));
+    // DD/MM/YYYY: the first of May, not the fifth of January.
+    assert_eq!(deal.dpd_due_date.as_deref(), Some("2026-05-01"));
+    assert_eq!(deal.last_due_date.as_deref(), Some("2026-06-01"));
+    assert_eq!(
+        from_timestamp(&deal.ptp_date_human.unwrap()),
+        Some(Utc.with_ymd_and_hms(2026, 6, 5, 0, 0, 0).unwrap())
+    );
+    // Nulls stay absent.
+    assert_eq!(deal.ptp_date_ai, None);
+    assert_eq!(deal.broken_ptp_date_human, None);
+    assert_eq!(deal.broken_ptp_date_ai, None);
+    assert_eq!(deal.has_reached_rpc_or_beyond, Some(true));
+    assert_eq!(deal.do_not_contact, Some(false));
+    assert_eq!(
+        from_timestamp(&deal.created_at.unwrap()),
+        Some(Utc.with_ymd_and_hms(2026, 4, 18, 10, 5, 12).unwrap())
+    );
+}
+
+#[test]
+fn old_and_new_names_give_the_same_row() {
+    let seed = normalise(&d16(), &seed_sample()).unwrap();
+    assert_eq!(normalise(&d16(), &emitted()).unwrap(), seed);
+    let mut legacy = emitted();
+    let object = legacy.as_object_mut().unwrap();
+    let id = object.remove("public_id").unwrap();
+    object.insert("case_public_id".into(), id);
+    assert_eq!(normalise(&d16(), &legacy).unwrap(), seed);
+    // Both names with the same value, or one of them null: no conflict.
+    let mut both = emitted();
+    both["dpd_due_date"] = json!("01/05/2026");
+    both["case_public_id"] = Value::Null;
+    assert_eq!(normalise(&d16(), &both).unwrap(), seed);
+}
+
+#[test]
+fn both_names_with_different_values_conflict() {
+    let mut both = emitted();
+    both["dpd_due_date"] = json!("02/05/2026");
+    let errors = errors_of(&both);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].1, rule::CONFLICT);
+}
+
+#[test]
+fn unknown_fields_are_kept_as_json_text() {
+    let mut row = emitted();
+    row["branch"] = json!({"id": 7});
+    row["score"] = json!(0.5);
+    let row = normalise(&d16(), &row).unwrap();
+    assert_eq!(
+        row.extra.get("branch").map(String::as_str),
+        Some(r#"{"id":7}"#)
+    );
+    assert_eq!(row.extra.get("score").map(String::as_str), Some("0.5"));
+    let deal = row.to_deal(&d16(), "l");
+    assert_eq!(deal.extra.len(), 2);
+}
+
+#[test]
+fn amounts_stay_whole_minor_units() {
+    let mut row = emitted();
+    row["amount"] = json!(920000.0);
+    assert_eq!(
+        normalise(&d16(), &row).unwrap().values["amount"],
+        Normalised::Minor(920_000)
+    );
+    row["amount"] = json!(i64::MAX);
+    assert_eq!(
+        normalise(&d16(), &row).unwrap().values["amount"],
+        Normalised::Minor(i64::MAX)
+    );
+    for bad in [
+        json!(12.5),
+        json!("920000"),
+        json!("12.50"),
+        json!(1e300),
+        json!(true),
+    ] {
+        row["amount"] = bad.clone();
+        assert_eq!(
+            errors_of(&row),
+            vec![("amount".to_owned(), rule::INTEGER)],
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn dates_are_day_month_year() {
+    assert_eq!(
+        parse_dmy("31/12/2026"),
+        NaiveDate::from_ymd_opt(2026, 12, 31)
+    );
+    assert_eq!(
+        parse_dmy("29/02/2024"),
+        NaiveDate::from_ymd_opt(2024, 2, 29)
+    );
+    for bad in [
+        "31/02/2026",
+        "2026-05-01",
+        "1/5/2026",
+        "01-05-2026",
+        "01/13/2026",
+        "",
+        "01/05/26",
+    ] {
+        assert_eq!(parse_dmy(bad), None, "{bad}");
+        let mut row = emitted();
+        row["last_due_date"] = json!(bad);
+        assert_eq!(
+            errors_of(&row),
+            vec![("last_due_date".to_owned(), rule::DATE_FORMAT)]
+        );
+    }
+    // The error names the field as exported.
+    let mut row = emitted();
+    row["dpd_due_date_timestamp"] = json!("2026-05-01");
+    let error = &normalise(&d16(), &row).unwrap_err()[0];
+    assert_eq!(error.field, "dpd_due_date_timestamp");
+    assert_eq!(error.value, "\"2026-05-01\"");
+    assert!(error.message.contains("DD/MM/YYYY"), "{}", error.message);
+}
+
+#[test]
+fn instants_accept_iso_8601_forms() {
+    for (text, expected) in [
+        ("2026-05-31T13:48:30.000Z", (13, 48, 30)),
+        ("2026-05-31T13:48:30Z", (13, 48, 30)),
+        ("2026-05-31T17:48:30+04:00", (13, 48, 30)),
+        ("2026-05-31T13:48:30.000", (13, 48, 30)),
+    ] {
+        let mut row = emitted();
+        row["updated_at"] = json!(text);
+        let (h, m, s) = expected;
+        assert_eq!(
+            normalise(&d16(), &row).unwrap().cursor,
+            Utc.with_ymd_and_hms(2026, 5, 31, h, m, s).unwrap(),
+            "{text}"
+        );
+    }
+    let mut row = emitted();
+    row["ptp_date_ai"] = json!("next tuesday");
+    row["updated_at"] = json!(1_748_699_310);
+    let errors = errors_of(&row);
+    assert_eq!(
+        errors,
+        vec![
+            ("ptp_date_ai".to_owned(), rule::TIMESTAMP_FORMAT),
+            ("updated_at".to_owned(), rule::TIMESTAMP_FORMAT),
+        ]
+    );
+}
+
+#[test]
+fn key_and_cursor_fields_are_required_and_every_error_is_listed() {
+    let mut row = emitted();
+    let object = row.as_object_mut().unwrap();
+    object.remove("public_id");
+    object.insert("created_at".into(), Value::Null);
+    object.insert("do_not_contact".into(), json!("yes"));
+    object.insert("pipeline".into(), json!(3));
+    let errors = errors_of(&row);
+    assert_eq!(
+        errors,
+        vec![
+            ("public_id".to_owned(), rule::REQUIRED),
+            ("pipeline".to_owned(), rule::STRING),
+            ("do_not_contact".to_owned(), rule::BOOLEAN),
+            ("created_at".to_owned(), rule::REQUIRED),
+        ]
+    );
+    assert_eq!(
+        errors_of(&json!([1, 2])),
+        vec![(String::new(), rule::OBJECT)]
+    );
+}
+
+#[test]
+fn the_fingerprint_ignores_revision_and_fetch_time_only() {
+    let deal = normalise(&d16(), &emitted()).unwrap().to_deal(&d16(), "l");
+    let mut published = deal.clone();
+    published.revision = 3;
+    published.fetched_at = Some(recoup_proto::to_timestamp(Utc::now()));
+    assert_eq!(fingerprint(&deal), fingerprint(&published));
+    let mut changed = deal.clone();
+    changed.deal_stage_id = Some("stage_paid".into());
+    assert_ne!(fingerprint(&deal), fingerprint(&changed));
+    let mut cleared = deal.clone();
+    cleared.amount_minor = Some(0);
+    let mut absent = deal;
+    absent.amount_minor = None;
+    assert_ne!(
+        fingerprint(&cleared),
+        fingerprint(&absent),
+        "zero is not absent"
+    );
+}
+
+proptest::proptest! {
+    /// Any JSON value in any field: an error or a row, never a panic.
+    #[test]
+    fn any_value_in_any_field_never_panics(
+        field in proptest::sample::select(vec![
+            "public_id", "amount", "dpd_due_date_timestamp", "last_due_date", "created_at",
+            "updated_at", "do_not_contact", "ptp_date_ai", "case_public_id", "other",
+        ]),
+        text in "\\PC{0,40}",
+        number in proptest::num::f64::ANY,
+        pick in 0u8..6,
+    ) {
+        let value = match pick {
+            0 => json!(text),
+            1 => json!(number),
+            2 => Value::Null,
+            3 => json!([text]),
+            4 => json!({"k": text}),
+            _ => json!(number as i64),
+        };
+        let mut row = emitted();
+        row[field] = value;
+        let _ = normalise(&d16(), &row);
+    }
+
+    /// Every real day written DD/MM/YYYY reads back as that day.
+    #[test]
+    fn every_day_reads_back(days in 0i64..200_000) {
+        let day = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap() + chrono::Days::new(days as u64);
+        proptest::prop_assert_eq!(parse_dmy(&day.format("%d/%m/%Y").to_string()), Some(day));
+    }
+}
