@@ -411,10 +411,7 @@ impl ImportStore {
                 break;
             }
             moved += entries.len() as u64;
-            let _writing = self
-                .block_writes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _writing = self.writing_blocks();
             self.write_blocks(entries, &mut batch)?;
             self.tree.apply_batch(batch)?;
         }
@@ -428,6 +425,13 @@ impl ImportStore {
             );
         }
         Ok(())
+    }
+
+    /// The turn to read and rewrite blocks, held until the rewritten blocks are applied.
+    fn writing_blocks(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.block_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Puts `entries` into the blocks they belong to: each block touched is read once and
@@ -538,10 +542,7 @@ impl ImportStore {
                 snapshots,
                 ..
             } = batch;
-            let _writing = self
-                .block_writes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _writing = self.writing_blocks();
             self.write_blocks(snapshots, &mut batch)?;
             self.tree.apply_batch(batch)?;
             filter.len() > filter.capacity()
@@ -678,10 +679,7 @@ impl ImportStore {
             ));
             imports.insert((parts.tenant.clone(), stored.import));
         }
-        let _writing = self
-            .block_writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _writing = self.writing_blocks();
         self.write_blocks(entries, &mut batch)?;
         let mut forgotten = Vec::new();
         for entry in self.tree.scan_prefix(b"r") {
@@ -721,10 +719,7 @@ impl ImportStore {
                 raised,
             ));
         }
-        let _writing = self
-            .block_writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _writing = self.writing_blocks();
         self.write_blocks(entries, &mut batch)?;
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
