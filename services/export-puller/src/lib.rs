@@ -4,7 +4,9 @@
 //!   D16 "Collections Cases" built in.
 //! - [`normalise`]: one exported JSON row → `CollectionsDealObserved`, or every reason it cannot
 //!   be one.
-//! - [`sim`]: a simulator of the export API for the tests and `recoup export-sim` (being built).
+//! - [`sim`]: a simulator of the export API (login, refresh, cursor-paginated D16 pages with the
+//!   live quirks, rows changing while a client pages, injected faults) for the tests and, next,
+//!   `recoup export-sim`.
 
 pub mod dataset;
 pub mod normalise;

@@ -1,0 +1,503 @@
+//! D16 "Collections Cases" rows: how they are made up, how they change, and how the live API
+//! writes them (with its quirks, DOMAIN.md §1).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, TimeDelta, Utc};
+use serde_json::{Map, Value, json};
+
+use super::rng::SplitMix64;
+
+const STAGES: [&str; 6] = [
+    "stage_new",
+    "stage_contacted",
+    "stage_ptp",
+    "stage_negotiation",
+    "stage_paid",
+    "stage_closed",
+];
+const NEW: u8 = 0;
+const CONTACTED: u8 = 1;
+const PTP: u8 = 2;
+const NEGOTIATION: u8 = 3;
+const PAID: u8 = 4;
+const CLOSED: u8 = 5;
+
+const PIPELINES: [&str; 3] = ["Early Collections", "Late Collections", "Legal"];
+const LEGAL: u8 = 2;
+
+const COMMS_PIPELINES: [&str; 5] = [
+    "Standard Outreach",
+    "Soft Reminder",
+    "Intensive Outreach",
+    "AI Voice First",
+    "Legal Notice",
+];
+const LEGAL_NOTICE: u8 = 4;
+
+const AGENTS: [&str; 12] = [
+    "Mariam Al-Shehri",
+    "Omar Haddad",
+    "Aisha Rahman",
+    "Yusuf Karim",
+    "Fatima Noor",
+    "Khalid Mansour",
+    "Layla Aziz",
+    "Priya Nair",
+    "Daniel Okafor",
+    "Sara Lindqvist",
+    "Hassan Farouk",
+    "Noura Saleh",
+];
+
+/// The one value of a malformed row that a normaliser must refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformation {
+    /// `amount` as text with a decimal point, e.g. `"9200.00"`.
+    AmountText,
+    /// `amount` with a fraction, e.g. `920000.5`.
+    AmountFraction,
+    /// `dpd_due_date_timestamp` written `YYYY-MM-DD`.
+    DueDateIso,
+    /// `dpd_due_date_timestamp` a day that does not exist, `31/02/YYYY`.
+    DueDateImpossible,
+    /// `do_not_contact` as text, `"yes"` / `"no"`.
+    DoNotContactText,
+    /// `created_at` is `"not a date"`; only on a borrower's only deal, so the row key
+    /// `(public_id, created_at)` stays unique.
+    CreatedAtText,
+}
+
+const KEY_SAFE_MALFORMATIONS: [Malformation; 5] = [
+    Malformation::AmountText,
+    Malformation::AmountFraction,
+    Malformation::DueDateIso,
+    Malformation::DueDateImpossible,
+    Malformation::DoNotContactText,
+];
+
+/// One D16 row as the simulator holds it (one version of it).
+#[derive(Debug, Clone)]
+pub(crate) struct Deal {
+    /// The borrower × lender link, written as a UUID.
+    pub(crate) public_id: u128,
+    /// Whole milliseconds.
+    pub(crate) created_at: DateTime<Utc>,
+    /// Whole milliseconds; the cursor field.
+    pub(crate) updated_at: DateTime<Utc>,
+    stage: u8,
+    pipeline: u8,
+    comms: u8,
+    agent: Option<u8>,
+    /// Minor units.
+    amount: i64,
+    dpd_due_date: NaiveDate,
+    last_due_date: NaiveDate,
+    ptp_human: Option<DateTime<Utc>>,
+    ptp_ai: Option<DateTime<Utc>>,
+    broken_ptp_human: Option<DateTime<Utc>>,
+    broken_ptp_ai: Option<DateTime<Utc>>,
+    reached_rpc: bool,
+    do_not_contact: bool,
+    /// Emitted with the pre-v1.2 name `case_public_id`.
+    legacy_id: bool,
+    malformed: Option<Malformation>,
+}
+
+/// The order pages follow: `updated_at`, then the row key.
+pub(crate) type SortKey = (DateTime<Utc>, u128, DateTime<Utc>);
+
+impl Deal {
+    pub(crate) fn sort_key(&self) -> SortKey {
+        (self.updated_at, self.public_id, self.created_at)
+    }
+
+    /// The row exactly as the export API writes it.
+    pub(crate) fn to_json(&self) -> Value {
+        let mut row = Map::with_capacity(16);
+        let id_field = if self.legacy_id {
+            "case_public_id"
+        } else {
+            "public_id"
+        };
+        row.insert(id_field.into(), uuid(self.public_id).into());
+        row.insert(
+            "deal_stage_id".into(),
+            STAGES[usize::from(self.stage)].into(),
+        );
+        row.insert(
+            "pipeline".into(),
+            PIPELINES[usize::from(self.pipeline)].into(),
+        );
+        row.insert(
+            "comms_pipeline".into(),
+            COMMS_PIPELINES[usize::from(self.comms)].into(),
+        );
+        let amount = match self.malformed {
+            Some(Malformation::AmountText) => {
+                format!("{}.{:02}", self.amount / 100, self.amount % 100).into()
+            }
+            Some(Malformation::AmountFraction) => json!(self.amount as f64 + 0.5),
+            _ => self.amount.into(),
+        };
+        row.insert("amount".into(), amount);
+        row.insert(
+            "assigned_user_name".into(),
+            self.agent
+                .map_or(Value::Null, |a| AGENTS[usize::from(a)].into()),
+        );
+        let due = match self.malformed {
+            Some(Malformation::DueDateIso) => self.dpd_due_date.format("%Y-%m-%d").to_string(),
+            Some(Malformation::DueDateImpossible) => {
+                format!("31/02/{}", self.dpd_due_date.year())
+            }
+            _ => dmy(self.dpd_due_date),
+        };
+        // The live API's field-name bug: `dpd_due_date` goes out as `dpd_due_date_timestamp`.
+        row.insert("dpd_due_date_timestamp".into(), due.into());
+        row.insert("last_due_date".into(), dmy(self.last_due_date).into());
+        for (name, at) in [
+            ("ptp_date_human", self.ptp_human),
+            ("ptp_date_ai", self.ptp_ai),
+            ("broken_ptp_date_human", self.broken_ptp_human),
+            ("broken_ptp_date_ai", self.broken_ptp_ai),
+        ] {
+            row.insert(name.into(), at.map_or(Value::Null, |at| iso(at).into()));
+        }
+        row.insert("hasReachedRpcOrBeyond".into(), self.reached_rpc.into());
+        let do_not_contact = match self.malformed {
+            Some(Malformation::DoNotContactText) => {
+                (if self.do_not_contact { "yes" } else { "no" }).into()
+            }
+            _ => self.do_not_contact.into(),
+        };
+        row.insert("do_not_contact".into(), do_not_contact);
+        let created_at = match self.malformed {
+            Some(Malformation::CreatedAtText) => "not a date".to_owned(),
+            _ => iso(self.created_at),
+        };
+        row.insert("created_at".into(), created_at.into());
+        row.insert("updated_at".into(), iso(self.updated_at).into());
+        Value::Object(row)
+    }
+
+    /// The next version of this deal, changed at `updated_at`: the case moves on through its
+    /// pipeline, PTPs are set, kept or broken, agents and flags change now and then.
+    pub(crate) fn evolve(&self, rng: &mut SplitMix64, updated_at: DateTime<Utc>) -> Deal {
+        let mut next = self.clone();
+        next.updated_at = updated_at;
+        let today = midnight(updated_at);
+        // A promise whose day has passed unpaid is broken.
+        let unkept = |ptp: Option<DateTime<Utc>>, broken: Option<DateTime<Utc>>| {
+            ptp.filter(|ptp| *ptp < today && broken.is_none())
+        };
+        if next.stage == PTP {
+            if let Some(ptp) = unkept(next.ptp_human, next.broken_ptp_human) {
+                next.broken_ptp_human = Some(ptp + Duration::days(1));
+                next.stage = NEGOTIATION;
+            }
+            if let Some(ptp) = unkept(next.ptp_ai, next.broken_ptp_ai) {
+                next.broken_ptp_ai = Some(ptp + Duration::days(1));
+                next.stage = NEGOTIATION;
+            }
+        }
+        match next.stage {
+            NEW => {
+                next.stage = CONTACTED;
+                next.reached_rpc = rng.chance(0.8);
+                if next.agent.is_none() {
+                    next.agent = Some(rng.index(AGENTS.len()) as u8);
+                }
+            }
+            CONTACTED | NEGOTIATION => {
+                next.reached_rpc = true;
+                if rng.chance(0.7) {
+                    next.stage = PTP;
+                    next.promise(rng, today);
+                } else {
+                    next.stage = NEGOTIATION;
+                }
+            }
+            PTP => {
+                if rng.chance(0.5) {
+                    next.stage = PAID;
+                    next.amount = 0;
+                } else {
+                    next.promise(rng, today);
+                }
+            }
+            PAID => next.stage = CLOSED,
+            _ => {
+                // A closed case only sees housekeeping: a new owner or outreach plan.
+                next.comms = rng.index(COMMS_PIPELINES.len()) as u8;
+            }
+        }
+        if next.stage != PAID && next.stage != CLOSED && next.amount > 0 && rng.chance(0.2) {
+            // A partial payment, in whole units mostly.
+            let paid = next.amount / rng.between(2, 5) / 100 * 100;
+            next.amount -= paid.max(1);
+        }
+        if rng.chance(0.1) {
+            next.agent = Some(rng.index(AGENTS.len()) as u8);
+        }
+        if rng.chance(0.03) {
+            next.do_not_contact = !next.do_not_contact;
+        }
+        next
+    }
+
+    /// A fresh PTP by a human agent or an AI call, due in 1–14 days.
+    fn promise(&mut self, rng: &mut SplitMix64, today: DateTime<Utc>) {
+        let day = today + Duration::days(rng.between(1, 14));
+        if rng.chance(0.6) {
+            self.ptp_human = Some(day);
+            self.broken_ptp_human = None;
+        } else {
+            self.ptp_ai = Some(day);
+            self.broken_ptp_ai = None;
+        }
+    }
+}
+
+/// Makes up deals: borrowers, some with two or three deals, and the shape of each deal.
+pub(crate) struct DealMaker {
+    pub(crate) legacy_share: f64,
+    pub(crate) malformed_share: f64,
+}
+
+impl DealMaker {
+    /// `updated_at` values in order, each the instant of one row: `count` of them.
+    /// Borrowers get 1–3 deals each (a deal's `created_at` differs from its siblings').
+    pub(crate) fn initial(
+        &self,
+        rng: &mut SplitMix64,
+        updated: impl IntoIterator<Item = DateTime<Utc>>,
+    ) -> Vec<Deal> {
+        let updated = updated.into_iter();
+        let mut deals = Vec::with_capacity(updated.size_hint().0);
+        // Borrowers owed one more deal, once per further deal.
+        let mut pending: Vec<u128> = Vec::new();
+        // `created_at` values already taken by borrowers with several deals.
+        let mut taken: HashMap<u128, Vec<DateTime<Utc>>> = HashMap::new();
+        for updated_at in updated {
+            let (public_id, only_deal) = if !pending.is_empty() && rng.chance(0.25) {
+                (pending.swap_remove(rng.index(pending.len())), false)
+            } else {
+                let public_id = new_public_id(rng);
+                let deals = match rng.unit() {
+                    u if u < 0.8 => 1,
+                    u if u < 0.95 => 2,
+                    _ => 3,
+                };
+                for _ in 1..deals {
+                    pending.push(public_id);
+                }
+                (public_id, deals == 1)
+            };
+            let mut created_at =
+                updated_at - Duration::milliseconds(rng.between(0, 90 * 86_400_000));
+            if !only_deal {
+                let siblings = taken.entry(public_id).or_default();
+                while siblings.contains(&created_at) {
+                    created_at -= Duration::milliseconds(rng.between(1, 86_400_000));
+                }
+                siblings.push(created_at);
+            }
+            deals.push(self.deal(rng, public_id, created_at, updated_at, only_deal));
+        }
+        deals
+    }
+
+    /// New deals at `updated`, all after `after` (every existing `updated_at`): new borrowers
+    /// mostly, a new deal of an existing borrower (one of `existing`) now and then.
+    pub(crate) fn later(
+        &self,
+        rng: &mut SplitMix64,
+        after: DateTime<Utc>,
+        updated: impl IntoIterator<Item = DateTime<Utc>>,
+        existing: impl Fn(&mut SplitMix64) -> Option<u128>,
+    ) -> Vec<Deal> {
+        let mut chosen = std::collections::HashSet::new();
+        updated
+            .into_iter()
+            .map(|updated_at| {
+                let existing = if rng.chance(0.2) {
+                    existing(rng).filter(|id| chosen.insert(*id))
+                } else {
+                    None
+                };
+                let (public_id, only_deal) = match existing {
+                    Some(public_id) => (public_id, false),
+                    None => (new_public_id(rng), true),
+                };
+                // Created after every existing `updated_at`, so after every existing
+                // `created_at` of the borrower: the row key stays unique.
+                let span = (updated_at - after).num_milliseconds().max(1);
+                let created_at = updated_at - Duration::milliseconds(rng.between(0, span - 1));
+                self.deal(rng, public_id, created_at, updated_at, only_deal)
+            })
+            .collect()
+    }
+
+    fn deal(
+        &self,
+        rng: &mut SplitMix64,
+        public_id: u128,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        only_deal: bool,
+    ) -> Deal {
+        let dpd_due_date = created_at.date_naive() - Duration::days(rng.between(1, 120));
+        let last_due_date = dpd_due_date + Duration::days(30 * rng.between(0, 3));
+        let days_past_due = (updated_at.date_naive() - dpd_due_date).num_days();
+        let pipeline = match days_past_due {
+            d if d <= 30 => 0,
+            d if d <= 90 => 1,
+            _ => LEGAL,
+        };
+        let comms = if pipeline == LEGAL && rng.chance(0.7) {
+            LEGAL_NOTICE
+        } else {
+            rng.index(COMMS_PIPELINES.len() - 1) as u8
+        };
+        let stage = match rng.unit() {
+            u if u < 0.15 => NEW,
+            u if u < 0.40 => CONTACTED,
+            u if u < 0.60 => PTP,
+            u if u < 0.80 => NEGOTIATION,
+            u if u < 0.90 => PAID,
+            _ => CLOSED,
+        };
+        let agent = if stage == NEW && rng.chance(0.3) {
+            None
+        } else {
+            Some(rng.index(AGENTS.len()) as u8)
+        };
+        let amount = if rng.chance(0.8) {
+            rng.between(50, 25_000) * 100
+        } else {
+            rng.between(5_000, 2_500_000)
+        };
+        let mut deal = Deal {
+            public_id,
+            created_at,
+            updated_at,
+            stage,
+            pipeline,
+            comms,
+            agent,
+            amount,
+            dpd_due_date,
+            last_due_date,
+            ptp_human: None,
+            ptp_ai: None,
+            broken_ptp_human: None,
+            broken_ptp_ai: None,
+            reached_rpc: stage != NEW && rng.chance(0.85),
+            do_not_contact: rng.chance(0.1),
+            legacy_id: rng.chance(self.legacy_share),
+            malformed: None,
+        };
+        let today = midnight(updated_at);
+        if matches!(stage, PTP | NEGOTIATION | PAID | CLOSED) {
+            for human in [true, false] {
+                if !rng.chance(if human { 0.6 } else { 0.3 }) {
+                    continue;
+                }
+                let broken = stage == NEGOTIATION || rng.chance(0.2);
+                let (ptp, broken_at) = if broken || stage != PTP {
+                    let ptp = today - Duration::days(rng.between(2, 20));
+                    (ptp, broken.then(|| ptp + Duration::days(1)))
+                } else {
+                    (today + Duration::days(rng.between(1, 14)), None)
+                };
+                if human {
+                    deal.ptp_human = Some(ptp);
+                    deal.broken_ptp_human = broken_at;
+                } else {
+                    deal.ptp_ai = Some(ptp);
+                    deal.broken_ptp_ai = broken_at;
+                }
+            }
+        }
+        if stage == PAID || stage == CLOSED {
+            deal.amount = if rng.chance(0.7) { 0 } else { deal.amount };
+        }
+        if rng.chance(self.malformed_share) {
+            deal.malformed = Some(if only_deal && rng.chance(1.0 / 6.0) {
+                Malformation::CreatedAtText
+            } else {
+                *rng.pick(&KEY_SAFE_MALFORMATIONS)
+            });
+        }
+        deal
+    }
+}
+
+/// Hands out `updated_at` instants in order, many rows sharing one (ties at page boundaries are
+/// what a client's paging must survive).
+pub(crate) struct Ticks {
+    second: DateTime<Utc>,
+    at: Option<DateTime<Utc>>,
+    /// Largest step between two distinct instants, in seconds.
+    max_step: i64,
+}
+
+impl Ticks {
+    /// Instants strictly after `after`.
+    pub(crate) fn after(after: DateTime<Utc>, max_step: i64) -> Self {
+        let second = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
+        Self {
+            second,
+            at: None,
+            max_step,
+        }
+    }
+
+    pub(crate) fn next(&mut self, rng: &mut SplitMix64) -> DateTime<Utc> {
+        match self.at {
+            Some(at) if !rng.chance(0.35) => at,
+            _ => {
+                self.second += TimeDelta::seconds(rng.between(1, self.max_step));
+                let millis = if rng.chance(0.2) {
+                    rng.between(1, 999)
+                } else {
+                    0
+                };
+                let at = self.second + TimeDelta::milliseconds(millis);
+                self.at = Some(at);
+                at
+            }
+        }
+    }
+}
+
+fn new_public_id(rng: &mut SplitMix64) -> u128 {
+    let raw = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+    // A version-4, RFC 4122 variant UUID, like the vendor's.
+    (raw & !(0xF000u128 << 64) & !(0xC000u128 << 48)) | (0x4000u128 << 64) | (0x8000u128 << 48)
+}
+
+fn uuid(id: u128) -> String {
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        id >> 96,
+        (id >> 80) & 0xFFFF,
+        (id >> 64) & 0xFFFF,
+        (id >> 48) & 0xFFFF,
+        id & 0xFFFF_FFFF_FFFF
+    )
+}
+
+/// ISO-8601 with milliseconds and `Z`, as the vendor writes instants.
+fn iso(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn dmy(day: NaiveDate) -> String {
+    day.format("%d/%m/%Y").to_string()
+}
+
+fn midnight(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
+}
