@@ -243,38 +243,23 @@ impl MaxTree {
 
     /// The first index in `from..to` whose value is above `floor`.
     fn first_above(&self, from: usize, to: usize, floor: u64) -> Option<usize> {
-        self.first_in(1, 0..self.size, from..to.min(self.len), floor)
-    }
-
-    fn first_in(
-        &self,
-        node: usize,
-        span: Range<usize>,
-        want: Range<usize>,
-        floor: u64,
-    ) -> Option<usize> {
-        if span.end <= want.start || want.end <= span.start || self.nodes[node] <= floor {
-            return None;
-        }
-        if span.len() == 1 {
-            return Some(span.start);
-        }
-        let mid = span.start + span.len() / 2;
-        self.first_in(2 * node, span.start..mid, want.clone(), floor)
-            .or_else(|| self.first_in(2 * node + 1, mid..span.end, want, floor))
+        self.find_in(1, 0..self.size, from..to.min(self.len), floor, false)
     }
 
     /// The last index in `from..to` whose value is above `floor`.
     fn last_above(&self, from: usize, to: usize, floor: u64) -> Option<usize> {
-        self.last_in(1, 0..self.size, from..to.min(self.len), floor)
+        self.find_in(1, 0..self.size, from..to.min(self.len), floor, true)
     }
 
-    fn last_in(
+    /// The first (or, with `last`, the last) index of `want` under `node` (covering `span`)
+    /// whose value is above `floor`.
+    fn find_in(
         &self,
         node: usize,
         span: Range<usize>,
         want: Range<usize>,
         floor: u64,
+        last: bool,
     ) -> Option<usize> {
         if span.end <= want.start || want.end <= span.start || self.nodes[node] <= floor {
             return None;
@@ -283,8 +268,11 @@ impl MaxTree {
             return Some(span.start);
         }
         let mid = span.start + span.len() / 2;
-        self.last_in(2 * node + 1, mid..span.end, want.clone(), floor)
-            .or_else(|| self.last_in(2 * node, span.start..mid, want, floor))
+        let left = (2 * node, span.start..mid);
+        let right = (2 * node + 1, mid..span.end);
+        let (near, far) = if last { (right, left) } else { (left, right) };
+        self.find_in(near.0, near.1, want.clone(), floor, last)
+            .or_else(|| self.find_in(far.0, far.1, want, floor, last))
     }
 }
 
