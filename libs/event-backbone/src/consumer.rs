@@ -75,6 +75,12 @@ impl EventConsumer {
         Ok(ids)
     }
 
+    /// The first offset the broker still holds and the next it will write, of one partition.
+    pub fn watermarks(&self, partition: i32, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+    }
+
     /// The cluster's id as the broker reports it.
     pub fn cluster_id(&self, timeout: Duration) -> Option<String> {
         self.consumer.client().fetch_cluster_id(timeout)

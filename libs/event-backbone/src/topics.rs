@@ -34,14 +34,26 @@ pub const PAYGO_SNAPSHOTS: TopicSpec = TopicSpec {
     description: "PAYGo account snapshots (AccountSnapshotRecorded; key = account_uid)",
 };
 
-/// Rows that were not accepted, with their raw values and reasons; key = import id.
+/// Collections deals observed in a vendor's exports (D16 "Collections Cases"); key =
+/// `{tenant}/{public_id}`, value = `EventEnvelope` carrying `CollectionsDealObserved`.
+pub const COLLECTIONS_DEALS: TopicSpec = TopicSpec {
+    name: "recoup.collections-deals.v1",
+    partitions: 6,
+    // One key (a borrower-lender link) holds several deals: compaction would keep only one.
+    compacted: false,
+    retention_ms: -1,
+    description: "collections deals from vendor exports (CollectionsDealObserved; key = tenant/public_id)",
+};
+
+/// Rows that were not accepted, with their raw values and reasons; key = import id (snapshot
+/// imports) or `{tenant}/{dataset}` (exports).
 pub const REJECTS: TopicSpec = TopicSpec {
     name: "recoup.rejects.v1",
     partitions: 3,
     compacted: false,
     retention_ms: -1,
-    description: "rejected import rows with raw values and reasons (RowRejected; key = import id)",
+    description: "rejected rows with raw values and reasons (RowRejected, key = import id; ExportRowRejected, key = tenant/dataset)",
 };
 
 /// Every recoup topic.
-pub const ALL: &[TopicSpec] = &[DEBT_CASES, PAYGO_SNAPSHOTS, REJECTS];
+pub const ALL: &[TopicSpec] = &[DEBT_CASES, PAYGO_SNAPSHOTS, COLLECTIONS_DEALS, REJECTS];

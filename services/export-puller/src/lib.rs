@@ -8,6 +8,13 @@
 //!   live quirks, rows changing while a client pages, injected faults) for the tests and, next,
 //!   `recoup export-sim`.
 
+pub mod client;
 pub mod dataset;
 pub mod normalise;
+pub mod page;
+pub mod pull;
+pub mod readback;
+pub mod schedule;
 pub mod sim;
+pub mod sources;
+pub mod store;

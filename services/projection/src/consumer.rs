@@ -6,6 +6,7 @@ use event_backbone::consumer::EventConsumer;
 use tokio::sync::watch;
 
 use crate::accounts::AccountReadModel;
+use crate::deals::DealReadModel;
 use crate::read_model::{BatchOutcome, ReadModel, ReadModelError};
 
 /// A read model fed from one topic, keeping its consumer offsets itself.
@@ -55,7 +56,7 @@ macro_rules! projection_by_inherent_methods {
     )*};
 }
 
-projection_by_inherent_methods!(ReadModel, AccountReadModel);
+projection_by_inherent_methods!(ReadModel, AccountReadModel, DealReadModel);
 
 /// Most messages applied in one sled batch.
 const MAX_BATCH: usize = 2000;

@@ -26,7 +26,7 @@ fn open(dir: &Path) -> ReadModel {
 fn reopen(rm: ReadModel, dir: &Path) -> ReadModel {
     rm.flush().unwrap();
     drop(rm);
-    open(dir)
+    common::reopen_read_model(dir)
 }
 
 fn apply(rm: &ReadModel, messages: &[ReceivedEvent]) -> BatchOutcome {

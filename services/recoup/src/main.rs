@@ -16,9 +16,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
 mod import_cli;
+mod pull_cli;
 
-/// recoup: one consistent, real-time picture of who owes what — debt collection cases as
-/// events, through Kafka, into queryable read models.
+/// recoup: one consistent, real-time picture of who owes what — debt collection cases, PAYGo
+/// account snapshots and collections deals pulled from a vendor's exports, as events, through
+/// Kafka, into queryable read models.
 #[derive(Parser)]
 #[command(name = "recoup", version)]
 struct Cli {
@@ -33,7 +35,9 @@ struct Cli {
 enum Command {
     /// Run every service in this process. Without --kafka-brokers an embedded Kafka cluster
     /// (librdkafka's mock cluster, in memory) is started; the durable truth stays in --data-dir.
-    Up(RunArgs),
+    /// The export puller runs when a source is given (--api-host or --sources-file) or with
+    /// --demo.
+    Up(UpArgs),
     /// Run only the case-lifecycle service (commands, event store, outbox relay) against an
     /// external Kafka.
     CaseLifecycle(RunArgs),
@@ -42,6 +46,18 @@ enum Command {
     /// Run only the snapshot importer (recoup.v1.SnapshotImports: PAYGo snapshot files and rows;
     /// the same over HTTP on --http-addr) against an external Kafka.
     SnapshotImporter(RunArgs),
+    /// Pull a collections SaaS's exports (D16 "Collections Cases") into Kafka against an
+    /// external cluster: continuously (the export-puller service) or once with --once.
+    ///
+    /// Each dataset's checkpoint (the committed since, the cursor in flight) and the
+    /// fingerprint of every row published are kept in --data-dir/export-puller and advance only
+    /// after Kafka acknowledged the page, so a stopped or killed puller resumes where it
+    /// stopped, and a row that comes again unchanged is not published again.
+    #[command(visible_alias = "export-puller")]
+    Pull(pull_cli::PullArgs),
+    /// Serve a simulated collections export API (ClearGrid-style, D16 rows, optional faults) to
+    /// pull from: a stand-in vendor for trying the puller without credentials.
+    ExportSim(pull_cli::SimArgs),
     /// Manage recoup's Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -91,6 +107,21 @@ struct RunArgs {
     rate_limit_per_minute: u32,
 }
 
+#[derive(Args, Clone)]
+struct UpArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    pull: pull_cli::SourceArgs,
+    /// Also run a simulated export API in this process, with changing rows, and pull it as
+    /// tenant "demo": data flows into the deals read models without credentials.
+    #[arg(long)]
+    demo: bool,
+    /// --demo: rows of the simulated dataset.
+    #[arg(long, default_value_t = 20_000)]
+    demo_rows: usize,
+}
+
 #[derive(Subcommand)]
 enum TopicsCommand {
     /// List recoup's topics with partitions and purpose.
@@ -107,7 +138,7 @@ enum TopicsCommand {
     },
 }
 
-fn parse_property(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_property(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
@@ -152,7 +183,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
     let done = match command {
-        Command::Up(args) => serve(args, Services::ALL).await,
+        Command::Up(args) => up(args).await,
+        Command::Pull(args) => return pull_cli::run_pull(args).await,
+        Command::ExportSim(args) => pull_cli::run_sim(args).await,
         Command::CaseLifecycle(args) => {
             serve(
                 args,
@@ -225,7 +258,50 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
     done.map(|()| std::process::ExitCode::SUCCESS)
 }
 
+/// `recoup up`: every service, the puller when sources are given, a simulated vendor with
+/// --demo.
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut config = platform_config(args.run, Services::ALL)?;
+    config.pull = args.pull.sources()?;
+    let mut demo = None;
+    if args.demo {
+        if config.pull.is_some() {
+            bail!(
+                "--demo pulls from its own simulator: give it without --api-host or --sources-file"
+            );
+        }
+        let (sources, sim) = pull_cli::start_demo(args.demo_rows).await?;
+        config.pull = Some(sources);
+        demo = Some(sim);
+    }
+    let running = platform::start(config).await?;
+    println!("{}", running.ready_line());
+    if let Some(demo) = &demo {
+        println!(
+            "demo: export simulator at {} pulled as tenant demo (try: grpcurl -plaintext -H 'x-recoup-tenant: demo' {} recoup.v1.Query/CollectionsFunnel)",
+            demo.url, running.grpc_addr
+        );
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down: draining the outbox, committing offsets");
+    running.shutdown().await?;
+    drop(demo);
+    tracing::info!("stopped");
+    Ok(())
+}
+
 async fn serve(args: RunArgs, services: Services) -> anyhow::Result<()> {
+    let config = platform_config(args, services)?;
+    let running = platform::start(config).await?;
+    println!("{}", running.ready_line());
+    wait_for_signal().await?;
+    tracing::info!("shutting down: draining the outbox, committing offsets");
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<PlatformConfig> {
     if services != Services::ALL && args.kafka_brokers.is_none() {
         bail!(
             "running one service alone needs an external Kafka: pass --kafka-brokers \
@@ -244,16 +320,10 @@ async fn serve(args: RunArgs, services: Services) -> anyhow::Result<()> {
     if let Some(path) = &args.collectors_file {
         config.collectors = load_collectors(path)?;
     }
-    let running = platform::start(config).await?;
-    println!("{}", running.ready_line());
-    wait_for_signal().await?;
-    tracing::info!("shutting down: draining the outbox, committing offsets");
-    running.shutdown().await?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(config)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,

@@ -18,9 +18,14 @@ use debt_cases::CollectorConfigurations;
 use event_backbone::consumer::EventConsumer;
 use event_backbone::flow::{EMBEDDED_BUDGET_BYTES, FlowGate};
 use event_backbone::producer::{EventProducer, ProducerSettings};
-use event_backbone::topics::PAYGO_SNAPSHOTS;
-use event_backbone::topics::{self, DEBT_CASES};
+use event_backbone::topics::{self, COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
 use event_backbone::{EmbeddedKafka, KafkaConfig};
+use export_puller::client::ExportClient;
+use export_puller::pull::{PullSettings, Puller, Stream};
+use export_puller::schedule::{self, Mode, StreamOutcome};
+use export_puller::sources::Sources;
+use export_puller::store::{PullStore, StreamId};
+use projection::deals::DealReadModel;
 use projection::grpc::Queries;
 use projection::{AccountReadModel, ProjectionError, Projector, ReadModel};
 use recoup_proto::v1::debt_collection_cases_server::DebtCollectionCasesServer;
@@ -45,6 +50,8 @@ pub struct Services {
     pub case_lifecycle: bool,
     pub projection: bool,
     pub snapshot_importer: bool,
+    /// Runs only when sources to pull are configured ([`PlatformConfig::pull`]).
+    pub export_puller: bool,
 }
 
 impl Services {
@@ -53,12 +60,14 @@ impl Services {
         case_lifecycle: true,
         projection: true,
         snapshot_importer: true,
+        export_puller: true,
     };
     /// No service; set the ones wanted.
     pub const NONE: Services = Services {
         case_lifecycle: false,
         projection: false,
         snapshot_importer: false,
+        export_puller: false,
     };
 }
 
@@ -85,6 +94,9 @@ pub struct PlatformConfig {
     /// False leaves the account projection stopped (used to prove that snapshots lost with the
     /// embedded broker are imported again).
     pub account_projection_enabled: bool,
+    /// False leaves the deal projection stopped (used to prove that deals lost with the
+    /// embedded broker are pulled again).
+    pub deal_projection_enabled: bool,
     /// Embedded mode: how long shutdown waits for the projection to take what is in flight.
     pub drain_timeout: Duration,
     /// Largest file the snapshot importer takes in one upload, in bytes.
@@ -94,6 +106,9 @@ pub struct PlatformConfig {
     pub rate_limit_per_minute: u32,
     /// The time the rate limits read (tests stop it).
     pub rate_limit_clock: LimiterClock,
+    /// What the export puller pulls, continuously; `None` runs no puller.
+    pub pull: Option<Sources>,
+    pub pull_settings: PullSettings,
     pub clock: Clock,
 }
 
@@ -112,10 +127,13 @@ impl PlatformConfig {
             services: Services::ALL,
             relay_enabled: true,
             account_projection_enabled: true,
+            deal_projection_enabled: true,
             drain_timeout: Duration::from_secs(10),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             rate_limit_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
             rate_limit_clock: LimiterClock::real(),
+            pull: None,
+            pull_settings: PullSettings::default(),
             clock: Arc::new(Utc::now),
         }
     }
@@ -142,7 +160,9 @@ pub struct RunningPlatform {
     gate: Option<Arc<FlowGate>>,
     read_model: Option<ReadModel>,
     accounts: Option<AccountReadModel>,
+    deals: Option<DealReadModel>,
     importer: Option<Importer>,
+    puller: Option<(Arc<Puller>, JoinHandle<Vec<StreamOutcome>>)>,
     embedded: Option<EmbeddedKafka>,
 }
 
@@ -179,6 +199,16 @@ impl RunningPlatform {
         self.importer.as_ref()
     }
 
+    /// The collections deals read models, when this process runs the projection.
+    pub fn deals(&self) -> Option<&DealReadModel> {
+        self.deals.as_ref()
+    }
+
+    /// The export puller's store, when this process pulls.
+    pub fn pull_store(&self) -> Option<&PullStore> {
+        self.puller.as_ref().map(|(p, _)| p.store())
+    }
+
     /// Stops accepting requests, drains the outbox, lets the projection catch up (embedded mode),
     /// flushes everything.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -192,6 +222,14 @@ impl RunningPlatform {
         if let Some(t) = self.timeouts.take() {
             t.await?;
         }
+        // Pulls stop after the page in flight (committed once acknowledged).
+        let puller = match self.puller.take() {
+            Some((puller, task)) => {
+                task.await?;
+                Some(puller)
+            }
+            None => None,
+        };
         // The relay drains the outbox after it saw the signal.
         if let Some(r) = self.relay.take() {
             r.await?;
@@ -226,6 +264,14 @@ impl RunningPlatform {
                 importer.store().mark_clean()?;
             }
         }
+        if let Some(puller) = &puller {
+            puller.store().flush()?;
+            if drained {
+                // Every deal the puller remembers reached the read models.
+                puller.store().mark_clean()?;
+            }
+        }
+        drop(puller);
         // Kafka clients go before the embedded cluster, or librdkafka reports its brokers down.
         drop(self.importer.take());
         drop(self.embedded.take());
@@ -355,6 +401,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
 
     let mut read_model = None;
     let mut accounts = None;
+    let mut deals = None;
     let mut projectors = Vec::new();
     if config.services.projection {
         let rm = ReadModel::open(&config.data_dir.join("projection"))
@@ -391,13 +438,39 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             gate.clone(),
         )
         .context("kafka consumer")?;
+        let deal_model = DealReadModel::open(&rm)?;
+        let deal_consumer = EventConsumer::new(
+            &kafka,
+            "recoup-projection-deals",
+            COLLECTIONS_DEALS.name,
+            gate.clone(),
+        )
+        .context("kafka consumer")?;
         let cases = Projector::start(rm.clone(), consumer, cluster.clone(), DEBT_CASES.name)?;
         let snapshots = Projector::start(
             account_model.clone(),
             account_consumer,
-            cluster,
+            cluster.clone(),
             PAYGO_SNAPSHOTS.name,
         )?;
+        let deal_projector = Projector::start(
+            deal_model.clone(),
+            deal_consumer,
+            cluster,
+            COLLECTIONS_DEALS.name,
+        )?;
+        if config.deal_projection_enabled {
+            let reporter = health.clone();
+            let stop = stop_projection_rx.clone();
+            projectors.push(tokio::spawn(async move {
+                let result = deal_projector.run(stop).await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, "deal projection stopped");
+                    reporter.set_not_serving::<QueryServer<Queries>>().await;
+                }
+                result
+            }));
+        }
         let reporter = health.clone();
         let stop = stop_projection_rx.clone();
         projectors.push(tokio::spawn(async move {
@@ -420,10 +493,59 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
                 result
             }));
         }
-        routes.add_service(Queries::new(rm.clone(), account_model.clone()).into_server());
+        let queries = Queries::new(rm.clone(), account_model.clone())
+            .with_deals(deal_model.clone(), config.clock.clone())
+            // Do-not-contact watchers end with the server, rather than holding it open.
+            .with_shutdown(shutdown_rx.clone());
+        routes.add_service(queries.into_server());
         health.set_serving::<QueryServer<Queries>>().await;
         read_model = Some(rm);
         accounts = Some(account_model);
+        deals = Some(deal_model);
+    }
+
+    let mut puller = None;
+    if let (true, Some(sources)) = (config.services.export_puller, &config.pull) {
+        let pull_store = PullStore::open(&config.data_dir.join("export-puller"))
+            .context("opening the export puller's store")?;
+        if let (Some(deals), true) = (&deals, embedded.is_some()) {
+            rewind_unprojected(&pull_store, deals)?;
+        }
+        let cluster = match &cluster_id {
+            Some(c) => c.clone(),
+            None => cluster_id_of(&kafka).await?,
+        };
+        let producer = EventProducer::new(
+            &kafka,
+            &ProducerSettings {
+                linger: Duration::from_millis(5),
+                ..ProducerSettings::default()
+            },
+            gate.clone(),
+        )
+        .context("kafka producer")?;
+        let p = Arc::new(Puller::new(
+            pull_store,
+            Arc::new(producer),
+            kafka.clone(),
+            cluster,
+            config.clock.clone(),
+            config.pull_settings.clone(),
+        ));
+        let streams = streams(sources)?;
+        tracing::info!(
+            streams = ?streams.iter().map(Stream::id).map(|id| id.to_string()).collect::<Vec<_>>(),
+            poll_interval = ?sources.poll_interval,
+            "export puller started"
+        );
+        let task = tokio::spawn(schedule::run(
+            p.clone(),
+            streams,
+            Mode::Every(sources.poll_interval),
+            sources.max_concurrent,
+            shutdown_rx.clone(),
+        ));
+        puller = Some((p, task));
     }
 
     let listener = TcpListener::bind(config.grpc_addr)
@@ -484,9 +606,109 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         gate,
         read_model,
         accounts,
+        deals,
         importer,
+        puller,
         embedded,
     })
+}
+
+/// The id of the cluster `kafka` reaches, asked of the broker.
+pub async fn cluster_id_of(kafka: &KafkaConfig) -> anyhow::Result<String> {
+    let consumer = EventConsumer::new(kafka, "recoup-export-puller", COLLECTIONS_DEALS.name, None)
+        .context("kafka consumer")?;
+    tokio::task::spawn_blocking(move || consumer.cluster_id(Duration::from_secs(10)))
+        .await?
+        .context("the Kafka cluster did not tell its id")
+}
+
+/// The streams of `sources`: one per source and dataset, the datasets of a source sharing its
+/// client (one session, one request budget per lender).
+pub fn streams(sources: &Sources) -> anyhow::Result<Vec<Stream>> {
+    let mut streams = Vec::new();
+    for source in &sources.sources {
+        let client = Arc::new(
+            ExportClient::new(source.client.clone())
+                .with_context(|| format!("HTTP client for {}", source.client.host))?,
+        );
+        for dataset in &source.datasets {
+            streams.push(Stream {
+                tenant: source.tenant.clone(),
+                dataset: dataset.clone(),
+                client: client.clone(),
+                limit: source.limit,
+            });
+        }
+    }
+    Ok(streams)
+}
+
+/// Embedded mode after a run that did not end cleanly: deals acknowledged by the dead in-memory
+/// broker but never projected are forgotten and their streams' `since` moved back before them,
+/// so the next pull fetches and publishes them again. Deals the read model holds at a later
+/// revision than the store keep counting from there.
+fn rewind_unprojected(store: &PullStore, deals: &DealReadModel) -> anyhow::Result<()> {
+    if store.take_clean_mark()? {
+        return Ok(());
+    }
+    let streams: Vec<StreamId> = store.streams().collect::<Result<_, _>>()?;
+    for stream in streams {
+        if stream.dataset != export_puller::dataset::d16().path() {
+            continue;
+        }
+        let mut forget = Vec::new();
+        let mut raise = Vec::new();
+        // Deals the read model lacks, or has at an older revision than the store.
+        let mut lost = 0usize;
+        let mut earliest_lost: Option<DateTime<Utc>> = None;
+        for (row_key, fingerprint) in store.fingerprints(&stream)? {
+            let Some((public_id, created_at)) = row_key
+                .rsplit_once('|')
+                .and_then(|(id, at)| Some((id, DateTime::parse_from_rfc3339(at).ok()?)))
+            else {
+                continue;
+            };
+            let applied = deals.applied_revision(
+                &stream.tenant,
+                public_id,
+                created_at.with_timezone(&Utc),
+            )?;
+            match applied {
+                Some(applied) if applied == fingerprint.revision => {}
+                // The read model is ahead: count on from there.
+                Some(applied) if applied > fingerprint.revision => raise.push((row_key, applied)),
+                _ => {
+                    lost += 1;
+                    earliest_lost = match (earliest_lost, fingerprint.cursor()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    // Pulled again, counting on from what the read model has: a revision it
+                    // already applied would be skipped there.
+                    match applied {
+                        Some(applied) => raise.push((row_key, applied)),
+                        None => forget.push(row_key),
+                    }
+                }
+            }
+        }
+        if lost == 0 && raise.is_empty() {
+            continue;
+        }
+        let since = if lost == 0 {
+            store.checkpoint(&stream)?.since
+        } else {
+            earliest_lost
+        };
+        store.rewind(&stream, &forget, &raise, since)?;
+        tracing::warn!(
+            stream = %stream,
+            deals = lost,
+            since = ?earliest_lost,
+            "the last run ended before these deals reached the read models; they are pulled again"
+        );
+    }
+    Ok(())
 }
 
 /// Embedded mode after a run that did not end cleanly: snapshots acknowledged by the dead

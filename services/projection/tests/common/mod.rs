@@ -2,6 +2,8 @@
 //! them, and Kafka-like messages of them (no Kafka needed).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod deals;
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
@@ -203,6 +205,22 @@ pub fn line_items(amounts: &[i64]) -> Vec<LineItem> {
             amount_minor: *a,
         })
         .collect()
+}
+
+/// Opens the read model in `dir` again after it was dropped: sled's background threads let go of
+/// the file lock a moment after the last handle, so a prompt reopen may find it still held.
+pub fn reopen_read_model(dir: &std::path::Path) -> projection::ReadModel {
+    let mut attempts = 0;
+    loop {
+        match projection::ReadModel::open(dir) {
+            Ok(read_model) => return read_model,
+            Err(error) if attempts < 500 && error.to_string().contains("acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("reopening the read model: {error}"),
+        }
+    }
 }
 
 /// Hands out consecutive offsets per partition, as a topic would.

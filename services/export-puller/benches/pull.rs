@@ -1,0 +1,166 @@
+//! Export pull rate: a generated D16 dataset served by the simulator on loopback, pulled with
+//! limit 1000 end to end (download, JSON parse, normalise, compare with the store, encode,
+//! publish to the embedded Kafka, await acks, commit the checkpoint), beside the rate of only
+//! downloading and JSON-parsing the same pages (the client following the same chain) in the
+//! same run.
+//!
+//! `cargo bench -p export-puller --bench pull` (BENCH_ROWS, default 200,000; BENCH_LIMIT,
+//! default 1000; BENCH_RUNS, default 3). The simulator runs in this process: the CPU figures
+//! include its cost of serving the pages.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_backbone::EmbeddedKafka;
+use event_backbone::producer::{EventProducer, ProducerSettings};
+use export_puller::client::{ClientConfig, ExportClient, PageRequest, Secret};
+use export_puller::dataset;
+use export_puller::pull::{PullSettings, Puller, Stream};
+use export_puller::sim::{SimConfig, Simulator};
+use export_puller::store::PullStore;
+
+// The allocator the recoup binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime, fields 14 and 15 of stat(5), in ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn client_config(url: &str, sim: &SimConfig) -> ClientConfig {
+    let mut c = ClientConfig::new(
+        url,
+        &sim.lender,
+        &sim.email,
+        Secret::new(sim.password.clone()),
+    );
+    c.requests_per_second = std::num::NonZeroU32::new(1_000_000).unwrap();
+    c
+}
+
+/// Only download and parse: one chain over every row, as the puller asks for it.
+async fn download(client: &ExportClient, limit: u32) -> usize {
+    let d16 = dataset::d16();
+    let mut rows = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = client
+            .fetch_page(PageRequest {
+                dataset: &d16,
+                since: None,
+                until: None,
+                cursor: cursor.as_deref(),
+                limit,
+            })
+            .await
+            .unwrap();
+        rows += page.rows.len();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return rows,
+        }
+    }
+}
+
+fn main() {
+    let rows = env_or("BENCH_ROWS", 200_000);
+    let limit = env_or("BENCH_LIMIT", 1000) as u32;
+    let runs = env_or("BENCH_RUNS", 3);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = SimConfig {
+            rows,
+            malformed_share: 0.001,
+            ..SimConfig::default()
+        };
+        let started = Instant::now();
+        let sim = Simulator::new(config.clone());
+        let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let url = running.base_url();
+        println!(
+            "export pull: {rows} D16 rows generated in {:.2} s, limit {limit}, {runs} runs",
+            started.elapsed().as_secs_f64()
+        );
+        let mut ratios = Vec::new();
+        for run in 1..=runs {
+            let client = ExportClient::new(client_config(&url, &config)).unwrap();
+            let started = Instant::now();
+            let downloaded = download(&client, limit).await;
+            let download_secs = started.elapsed().as_secs_f64();
+            assert_eq!(downloaded, rows);
+            let download_rate = rows as f64 / download_secs;
+
+            let kafka = EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let producer = EventProducer::new(
+                &kafka.kafka_config(),
+                &ProducerSettings {
+                    linger: Duration::from_millis(5),
+                    ..ProducerSettings::default()
+                },
+                None,
+            )
+            .unwrap();
+            let puller = Puller::new(
+                PullStore::open(dir.path()).unwrap(),
+                Arc::new(producer),
+                kafka.kafka_config(),
+                kafka.cluster_id().to_owned(),
+                Arc::new(chrono::Utc::now),
+                PullSettings::default(),
+            );
+            let stream = Stream {
+                tenant: "bench".to_owned(),
+                dataset: Arc::new(dataset::d16()),
+                client: Arc::new(ExportClient::new(client_config(&url, &config)).unwrap()),
+                limit,
+            };
+            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+            let cpu = cpu_secs();
+            let started = Instant::now();
+            let report = puller.pull(&stream, &stop_rx).await.unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            let cpu = cpu_secs() - cpu;
+            assert_eq!(report.rows as usize, rows);
+            assert_eq!((report.published + report.rejected) as usize, rows);
+            let rate = rows as f64 / secs;
+            println!(
+                "run {run}: download + parse {download_rate:>8.0} rows/s ({download_secs:.2} s) | pull into Kafka {rate:>8.0} rows/s ({secs:.2} s), CPU {:.1} µs per row on {:.2} busy cores | ratio {:.2}",
+                cpu * 1e6 / rows as f64,
+                cpu / secs,
+                rate / download_rate
+            );
+            ratios.push(rate / download_rate);
+            drop(puller);
+            drop(kafka);
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "ratio pull / download+parse: {:.2} (median of {runs})",
+            ratios[ratios.len() / 2]
+        );
+        running.stop().await.unwrap();
+    });
+}

@@ -1,0 +1,231 @@
+//! One fetched page → the events to publish: every row normalised, compared with the content
+//! last published for its row key, and encoded in an envelope when it is new or changed; rows
+//! that cannot be normalised become `ExportRowRejected` (once per distinct raw row).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use event_backbone::envelope::{EventMetadata, NewEnvelope, new_event_id};
+use prost::Message;
+use recoup_proto::{to_timestamp, v1};
+use serde_json::Value;
+
+use crate::dataset::Dataset;
+use crate::normalise::{self, Row};
+use crate::store::{Fingerprint, PullStore, StoreError, StreamId};
+
+/// The aggregate of a deal event: one row key, versioned by revision.
+pub const DEAL_AGGREGATE: &str = "collections_deal";
+/// Event type of a deal's content.
+pub const DEAL_OBSERVED: &str = "CollectionsDealObserved";
+/// The aggregate of a reject event: the stream, versioned by its count of rejects.
+pub const EXPORT_AGGREGATE: &str = "export_stream";
+/// Event type of a row that could not be normalised.
+pub const EXPORT_ROW_REJECTED: &str = "ExportRowRejected";
+
+/// Field numbers of `CollectionsDealObserved.revision` and `.fetched_at`.
+const REVISION_FIELD: u32 = 20;
+const FETCHED_AT_FIELD: u32 = 21;
+
+/// An event ready for the producer.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    /// The Kafka key.
+    pub key: String,
+    /// An encoded `EventEnvelope`.
+    pub value: Vec<u8>,
+    pub event_id: String,
+    pub event_type: &'static str,
+}
+
+/// A deal to publish and what to remember once it is acknowledged.
+#[derive(Debug, Clone)]
+pub struct DealEvent {
+    pub row_key: String,
+    pub fingerprint: Fingerprint,
+    pub event: EncodedEvent,
+}
+
+/// A rejected row to publish.
+#[derive(Debug, Clone)]
+pub struct RejectEvent {
+    /// xxh3-128 of the raw row.
+    pub hash: u128,
+    pub event: EncodedEvent,
+}
+
+/// A page sorted out.
+#[derive(Debug, Default)]
+pub struct ClassifiedPage {
+    pub deals: Vec<DealEvent>,
+    pub rejects: Vec<RejectEvent>,
+    /// Rows whose content was published before.
+    pub unchanged: usize,
+    /// Rejected rows published before (the same raw row again).
+    pub rejects_repeated: usize,
+    /// The largest cursor value among the page's normalised rows.
+    pub max_cursor: Option<DateTime<Utc>>,
+}
+
+/// What a page is classified against.
+#[derive(Debug, Clone, Copy)]
+pub struct PageContext<'a> {
+    pub stream: &'a StreamId,
+    pub dataset: &'a Dataset,
+    pub lender_public_id: &'a str,
+    pub fetched_at: DateTime<Utc>,
+    pub metadata: &'a EventMetadata,
+    /// Rejects the stream published before this page.
+    pub rejects_before: u64,
+}
+
+/// Sorts out one page's rows, in page order. `pending` holds contents published but not yet in
+/// the store (the page before, still with Kafka), by row key.
+pub fn classify_page(
+    ctx: &PageContext<'_>,
+    store: &PullStore,
+    pending: &HashMap<String, Fingerprint>,
+    rows: &[Value],
+) -> Result<ClassifiedPage, StoreError> {
+    let mut page = ClassifiedPage::default();
+    // Row keys and rejects of this page, should a page repeat one.
+    let mut seen: HashMap<String, Fingerprint> = HashMap::new();
+    let mut rejected_here: Vec<u128> = Vec::new();
+    for raw in rows {
+        match normalise::normalise(ctx.dataset, raw) {
+            Ok(row) => {
+                page.max_cursor = page.max_cursor.max(Some(row.cursor));
+                let earlier = match seen.get(&row.key).or_else(|| pending.get(&row.key)) {
+                    Some(f) => Some(*f),
+                    None => store.fingerprint(ctx.stream, &row.key)?,
+                };
+                match deal_event(ctx, &row, earlier) {
+                    Some(deal) => {
+                        seen.insert(deal.row_key.clone(), deal.fingerprint);
+                        page.deals.push(deal);
+                    }
+                    None => page.unchanged += 1,
+                }
+            }
+            Err(errors) => {
+                let raw_json = raw.to_string();
+                let hash = xxhash_rust::xxh3::xxh3_128(raw_json.as_bytes());
+                if rejected_here.contains(&hash) || store.reject_published(ctx.stream, hash)? {
+                    page.rejects_repeated += 1;
+                    continue;
+                }
+                rejected_here.push(hash);
+                let version = ctx.rejects_before + page.rejects.len() as u64 + 1;
+                page.rejects.push(RejectEvent {
+                    hash,
+                    event: reject_event(ctx, raw_json, &errors, version),
+                });
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// The event of a row, or `None` when `earlier` is this very content.
+fn deal_event(ctx: &PageContext<'_>, row: &Row, earlier: Option<Fingerprint>) -> Option<DealEvent> {
+    // Without revision and fetch time the encoding is the content, fingerprinted as it is; the
+    // two fields are then appended (protobuf takes fields in any order): one encoding per row.
+    let mut payload = row
+        .to_deal(ctx.dataset, ctx.lender_public_id)
+        .encode_to_vec();
+    let hash = xxhash_rust::xxh3::xxh3_128(&payload);
+    if earlier.is_some_and(|e| e.hash == hash) {
+        return None;
+    }
+    let revision = earlier.map_or(1, |e| e.revision + 1);
+    prost::encoding::uint64::encode(REVISION_FIELD, &revision, &mut payload);
+    prost::encoding::message::encode(
+        FETCHED_AT_FIELD,
+        &to_timestamp(ctx.fetched_at),
+        &mut payload,
+    );
+    let aggregate_id = format!("{}/{}", ctx.dataset.path(), row.key);
+    let event_id = new_event_id();
+    let value = NewEnvelope {
+        tenant: &ctx.stream.tenant,
+        aggregate_type: DEAL_AGGREGATE,
+        aggregate_id: &aggregate_id,
+        aggregate_version: revision,
+        occurred_at: row.cursor,
+        recorded_at: ctx.fetched_at,
+        event_type: DEAL_OBSERVED,
+        schema_version: 1,
+        payload,
+        metadata: ctx.metadata,
+    }
+    .encode(&event_id);
+    Some(DealEvent {
+        row_key: row.key.clone(),
+        fingerprint: Fingerprint {
+            hash,
+            revision,
+            cursor_micros: row.cursor.timestamp_micros(),
+        },
+        event: EncodedEvent {
+            key: deal_key(&ctx.stream.tenant, &row.partition),
+            value,
+            event_id,
+            event_type: DEAL_OBSERVED,
+        },
+    })
+}
+
+fn reject_event(
+    ctx: &PageContext<'_>,
+    raw_json: String,
+    errors: &[normalise::FieldError],
+    version: u64,
+) -> EncodedEvent {
+    let rejected = v1::ExportRowRejected {
+        dataset: ctx.dataset.path(),
+        lender_public_id: ctx.lender_public_id.to_owned(),
+        raw_json: cut_raw(raw_json),
+        errors: errors.iter().map(normalise::FieldError::to_proto).collect(),
+        fetched_at: Some(to_timestamp(ctx.fetched_at)),
+    };
+    let event_id = new_event_id();
+    let aggregate_id = ctx.dataset.path();
+    let value = NewEnvelope {
+        tenant: &ctx.stream.tenant,
+        aggregate_type: EXPORT_AGGREGATE,
+        aggregate_id: &aggregate_id,
+        aggregate_version: version,
+        occurred_at: ctx.fetched_at,
+        recorded_at: ctx.fetched_at,
+        event_type: EXPORT_ROW_REJECTED,
+        schema_version: 1,
+        payload: rejected.encode_to_vec(),
+        metadata: ctx.metadata,
+    }
+    .encode(&event_id);
+    EncodedEvent {
+        key: format!("{}/{}", ctx.stream.tenant, ctx.dataset.path()),
+        value,
+        event_id,
+        event_type: EXPORT_ROW_REJECTED,
+    }
+}
+
+/// The Kafka key of a deal: every deal of one borrower-lender link in one partition, in order.
+pub fn deal_key(tenant: &str, public_id: &str) -> String {
+    format!("{tenant}/{public_id}")
+}
+
+/// Most bytes of a raw row a reject keeps.
+pub const MAX_RAW_BYTES: usize = 64 * 1024;
+
+fn cut_raw(mut raw: String) -> String {
+    if raw.len() > MAX_RAW_BYTES {
+        let mut end = MAX_RAW_BYTES;
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        raw.truncate(end);
+    }
+    raw
+}

@@ -1,0 +1,267 @@
+//! Collections deals end to end in one process: the puller pulls a simulated vendor, the
+//! projection builds the deals read models, `recoup.v1.Query` serves them over loopback gRPC.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::SecondsFormat;
+use common::*;
+use export_puller::client::{ClientConfig, RetryPolicy, Secret};
+use export_puller::dataset;
+use export_puller::normalise::{Normalised, fingerprint, normalise};
+use export_puller::sim::{RunningSim, SimConfig, Simulator};
+use export_puller::sources::{Source, Sources};
+use recoup_proto::v1;
+use tempfile::TempDir;
+
+const TENANT: &str = "acme";
+
+fn sim_config(rows: usize) -> SimConfig {
+    SimConfig {
+        rows,
+        lender: "acme".to_owned(),
+        lender_public_id: "lender-acme-0001".to_owned(),
+        email: "ops@acme.example".to_owned(),
+        password: "s3cret".to_owned(),
+        malformed_share: 0.01,
+        ..SimConfig::default()
+    }
+}
+
+fn sources(running: &RunningSim, sim: &SimConfig) -> Sources {
+    let mut client = ClientConfig::new(
+        &running.base_url(),
+        &sim.lender,
+        &sim.email,
+        Secret::new(sim.password.clone()),
+    );
+    client.requests_per_second = std::num::NonZeroU32::new(10_000).unwrap();
+    client.retry = RetryPolicy {
+        base_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    };
+    Sources {
+        poll_interval: Duration::from_millis(100),
+        max_concurrent: 1,
+        sources: vec![Source {
+            tenant: TENANT.to_owned(),
+            client,
+            datasets: vec![Arc::new(dataset::d16())],
+            limit: 500,
+        }],
+    }
+}
+
+/// What the simulator holds now: (public_id, created_at RFC 3339) → content fingerprint.
+fn expected(sim: &Simulator) -> BTreeMap<(String, String), u128> {
+    let d16 = dataset::d16();
+    let lender = sim.config().lender_public_id.clone();
+    sim.latest()
+        .iter()
+        .filter_map(|raw| normalise(&d16, raw).ok())
+        .map(|row| {
+            let Some(Normalised::Instant(created_at)) = row.values.get("created_at") else {
+                panic!("created_at is an instant");
+            };
+            (
+                (
+                    row.partition.clone(),
+                    created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                ),
+                fingerprint(&row.to_deal(&d16, &lender)),
+            )
+        })
+        .collect()
+}
+
+async fn funnel(query: &mut Query) -> v1::CollectionsFunnelResponse {
+    query
+        .collections_funnel(req(TENANT, v1::CollectionsFunnelRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Every deal of the tenant, through ListDeals pages.
+async fn all_deals(query: &mut Query) -> BTreeMap<(String, String), v1::CollectionsDealObserved> {
+    let mut out = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = query
+            .list_deals(req(
+                TENANT,
+                v1::ListDealsRequest {
+                    page_size: 1000,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        for view in page.deals {
+            let deal = view.deal.unwrap();
+            let created = deal.created_at.as_ref().unwrap();
+            let at = chrono::DateTime::from_timestamp(created.seconds, created.nanos as u32)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Micros, true);
+            assert!(
+                out.insert((deal.public_id.clone(), at), deal).is_none(),
+                "no deal listed twice"
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Waits until the read model holds exactly the simulator's latest contents.
+async fn converged(query: &Query, sim: &Simulator) -> bool {
+    let want = expected(sim);
+    eventually(Duration::from_secs(30), || {
+        let mut q = query.clone();
+        let want = want.clone();
+        async move {
+            if funnel(&mut q).await.deals != want.len() as u64 {
+                return false;
+            }
+            let have: BTreeMap<_, _> = all_deals(&mut q)
+                .await
+                .into_iter()
+                .map(|(k, d)| (k, fingerprint(&d)))
+                .collect();
+            have == want
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulled_deals_reach_the_query_api_and_follow_the_vendor() {
+    let sim_config = sim_config(1500);
+    let sim = Simulator::new(sim_config.clone());
+    let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let mut config = config(dir.path());
+    config.pull = Some(sources(&running, &sim_config));
+    let platform = start(config).await;
+    let (_, mut query) = clients(&platform).await;
+
+    assert!(converged(&query, &sim).await, "every deal arrives");
+    let want = expected(&sim);
+    let funnel_now = funnel(&mut query).await;
+    assert_eq!(
+        funnel_now.stages.iter().map(|s| s.deals).sum::<u64>(),
+        want.len() as u64
+    );
+
+    // One deal by its key, with the facts derived as of today.
+    let ((public_id, created_at), _) = want.iter().next().unwrap();
+    let view = query
+        .get_deal(req(
+            TENANT,
+            v1::GetDealRequest {
+                public_id: public_id.clone(),
+                created_at: created_at.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let deal = view.deal.unwrap();
+    assert_eq!(&deal.public_id, public_id);
+    assert_eq!(deal.dataset, "S3/D16");
+    assert!(!view.dpd_bucket.is_empty());
+
+    // The do-not-contact stream begins with the current list.
+    let dnc: BTreeSet<String> = all_deals(&mut query)
+        .await
+        .values()
+        .filter(|d| d.do_not_contact == Some(true))
+        .map(|d| d.public_id.clone())
+        .collect();
+    let mut watch = query
+        .watch_do_not_contact(req(TENANT, v1::WatchDoNotContactRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut listed = BTreeSet::new();
+    loop {
+        let update = watch.message().await.unwrap().unwrap();
+        match v1::do_not_contact_update::Kind::try_from(update.kind).unwrap() {
+            v1::do_not_contact_update::Kind::SnapshotBegin => {}
+            v1::do_not_contact_update::Kind::Listed => {
+                listed.insert(update.public_id);
+            }
+            v1::do_not_contact_update::Kind::SnapshotEnd => break,
+            other => panic!("{other:?} before the end of the snapshot"),
+        }
+    }
+    assert_eq!(listed, dnc);
+
+    // The vendor's rows move on: the continuous pull brings the read model along.
+    sim.mutate(200);
+    sim.add_rows(50);
+    assert!(
+        converged(&query, &sim).await,
+        "changes and new deals arrive"
+    );
+    drop(watch);
+    platform.shutdown().await.unwrap();
+}
+
+/// The embedded broker is memory: deals it acknowledged but the projection had not taken when
+/// the process ended are gone. The next start notices, moves the pull back before them and
+/// publishes them again with revisions the read model does not skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deals_lost_with_the_embedded_broker_are_pulled_again() {
+    let sim_config = sim_config(800);
+    let sim = Simulator::new(sim_config.clone());
+    let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let with_pull = || {
+        let mut c = config(dir.path());
+        c.pull = Some(sources(&running, &sim_config));
+        c
+    };
+
+    // Run 1: everything arrives; a clean shutdown.
+    let platform = start(with_pull()).await;
+    let (_, query) = clients(&platform).await;
+    assert!(converged(&query, &sim).await);
+    platform.shutdown().await.unwrap();
+
+    // Run 2: changes are pulled and acknowledged by the embedded broker, never projected.
+    sim.mutate(60);
+    sim.add_rows(20);
+    let mut cfg = with_pull();
+    cfg.deal_projection_enabled = false;
+    cfg.drain_timeout = Duration::from_millis(300);
+    let platform = start(cfg).await;
+    let store = platform.pull_store().unwrap().clone();
+    let stream = export_puller::store::StreamId::new(TENANT, "S3/D16");
+    let want = expected(&sim).len();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let store = store.clone();
+            let stream = stream.clone();
+            async move { store.fingerprint_count(&stream).unwrap() == want }
+        })
+        .await,
+        "the puller published the changes"
+    );
+    drop(store);
+    platform.shutdown().await.unwrap();
+
+    // Run 3: the lost deals are pulled again and reach the read model.
+    let platform = start(with_pull()).await;
+    let (_, query) = clients(&platform).await;
+    assert!(converged(&query, &sim).await, "the lost changes arrive");
+    platform.shutdown().await.unwrap();
+}
