@@ -32,6 +32,8 @@ pub mod rule {
     pub const CONFLICT: &str = "conflict";
     /// The row is not a JSON object.
     pub const OBJECT: &str = "object";
+    /// The row key is longer than [`super::MAX_KEY_BYTES`].
+    pub const TOO_LONG: &str = "too_long";
 }
 
 /// A normalised value.
@@ -69,6 +71,29 @@ impl FieldError {
     }
 }
 
+/// The fields `CollectionsDealObserved` has a place for (D16's, canonical names).
+const D16_FIELDS: [&str; 16] = [
+    "public_id",
+    "deal_stage_id",
+    "pipeline",
+    "comms_pipeline",
+    "amount",
+    "assigned_user_name",
+    "dpd_due_date",
+    "last_due_date",
+    "ptp_date_human",
+    "ptp_date_ai",
+    "broken_ptp_date_human",
+    "broken_ptp_date_ai",
+    "hasReachedRpcOrBeyond",
+    "do_not_contact",
+    "created_at",
+    "updated_at",
+];
+
+/// Longest row key, bytes (the store's log keeps keys up to 64 KiB; real keys are ~60 bytes).
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// Most bytes of a value an error repeats.
 pub const MAX_VALUE_BYTES: usize = 256;
 
@@ -105,7 +130,7 @@ impl Row {
 
     fn date(&self, name: &str) -> Option<String> {
         match self.values.get(name) {
-            Some(Normalised::Date(day)) => Some(day.format("%Y-%m-%d").to_string()),
+            Some(Normalised::Date(day)) => Some(iso_day(*day)),
             _ => None,
         }
     }
@@ -122,6 +147,29 @@ impl Row {
             Some(Normalised::Minor(amount)) => Some(*amount),
             _ => None,
         }
+    }
+
+    /// Fields the event has no place for, as JSON text: the export's unknown fields, and the
+    /// values of a configured dataset's fields that D16 does not have (normalised: dates as
+    /// `YYYY-MM-DD`, instants as RFC 3339 in UTC).
+    fn extra_with_undeclared(&self) -> BTreeMap<String, String> {
+        let mut extra = self.extra.clone();
+        for (name, value) in &self.values {
+            if D16_FIELDS.contains(&name.as_str()) {
+                continue;
+            }
+            let text = match value {
+                Normalised::Text(text) => Value::String(text.clone()).to_string(),
+                Normalised::Bool(flag) => flag.to_string(),
+                Normalised::Minor(amount) => amount.to_string(),
+                Normalised::Date(day) => format!("\"{}\"", iso_day(*day)),
+                Normalised::Instant(at) => {
+                    format!("\"{}\"", at.to_rfc3339_opts(SecondsFormat::Micros, true))
+                }
+            };
+            extra.entry(name.clone()).or_insert(text);
+        }
+        extra
     }
 
     /// The row as a D16 event, without revision and fetch time (see [`fingerprint`]).
@@ -149,7 +197,7 @@ impl Row {
             broken_ptp_date_ai: self.instant("broken_ptp_date_ai"),
             has_reached_rpc_or_beyond: self.flag("hasReachedRpcOrBeyond"),
             do_not_contact: self.flag("do_not_contact"),
-            extra: self.extra.clone().into_iter().collect(),
+            extra: self.extra_with_undeclared(),
             revision: 0,
             fetched_at: None,
         }
@@ -176,22 +224,20 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
         }]);
     };
     let mut errors = Vec::new();
-    // Canonical name → (exported name, value).
-    let mut fields: BTreeMap<&str, (&str, &Value)> = BTreeMap::new();
+    // Per declared field, in declaration order: (exported name, value).
+    let mut fields: Vec<Option<(&str, &Value)>> = vec![None; dataset.fields.len()];
     let mut extra = BTreeMap::new();
     for (name, value) in object {
         let renamed = dataset.renames.iter().find(|r| r.from == *name);
         let canonical = renamed.map_or(name.as_str(), |r| r.to.as_str());
-        if dataset.field(canonical).is_none() {
+        let Some(slot) = dataset.fields.iter().position(|f| f.name == canonical) else {
             extra.insert(name.clone(), value.to_string());
             continue;
-        }
-        match fields.get(canonical) {
+        };
+        match fields[slot] {
             // Both names present: a null under one of them says nothing.
-            Some((_, earlier)) if value.is_null() || *earlier == value => {}
-            Some((_, earlier)) if earlier.is_null() => {
-                fields.insert(canonical, (name, value));
-            }
+            Some((_, earlier)) if value.is_null() || earlier == value => {}
+            Some((_, earlier)) if earlier.is_null() => fields[slot] = Some((name, value)),
             Some((other, earlier)) => {
                 errors.push(FieldError {
                     field: name.clone(),
@@ -202,18 +248,13 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
                     ),
                 })
             }
-            None => {
-                fields.insert(canonical, (name, value));
-            }
+            None => fields[slot] = Some((name, value)),
         }
     }
 
     let mut values = BTreeMap::new();
-    for field in &dataset.fields {
-        let (exported, value) = fields
-            .get(field.name.as_str())
-            .copied()
-            .unwrap_or((field.name.as_str(), &Value::Null));
+    for (field, given) in dataset.fields.iter().zip(&fields) {
+        let (exported, value) = given.unwrap_or((field.name.as_str(), &Value::Null));
         if value.is_null() {
             if dataset.is_required(field) {
                 errors.push(FieldError {
@@ -244,7 +285,7 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
     let key_part = |name: &str| match values.get(name) {
         Some(Normalised::Text(text)) => text.clone(),
         Some(Normalised::Instant(at)) => at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        Some(Normalised::Date(day)) => day.format("%Y-%m-%d").to_string(),
+        Some(Normalised::Date(day)) => iso_day(*day),
         Some(Normalised::Minor(n)) => n.to_string(),
         Some(Normalised::Bool(b)) => b.to_string(),
         None => String::new(),
@@ -255,6 +296,18 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
         .map(|name| key_part(name))
         .collect::<Vec<_>>()
         .join("|");
+    if key.len() > MAX_KEY_BYTES {
+        return Err(vec![FieldError {
+            field: dataset.key_fields.join(","),
+            value: cut(&key),
+            rule: rule::TOO_LONG,
+            message: format!(
+                "the row key ({}) is {} bytes long, more than {MAX_KEY_BYTES}",
+                dataset.key_fields.join(", "),
+                key.len()
+            ),
+        }]);
+    }
     let partition = key_part(&dataset.partition_field);
     let Some(Normalised::Instant(cursor)) = values.get(&dataset.cursor_field).cloned() else {
         // A checked descriptor's cursor field is a required timestamp.
@@ -354,6 +407,12 @@ fn minor_units(value: &Value) -> Result<i64, (&'static str, String)> {
     }
 }
 
+/// A day as `YYYY-MM-DD` (chrono's `format` parses its pattern on every call).
+fn iso_day(day: NaiveDate) -> String {
+    use chrono::Datelike;
+    format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
+}
+
 /// `DD/MM/YYYY`, two digits for day and month, four for the year, a day that exists.
 pub fn parse_dmy(text: &str) -> Option<NaiveDate> {
     let bytes = text.as_bytes();
@@ -386,4 +445,20 @@ fn cut(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_event_has_a_place_for_every_d16_field() {
+        let mut declared: Vec<String> = crate::dataset::d16()
+            .fields
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        declared.sort();
+        let mut placed: Vec<&str> = super::D16_FIELDS.to_vec();
+        placed.sort_unstable();
+        assert_eq!(declared, placed);
+    }
 }

@@ -233,6 +233,64 @@ fn key_and_cursor_fields_are_required_and_every_error_is_listed() {
 }
 
 #[test]
+fn a_configured_datasets_own_fields_travel_as_extra_json_text() {
+    use export_puller::dataset::{Field, FieldKind};
+    let mut d02 = d16();
+    d02.code = "D02".to_owned();
+    d02.fields.push(Field {
+        name: "channel".to_owned(),
+        kind: FieldKind::String,
+        required: false,
+    });
+    d02.fields.push(Field {
+        name: "paid_on".to_owned(),
+        kind: FieldKind::DateDmy,
+        required: false,
+    });
+    d02.fields.push(Field {
+        name: "fee".to_owned(),
+        kind: FieldKind::MinorAmount,
+        required: false,
+    });
+    assert_eq!(d02.check(), Ok(()));
+    let mut raw = emitted();
+    let object = raw.as_object_mut().unwrap();
+    object.insert("channel".into(), json!("sms \"late\""));
+    object.insert("paid_on".into(), json!("02/06/2026"));
+    object.insert("fee".into(), json!(150));
+    object.insert("unknown".into(), json!([1, 2]));
+    let deal = normalise(&d02, &raw).unwrap().to_deal(&d02, "lender-1");
+    assert_eq!(deal.dataset, "S3/D02");
+    let extra: Vec<(&str, &str)> = deal
+        .extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        extra,
+        [
+            ("channel", r#""sms \"late\"""#),
+            ("fee", "150"),
+            ("paid_on", r#""2026-06-02""#),
+            ("unknown", "[1,2]"),
+        ]
+    );
+    // D16's own fields never land in extra.
+    let d16_deal = normalise(&d16(), &emitted()).unwrap().to_deal(&d16(), "l");
+    assert!(d16_deal.extra.is_empty(), "{:?}", d16_deal.extra);
+}
+
+#[test]
+fn an_overlong_row_key_is_refused() {
+    let mut raw = emitted();
+    raw["public_id"] = json!("x".repeat(2000));
+    assert_eq!(
+        errors_of(&raw),
+        [("public_id,created_at".to_owned(), rule::TOO_LONG)]
+    );
+}
+
+#[test]
 fn the_fingerprint_ignores_revision_and_fetch_time_only() {
     let deal = normalise(&d16(), &emitted()).unwrap().to_deal(&d16(), "l");
     let mut published = deal.clone();

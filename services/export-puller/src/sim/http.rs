@@ -92,7 +92,8 @@ impl ApiError {
 /// What an export request gets when it is not an error.
 enum ExportReply {
     Page {
-        body: Value,
+        /// The envelope as JSON text.
+        body: Vec<u8>,
         rows: usize,
     },
     /// The connection is cut mid-answer.
@@ -143,7 +144,7 @@ async fn export(
             stats.rows_served += rows as u64;
             stats.pages_served += 1;
             stats.status(StatusCode::OK);
-            Json(body).into_response()
+            ([(CONTENT_TYPE, "application/json")], body).into_response()
         }
         Ok(ExportReply::Dropped) => {
             stats.dropped_connections += 1;
@@ -465,10 +466,17 @@ impl Simulator {
             .ok()
             .filter(|p| (window.start..=window.end).contains(p))
             .ok_or_else(ApiError::invalid_cursor)?;
-        let (rows, next) = {
+        let mut body = Vec::with_capacity(query.limit * 640 + 256);
+        body.extend_from_slice(br#"{"code":200,"message":"OK","body":{"rows":["#);
+        let (count, next) = {
             let page = store.page(chain.snapshot, &window, chain.order, position, query.limit);
-            let rows: Vec<Value> = page.rows.iter().map(|deal| deal.to_json()).collect();
-            (rows, page.next)
+            for (i, deal) in page.rows.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                deal.write_json(&mut body);
+            }
+            (page.rows.len(), page.next)
         };
         drop(store);
 
@@ -482,16 +490,11 @@ impl Simulator {
         if query.include_total {
             pagination["total"] = chain.total.into();
         }
-        let count = rows.len();
-        Ok(ExportReply::Page {
-            body: json!({
-                "code": 200,
-                "message": "OK",
-                "body": { "rows": rows, "pagination": pagination },
-                "errors": null,
-            }),
-            rows: count,
-        })
+        body.extend_from_slice(br#"],"pagination":"#);
+        // Writing a `Value` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut body, &pagination);
+        body.extend_from_slice(br#"},"errors":null}"#);
+        Ok(ExportReply::Page { body, rows: count })
     }
 
     fn authorise(&self, headers: &HeaderMap) -> Result<(), ApiError> {
