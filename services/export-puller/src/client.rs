@@ -221,6 +221,8 @@ pub enum FetchError {
     LenderMismatch { expected: String, actual: String },
     #[error("gave up after {attempts} attempts; last: {last}")]
     Exhausted { attempts: u32, last: String },
+    #[error("the API answered what it does not document: {0}")]
+    Unexpected(String),
 }
 
 impl FetchError {
@@ -486,10 +488,7 @@ impl ExportClient {
                 reason: message,
                 retry_after,
             },
-            _ => Attempt::Fail(FetchError::Exhausted {
-                attempts: 1,
-                last: format!("unexpected answer: {message}"),
-            }),
+            _ => Attempt::Fail(FetchError::Unexpected(message)),
         }
     }
 
@@ -605,10 +604,18 @@ impl ExportClient {
                             let message = describe(status, &bytes, request_id.as_deref());
                             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                                 (message, retry_after)
-                            } else if status == StatusCode::UNAUTHORIZED {
+                            } else if matches!(
+                                status,
+                                StatusCode::UNAUTHORIZED
+                                    | StatusCode::FORBIDDEN
+                                    | StatusCode::NOT_FOUND
+                            ) {
+                                // Wrong credentials, or no such (active) lender.
                                 return Err(refused(message));
-                            } else {
+                            } else if status == StatusCode::BAD_REQUEST {
                                 return Err(FetchError::BadRequest(message));
+                            } else {
+                                return Err(FetchError::Unexpected(message));
                             }
                         }
                     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use prost::Message;
 use recoup_proto::{to_timestamp, v1};
 use serde_json::Value;
@@ -429,13 +429,17 @@ pub fn parse_dmy(text: &str) -> Option<NaiveDate> {
 
 /// An ISO-8601 instant: RFC 3339 with `Z` or an offset, or without offset (taken as UTC), with
 /// or without fractional seconds.
+///
+/// Kept to the microsecond (finer digits are dropped): row keys name instants to the
+/// microsecond, and the event must carry the same instant as its key.
 pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Some(at.with_timezone(&Utc));
-    }
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|naive| naive.and_utc())
+    let at = match DateTime::parse_from_rfc3339(text) {
+        Ok(at) => at.with_timezone(&Utc),
+        Err(_) => NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc(),
+    };
+    at.with_nanosecond(at.nanosecond() / 1000 * 1000)
 }
 
 /// `text` cut to [`MAX_VALUE_BYTES`] on a character boundary.

@@ -2,7 +2,7 @@
 //! last published for its row key, and encoded in an envelope when it is new or changed; rows
 //! that cannot be normalised become `ExportRowRejected` (once per distinct raw row).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use event_backbone::envelope::{EventMetadata, NewEnvelope, new_event_id};
@@ -79,12 +79,20 @@ pub struct PageContext<'a> {
     pub rejects_before: u64,
 }
 
-/// Sorts out one page's rows, in page order. `pending` holds contents published but not yet in
-/// the store (the page before, still with Kafka), by row key.
+/// What is published but not yet in the store (the page before, still with Kafka).
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Contents by row key.
+    pub deals: HashMap<String, Fingerprint>,
+    /// Hashes of rejected rows.
+    pub rejects: HashSet<u128>,
+}
+
+/// Sorts out one page's rows, in page order, against the store and `pending`.
 pub fn classify_page(
     ctx: &PageContext<'_>,
     store: &PullStore,
-    pending: &HashMap<String, Fingerprint>,
+    pending: &Pending,
     rows: &[Value],
 ) -> Result<ClassifiedPage, StoreError> {
     let mut page = ClassifiedPage::default();
@@ -95,11 +103,32 @@ pub fn classify_page(
         match normalise::normalise(ctx.dataset, raw) {
             Ok(row) => {
                 page.max_cursor = page.max_cursor.max(Some(row.cursor));
-                let earlier = match seen.get(&row.key).or_else(|| pending.get(&row.key)) {
+                let earlier = match seen.get(&row.key).or_else(|| pending.deals.get(&row.key)) {
                     Some(f) => Some(*f),
                     None => store.fingerprint(ctx.stream, &row.key)?,
                 };
                 match deal_event(ctx, &row, earlier) {
+                    Some(deal) if deal.event.value.len() > MAX_EVENT_BYTES => {
+                        // Kafka would refuse it on every try and hold the stream back for good.
+                        let error = normalise::FieldError {
+                            field: String::new(),
+                            value: String::new(),
+                            rule: normalise::rule::TOO_LONG,
+                            message: format!(
+                                "the row's event would be {} bytes, more than {MAX_EVENT_BYTES}",
+                                deal.event.value.len()
+                            ),
+                        };
+                        reject(
+                            ctx,
+                            store,
+                            pending,
+                            &mut page,
+                            &mut rejected_here,
+                            raw,
+                            &[error],
+                        )?;
+                    }
                     Some(deal) => {
                         seen.insert(deal.row_key.clone(), deal.fingerprint);
                         page.deals.push(deal);
@@ -108,22 +137,47 @@ pub fn classify_page(
                 }
             }
             Err(errors) => {
-                let raw_json = raw.to_string();
-                let hash = xxhash_rust::xxh3::xxh3_128(raw_json.as_bytes());
-                if rejected_here.contains(&hash) || store.reject_published(ctx.stream, hash)? {
-                    page.rejects_repeated += 1;
-                    continue;
-                }
-                rejected_here.push(hash);
-                let version = ctx.rejects_before + page.rejects.len() as u64 + 1;
-                page.rejects.push(RejectEvent {
-                    hash,
-                    event: reject_event(ctx, raw_json, &errors, version),
-                });
+                reject(
+                    ctx,
+                    store,
+                    pending,
+                    &mut page,
+                    &mut rejected_here,
+                    raw,
+                    &errors,
+                )?;
             }
         }
     }
     Ok(page)
+}
+
+/// A rejected row joins the page's rejects, unless the same raw row was published before.
+fn reject(
+    ctx: &PageContext<'_>,
+    store: &PullStore,
+    pending: &Pending,
+    page: &mut ClassifiedPage,
+    rejected_here: &mut Vec<u128>,
+    raw: &Value,
+    errors: &[normalise::FieldError],
+) -> Result<(), StoreError> {
+    let raw_json = raw.to_string();
+    let hash = xxhash_rust::xxh3::xxh3_128(raw_json.as_bytes());
+    if rejected_here.contains(&hash)
+        || pending.rejects.contains(&hash)
+        || store.reject_published(ctx.stream, hash)?
+    {
+        page.rejects_repeated += 1;
+        return Ok(());
+    }
+    rejected_here.push(hash);
+    let version = ctx.rejects_before + page.rejects.len() as u64 + 1;
+    page.rejects.push(RejectEvent {
+        hash,
+        event: reject_event(ctx, raw_json, errors, version),
+    });
+    Ok(())
 }
 
 /// The event of a row, or `None` when `earlier` is this very content.
@@ -215,6 +269,9 @@ fn reject_event(
 pub fn deal_key(tenant: &str, public_id: &str) -> String {
     format!("{tenant}/{public_id}")
 }
+
+/// Largest deal event published, bytes (brokers refuse messages over 1 MB by default).
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 
 /// Most bytes of a raw row a reject keeps.
 pub const MAX_RAW_BYTES: usize = 64 * 1024;

@@ -14,7 +14,7 @@
 //! window `[since, since + w)` that halves with every further timeout and doubles back with
 //! every completed window. Retries of everything else are the client's ([`crate::client`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,11 +29,9 @@ use tokio::task::JoinHandle;
 
 use crate::client::{ExportClient, FetchError, MAX_LIMIT, Page, PageRequest};
 use crate::dataset::Dataset;
-use crate::page::{ClassifiedPage, PageContext, classify_page};
+use crate::page::{ClassifiedPage, PageContext, Pending, classify_page};
 use crate::readback::{ReadBackError, read_back};
-use crate::store::{
-    Chain, Checkpoint, Fingerprint, Marks, PageCommit, PullStore, StoreError, StreamId,
-};
+use crate::store::{Chain, Checkpoint, Marks, PageCommit, PullStore, StoreError, StreamId};
 
 /// The clock the puller reads (fetch times, "now" for windows).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -146,6 +144,7 @@ impl PullError {
                     | FetchError::DatasetNotFound { .. }
                     | FetchError::LenderMismatch { .. }
                     | FetchError::BadRequest(_)
+                    | FetchError::Unexpected(_)
             )
         )
     }
@@ -205,22 +204,55 @@ impl Puller {
     /// One cycle of `stream`: resumes the chain in flight or starts one from the committed
     /// `since`, and follows chains until one that is not narrowed to a window ends. Stops
     /// between pages (or abandons a request) once `stop` turns true.
+    ///
+    /// On an error, whatever Kafka acknowledged is still remembered (the checkpoint stays where
+    /// it was), and the stream's next cycle reads its events back from the topic first, as
+    /// after a restart: a delivery reported failed may have been written all the same.
     pub async fn pull(
         &self,
         stream: &Stream,
         stop: &watch::Receiver<bool>,
     ) -> Result<CycleReport, PullError> {
         let id = stream.id();
-        let mut report = CycleReport::default();
+        let mut state = CycleState::default();
+        match self.cycle(stream, &id, stop, &mut state).await {
+            Ok(()) => Ok(state.report),
+            Err(error) => {
+                // A page after the one that failed must not move the checkpoint past it.
+                if let Some(mut page) = state.in_flight.take()
+                    && let Err(also) = {
+                        page.complete = false;
+                        self.settle(&id, page, &mut state.marks, &mut state.report)
+                            .await
+                    }
+                {
+                    tracing::warn!(stream = %id, error = %also, "while keeping what Kafka acknowledged");
+                }
+                self.prepared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                Err(error)
+            }
+        }
+    }
+
+    async fn cycle(
+        &self,
+        stream: &Stream,
+        id: &StreamId,
+        stop: &watch::Receiver<bool>,
+        state: &mut CycleState,
+    ) -> Result<(), PullError> {
         let Some(lender) = until_stopped(stop, stream.client.lender_public_id()).await else {
-            report.stopped = true;
-            return Ok(report);
+            state.report.stopped = true;
+            return Ok(());
         };
         let lender = lender?;
-        report.recovered = self.prepare(&id, &lender).await? as u64;
+        state.report.recovered = self.prepare(id, &lender).await? as u64;
 
-        let mut cp = self.store.checkpoint(&id)?;
-        let mut marks = self.store.marks(&self.cluster_id, &id)?.unwrap_or_default();
+        let mut cp = self.store.checkpoint(id)?;
+        state.marks = self.store.marks(&self.cluster_id, id)?.unwrap_or_default();
         let configured = stream.limit.clamp(1, MAX_LIMIT);
         let min_limit = self.settings.min_limit.clamp(1, configured);
         let mut limit = cp.limit.unwrap_or(configured).clamp(min_limit, configured);
@@ -238,13 +270,12 @@ impl Puller {
             causation_id: String::new(),
         };
         let mut prefetch: Option<Prefetch> = None;
-        // The page whose events are with Kafka while the next one is fetched and classified.
-        let mut in_flight: Option<InFlight> = None;
+        // Chains started again in a row without the committed `since` moving.
         let mut cursor_restarts = 0u32;
         let mut timeouts = 0u32;
         loop {
             if *stop.borrow() {
-                report.stopped = true;
+                state.report.stopped = true;
                 break;
             }
             let request = chain.request(limit);
@@ -255,31 +286,47 @@ impl Puller {
                 }
             };
             let Some(fetched) = until_stopped(stop, fetching).await else {
-                report.stopped = true;
+                state.report.stopped = true;
                 break;
+            };
+            let fetched = match fetched {
+                Ok(page) if page.next_cursor.is_some() && page.next_cursor == request.cursor => {
+                    Err(FetchError::InvalidCursor(
+                        "the API answered the cursor it was asked for as the next one".to_owned(),
+                    ))
+                }
+                other => other,
             };
             let page = match fetched {
                 Ok(page) => page,
                 Err(error) => {
                     // What to do next starts from the committed state.
-                    self.settle(&id, in_flight.take(), &mut marks, &mut report)
-                        .await?;
+                    if let Some(page) = state.in_flight.take() {
+                        self.settle(id, page, &mut state.marks, &mut state.report)
+                            .await?;
+                    }
                     match error {
-                        FetchError::InvalidCursor(message) => {
+                        // A cursor is never sent again once the API refused it: the chain starts
+                        // again from the committed `since`.
+                        error @ (FetchError::InvalidCursor(_) | FetchError::BadRequest(_))
+                            if request.cursor.is_some()
+                                || matches!(error, FetchError::InvalidCursor(_)) =>
+                        {
+                            let message = error.to_string();
                             cursor_restarts += 1;
-                            report.cursor_restarts += 1;
+                            state.report.cursor_restarts += 1;
                             if cursor_restarts > self.settings.max_cursor_restarts {
                                 return Err(PullError::CursorRestarts(cursor_restarts));
                             }
-                            tracing::warn!(stream = %id, %message, since = ?cp.since, "invalid cursor: the chain starts again from the committed since");
+                            tracing::warn!(stream = %id, %message, since = ?cp.since, "the cursor was refused: the chain starts again from the committed since");
                             cp.chain = None;
-                            self.store.set_checkpoint(&id, &cp)?;
+                            self.store.set_checkpoint(id, &cp)?;
                             chain = self.new_chain(&cp);
                             continue;
                         }
                         FetchError::GatewayTimeout(message) => {
                             timeouts += 1;
-                            report.gateway_timeouts += 1;
+                            state.report.gateway_timeouts += 1;
                             if timeouts > self.settings.max_gateway_timeouts {
                                 return Err(PullError::GatewayTimeouts {
                                     count: timeouts,
@@ -301,13 +348,13 @@ impl Puller {
                                 chain = self.new_chain(&cp);
                             }
                             tracing::warn!(stream = %id, %message, limit, window_secs = ?cp.window_secs, "gateway timeout: narrowing");
-                            self.store.set_checkpoint(&id, &cp)?;
+                            self.store.set_checkpoint(id, &cp)?;
                             let wait = stream.client.backoff(timeouts - 1);
                             if until_stopped(stop, tokio::time::sleep(wait))
                                 .await
                                 .is_none()
                             {
-                                report.stopped = true;
+                                state.report.stopped = true;
                                 break;
                             }
                             continue;
@@ -331,8 +378,9 @@ impl Puller {
                 let lender = lender.clone();
                 let metadata = metadata.clone();
                 let rejects_before = cp.rejects;
-                // Contents of the page still with Kafka count as published.
-                let pending = in_flight
+                // What the page still with Kafka publishes counts as published.
+                let pending = state
+                    .in_flight
                     .as_ref()
                     .map(InFlight::pending)
                     .unwrap_or_default();
@@ -352,9 +400,24 @@ impl Puller {
                 .map_err(|e| PullError::Task(e.to_string()))??
             };
             let (classified, rows) = classified;
-            let (deals, rejects, refused) = self.enqueue(&classified).await;
+            // The producer may wait for room (embedded mode): a stop must not wait with it.
+            let mut stopper = stop.clone();
+            let (deals, rejects, refused, interrupted) = tokio::select! {
+                (deals, rejects, refused) = self.enqueue(&classified) => (deals, rejects, refused, false),
+                _ = stopped(&mut stopper) => (Vec::new(), Vec::new(), None, true),
+            };
 
-            cp.since = cp.since.max(classified.max_cursor);
+            let since_before = cp.since;
+            // Not past the fetch time: one row stamped in the future must not hide every later
+            // change (rows up to it come again and are found unchanged).
+            let seen = classified.max_cursor.map(|at| at.min(fetched_at));
+            if classified
+                .max_cursor
+                .is_some_and(|at| at > fetched_at + TimeDelta::days(1))
+            {
+                tracing::warn!(stream = %id, updated_at = ?classified.max_cursor, "a row's cursor field lies more than a day in the future");
+            }
+            cp.since = cp.since.max(seen);
             cp.rejects += classified.rejects.len() as u64;
             let mut done = false;
             match &page.next_cursor {
@@ -385,6 +448,7 @@ impl Puller {
                     chain = self.new_chain(&cp);
                 }
             }
+            let complete = refused.is_none() && !interrupted;
             let page = InFlight {
                 classified,
                 rows,
@@ -392,25 +456,74 @@ impl Puller {
                 rejects,
                 checkpoint: cp.clone(),
                 chain_done: page.next_cursor.is_none(),
-                complete: refused.is_none(),
+                complete,
             };
             // The page before goes to the store once Kafka has it all.
-            let before = in_flight.replace(page);
-            self.settle(&id, before, &mut marks, &mut report).await?;
-            if let Some(error) = refused {
-                self.settle(&id, in_flight.take(), &mut marks, &mut report)
+            if let Some(before) = state.in_flight.replace(page) {
+                self.settle(id, before, &mut state.marks, &mut state.report)
                     .await?;
-                return Err(error.into());
             }
-            cursor_restarts = 0;
+            if !complete {
+                if let Some(page) = state.in_flight.take() {
+                    self.settle(id, page, &mut state.marks, &mut state.report)
+                        .await?;
+                }
+                return match refused {
+                    Some(error) => Err(error.into()),
+                    None => {
+                        // Stopped while the producer waited: the page is fetched again.
+                        state.report.stopped = true;
+                        state.report.since = self.store.checkpoint(id)?.since;
+                        Ok(())
+                    }
+                };
+            }
+            if cp.since > since_before {
+                cursor_restarts = 0;
+            }
             if done {
                 break;
             }
         }
-        self.settle(&id, in_flight.take(), &mut marks, &mut report)
-            .await?;
-        report.since = cp.since;
-        Ok(report)
+        if let Some(page) = state.in_flight.take() {
+            self.settle(id, page, &mut state.marks, &mut state.report)
+                .await?;
+        }
+        if !state.report.stopped {
+            self.advance_marks(id).await;
+        }
+        state.report.since = cp.since;
+        Ok(())
+    }
+
+    /// After a cycle that committed everything it published: the stream's marks move to the
+    /// partitions' ends, so that a later read-back reads only what came after (best effort).
+    async fn advance_marks(&self, id: &StreamId) {
+        let kafka = self.kafka.clone();
+        let store = self.store.clone();
+        let cluster = self.cluster_id.clone();
+        let id = id.clone();
+        let timeout = self.settings.readback_timeout;
+        let result = tokio::task::spawn_blocking(move || {
+            let ends =
+                crate::readback::partition_ends(&kafka, timeout).map_err(|e| e.to_string())?;
+            let marks: Marks = ends.into_iter().map(|(p, (_, high))| (p, high)).collect();
+            store
+                .commit(
+                    &id,
+                    &PageCommit {
+                        marks: Some((&cluster, &marks)),
+                        ..PageCommit::default()
+                    },
+                )
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "the read-back marks stay where they were"),
+            Err(error) => tracing::debug!(%error, "the read-back marks stay where they were"),
+        }
     }
 
     fn min_window_secs(&self) -> i64 {
@@ -507,26 +620,31 @@ impl Puller {
     async fn settle(
         &self,
         id: &StreamId,
-        page: Option<InFlight>,
+        page: InFlight,
         marks: &mut Marks,
         report: &mut CycleReport,
     ) -> Result<(), PullError> {
-        let Some(page) = page else {
-            return Ok(());
-        };
         let mut refused = None;
         let mut acked_deals = Vec::with_capacity(page.deals.len());
+        let mut landed: Vec<(i32, i64)> = Vec::with_capacity(page.deals.len());
         for (i, pending) in page.deals {
             match pending.acknowledged().await {
                 Ok(ack) => {
-                    let next = ack.offset + 1;
-                    let mark = marks.entry(ack.partition).or_insert(next);
-                    *mark = (*mark).max(next);
+                    landed.push((ack.partition, ack.offset));
                     acked_deals.push(i);
                 }
                 Err(error) => {
                     refused.get_or_insert(error);
                 }
+            }
+        }
+        // A delivery reported failed may still have been written, anywhere: then the marks stay
+        // where they were, so the next read-back finds it.
+        if refused.is_none() {
+            for (partition, offset) in landed {
+                let next = offset + 1;
+                let mark = marks.entry(partition).or_insert(next);
+                *mark = (*mark).max(next);
             }
         }
         let mut acked_rejects = Vec::with_capacity(page.rejects.len());
@@ -586,6 +704,15 @@ impl Puller {
     }
 }
 
+/// What a cycle carries between its steps, and hands back when it fails.
+#[derive(Default)]
+struct CycleState {
+    /// The page whose events are with Kafka while the next one is fetched and classified.
+    in_flight: Option<InFlight>,
+    marks: Marks,
+    report: CycleReport,
+}
+
 /// A page whose events were handed to the producer, not yet committed.
 struct InFlight {
     classified: ClassifiedPage,
@@ -596,19 +723,24 @@ struct InFlight {
     checkpoint: Checkpoint,
     /// Its chain ended with it.
     chain_done: bool,
-    /// Every event of the page was handed to the producer.
+    /// Every event of the page was handed to the producer and no page before it failed: only
+    /// then may its checkpoint be committed.
     complete: bool,
 }
 
 impl InFlight {
     /// The page's contents by row key, for classifying the next page before this one is
     /// committed.
-    fn pending(&self) -> HashMap<String, Fingerprint> {
-        self.classified
-            .deals
-            .iter()
-            .map(|d| (d.row_key.clone(), d.fingerprint))
-            .collect()
+    fn pending(&self) -> Pending {
+        Pending {
+            deals: self
+                .classified
+                .deals
+                .iter()
+                .map(|d| (d.row_key.clone(), d.fingerprint))
+                .collect(),
+            rejects: self.classified.rejects.iter().map(|r| r.hash).collect(),
+        }
     }
 }
 

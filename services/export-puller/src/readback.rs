@@ -22,7 +22,7 @@ use recoup_proto::{from_timestamp, v1};
 
 use crate::normalise;
 use crate::page::DEAL_AGGREGATE;
-use crate::store::{Fingerprint, Marks, PageCommit, PullStore, StoreError, StreamId};
+use crate::store::{Checkpoint, Fingerprint, Marks, PageCommit, PullStore, StoreError, StreamId};
 
 /// What a read-back found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,8 +52,36 @@ pub enum ReadBackError {
     Task(String),
 }
 
+/// The first offset kept and the next offset to be written, per partition of the deals topic
+/// (blocking: metadata calls).
+pub fn partition_ends(
+    kafka: &KafkaConfig,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, (i64, i64)>, KafkaError> {
+    let consumer = EventConsumer::new(
+        kafka,
+        "recoup-export-puller-readback",
+        COLLECTIONS_DEALS.name,
+        None,
+    )?;
+    ends_of(&consumer, timeout)
+}
+
+fn ends_of(
+    consumer: &EventConsumer,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, (i64, i64)>, KafkaError> {
+    let mut ends = BTreeMap::new();
+    for partition in consumer.partitions(timeout)? {
+        ends.insert(partition, consumer.watermarks(partition, timeout)?);
+    }
+    Ok(ends)
+}
+
 /// Reads the stream's events at or after its marks on `cluster` and stores their fingerprints
-/// where the store's are older; stores and returns the new marks.
+/// where the store's are older; stores (durably) and returns the new marks. A stream without
+/// marks on this cluster that published before (its marks lost, or another cluster's) is read
+/// from the partitions' beginnings.
 pub async fn read_back(
     kafka: &KafkaConfig,
     store: &PullStore,
@@ -62,33 +90,40 @@ pub async fn read_back(
     lender_public_id: &str,
     timeout: Duration,
 ) -> Result<ReadBack, ReadBackError> {
-    let stored = store.marks(cluster, stream)?;
     let consumer = EventConsumer::new(
         kafka,
         "recoup-export-puller-readback",
         COLLECTIONS_DEALS.name,
         None,
     )?;
-    // Metadata calls block: off the async threads.
-    let (consumer, ends) = tokio::task::spawn_blocking(move || {
-        let partitions = consumer.partitions(timeout)?;
-        let mut ends = BTreeMap::new();
-        for partition in partitions {
-            ends.insert(partition, consumer.watermarks(partition, timeout)?);
-        }
-        Ok::<_, KafkaError>((consumer, ends))
-    })
-    .await
-    .map_err(|e| ReadBackError::Task(e.to_string()))??;
+    // Metadata calls and the store block: off the async threads.
+    let (consumer, ends, stored, published_before) = {
+        let store = store.clone();
+        let cluster = cluster.to_owned();
+        let stream = stream.clone();
+        tokio::task::spawn_blocking(move || {
+            let ends = ends_of(&consumer, timeout)?;
+            let stored = store.marks(&cluster, &stream)?;
+            let published_before = store.checkpoint(&stream)? != Checkpoint::default();
+            Ok::<_, ReadBackError>((consumer, ends, stored, published_before))
+        })
+        .await
+        .map_err(|e| ReadBackError::Task(e.to_string()))??
+    };
 
     let mut found = ReadBack {
         marks: ends.iter().map(|(p, (_, high))| (*p, *high)).collect(),
         ..ReadBack::default()
     };
-    let Some(stored) = stored else {
-        // Never published on this cluster: nothing to look for.
-        commit_marks(store, stream, cluster, &found.marks)?;
-        return Ok(found);
+    let stored = match stored {
+        Some(marks) => marks,
+        // Everything on the topic may be this stream's.
+        None if published_before => Marks::new(),
+        // Never published: nothing to look for.
+        None => {
+            commit(store, stream, cluster, Vec::new(), &found.marks).await?;
+            return Ok(found);
+        }
     };
     // Per partition: where to start, and the last offset to read.
     let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
@@ -101,7 +136,7 @@ pub async fn read_back(
         }
     }
     if pending.is_empty() {
-        commit_marks(store, stream, cluster, &found.marks)?;
+        commit(store, stream, cluster, Vec::new(), &found.marks).await?;
         return Ok(found);
     }
     consumer.assign(&start)?;
@@ -150,39 +185,57 @@ pub async fn read_back(
             recovered.insert(row_key.to_owned(), fingerprint);
         }
     }
-    let mut fingerprints = Vec::new();
-    for (row_key, fingerprint) in &recovered {
-        let known = store.fingerprint(stream, row_key)?;
-        if known.is_none_or(|k| {
-            k.revision < fingerprint.revision
-                || (k.revision == fingerprint.revision && k.hash != fingerprint.hash)
-        }) {
-            fingerprints.push((row_key.as_str(), *fingerprint));
+    let store_now = store.clone();
+    let stream_now = stream.clone();
+    let fingerprints = tokio::task::spawn_blocking(move || {
+        let mut newer = Vec::new();
+        for (row_key, fingerprint) in recovered {
+            let known = store_now.fingerprint(&stream_now, &row_key)?;
+            let differs = known.is_none_or(|k| {
+                k.revision < fingerprint.revision
+                    || (k.revision == fingerprint.revision && k.hash != fingerprint.hash)
+            });
+            if differs {
+                newer.push((row_key, fingerprint));
+            }
         }
-    }
+        Ok::<_, StoreError>(newer)
+    })
+    .await
+    .map_err(|e| ReadBackError::Task(e.to_string()))??;
     found.recovered = fingerprints.len();
-    store.commit(
-        stream,
-        &PageCommit {
-            fingerprints,
-            marks: Some((cluster, &found.marks)),
-            ..PageCommit::default()
-        },
-    )?;
+    commit(store, stream, cluster, fingerprints, &found.marks).await?;
     Ok(found)
 }
 
-fn commit_marks(
+/// Stores recovered fingerprints and the new marks, and flushes: nothing may be published
+/// under marks that a crash could take back.
+async fn commit(
     store: &PullStore,
     stream: &StreamId,
     cluster: &str,
+    fingerprints: Vec<(String, Fingerprint)>,
     marks: &Marks,
-) -> Result<(), StoreError> {
-    store.commit(
-        stream,
-        &PageCommit {
-            marks: Some((cluster, marks)),
-            ..PageCommit::default()
-        },
-    )
+) -> Result<(), ReadBackError> {
+    let store = store.clone();
+    let stream = stream.clone();
+    let cluster = cluster.to_owned();
+    let marks = marks.clone();
+    tokio::task::spawn_blocking(move || {
+        store.commit(
+            &stream,
+            &PageCommit {
+                fingerprints: fingerprints
+                    .iter()
+                    .map(|(key, f)| (key.as_str(), *f))
+                    .collect(),
+                marks: Some((&cluster, &marks)),
+                ..PageCommit::default()
+            },
+        )?;
+        store.flush()
+    })
+    .await
+    .map_err(|e| ReadBackError::Task(e.to_string()))??;
+    Ok(())
 }

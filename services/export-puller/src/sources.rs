@@ -179,8 +179,21 @@ fn check_source(
         return Err("email is required".to_owned());
     }
     let password = match (&entry.password_env, &entry.password_file) {
-        (Some(var), None) => env(var)
-            .ok_or_else(|| format!("password_env: the environment variable {var} is not set"))?,
+        (Some(var), None) => {
+            let name_like = !var.is_empty()
+                && var
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !name_like {
+                // Not repeated: it may be the password itself, put in the wrong place.
+                return Err(
+                    "password_env must name an environment variable (A-Z, 0-9, _), not hold the password"
+                        .to_owned(),
+                );
+            }
+            env(var)
+                .ok_or_else(|| format!("password_env: the environment variable {var} is not set"))?
+        }
         (None, Some(file)) => read_secret(file)?,
         (Some(_), Some(_)) => return Err("give password_env or password_file, not both".to_owned()),
         (None, None) => return Err("password_env or password_file is required".to_owned()),

@@ -182,6 +182,8 @@ struct StreamIndex {
     logged: usize,
     /// The sequence of the next segment.
     next_segment: u64,
+    /// Read from the log (an index is made empty, then filled under its write lock).
+    loaded: bool,
 }
 
 /// The 128-bit hash a row key is kept under.
@@ -275,19 +277,31 @@ impl PullStore {
     }
 
     /// The stream's index, read from its log the first time (and the log rewritten if it grew
-    /// to more than twice its live entries).
+    /// to more than twice its live entries). The log is read without holding other streams up.
     fn index(&self, stream: &StreamId) -> Result<Arc<RwLock<StreamIndex>>, StoreError> {
-        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(index) = indexes.get(stream) {
-            return Ok(index.clone());
+        let index = {
+            let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+            indexes
+                .entry(stream.clone())
+                .or_insert_with(|| Arc::new(RwLock::new(StreamIndex::default())))
+                .clone()
+        };
+        if index.read().unwrap_or_else(|e| e.into_inner()).loaded {
+            return Ok(index);
         }
-        let mut index = StreamIndex::default();
+        let shared = index.clone();
+        let mut loading = shared.write().unwrap_or_else(|e| e.into_inner());
+        if loading.loaded {
+            return Ok(index);
+        }
         let mut latest: HashMap<u128, Fingerprint> = HashMap::new();
+        let mut logged = 0;
+        let mut next_segment = 0;
         for entry in self.tree.scan_prefix(stream.key(b'g')) {
             let (key, segment) = entry?;
             let entries = segment_entries(&segment).ok_or_else(|| corrupt(&key, "log segment"))?;
             for (row_key, fingerprint) in entries {
-                index.logged += 1;
+                logged += 1;
                 match fingerprint {
                     Some(f) => latest.insert(row_key_hash(row_key), f),
                     None => latest.remove(&row_key_hash(row_key)),
@@ -300,15 +314,27 @@ impl PullStore {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| corrupt(&key, "segment key"))?;
-            index.next_segment = sequence + 1;
+            next_segment = sequence + 1;
         }
-        index.fingerprints = latest;
-        if index.logged > 2 * index.fingerprints.len() + 10_000 {
-            self.rewrite_log(stream, &mut index)?;
-        }
-        let index = Arc::new(RwLock::new(index));
-        indexes.insert(stream.clone(), index.clone());
+        loading.fingerprints = latest;
+        loading.logged = logged;
+        loading.next_segment = next_segment;
+        loading.loaded = true;
+        self.compact_if_grown(stream, &mut loading)?;
+        drop(loading);
         Ok(index)
+    }
+
+    /// Rewrites the stream's log once it holds more than twice its live entries (plus 10,000).
+    fn compact_if_grown(
+        &self,
+        stream: &StreamId,
+        index: &mut StreamIndex,
+    ) -> Result<(), StoreError> {
+        if index.logged > 2 * index.fingerprints.len() + 10_000 {
+            self.rewrite_log(stream, index)?;
+        }
+        Ok(())
     }
 
     /// Replaces the stream's log by segments of its live entries only.
@@ -399,7 +425,7 @@ impl PullStore {
                 None => index.fingerprints.remove(&row_key_hash(row_key)),
             };
         }
-        Ok(())
+        self.compact_if_grown(stream, &mut index)
     }
 
     fn reject_key(stream: &StreamId, hash: u128) -> Vec<u8> {

@@ -195,6 +195,18 @@ fn instants_accept_iso_8601_forms() {
             "{text}"
         );
     }
+    // Kept to the microsecond, as the row key names it.
+    let mut row = emitted();
+    row["created_at"] = json!("2026-04-18T10:05:12.123456789Z");
+    let normalised = normalise(&d16(), &row).unwrap();
+    assert!(
+        normalised.key.ends_with("|2026-04-18T10:05:12.123456Z"),
+        "{}",
+        normalised.key
+    );
+    let deal = normalised.to_deal(&d16(), "l");
+    assert_eq!(deal.created_at.unwrap().nanos, 123_456_000);
+
     let mut row = emitted();
     row["ptp_date_ai"] = json!("next tuesday");
     row["updated_at"] = json!(1_748_699_310);

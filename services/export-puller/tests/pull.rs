@@ -61,6 +61,29 @@ fn latest_on_topic(deals: &[(String, u64, v1::CollectionsDealObserved)]) -> BTre
     latest.into_iter().map(|(k, (_, h))| (k, h)).collect()
 }
 
+/// `have == want`, or a panic naming how many row keys differ and a few of them.
+fn assert_same(have: &BTreeMap<String, u128>, want: &BTreeMap<String, u128>) {
+    if have == want {
+        return;
+    }
+    let missing: Vec<&String> = want.keys().filter(|k| !have.contains_key(*k)).collect();
+    let extra: Vec<&String> = have.keys().filter(|k| !want.contains_key(*k)).collect();
+    let stale: Vec<&String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k).is_some_and(|h| h != *v))
+        .map(|(k, _)| k)
+        .collect();
+    panic!(
+        "{} missing (e.g. {:?}), {} not expected (e.g. {:?}), {} with other content (e.g. {:?})",
+        missing.len(),
+        &missing[..missing.len().min(3)],
+        extra.len(),
+        &extra[..extra.len().min(3)],
+        stale.len(),
+        &stale[..stale.len().min(3)]
+    );
+}
+
 fn stop_never() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     std::mem::forget(tx);
@@ -91,7 +114,7 @@ async fn one_pull_publishes_every_row_once_and_the_next_pull_nothing() {
 
     let on_topic = deals(&kafka.kafka_config()).await;
     assert_eq!(on_topic.len(), good.len());
-    assert_eq!(latest_on_topic(&on_topic), good);
+    assert_same(&latest_on_topic(&on_topic), &good);
     let rejected = rejects(&kafka.kafka_config()).await;
     assert_eq!(rejected.len(), bad);
     for reject in &rejected {
@@ -136,7 +159,7 @@ async fn changed_and_new_rows_are_published_with_the_next_revision() {
     assert_eq!(on_topic.len(), 2000 + 190);
     let revisions: Vec<u64> = on_topic.iter().map(|(_, r, _)| *r).collect();
     assert_eq!(revisions.iter().filter(|r| **r == 2).count(), 150);
-    assert_eq!(latest_on_topic(&on_topic), expected(&sim).0);
+    assert_same(&latest_on_topic(&on_topic), &expected(&sim).0);
 }
 
 #[tokio::test]
@@ -172,9 +195,9 @@ async fn rows_changed_during_a_pull_come_with_the_next_cycle() {
 
     let second = puller.pull(&stream, &stop_never()).await.unwrap();
     assert_eq!(second.published, 60, "the next cycle picks up the changes");
-    assert_eq!(
-        latest_on_topic(&deals(&kafka.kafka_config()).await),
-        expected(&sim).0
+    assert_same(
+        &latest_on_topic(&deals(&kafka.kafka_config()).await),
+        &expected(&sim).0,
     );
 }
 
@@ -229,7 +252,7 @@ async fn faults_of_every_kind_lose_nothing_and_repeat_nothing() {
     assert!(restarts > 0 && timeouts > 0, "{reports:?}");
 
     let (good, bad) = expected(&sim);
-    assert_eq!(latest_on_topic(&deals(&kafka.kafka_config()).await), good);
+    assert_same(&latest_on_topic(&deals(&kafka.kafka_config()).await), &good);
     let rejected = rejects(&kafka.kafka_config()).await;
     let mut distinct: Vec<&str> = rejected.iter().map(|r| r.raw_json.as_str()).collect();
     distinct.sort_unstable();
@@ -294,9 +317,9 @@ async fn a_restarted_vendor_invalidates_session_and_cursor_and_the_pull_recovers
         "the refresh token is refused, so it logs in again"
     );
     assert_eq!(stats.requests.get("refresh"), Some(&1));
-    assert_eq!(
-        latest_on_topic(&deals(&kafka.kafka_config()).await),
-        expected(&sim).0
+    assert_same(
+        &latest_on_topic(&deals(&kafka.kafka_config()).await),
+        &expected(&sim).0,
     );
 }
 
@@ -489,7 +512,7 @@ async fn a_puller_that_died_after_the_acks_publishes_nothing_twice() {
     assert!(report.recovered >= 2500, "{report:?}");
     let on_topic = deals(&kafka.kafka_config()).await;
     assert_eq!(on_topic.len(), before, "nothing published twice");
-    assert_eq!(latest_on_topic(&on_topic), expected(&sim).0);
+    assert_same(&latest_on_topic(&on_topic), &expected(&sim).0);
     // And the read-back left the store knowing every content.
     let store_keys = puller.store().fingerprint_count(&stream.id()).unwrap();
     assert_eq!(
@@ -575,4 +598,93 @@ async fn once_mode_pulls_every_stream_and_continuous_mode_keeps_pulling_until_st
         all,
         "nothing twice"
     );
+}
+
+/// librdkafka's mock cluster on a thread of its own (it is `!Send`), taking orders to make the
+/// broker refuse produce requests.
+struct RefusingBroker {
+    bootstrap: String,
+    orders: std::sync::mpsc::Sender<Option<usize>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RefusingBroker {
+    fn start() -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (orders, inbox) = std::sync::mpsc::channel::<Option<usize>>();
+        let thread = std::thread::spawn(move || {
+            let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+            for topic in event_backbone::topics::ALL {
+                cluster
+                    .create_topic(topic.name, topic.partitions, 1)
+                    .unwrap();
+            }
+            ready_tx.send(cluster.bootstrap_servers()).unwrap();
+            // `Some(n)`: the next n produce requests fail for good; `None`: stop.
+            while let Ok(Some(n)) = inbox.recv() {
+                let errors =
+                    vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; n];
+                cluster.request_errors(rdkafka::types::RDKafkaApiKey::Produce, &errors);
+            }
+        });
+        Self {
+            bootstrap: ready_rx.recv().unwrap(),
+            orders,
+            thread: Some(thread),
+        }
+    }
+
+    fn kafka(&self) -> event_backbone::KafkaConfig {
+        event_backbone::KafkaConfig {
+            brokers: self.bootstrap.clone(),
+            embedded: true,
+            properties: Vec::new(),
+        }
+    }
+}
+
+impl Drop for RefusingBroker {
+    fn drop(&mut self) {
+        let _ = self.orders.send(None);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_page_kafka_partly_refused_is_neither_lost_nor_published_twice() {
+    let mut config = sim_config(4000);
+    config.faults = FaultPlan {
+        slow: 1.0,
+        slow_delay: Duration::from_millis(30),
+        ..FaultPlan::default()
+    };
+    let (sim, running) = serve(config.clone()).await;
+    let broker = RefusingBroker::start();
+    let kafka = broker.kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let puller = puller(&kafka, "refusing-cluster", dir.path());
+    let stream = stream(client_config(&running, &config), 500);
+    let store = puller.store().clone();
+
+    let never = stop_never();
+    let (first, ()) = tokio::join!(puller.pull(&stream, &never), async {
+        while store.checkpoint(&stream.id()).unwrap().chain.is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // A page or two in: the broker refuses the next produce requests (whole batches of
+        // some partitions, the others go through).
+        broker.orders.send(Some(3)).unwrap();
+    });
+    let error = first.expect_err("the refusal fails the cycle");
+    assert!(matches!(error, PullError::Publish(_)), "{error}");
+    assert!(!error.is_permanent());
+
+    // The next cycle reads back what did land and publishes the rest, once.
+    let second = puller.pull(&stream, &stop_never()).await.unwrap();
+    assert!(second.recovered > 0 || second.published > 0, "{second:?}");
+    let on_topic = deals(&kafka).await;
+    assert_same(&latest_on_topic(&on_topic), &expected(&sim).0);
+    assert_eq!(on_topic.len(), expected(&sim).0.len(), "no content twice");
 }

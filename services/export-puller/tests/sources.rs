@@ -112,12 +112,17 @@ fn every_mistake_is_named() {
         ),
         (r#"{"sources": []}"#.to_owned(), "no sources"),
         (
+            source(r#""password_env": "hunter2!""#),
+            "must name an environment variable",
+        ),
+        (
             source(r#""password_env": "ACME_PASSWORD", "datasets": ["S3/D16", "S3/D16"]"#),
             "pulls S3/D16 twice",
         ),
     ];
     for (text, want) in cases {
         let error = parse(&text, &env).unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
         assert!(error.contains(want), "{error:?} should say {want:?}");
         if !text.contains(r#""sources": []"#) && !error.contains("unknown field") {
             assert!(

@@ -56,6 +56,9 @@ use crate::read_model::{
 pub const DEAL_AGGREGATE: &str = "collections_deal";
 /// The event type of deal envelopes.
 pub const DEAL_EVENT_TYPE: &str = "CollectionsDealObserved";
+/// The dataset whose rows are collections deals (D16 "Collections Cases"); other datasets'
+/// events on the topic are ignored here.
+pub const DEALS_DATASET: &str = "S3/D16";
 
 /// How many applied batches with DNC changes a watcher may fall behind before it must take a
 /// fresh snapshot.
@@ -777,6 +780,7 @@ struct Staged {
 enum Step {
     Applied,
     Duplicate,
+    Ignored,
     Rejected(String),
 }
 
@@ -838,6 +842,7 @@ impl DealReadModel {
             match self.apply_message(&message.value, &mut staged)? {
                 Step::Applied => outcome.applied += 1,
                 Step::Duplicate => outcome.duplicates += 1,
+                Step::Ignored => outcome.ignored += 1,
                 Step::Rejected(reason) => {
                     outcome.rejected += 1;
                     stage_reject(&mut staged.batch, cluster, topic, message, reason);
@@ -900,6 +905,10 @@ impl DealReadModel {
             Ok(d) => d,
             Err(e) => return Ok(Step::Rejected(format!("payload does not decode: {e}"))),
         };
+        if deal.dataset != DEALS_DATASET {
+            // Another dataset's rows share the event type: they are not collections deals.
+            return Ok(Step::Ignored);
+        }
         if deal.public_id.is_empty() {
             return Ok(Step::Rejected(
                 "CollectionsDealObserved without public_id".into(),

@@ -221,6 +221,8 @@ pub struct BatchOutcome {
     pub parked: usize,
     /// Could not be decoded or applied; kept under `x` with the reason.
     pub rejected: usize,
+    /// Well-formed events this read model does not keep (deals of datasets other than D16).
+    pub ignored: usize,
 }
 
 /// The case read model.

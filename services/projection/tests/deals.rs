@@ -60,6 +60,7 @@ fn outcome(applied: usize, duplicates: usize, rejected: usize) -> BatchOutcome {
         duplicates,
         parked: 0,
         rejected,
+        ignored: 0,
     }
 }
 
@@ -181,6 +182,25 @@ fn first_deal() -> Row {
     .due(day(2026, 5, 1))
     .ptp(PtpChannel::Human, day(2026, 6, 5))
     .dnc(false)
+}
+
+#[test]
+fn deals_of_other_datasets_are_ignored() {
+    let dir = TempDir::new().unwrap();
+    let m = open(dir.path());
+    let mut other = first_deal();
+    other.deal.dataset = "S1/D02".into();
+    let got = apply(&m.deals, &mut Feed::new(), vec![other.envelope()]);
+    assert_eq!(
+        got,
+        BatchOutcome {
+            ignored: 1,
+            ..BatchOutcome::default()
+        }
+    );
+    assert_eq!(revision(&m.deals, &other), None);
+    assert!(m.deals.funnel(TENANT).unwrap().is_empty());
+    assert_eq!(m.deals.rejected_count(), 0);
 }
 
 #[test]

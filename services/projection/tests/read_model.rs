@@ -39,6 +39,7 @@ fn outcome(applied: usize, duplicates: usize, parked: usize, rejected: usize) ->
         duplicates,
         parked,
         rejected,
+        ignored: 0,
     }
 }
 

@@ -222,10 +222,19 @@ impl RunningPlatform {
         if let Some(t) = self.timeouts.take() {
             t.await?;
         }
-        // Pulls stop after the page in flight (committed once acknowledged).
+        // Pulls stop after the page in flight (committed once acknowledged); a pull stuck on
+        // a broker that takes nothing is abandoned (its page is fetched again next time).
         let puller = match self.puller.take() {
-            Some((puller, task)) => {
-                task.await?;
+            Some((puller, mut task)) => {
+                if tokio::time::timeout(self.drain_timeout, &mut task)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "the export puller did not stop in time; its pages in flight are pulled again next time"
+                    );
+                    task.abort();
+                }
                 Some(puller)
             }
             None => None,
@@ -690,6 +699,46 @@ fn rewind_unprojected(store: &PullStore, deals: &DealReadModel) -> anyhow::Resul
                         None => forget.push(row_key),
                     }
                 }
+            }
+        }
+        // Deals the read model has that the store forgot (a crash took the commit of their
+        // page): their next content must count on from the applied revision.
+        let known: std::collections::HashSet<u128> = store
+            .fingerprints(&stream)?
+            .iter()
+            .map(|(key, _)| export_puller::store::row_key_hash(key))
+            .collect();
+        let mut after = None;
+        loop {
+            let page = deals
+                .list_deals(
+                    &stream.tenant,
+                    &projection::deals::DealFilter::default(),
+                    Utc::now().date_naive(),
+                    after.as_ref(),
+                    1000,
+                )
+                .map_err(|e| anyhow::anyhow!("listing the deals read model: {e}"))?;
+            for deal in &page.deals {
+                let Some(created_at) = deal
+                    .created_at
+                    .as_ref()
+                    .and_then(recoup_proto::from_timestamp)
+                else {
+                    continue;
+                };
+                let row_key = format!(
+                    "{}|{}",
+                    deal.public_id,
+                    created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                );
+                if !known.contains(&export_puller::store::row_key_hash(&row_key)) {
+                    raise.push((row_key, deal.revision));
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         if lost == 0 && raise.is_empty() {

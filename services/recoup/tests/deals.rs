@@ -265,3 +265,47 @@ async fn deals_lost_with_the_embedded_broker_are_pulled_again() {
     assert!(converged(&query, &sim).await, "the lost changes arrive");
     platform.shutdown().await.unwrap();
 }
+
+/// A crash can take the commit of a page whose deals the read model already has: the store
+/// forgot them. The next start counts on from the read model's revisions, so their later
+/// contents are not skipped there as old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deals_the_store_forgot_count_on_from_the_read_models_revision() {
+    let sim_config = sim_config(600);
+    let sim = Simulator::new(sim_config.clone());
+    let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let with_pull = || {
+        let mut c = config(dir.path());
+        c.pull = Some(sources(&running, &sim_config));
+        c
+    };
+    let platform = start(with_pull()).await;
+    let (_, query) = clients(&platform).await;
+    assert!(converged(&query, &sim).await);
+    platform.shutdown().await.unwrap();
+
+    // As a crash leaves it: no clean mark, and no fingerprint of what was published.
+    {
+        let store =
+            export_puller::store::PullStore::open(&dir.path().join("export-puller")).unwrap();
+        let stream = export_puller::store::StreamId::new(TENANT, "S3/D16");
+        assert!(store.take_clean_mark().unwrap());
+        let keys: Vec<String> = store
+            .fingerprints(&stream)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert!(keys.len() > 500);
+        store.rewind(&stream, &keys, &[], None).unwrap();
+        store.flush().unwrap();
+    }
+    sim.mutate(40);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let platform = start(with_pull()).await;
+    let (_, query) = clients(&platform).await;
+    assert!(converged(&query, &sim).await, "the changed deals arrive");
+    platform.shutdown().await.unwrap();
+}
