@@ -16,6 +16,12 @@ ci:
 bench:
     cargo bench -p recoup --bench commands
     cargo bench -p projection --bench apply
+    cargo bench -p snapshot-importer --bench import
+    cargo bench -p export-puller --bench pull
+
+# Every service plus a simulated export API pulled as tenant "demo".
+demo:
+    cargo run --release -p recoup -- up --demo
 
 # Create every recoup topic on an external cluster.
 topics brokers:

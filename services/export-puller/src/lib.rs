@@ -1,12 +1,19 @@
-//! Collections exports (ClearGrid-style, DOMAIN.md §1) into events (issue #4, in progress).
+//! Collections exports (ClearGrid-style, DOMAIN.md §1) into events: every exported row
+//! published once per content, checkpointed only after Kafka acknowledged it.
 //!
 //! - [`dataset`]: dataset descriptors (section, code, cursor field, row key, renames, formats);
 //!   D16 "Collections Cases" built in.
 //! - [`normalise`]: one exported JSON row → `CollectionsDealObserved`, or every reason it cannot
 //!   be one.
-//! - [`sim`]: a simulator of the export API (login, refresh, cursor-paginated D16 pages with the
-//!   live quirks, rows changing while a client pages, injected faults) for the tests and, next,
-//!   `recoup export-sim`.
+//! - [`client`]: login, refresh and pages, with the vendor's error policy.
+//! - [`page`]: a page classified against what was published and encoded as events.
+//! - [`pull`]: one cycle of one stream, from the committed `since` to the end of its chain.
+//! - [`store`]: checkpoints, fingerprints, read-back marks (sled).
+//! - [`readback`]: a stream's own events read back from the topic at start.
+//! - [`schedule`]: many streams, once or continuously, with a bound.
+//! - [`sources`]: the sources file.
+//! - [`sim`]: a simulator of the export API for the tests, `recoup export-sim` and
+//!   `recoup up --demo`.
 
 pub mod client;
 pub mod dataset;

@@ -71,26 +71,6 @@ impl FieldError {
     }
 }
 
-/// The fields `CollectionsDealObserved` has a place for (D16's, canonical names).
-const D16_FIELDS: [&str; 16] = [
-    "public_id",
-    "deal_stage_id",
-    "pipeline",
-    "comms_pipeline",
-    "amount",
-    "assigned_user_name",
-    "dpd_due_date",
-    "last_due_date",
-    "ptp_date_human",
-    "ptp_date_ai",
-    "broken_ptp_date_human",
-    "broken_ptp_date_ai",
-    "hasReachedRpcOrBeyond",
-    "do_not_contact",
-    "created_at",
-    "updated_at",
-];
-
 /// Longest row key, bytes (the store's log keeps keys up to 64 KiB; real keys are ~60 bytes).
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -114,93 +94,78 @@ pub struct Row {
 }
 
 impl Row {
-    fn text(&self, name: &str) -> Option<String> {
-        match self.values.get(name) {
-            Some(Normalised::Text(text)) => Some(text.clone()),
-            _ => None,
-        }
-    }
-
-    fn instant(&self, name: &str) -> Option<prost_types::Timestamp> {
-        match self.values.get(name) {
-            Some(Normalised::Instant(at)) => Some(to_timestamp(*at)),
-            _ => None,
-        }
-    }
-
-    fn date(&self, name: &str) -> Option<String> {
-        match self.values.get(name) {
-            Some(Normalised::Date(day)) => Some(iso_day(*day)),
-            _ => None,
-        }
-    }
-
-    fn flag(&self, name: &str) -> Option<bool> {
-        match self.values.get(name) {
-            Some(Normalised::Bool(flag)) => Some(*flag),
-            _ => None,
-        }
-    }
-
-    fn minor(&self, name: &str) -> Option<i64> {
-        match self.values.get(name) {
-            Some(Normalised::Minor(amount)) => Some(*amount),
-            _ => None,
-        }
-    }
-
-    /// Fields the event has no place for, as JSON text: the export's unknown fields, and the
-    /// values of a configured dataset's fields that D16 does not have (normalised: dates as
-    /// `YYYY-MM-DD`, instants as RFC 3339 in UTC).
-    fn extra_with_undeclared(&self) -> BTreeMap<String, String> {
-        let mut extra = self.extra.clone();
-        for (name, value) in &self.values {
-            if D16_FIELDS.contains(&name.as_str()) {
-                continue;
-            }
-            let text = match value {
-                Normalised::Text(text) => Value::String(text.clone()).to_string(),
-                Normalised::Bool(flag) => flag.to_string(),
-                Normalised::Minor(amount) => amount.to_string(),
-                Normalised::Date(day) => format!("\"{}\"", iso_day(*day)),
-                Normalised::Instant(at) => {
-                    format!("\"{}\"", at.to_rfc3339_opts(SecondsFormat::Micros, true))
-                }
-            };
-            extra.entry(name.clone()).or_insert(text);
-        }
-        extra
-    }
-
     /// The row as a D16 event, without revision and fetch time (see [`fingerprint`]).
     pub fn to_deal(
         &self,
         dataset: &Dataset,
         lender_public_id: &str,
     ) -> v1::CollectionsDealObserved {
-        v1::CollectionsDealObserved {
+        self.clone().into_deal(dataset, lender_public_id)
+    }
+
+    /// [`Row::to_deal`], moving the row's values into the event: one pass over them. Values
+    /// of a configured dataset's fields that D16 does not have go into `extra` as JSON text
+    /// (dates as `YYYY-MM-DD`, instants as RFC 3339 in UTC), beside the export's unknown fields.
+    pub fn into_deal(
+        self,
+        dataset: &Dataset,
+        lender_public_id: &str,
+    ) -> v1::CollectionsDealObserved {
+        let mut deal = v1::CollectionsDealObserved {
             dataset: dataset.path(),
             lender_public_id: lender_public_id.to_owned(),
-            public_id: self.partition.clone(),
-            created_at: self.instant("created_at"),
+            public_id: self.partition,
             updated_at: Some(to_timestamp(self.cursor)),
-            deal_stage_id: self.text("deal_stage_id"),
-            pipeline: self.text("pipeline"),
-            comms_pipeline: self.text("comms_pipeline"),
-            amount_minor: self.minor("amount"),
-            assigned_user_name: self.text("assigned_user_name"),
-            dpd_due_date: self.date("dpd_due_date"),
-            last_due_date: self.date("last_due_date"),
-            ptp_date_human: self.instant("ptp_date_human"),
-            ptp_date_ai: self.instant("ptp_date_ai"),
-            broken_ptp_date_human: self.instant("broken_ptp_date_human"),
-            broken_ptp_date_ai: self.instant("broken_ptp_date_ai"),
-            has_reached_rpc_or_beyond: self.flag("hasReachedRpcOrBeyond"),
-            do_not_contact: self.flag("do_not_contact"),
-            extra: self.extra_with_undeclared(),
-            revision: 0,
-            fetched_at: None,
+            ..Default::default()
+        };
+        let mut extra = self.extra;
+        for (name, value) in self.values {
+            match (name.as_str(), value) {
+                ("created_at", Normalised::Instant(at)) => deal.created_at = Some(to_timestamp(at)),
+                ("deal_stage_id", Normalised::Text(text)) => deal.deal_stage_id = Some(text),
+                ("pipeline", Normalised::Text(text)) => deal.pipeline = Some(text),
+                ("comms_pipeline", Normalised::Text(text)) => deal.comms_pipeline = Some(text),
+                ("amount", Normalised::Minor(amount)) => deal.amount_minor = Some(amount),
+                ("assigned_user_name", Normalised::Text(text)) => {
+                    deal.assigned_user_name = Some(text)
+                }
+                ("dpd_due_date", Normalised::Date(day)) => deal.dpd_due_date = Some(iso_day(day)),
+                ("last_due_date", Normalised::Date(day)) => deal.last_due_date = Some(iso_day(day)),
+                ("ptp_date_human", Normalised::Instant(at)) => {
+                    deal.ptp_date_human = Some(to_timestamp(at))
+                }
+                ("ptp_date_ai", Normalised::Instant(at)) => {
+                    deal.ptp_date_ai = Some(to_timestamp(at))
+                }
+                ("broken_ptp_date_human", Normalised::Instant(at)) => {
+                    deal.broken_ptp_date_human = Some(to_timestamp(at))
+                }
+                ("broken_ptp_date_ai", Normalised::Instant(at)) => {
+                    deal.broken_ptp_date_ai = Some(to_timestamp(at))
+                }
+                ("hasReachedRpcOrBeyond", Normalised::Bool(flag)) => {
+                    deal.has_reached_rpc_or_beyond = Some(flag)
+                }
+                ("do_not_contact", Normalised::Bool(flag)) => deal.do_not_contact = Some(flag),
+                // Already in the event, as the partition and the cursor.
+                ("public_id", _) if dataset.partition_field == "public_id" => {}
+                ("updated_at", _) if dataset.cursor_field == "updated_at" => {}
+                (_, value) => {
+                    let text = match value {
+                        Normalised::Text(text) => Value::String(text).to_string(),
+                        Normalised::Bool(flag) => flag.to_string(),
+                        Normalised::Minor(amount) => amount.to_string(),
+                        Normalised::Date(day) => format!("\"{}\"", iso_day(day)),
+                        Normalised::Instant(at) => {
+                            format!("\"{}\"", at.to_rfc3339_opts(SecondsFormat::Micros, true))
+                        }
+                    };
+                    extra.entry(name).or_insert(text);
+                }
+            }
         }
+        deal.extra = extra;
+        deal
     }
 }
 
@@ -449,20 +414,4 @@ fn cut(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_event_has_a_place_for_every_d16_field() {
-        let mut declared: Vec<String> = crate::dataset::d16()
-            .fields
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        declared.sort();
-        let mut placed: Vec<&str> = super::D16_FIELDS.to_vec();
-        placed.sort_unstable();
-        assert_eq!(declared, placed);
-    }
 }

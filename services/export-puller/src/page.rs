@@ -95,19 +95,45 @@ pub fn classify_page(
     pending: &Pending,
     rows: &[Value],
 ) -> Result<ClassifiedPage, StoreError> {
-    let mut page = ClassifiedPage::default();
-    // Row keys and rejects of this page, should a page repeat one.
+    let part = classify_part(ctx, store, pending, rows)?;
+    // One part cannot collide with itself.
+    Ok(merge(ctx, vec![part]).unwrap_or_default())
+}
+
+/// Some consecutive rows of a page, sorted out on their own (see [`merge`]).
+#[derive(Debug, Default)]
+pub struct ClassifiedPart {
+    deals: Vec<DealEvent>,
+    rejects: Vec<(u128, String, Vec<normalise::FieldError>)>,
+    unchanged: usize,
+    rejects_repeated: usize,
+    max_cursor: Option<DateTime<Utc>>,
+    /// Hashes of every row key the part saw, and of every raw row it rejected.
+    keys: HashSet<u128>,
+    reject_hashes: HashSet<u128>,
+}
+
+/// Sorts out consecutive rows of a page; parts of one page can be classified at once, on
+/// several threads, and [`merge`]d.
+pub fn classify_part(
+    ctx: &PageContext<'_>,
+    store: &PullStore,
+    pending: &Pending,
+    rows: &[Value],
+) -> Result<ClassifiedPart, StoreError> {
+    let mut part = ClassifiedPart::default();
+    // Row keys of this part, should it repeat one.
     let mut seen: HashMap<String, Fingerprint> = HashMap::new();
-    let mut rejected_here: Vec<u128> = Vec::new();
     for raw in rows {
         match normalise::normalise(ctx.dataset, raw) {
             Ok(row) => {
-                page.max_cursor = page.max_cursor.max(Some(row.cursor));
+                part.max_cursor = part.max_cursor.max(Some(row.cursor));
+                part.keys.insert(crate::store::row_key_hash(&row.key));
                 let earlier = match seen.get(&row.key).or_else(|| pending.deals.get(&row.key)) {
                     Some(f) => Some(*f),
                     None => store.fingerprint(ctx.stream, &row.key)?,
                 };
-                match deal_event(ctx, &row, earlier) {
+                match deal_event(ctx, row, earlier) {
                     Some(deal) if deal.event.value.len() > MAX_EVENT_BYTES => {
                         // Kafka would refuse it on every try and hold the stream back for good.
                         let error = normalise::FieldError {
@@ -119,73 +145,82 @@ pub fn classify_page(
                                 deal.event.value.len()
                             ),
                         };
-                        reject(
-                            ctx,
-                            store,
-                            pending,
-                            &mut page,
-                            &mut rejected_here,
-                            raw,
-                            &[error],
-                        )?;
+                        reject(ctx, store, pending, &mut part, raw, vec![error])?;
                     }
                     Some(deal) => {
                         seen.insert(deal.row_key.clone(), deal.fingerprint);
-                        page.deals.push(deal);
+                        part.deals.push(deal);
                     }
-                    None => page.unchanged += 1,
+                    None => part.unchanged += 1,
                 }
             }
-            Err(errors) => {
-                reject(
-                    ctx,
-                    store,
-                    pending,
-                    &mut page,
-                    &mut rejected_here,
-                    raw,
-                    &errors,
-                )?;
+            Err(errors) => reject(ctx, store, pending, &mut part, raw, errors)?,
+        }
+    }
+    Ok(part)
+}
+
+/// The parts of one page, in page order, as one page; `None` if two parts share a row key or a
+/// rejected row (then they were classified without each other and the page must be classified
+/// whole).
+pub fn merge(ctx: &PageContext<'_>, parts: Vec<ClassifiedPart>) -> Option<ClassifiedPage> {
+    for (i, part) in parts.iter().enumerate() {
+        for later in &parts[i + 1..] {
+            if !part.keys.is_disjoint(&later.keys)
+                || !part.reject_hashes.is_disjoint(&later.reject_hashes)
+            {
+                return None;
             }
         }
     }
-    Ok(page)
+    let mut page = ClassifiedPage::default();
+    for part in parts {
+        page.deals.extend(part.deals);
+        page.unchanged += part.unchanged;
+        page.rejects_repeated += part.rejects_repeated;
+        page.max_cursor = page.max_cursor.max(part.max_cursor);
+        for (hash, raw_json, errors) in part.rejects {
+            // Versions count on in page order.
+            let version = ctx.rejects_before + page.rejects.len() as u64 + 1;
+            page.rejects.push(RejectEvent {
+                hash,
+                event: reject_event(ctx, raw_json, &errors, version),
+            });
+        }
+    }
+    Some(page)
 }
 
-/// A rejected row joins the page's rejects, unless the same raw row was published before.
+/// A rejected row joins the part's rejects, unless the same raw row was published before.
 fn reject(
     ctx: &PageContext<'_>,
     store: &PullStore,
     pending: &Pending,
-    page: &mut ClassifiedPage,
-    rejected_here: &mut Vec<u128>,
+    part: &mut ClassifiedPart,
     raw: &Value,
-    errors: &[normalise::FieldError],
+    errors: Vec<normalise::FieldError>,
 ) -> Result<(), StoreError> {
     let raw_json = raw.to_string();
     let hash = xxhash_rust::xxh3::xxh3_128(raw_json.as_bytes());
-    if rejected_here.contains(&hash)
+    if part.reject_hashes.contains(&hash)
         || pending.rejects.contains(&hash)
         || store.reject_published(ctx.stream, hash)?
     {
-        page.rejects_repeated += 1;
+        part.rejects_repeated += 1;
         return Ok(());
     }
-    rejected_here.push(hash);
-    let version = ctx.rejects_before + page.rejects.len() as u64 + 1;
-    page.rejects.push(RejectEvent {
-        hash,
-        event: reject_event(ctx, raw_json, errors, version),
-    });
+    part.reject_hashes.insert(hash);
+    part.rejects.push((hash, raw_json, errors));
     Ok(())
 }
 
 /// The event of a row, or `None` when `earlier` is this very content.
-fn deal_event(ctx: &PageContext<'_>, row: &Row, earlier: Option<Fingerprint>) -> Option<DealEvent> {
+fn deal_event(ctx: &PageContext<'_>, row: Row, earlier: Option<Fingerprint>) -> Option<DealEvent> {
+    let (key, partition, cursor) = (row.key.clone(), row.partition.clone(), row.cursor);
     // Without revision and fetch time the encoding is the content, fingerprinted as it is; the
     // two fields are then appended (protobuf takes fields in any order): one encoding per row.
     let mut payload = row
-        .to_deal(ctx.dataset, ctx.lender_public_id)
+        .into_deal(ctx.dataset, ctx.lender_public_id)
         .encode_to_vec();
     let hash = xxhash_rust::xxh3::xxh3_128(&payload);
     if earlier.is_some_and(|e| e.hash == hash) {
@@ -198,14 +233,14 @@ fn deal_event(ctx: &PageContext<'_>, row: &Row, earlier: Option<Fingerprint>) ->
         &to_timestamp(ctx.fetched_at),
         &mut payload,
     );
-    let aggregate_id = format!("{}/{}", ctx.dataset.path(), row.key);
+    let aggregate_id = format!("{}/{}", ctx.dataset.path(), key);
     let event_id = new_event_id();
     let value = NewEnvelope {
         tenant: &ctx.stream.tenant,
         aggregate_type: DEAL_AGGREGATE,
         aggregate_id: &aggregate_id,
         aggregate_version: revision,
-        occurred_at: row.cursor,
+        occurred_at: cursor,
         recorded_at: ctx.fetched_at,
         event_type: DEAL_OBSERVED,
         schema_version: 1,
@@ -214,14 +249,14 @@ fn deal_event(ctx: &PageContext<'_>, row: &Row, earlier: Option<Fingerprint>) ->
     }
     .encode(&event_id);
     Some(DealEvent {
-        row_key: row.key.clone(),
+        row_key: key,
         fingerprint: Fingerprint {
             hash,
             revision,
-            cursor_micros: row.cursor.timestamp_micros(),
+            cursor_micros: cursor.timestamp_micros(),
         },
         event: EncodedEvent {
-            key: deal_key(&ctx.stream.tenant, &row.partition),
+            key: deal_key(&ctx.stream.tenant, &partition),
             value,
             event_id,
             event_type: DEAL_OBSERVED,

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::{ExportClient, FetchError, MAX_LIMIT, Page, PageRequest};
 use crate::dataset::Dataset;
-use crate::page::{ClassifiedPage, PageContext, Pending, classify_page};
+use crate::page::{ClassifiedPage, ClassifiedPart, PageContext, Pending, classify_part, merge};
 use crate::readback::{ReadBackError, read_back};
 use crate::store::{Chain, Checkpoint, Marks, PageCommit, PullStore, StoreError, StreamId};
 
@@ -372,32 +372,27 @@ impl Puller {
 
             let fetched_at = (self.clock)();
             let classified = {
-                let store = self.store.clone();
-                let dataset = stream.dataset.clone();
-                let stream_id = id.clone();
-                let lender = lender.clone();
-                let metadata = metadata.clone();
-                let rejects_before = cp.rejects;
                 // What the page still with Kafka publishes counts as published.
-                let pending = state
-                    .in_flight
-                    .as_ref()
-                    .map(InFlight::pending)
-                    .unwrap_or_default();
-                let rows = page.rows;
-                tokio::task::spawn_blocking(move || {
-                    let ctx = PageContext {
-                        stream: &stream_id,
-                        dataset: &dataset,
-                        lender_public_id: &lender,
-                        fetched_at,
-                        metadata: &metadata,
-                        rejects_before,
-                    };
-                    classify_page(&ctx, &store, &pending, &rows).map(|c| (c, rows.len()))
-                })
-                .await
-                .map_err(|e| PullError::Task(e.to_string()))??
+                let pending = Arc::new(
+                    state
+                        .in_flight
+                        .as_ref()
+                        .map(InFlight::pending)
+                        .unwrap_or_default(),
+                );
+                let work = Classify {
+                    store: self.store.clone(),
+                    dataset: stream.dataset.clone(),
+                    stream: id.clone(),
+                    lender: lender.clone(),
+                    metadata: metadata.clone(),
+                    rejects_before: cp.rejects,
+                    fetched_at,
+                    pending,
+                    rows: Arc::new(page.rows),
+                };
+                let rows = work.rows.len();
+                (work.run().await?, rows)
             };
             let (classified, rows) = classified;
             // The producer may wait for room (embedded mode): a stop must not wait with it.
@@ -701,6 +696,67 @@ impl Puller {
             report.chains += 1;
         }
         Ok(())
+    }
+}
+
+/// Rows of a page to classify, and what they are classified against. A page of more than
+/// [`PARALLEL_ROWS`] rows is classified in two halves at once (classification is most of the
+/// puller's CPU), and whole if the halves turn out to share a row key.
+struct Classify {
+    store: PullStore,
+    dataset: Arc<Dataset>,
+    stream: StreamId,
+    lender: String,
+    metadata: EventMetadata,
+    rejects_before: u64,
+    fetched_at: DateTime<Utc>,
+    pending: Arc<Pending>,
+    rows: Arc<Vec<serde_json::Value>>,
+}
+
+/// Pages with more rows than this are classified in two halves at once.
+const PARALLEL_ROWS: usize = 200;
+
+impl Classify {
+    fn context(&self) -> PageContext<'_> {
+        PageContext {
+            stream: &self.stream,
+            dataset: &self.dataset,
+            lender_public_id: &self.lender,
+            fetched_at: self.fetched_at,
+            metadata: &self.metadata,
+            rejects_before: self.rejects_before,
+        }
+    }
+
+    async fn run(self) -> Result<ClassifiedPage, PullError> {
+        let work = Arc::new(self);
+        let task = |range: std::ops::Range<usize>| {
+            let work = work.clone();
+            tokio::task::spawn_blocking(move || {
+                classify_part(
+                    &work.context(),
+                    &work.store,
+                    &work.pending,
+                    &work.rows[range],
+                )
+            })
+        };
+        let joined = |r: Result<Result<ClassifiedPart, StoreError>, tokio::task::JoinError>| {
+            r.map_err(|e| PullError::Task(e.to_string()))?
+                .map_err(PullError::from)
+        };
+        let rows = work.rows.len();
+        if rows > PARALLEL_ROWS {
+            let (first, second) = tokio::join!(task(0..rows / 2), task(rows / 2..rows));
+            let parts = vec![joined(first)?, joined(second)?];
+            if let Some(page) = merge(&work.context(), parts) {
+                return Ok(page);
+            }
+        }
+        let whole = joined(task(0..rows).await)?;
+        merge(&work.context(), vec![whole])
+            .ok_or_else(|| PullError::Task("one part collided with itself".to_owned()))
     }
 }
 
