@@ -96,11 +96,14 @@ async fn one_pull_publishes_every_row_once_and_the_next_pull_nothing() {
         malformed_share: 0.02,
         ..sim_config(3000)
     };
-    let (sim, running) = serve(config.clone()).await;
-    let kafka = kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = puller(&kafka.kafka_config(), kafka.cluster_id(), dir.path());
-    let stream = stream(client_config(&running, &config), 500);
+    let Setup {
+        sim,
+        running: _running,
+        kafka,
+        dir: _dir,
+        puller,
+        stream,
+    } = setup(&config, 500).await;
 
     let report = puller.pull(&stream, &stop_never()).await.unwrap();
     let (good, bad) = expected(&sim);
@@ -144,11 +147,14 @@ async fn one_pull_publishes_every_row_once_and_the_next_pull_nothing() {
 #[tokio::test]
 async fn changed_and_new_rows_are_published_with_the_next_revision() {
     let config = sim_config(2000);
-    let (sim, running) = serve(config.clone()).await;
-    let kafka = kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = puller(&kafka.kafka_config(), kafka.cluster_id(), dir.path());
-    let stream = stream(client_config(&running, &config), 1000);
+    let Setup {
+        sim,
+        running: _running,
+        kafka,
+        dir: _dir,
+        puller,
+        stream,
+    } = setup(&config, 1000).await;
     puller.pull(&stream, &stop_never()).await.unwrap();
 
     assert_eq!(sim.mutate(150), 150);
@@ -219,11 +225,14 @@ async fn faults_of_every_kind_lose_nothing_and_repeat_nothing() {
         slow_delay: Duration::from_millis(20),
         drop_connection: 0.08,
     };
-    let (sim, running) = serve(config.clone()).await;
-    let kafka = kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = puller(&kafka.kafka_config(), kafka.cluster_id(), dir.path());
-    let stream = stream(client_config(&running, &config), 1000);
+    let Setup {
+        sim,
+        running: _running,
+        kafka,
+        dir: _dir,
+        puller,
+        stream,
+    } = setup(&config, 1000).await;
 
     let mut reports = Vec::new();
     for round in 0..3 {
@@ -326,11 +335,14 @@ async fn a_restarted_vendor_invalidates_session_and_cursor_and_the_pull_recovers
 #[tokio::test]
 async fn an_expired_token_is_refreshed() {
     let config = sim_config(600);
-    let (sim, running) = serve(config.clone()).await;
-    let kafka = kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = puller(&kafka.kafka_config(), kafka.cluster_id(), dir.path());
-    let stream = stream(client_config(&running, &config), 200);
+    let Setup {
+        sim,
+        running: _running,
+        kafka: _kafka,
+        dir: _dir,
+        puller,
+        stream,
+    } = setup(&config, 200).await;
     puller.pull(&stream, &stop_never()).await.unwrap();
     sim.expire_tokens();
     sim.add_rows(10);

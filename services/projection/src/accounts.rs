@@ -27,7 +27,8 @@ use prost::Message;
 use recoup_proto::v1;
 
 use crate::read_model::{
-    BatchOutcome, ReadModel, ReadModelError, stage_offsets, stage_reject, stored_offsets,
+    BatchOutcome, KeyedStep as Step, ReadModel, ReadModelError, apply_each, decode_pair,
+    encode_pair, stage_offsets, stored_offsets,
 };
 
 /// The aggregate type of snapshot envelopes (see the snapshot importer).
@@ -143,23 +144,15 @@ pub struct ParTotals {
 
 impl ParTotals {
     fn decode(bytes: &[u8]) -> Self {
-        let n = |i: usize| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, i64::from_be_bytes)
-        };
+        let (accounts, outstanding_units) = decode_pair(bytes);
         Self {
-            accounts: n(0),
-            outstanding_units: n(1),
+            accounts,
+            outstanding_units,
         }
     }
 
     fn encode(&self) -> [u8; 16] {
-        let mut v = [0u8; 16];
-        v[..8].copy_from_slice(&self.accounts.to_be_bytes());
-        v[8..].copy_from_slice(&self.outstanding_units.to_be_bytes());
-        v
+        encode_pair(self.accounts, self.outstanding_units)
     }
 
     /// The outstanding amount.
@@ -180,12 +173,6 @@ struct Staged {
     latest: HashMap<Vec<u8>, (NaiveDate, Vec<u8>)>,
     par: BTreeMap<Vec<u8>, ParTotals>,
     batch: sled::Batch,
-}
-
-enum Step {
-    Applied,
-    Duplicate,
-    Rejected(String),
 }
 
 fn corrupt(key: &[u8], reason: &str) -> ReadModelError {
@@ -221,19 +208,14 @@ impl AccountReadModel {
         messages: &[ReceivedEvent],
     ) -> Result<BatchOutcome, ReadModelError> {
         let mut staged = Staged::default();
-        let mut outcome = BatchOutcome::default();
-        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        for message in messages {
-            next_offsets.insert(message.partition, message.offset + 1);
-            match self.apply_message(&message.value, &mut staged)? {
-                Step::Applied => outcome.applied += 1,
-                Step::Duplicate => outcome.duplicates += 1,
-                Step::Rejected(reason) => {
-                    outcome.rejected += 1;
-                    stage_reject(&mut staged.batch, cluster, topic, message, reason);
-                }
-            }
-        }
+        let (outcome, next_offsets) = apply_each(
+            cluster,
+            topic,
+            messages,
+            &mut staged,
+            |staged| &mut staged.batch,
+            |bytes, staged| self.apply_message(bytes, staged),
+        )?;
         let Staged {
             series,
             latest,

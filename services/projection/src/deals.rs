@@ -49,7 +49,8 @@ use recoup_proto::v1;
 use tokio::sync::broadcast;
 
 use crate::read_model::{
-    BatchOutcome, ReadModel, ReadModelError, stage_offsets, stage_reject, stored_offsets,
+    BatchOutcome, KeyedStep as Step, ReadModel, ReadModelError, apply_each, decode_pair,
+    encode_pair, stage_offsets, stored_offsets,
 };
 
 /// The aggregate type of deal envelopes (see the export puller).
@@ -236,23 +237,15 @@ pub struct DealTotals {
 
 impl DealTotals {
     fn decode(bytes: &[u8]) -> Self {
-        let n = |i: usize| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, i64::from_be_bytes)
-        };
+        let (deals, amount_minor) = decode_pair(bytes);
         Self {
-            deals: n(0),
-            amount_minor: n(1),
+            deals,
+            amount_minor,
         }
     }
 
     fn encode(&self) -> [u8; 16] {
-        let mut v = [0u8; 16];
-        v[..8].copy_from_slice(&self.deals.to_be_bytes());
-        v[8..].copy_from_slice(&self.amount_minor.to_be_bytes());
-        v
+        encode_pair(self.deals, self.amount_minor)
     }
 
     // Saturating: absurd amounts give a capped total, never a panic that would stop the
@@ -777,13 +770,6 @@ struct Staged {
     batch: sled::Batch,
 }
 
-enum Step {
-    Applied,
-    Duplicate,
-    Ignored,
-    Rejected(String),
-}
-
 impl DealReadModel {
     /// Opens the deal tree in the database of `cases`.
     pub fn open(cases: &ReadModel) -> Result<Self, ReadModelError> {
@@ -835,20 +821,14 @@ impl DealReadModel {
     ) -> Result<BatchOutcome, ReadModelError> {
         let _turn = self.turn();
         let mut staged = Staged::default();
-        let mut outcome = BatchOutcome::default();
-        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        for message in messages {
-            next_offsets.insert(message.partition, message.offset + 1);
-            match self.apply_message(&message.value, &mut staged)? {
-                Step::Applied => outcome.applied += 1,
-                Step::Duplicate => outcome.duplicates += 1,
-                Step::Ignored => outcome.ignored += 1,
-                Step::Rejected(reason) => {
-                    outcome.rejected += 1;
-                    stage_reject(&mut staged.batch, cluster, topic, message, reason);
-                }
-            }
-        }
+        let (outcome, next_offsets) = apply_each(
+            cluster,
+            topic,
+            messages,
+            &mut staged,
+            |staged| &mut staged.batch,
+            |bytes, staged| self.apply_message(bytes, staged),
+        )?;
         let Staged {
             deals,
             totals,

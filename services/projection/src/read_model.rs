@@ -101,6 +101,62 @@ fn rejected_key(cluster: &str, topic: &str, partition: i32, offset: i64) -> Vec<
 
 /// The next offset to read per partition of `topic` on `cluster`, as kept in `tree` under `o`
 /// (`None`: from the beginning). Every read model tree keeps its offsets this way.
+/// What one message came to in a read model that keeps one entry per key and revision.
+pub(crate) enum KeyedStep {
+    Applied,
+    Duplicate,
+    /// Well-formed, but not for this read model.
+    Ignored,
+    Rejected(String),
+}
+
+/// Applies every message in order with `apply`, counts the outcomes, stages each reject in the
+/// batch `batch_of` finds in the staged changes; returns the outcome and the next offset to read
+/// per partition.
+pub(crate) fn apply_each<S>(
+    cluster: &str,
+    topic: &str,
+    messages: &[ReceivedEvent],
+    staged: &mut S,
+    batch_of: impl Fn(&mut S) -> &mut sled::Batch,
+    mut apply: impl FnMut(&[u8], &mut S) -> Result<KeyedStep, ReadModelError>,
+) -> Result<(BatchOutcome, BTreeMap<i32, i64>), ReadModelError> {
+    let mut outcome = BatchOutcome::default();
+    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    for message in messages {
+        next_offsets.insert(message.partition, message.offset + 1);
+        match apply(&message.value, staged)? {
+            KeyedStep::Applied => outcome.applied += 1,
+            KeyedStep::Duplicate => outcome.duplicates += 1,
+            KeyedStep::Ignored => outcome.ignored += 1,
+            KeyedStep::Rejected(reason) => {
+                outcome.rejected += 1;
+                stage_reject(batch_of(staged), cluster, topic, message, reason);
+            }
+        }
+    }
+    Ok((outcome, next_offsets))
+}
+
+/// Two counters (i64 BE each) in one value: the totals kept by the read models (deals and their
+/// amount, accounts and their outstanding). Missing bytes read as 0.
+pub(crate) fn decode_pair(bytes: &[u8]) -> (i64, i64) {
+    let n = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_be_bytes)
+    };
+    (n(0), n(1))
+}
+
+pub(crate) fn encode_pair(first: i64, second: i64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&first.to_be_bytes());
+    v[8..].copy_from_slice(&second.to_be_bytes());
+    v
+}
+
 pub(crate) fn stored_offsets(
     tree: &sled::Tree,
     cluster: &str,

@@ -468,39 +468,27 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             cluster,
             COLLECTIONS_DEALS.name,
         )?;
-        if config.deal_projection_enabled {
-            let reporter = health.clone();
-            let stop = stop_projection_rx.clone();
-            projectors.push(tokio::spawn(async move {
-                let result = deal_projector.run(stop).await;
-                if let Err(error) = &result {
-                    tracing::error!(%error, "deal projection stopped");
-                    reporter.set_not_serving::<QueryServer<Queries>>().await;
-                }
-                result
-            }));
-        }
-        let reporter = health.clone();
-        let stop = stop_projection_rx.clone();
-        projectors.push(tokio::spawn(async move {
-            let result = cases.run(stop).await;
-            if let Err(error) = &result {
-                // The read model stops moving: say so to health checks, not only in the log.
-                tracing::error!(%error, "case projection stopped");
-                reporter.set_not_serving::<QueryServer<Queries>>().await;
-            }
-            result
-        }));
+        projectors.push(spawn_projection(
+            "case",
+            cases,
+            stop_projection_rx.clone(),
+            health.clone(),
+        ));
         if config.account_projection_enabled {
-            let reporter = health.clone();
-            projectors.push(tokio::spawn(async move {
-                let result = snapshots.run(stop_projection_rx).await;
-                if let Err(error) = &result {
-                    tracing::error!(%error, "account projection stopped");
-                    reporter.set_not_serving::<QueryServer<Queries>>().await;
-                }
-                result
-            }));
+            projectors.push(spawn_projection(
+                "account",
+                snapshots,
+                stop_projection_rx.clone(),
+                health.clone(),
+            ));
+        }
+        if config.deal_projection_enabled {
+            projectors.push(spawn_projection(
+                "deal",
+                deal_projector,
+                stop_projection_rx.clone(),
+                health.clone(),
+            ));
         }
         let queries = Queries::new(rm.clone(), account_model.clone())
             .with_deals(deal_model.clone(), config.clock.clone())
@@ -619,6 +607,24 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         importer,
         puller,
         embedded,
+    })
+}
+
+/// Runs a projector until the stop signal; if it fails, the read models stop moving, which
+/// health checks hear of (NOT_SERVING), not only the log.
+fn spawn_projection<P: projection::Projection>(
+    name: &'static str,
+    projector: Projector<P>,
+    stop: watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+) -> JoinHandle<Result<(), ProjectionError>> {
+    tokio::spawn(async move {
+        let result = projector.run(stop).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, projection = name, "projection stopped");
+            health.set_not_serving::<QueryServer<Queries>>().await;
+        }
+        result
     })
 }
 

@@ -94,6 +94,33 @@ pub fn puller(kafka: &KafkaConfig, cluster: &str, dir: &Path) -> Puller {
     )
 }
 
+/// A simulator, the embedded Kafka, a puller on a store in a temp dir and a stream of the
+/// simulator's D16 at `limit` rows a page: what most tests start from.
+pub struct Setup {
+    pub sim: Simulator,
+    pub running: RunningSim,
+    pub kafka: EmbeddedKafka,
+    pub dir: tempfile::TempDir,
+    pub puller: Puller,
+    pub stream: Stream,
+}
+
+pub async fn setup(config: &SimConfig, limit: u32) -> Setup {
+    let (sim, running) = serve(config.clone()).await;
+    let kafka = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let puller = puller(&kafka.kafka_config(), kafka.cluster_id(), dir.path());
+    let stream = stream(client_config(&running, config), limit);
+    Setup {
+        sim,
+        running,
+        kafka,
+        dir,
+        puller,
+        stream,
+    }
+}
+
 /// Every message of `topic`, up to the partitions' ends as they are now.
 pub async fn topic(kafka: &KafkaConfig, topic: &str) -> Vec<ReceivedEvent> {
     let consumer = EventConsumer::new(kafka, "test-reader", topic, None).unwrap();
