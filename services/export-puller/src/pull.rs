@@ -485,7 +485,7 @@ impl Puller {
                 .await?;
         }
         if !state.report.stopped {
-            self.advance_marks(id).await;
+            self.advance_marks(id, &state.marks).await;
         }
         state.report.since = cp.since;
         Ok(())
@@ -493,7 +493,8 @@ impl Puller {
 
     /// After a cycle that committed everything it published: the stream's marks move to the
     /// partitions' ends, so that a later read-back reads only what came after (best effort).
-    async fn advance_marks(&self, id: &StreamId) {
+    async fn advance_marks(&self, id: &StreamId, marks: &Marks) {
+        let known = marks.clone();
         let kafka = self.kafka.clone();
         let store = self.store.clone();
         let cluster = self.cluster_id.clone();
@@ -502,7 +503,12 @@ impl Puller {
         let result = tokio::task::spawn_blocking(move || {
             let ends =
                 crate::readback::partition_ends(&kafka, timeout).map_err(|e| e.to_string())?;
-            let marks: Marks = ends.into_iter().map(|(p, (_, high))| (p, high)).collect();
+            // Never back: a broker may name an end before its last records.
+            let mut marks = known;
+            for (partition, (_, high)) in ends {
+                let mark = marks.entry(partition).or_insert(high);
+                *mark = (*mark).max(high);
+            }
             store
                 .commit(
                     &id,

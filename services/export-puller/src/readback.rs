@@ -24,6 +24,9 @@ use crate::normalise;
 use crate::page::DEAL_AGGREGATE;
 use crate::store::{Checkpoint, Fingerprint, Marks, PageCommit, PullStore, StoreError, StreamId};
 
+/// How long the read-back waits for more once it reached the ends the broker named.
+const QUIET: Duration = Duration::from_millis(300);
+
 /// What a read-back found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadBack {
@@ -132,23 +135,29 @@ pub async fn read_back(
         let from = stored.get(partition).copied().unwrap_or(*low).max(*low);
         if from < *high {
             pending.insert(*partition, high - 1);
-            start.push((*partition, Some(from)));
         }
-    }
-    if pending.is_empty() {
-        commit(store, stream, cluster, Vec::new(), &found.marks).await?;
-        return Ok(found);
+        // Every partition, even one whose named end is behind its mark (see below).
+        start.push((*partition, Some(from)));
+        let mark = found.marks.entry(*partition).or_insert(from);
+        *mark = (*mark).max(from);
     }
     consumer.assign(&start)?;
     let dataset = stream.dataset.as_str();
     let prefix = format!("{dataset}/");
     let mut recovered: BTreeMap<String, Fingerprint> = BTreeMap::new();
-    while !pending.is_empty() {
-        let batch = tokio::time::timeout(timeout, consumer.recv_batch(2000))
-            .await
-            .map_err(|_| ReadBackError::Stalled(timeout))??;
+    // Past the ends the broker named, until nothing more comes for a moment: a broker may name
+    // an end before its last records (tansu 0.6 answers the last batch's first offset).
+    loop {
+        let wait = if pending.is_empty() { QUIET } else { timeout };
+        let batch = match tokio::time::timeout(wait, consumer.recv_batch(2000)).await {
+            Ok(batch) => batch?,
+            Err(_) if pending.is_empty() => break,
+            Err(_) => return Err(ReadBackError::Stalled(timeout)),
+        };
         for message in batch {
             found.messages += 1;
+            let mark = found.marks.entry(message.partition).or_insert(0);
+            *mark = (*mark).max(message.offset + 1);
             if pending
                 .get(&message.partition)
                 .is_some_and(|last| message.offset >= *last)
