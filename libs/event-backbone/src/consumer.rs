@@ -1,11 +1,21 @@
 //! Consuming events with offsets the caller keeps (in its own store, beside what it derived).
+//!
+//! Two ways to get partitions: [`EventConsumer::assign`] takes every partition named (one
+//! process reads them all), [`EventConsumer::subscribe`] joins the consumer group and takes
+//! what the group hands over. Either way each partition starts at the offset the caller's store
+//! names, not at the group's committed offset: the store commits its offsets atomically with
+//! what it derived, so nothing is applied twice nor skipped, whichever member held the partition
+//! before.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -21,11 +31,87 @@ pub struct ReceivedEvent {
     pub value: Vec<u8>,
 }
 
-/// A consumer of one topic with manually assigned partitions and caller-kept offsets.
+/// Where each of the given partitions starts: the next offset to read, `None` for the beginning.
+pub type StartOffsets = Arc<dyn Fn(&[i32]) -> Vec<(i32, Option<i64>)> + Send + Sync>;
+
+/// The consumer's context: in a group, it starts every partition the group assigns at the
+/// offset the caller's store names, and keeps the current assignment.
+#[derive(Default)]
+pub struct GroupContext {
+    start: Mutex<Option<StartOffsets>>,
+    assigned: Arc<Mutex<BTreeSet<i32>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    // The eager protocol (range, roundrobin): an assignment replaces the last one whole.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let start = self
+                    .start
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let mut list = TopicPartitionList::new();
+                let mut partitions = Vec::new();
+                for element in tpl.elements() {
+                    partitions.push((element.topic().to_owned(), element.partition()));
+                }
+                let ids: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
+                let offsets = start.map(|start| start(&ids)).unwrap_or_default();
+                for (topic, partition) in &partitions {
+                    let next = offsets
+                        .iter()
+                        .find(|(p, _)| p == partition)
+                        .and_then(|(_, next)| *next);
+                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(error) = list.add_partition_offset(topic, *partition, offset) {
+                        tracing::error!(%error, topic, partition, "cannot start a partition");
+                    }
+                }
+                let topic = partitions.first().map(|(t, _)| t.as_str()).unwrap_or("");
+                match consumer.assign(&list) {
+                    Ok(()) => {
+                        *assigned = ids.iter().copied().collect();
+                        tracing::info!(topic, partitions = ?ids, "consumer group assigned partitions");
+                    }
+                    Err(error) => tracing::error!(%error, "cannot take the assigned partitions"),
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, "cannot give up the revoked partitions");
+                }
+                let topic = tpl.elements().first().map(|e| e.topic().to_owned());
+                let revoked: Vec<i32> = assigned.iter().copied().collect();
+                tracing::info!(topic = topic.as_deref().unwrap_or(""), partitions = ?revoked, "consumer group revoked partitions");
+                assigned.clear();
+            }
+            other => {
+                tracing::error!(error = ?other, "consumer group rebalance failed");
+                let _ = consumer.unassign();
+                assigned.clear();
+            }
+        }
+    }
+}
+
+/// A consumer of one topic with caller-kept offsets.
 pub struct EventConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<GroupContext>,
     topic: String,
     gate: Option<Arc<FlowGate>>,
+    /// The partitions this consumer holds now (every assigned one, or the group's share).
+    assigned: Arc<Mutex<BTreeSet<i32>>>,
+    in_group: bool,
 }
 
 impl EventConsumer {
@@ -49,12 +135,21 @@ impl EventConsumer {
             // that wait would bound the whole pipeline.
             config.set("fetch.wait.max.ms", "5");
         }
-        let consumer: StreamConsumer = config.create()?;
+        let consumer: StreamConsumer<GroupContext> =
+            config.create_with_context(GroupContext::default())?;
+        let assigned = consumer.context().assigned.clone();
         Ok(Self {
             consumer,
             topic: topic.to_owned(),
             gate,
+            assigned,
+            in_group: false,
         })
+    }
+
+    /// The topic this consumer reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     /// The topic's partition ids, from the broker's metadata.
@@ -96,7 +191,62 @@ impl EventConsumer {
             };
             list.add_partition_offset(&self.topic, *partition, offset)?;
         }
-        self.consumer.assign(&list)
+        self.consumer.assign(&list)?;
+        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
+            start.iter().map(|(p, _)| *p).collect();
+        Ok(())
+    }
+
+    /// Joins the consumer group (the `group_id` given to [`EventConsumer::new`]) for the topic:
+    /// the group spreads the partitions over its members and moves them when members come and
+    /// go. Each partition handed over starts where `start` says.
+    pub fn subscribe(&mut self, start: StartOffsets) -> Result<(), KafkaError> {
+        *self
+            .consumer
+            .context()
+            .start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(start);
+        self.consumer.subscribe(&[&self.topic])?;
+        self.in_group = true;
+        Ok(())
+    }
+
+    /// True when the partitions come from the consumer group.
+    pub fn in_group(&self) -> bool {
+        self.in_group
+    }
+
+    /// The partitions this consumer holds now.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Tells the group how far this member got (next offsets), so that group tools (lag
+    /// monitors, Kafka UIs) see progress. Not the truth recoup resumes from: that is in the
+    /// caller's store. Asynchronous; a commit the group refuses (the partition moved on) only
+    /// loses the report.
+    pub fn report_progress(&self, next: &[(i32, i64)]) {
+        if !self.in_group || next.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in next {
+            if list
+                .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(%error, "consumer group progress not reported");
+        }
     }
 
     /// Waits for the next message, then takes whatever else is already there, up to `max`.

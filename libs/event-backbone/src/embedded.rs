@@ -13,11 +13,18 @@ use uuid::Uuid;
 use crate::config::KafkaConfig;
 use crate::topics::TopicSpec;
 
+/// What the cluster's thread is asked to do.
+enum Control {
+    /// Take the broker down (`true`: it closes its connections and takes no new ones, keeping
+    /// its data) or up again.
+    BrokerDown(bool, mpsc::Sender<Result<(), KafkaError>>),
+}
+
 /// A running embedded cluster; dropping it stops the brokers.
 pub struct EmbeddedKafka {
     bootstrap: String,
     cluster_id: String,
-    stop: Option<mpsc::Sender<()>>,
+    control: Option<mpsc::Sender<Control>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -25,7 +32,7 @@ impl EmbeddedKafka {
     /// Starts a one-broker cluster with the given topics.
     pub fn start(topics: &[TopicSpec]) -> Result<Self, KafkaError> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, KafkaError>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (control_tx, control_rx) = mpsc::channel::<Control>();
         let topics = topics.to_vec();
         // MockCluster is !Send: it lives and dies on this thread.
         let thread = std::thread::Builder::new()
@@ -45,8 +52,19 @@ impl EmbeddedKafka {
                     }
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                // Runs until stopped or the owner is gone.
-                let _ = stop_rx.recv();
+                // Runs until the owner is gone.
+                while let Ok(control) = control_rx.recv() {
+                    match control {
+                        Control::BrokerDown(down, done) => {
+                            let result = if down {
+                                cluster.broker_down(1)
+                            } else {
+                                cluster.broker_up(1)
+                            };
+                            let _ = done.send(result);
+                        }
+                    }
+                }
                 drop(cluster);
             })
             .map_err(|_| KafkaError::MockCluster(rdkafka::types::RDKafkaErrorCode::Fail))?;
@@ -58,7 +76,7 @@ impl EmbeddedKafka {
             // The mock broker's own id derives from a heap address and can repeat across runs;
             // a fresh id per start keeps consumer offsets of an old cluster from being reused.
             cluster_id: format!("embedded-{}", Uuid::now_v7()),
-            stop: Some(stop_tx),
+            control: Some(control_tx),
             thread: Some(thread),
         })
     }
@@ -66,6 +84,19 @@ impl EmbeddedKafka {
     /// The `host:port` bootstrap servers.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// Takes the broker down (`true`) or brings it back (`false`), keeping its data: a broker
+    /// outage, for tests.
+    pub fn set_broker_down(&self, down: bool) -> Result<(), KafkaError> {
+        let failed = || KafkaError::MockCluster(rdkafka::types::RDKafkaErrorCode::Fail);
+        let (done_tx, done_rx) = mpsc::channel();
+        self.control
+            .as_ref()
+            .ok_or_else(failed)?
+            .send(Control::BrokerDown(down, done_tx))
+            .map_err(|_| failed())?;
+        done_rx.recv().map_err(|_| failed())?
     }
 
     /// This run's cluster identity, unique per start.
@@ -85,7 +116,7 @@ impl EmbeddedKafka {
 
 impl Drop for EmbeddedKafka {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.control.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -1,5 +1,6 @@
 //! The projection's consumer loop: Kafka → read model, offsets kept beside the read model.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use event_backbone::consumer::EventConsumer;
@@ -100,12 +101,61 @@ impl<P: Projection> Projector<P> {
         })
     }
 
+    /// Joins the consumer's group for `topic`: the partitions are shared with the group's other
+    /// members (other processes), and each one handed over starts after the offset this read
+    /// model recorded for it on this cluster (the beginning for a partition it never held). So
+    /// every event of a partition this process holds is applied here exactly once, whichever
+    /// member held the partition before.
+    pub fn start_in_group(
+        read_model: P,
+        mut consumer: EventConsumer,
+        cluster_id: String,
+        topic: &str,
+    ) -> Result<Self, ProjectionError>
+    where
+        P: Clone,
+    {
+        let (model, cluster, name) = (read_model.clone(), cluster_id.clone(), topic.to_owned());
+        consumer.subscribe(Arc::new(move |partitions: &[i32]| {
+            model
+                .offsets(&cluster, &name, partitions)
+                .unwrap_or_else(|error| {
+                    // Reading again from the beginning is safe (the read models skip what they
+                    // applied), only slower.
+                    tracing::error!(%error, topic = %name, "cannot read the projection's offsets; reading from the beginning");
+                    partitions.iter().map(|p| (*p, None)).collect()
+                })
+        }))?;
+        tracing::info!(topic, %cluster_id, "projection joined its consumer group");
+        Ok(Self {
+            read_model,
+            consumer,
+            cluster_id,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// The partitions this projector holds now.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.consumer.assigned()
+    }
+
     /// Receives and applies one batch.
     pub async fn step(&self) -> Result<BatchOutcome, ProjectionError> {
         let messages = self.consumer.recv_batch(MAX_BATCH).await?;
         let outcome = self
             .read_model
             .apply_batch(&self.cluster_id, &self.topic, &messages)?;
+        if self.consumer.in_group() {
+            let mut next: Vec<(i32, i64)> = Vec::new();
+            for m in &messages {
+                match next.iter_mut().find(|(p, _)| *p == m.partition) {
+                    Some((_, n)) => *n = (*n).max(m.offset + 1),
+                    None => next.push((m.partition, m.offset + 1)),
+                }
+            }
+            self.consumer.report_progress(&next);
+        }
         Ok(outcome)
     }
 

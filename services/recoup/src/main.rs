@@ -81,6 +81,15 @@ struct RunArgs {
     /// Extra librdkafka property KEY=VALUE, repeatable (e.g. security.protocol=SASL_SSL).
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     kafka_properties: Vec<(String, String)>,
+    /// External Kafka: the consumer group of the projection (its read models use GROUP,
+    /// GROUP-accounts and GROUP-deals). Projection processes with the same group share the
+    /// partitions; each keeps the read model of the partitions it holds in its own --data-dir.
+    #[arg(
+        long,
+        env = "RECOUP_CONSUMER_GROUP",
+        default_value = recoup::platform::DEFAULT_CONSUMER_GROUP
+    )]
+    consumer_group: String,
     /// JSON file with collector configurations (see README); unset: one default configuration
     /// supporting PRODUCTION and TEST, with review, 14 days processing timeout.
     #[arg(long, env = "RECOUP_COLLECTORS_FILE")]
@@ -153,7 +162,9 @@ fn init_logs(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
@@ -236,12 +247,39 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 &kafka,
                 event_backbone::topics::ALL,
                 replication,
-                Duration::from_secs(30),
+                Duration::from_secs(15),
             )
             .await
-            .context("creating topics")?;
-            for (name, outcome) in outcomes {
-                println!("{name}\t{outcome:?}");
+            .with_context(|| format!("creating topics on {}", kafka.brokers))?;
+            let states = tokio::task::spawn_blocking(move || {
+                event_backbone::admin::describe_topics(
+                    &kafka,
+                    event_backbone::topics::ALL,
+                    Duration::from_secs(15),
+                )
+            })
+            .await?
+            .context("reading the topics back")?;
+            let mut differ = false;
+            for ((name, outcome), state) in outcomes.iter().zip(&states) {
+                let note = match state.partitions {
+                    Some(n) if n == state.wanted_partitions => format!("partitions={n}"),
+                    Some(n) => {
+                        differ = true;
+                        format!(
+                            "partitions={n} (recoup creates {}; keys keep their partition, so this works, but spreads load differently)",
+                            state.wanted_partitions
+                        )
+                    }
+                    None => {
+                        differ = true;
+                        "not visible in the cluster's metadata yet".to_owned()
+                    }
+                };
+                println!("{name}\t{outcome:?}\t{note}");
+            }
+            if differ {
+                tracing::warn!("some topics differ from what recoup creates; see above");
             }
             Ok(())
         }
@@ -314,6 +352,7 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
     config.rate_limit_per_minute = args.rate_limit_per_minute;
     config.kafka_brokers = args.kafka_brokers;
     config.kafka_properties = args.kafka_properties;
+    config.consumer_group = args.consumer_group;
     config.services = services;
     config.max_upload_bytes = args.max_upload_bytes;
     config.timeout_check_interval = Duration::from_secs(args.timeout_check_seconds.max(1));

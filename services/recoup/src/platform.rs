@@ -41,6 +41,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// The projection's consumer group unless configured.
+pub const DEFAULT_CONSUMER_GROUP: &str = "recoup-projection";
+
 /// The clock every decision reads; tests pass their own.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -69,6 +72,23 @@ impl Services {
         snapshot_importer: false,
         export_puller: false,
     };
+
+    /// The topics these services write or read.
+    pub fn topics(&self) -> Vec<event_backbone::TopicSpec> {
+        let mut needed = Vec::new();
+        for topic in topics::ALL {
+            let used = match topic.name {
+                n if n == DEBT_CASES.name => self.case_lifecycle || self.projection,
+                n if n == PAYGO_SNAPSHOTS.name => self.snapshot_importer || self.projection,
+                n if n == COLLECTIONS_DEALS.name => self.export_puller || self.projection,
+                _ => self.snapshot_importer || self.export_puller,
+            };
+            if used {
+                needed.push(*topic);
+            }
+        }
+        needed
+    }
 }
 
 /// Everything a process needs to start.
@@ -85,6 +105,10 @@ pub struct PlatformConfig {
     pub kafka_brokers: Option<String>,
     /// librdkafka properties passed through (SASL, TLS, ...).
     pub kafka_properties: Vec<(String, String)>,
+    /// External Kafka: the consumer group the projection joins (its three read models use
+    /// `{group}`, `{group}-accounts` and `{group}-deals`). Processes with the same group share
+    /// the partitions.
+    pub consumer_group: String,
     pub collectors: CollectorConfigurations,
     /// How often processing timeouts are checked.
     pub timeout_check_interval: Duration,
@@ -122,6 +146,7 @@ impl PlatformConfig {
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             kafka_brokers: None,
             kafka_properties: Vec::new(),
+            consumer_group: DEFAULT_CONSUMER_GROUP.to_owned(),
             collectors: CollectorConfigurations::default(),
             timeout_check_interval: Duration::from_secs(5),
             services: Services::ALL,
@@ -312,6 +337,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         Some(brokers) => {
             let mut kafka = KafkaConfig::external(brokers.clone());
             kafka.properties = config.kafka_properties.clone();
+            require_topics(&kafka, config.services).await?;
             (kafka, None, None, None)
         }
     };
@@ -415,9 +441,9 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     if config.services.projection {
         let rm = ReadModel::open(&config.data_dir.join("projection"))
             .context("opening the projection read model")?;
-        let consumer =
-            EventConsumer::new(&kafka, "recoup-projection", DEBT_CASES.name, gate.clone())
-                .context("kafka consumer")?;
+        let group = &config.consumer_group;
+        let consumer = EventConsumer::new(&kafka, group, DEBT_CASES.name, gate.clone())
+            .context("kafka consumer")?;
         let cluster = match &cluster_id {
             Some(c) => c.clone(),
             None => consumer
@@ -442,7 +468,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         }
         let account_consumer = EventConsumer::new(
             &kafka,
-            "recoup-projection-accounts",
+            &format!("{group}-accounts"),
             PAYGO_SNAPSHOTS.name,
             gate.clone(),
         )
@@ -450,24 +476,46 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         let deal_model = DealReadModel::open(&rm)?;
         let deal_consumer = EventConsumer::new(
             &kafka,
-            "recoup-projection-deals",
+            &format!("{group}-deals"),
             COLLECTIONS_DEALS.name,
             gate.clone(),
         )
         .context("kafka consumer")?;
-        let cases = Projector::start(rm.clone(), consumer, cluster.clone(), DEBT_CASES.name)?;
-        let snapshots = Projector::start(
-            account_model.clone(),
-            account_consumer,
-            cluster.clone(),
-            PAYGO_SNAPSHOTS.name,
-        )?;
-        let deal_projector = Projector::start(
-            deal_model.clone(),
-            deal_consumer,
-            cluster,
-            COLLECTIONS_DEALS.name,
-        )?;
+        // Embedded: one process reads every partition. External: the consumer group shares
+        // them among the projection processes.
+        let (cases, snapshots, deal_projector) = if embedded.is_some() {
+            (
+                Projector::start(rm.clone(), consumer, cluster.clone(), DEBT_CASES.name)?,
+                Projector::start(
+                    account_model.clone(),
+                    account_consumer,
+                    cluster.clone(),
+                    PAYGO_SNAPSHOTS.name,
+                )?,
+                Projector::start(
+                    deal_model.clone(),
+                    deal_consumer,
+                    cluster,
+                    COLLECTIONS_DEALS.name,
+                )?,
+            )
+        } else {
+            (
+                Projector::start_in_group(rm.clone(), consumer, cluster.clone(), DEBT_CASES.name)?,
+                Projector::start_in_group(
+                    account_model.clone(),
+                    account_consumer,
+                    cluster.clone(),
+                    PAYGO_SNAPSHOTS.name,
+                )?,
+                Projector::start_in_group(
+                    deal_model.clone(),
+                    deal_consumer,
+                    cluster,
+                    COLLECTIONS_DEALS.name,
+                )?,
+            )
+        };
         projectors.push(spawn_projection(
             "case",
             cases,
@@ -626,6 +674,17 @@ fn spawn_projection<P: projection::Projection>(
         }
         result
     })
+}
+
+/// Fails, naming them, when the cluster lacks topics the services use.
+pub async fn require_topics(kafka: &KafkaConfig, services: Services) -> anyhow::Result<()> {
+    let needed = services.topics();
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        event_backbone::admin::check_topics(&kafka, &needed, Duration::from_secs(10))
+    })
+    .await??;
+    Ok(())
 }
 
 /// The id of the cluster `kafka` reaches, asked of the broker.

@@ -174,6 +174,11 @@ pub async fn run_pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     let store = PullStore::open(&dir).context("opening the puller's store")?;
+    let puller_only = recoup::platform::Services {
+        export_puller: true,
+        ..recoup::platform::Services::NONE
+    };
+    recoup::platform::require_topics(&kafka, puller_only).await?;
     let cluster_id = recoup::platform::cluster_id_of(&kafka).await?;
     let producer =
         EventProducer::new(&kafka, &ProducerSettings::default(), None).context("kafka producer")?;

@@ -1,6 +1,8 @@
 //! What the end-to-end tests share: a platform in process on loopback, and gRPC clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use std::path::Path;
 use std::time::Duration;
 
