@@ -42,7 +42,36 @@ pub struct GroupContext {
     assigned: Arc<Mutex<BTreeSet<i32>>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// Sets `recoup_consumer_lag` for every partition this consumer holds: the partition's end
+    /// less the next offset handed to the application (or the partition's start, before the
+    /// first message).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = &recoup_metrics::metrics().consumer_lag;
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                if *id < 0 {
+                    continue;
+                }
+                let label = recoup_metrics::PartitionLabel {
+                    topic: name.clone(),
+                    partition: *id,
+                };
+                if !partition.desired || partition.hi_offset < 0 {
+                    lag.remove(&label);
+                    continue;
+                }
+                let position = if partition.app_offset >= 0 {
+                    partition.app_offset
+                } else {
+                    partition.lo_offset.max(0)
+                };
+                lag.get_or_create(&label)
+                    .set((partition.hi_offset - position).max(0));
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     // The eager protocol (range, roundrobin): an assignment replaces the last one whole.
@@ -128,7 +157,9 @@ impl EventConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Statistics feed the consumer-lag gauge (GroupContext::stats).
+            .set("statistics.interval.ms", "5000");
         if kafka.embedded {
             // The mock broker answers a fetch only when fetch.wait.max.ms (500 ms) ran out, even
             // if data arrived meanwhile; with flow control holding producers to a small budget,
@@ -264,6 +295,11 @@ impl EventConsumer {
                 None => break,
             }
         }
+        recoup_metrics::count_topic(
+            &recoup_metrics::metrics().events_consumed,
+            &self.topic,
+            batch.len() as u64,
+        );
         Ok(batch)
     }
 

@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod envelope;
 pub mod flow;
 pub mod producer;
+pub mod reachability;
 pub mod topics;
 
 pub use config::KafkaConfig;

@@ -43,6 +43,7 @@ pub struct Acknowledged {
 pub struct PendingDelivery {
     future: DeliveryFuture,
     gate: Option<(Arc<FlowGate>, u64)>,
+    counters: recoup_metrics::TopicCounters,
 }
 
 impl PendingDelivery {
@@ -55,6 +56,10 @@ impl PendingDelivery {
             }),
             Ok(Err((error, _))) => Err(PublishError::Kafka(error)),
             Err(_) => Err(PublishError::Canceled),
+        };
+        match &result {
+            Ok(_) => self.counters.published.inc(),
+            Err(_) => self.counters.failed.inc(),
         };
         if result.is_err()
             && let Some((gate, cost)) = self.gate
@@ -146,13 +151,20 @@ impl EventProducer {
             .headers(headers);
         loop {
             match self.producer.send_result(record) {
-                Ok(future) => return Ok(PendingDelivery { future, gate }),
+                Ok(future) => {
+                    return Ok(PendingDelivery {
+                        future,
+                        gate,
+                        counters: recoup_metrics::topic_counters(event.topic),
+                    });
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Nothing after this event was enqueued yet, so waiting keeps the order.
                     record = back;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((error, _)) => {
+                    recoup_metrics::topic_counters(event.topic).failed.inc();
                     if let Some((gate, cost)) = gate {
                         gate.release(cost);
                     }

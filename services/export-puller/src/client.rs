@@ -430,6 +430,7 @@ impl ExportClient {
         {
             Ok(response) => response,
             Err(error) => {
+                count_page("error");
                 return Attempt::Retry {
                     reason: format!("request failed: {}", error_chain(&error)),
                     retry_after: None,
@@ -437,6 +438,7 @@ impl ExportClient {
             }
         };
         let status = response.status();
+        count_page(status.as_str());
         let request_id = response
             .headers()
             .get("x-request-id")
@@ -690,6 +692,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Counts one export API answer by its status (`error`: none came).
+fn count_page(status: &str) {
+    recoup_metrics::metrics()
+        .pull_pages
+        .get_or_create(&recoup_metrics::StatusLabel {
+            status: status.to_owned(),
+        })
+        .inc();
 }
 
 #[cfg(test)]

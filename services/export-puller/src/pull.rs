@@ -697,6 +697,15 @@ impl Puller {
         report.published += committed.deals.len() as u64;
         report.unchanged += committed.unchanged as u64;
         report.rejected += committed.rejects.len() as u64;
+        let rows = &recoup_metrics::metrics().pull_rows;
+        for (outcome, n) in [
+            ("published", committed.deals.len() as u64),
+            ("unchanged", committed.unchanged as u64),
+            ("rejected", committed.rejects.len() as u64),
+        ] {
+            rows.get_or_create(&recoup_metrics::OutcomeLabel { outcome })
+                .inc_by(n);
+        }
         report.rejects_repeated += committed.rejects_repeated as u64;
         if page.chain_done {
             report.chains += 1;

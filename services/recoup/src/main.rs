@@ -65,6 +65,16 @@ enum Command {
     Cases(client::CasesArgs),
     /// Import files into a running recoup over gRPC, with progress and a summary per file.
     Import(import_cli::ImportArgs),
+    /// Ask a running recoup process for its health (grpc.health.v1): prints the status, exits 0
+    /// when SERVING, 1 otherwise (for container health checks).
+    Health {
+        /// The process's gRPC address.
+        #[arg(long, env = "RECOUP_SERVER", default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// One service (e.g. recoup.v1.SnapshotImports); empty: the process as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -283,6 +293,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(())
         }
+        Command::Health { server, service } => return health(server, service).await,
         // Rejected rows are no error of the command, yet they fail it.
         Command::Import(args) => return import_cli::run(args).await,
         Command::Cases(args) => client::run(args).await.map_err(|error| {
@@ -294,6 +305,31 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }),
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// `recoup health`: the serving status of a process or one of its services.
+async fn health(server: String, service: String) -> anyhow::Result<std::process::ExitCode> {
+    let channel = tonic::transport::Endpoint::from_shared(server.clone())
+        .with_context(|| format!("not a server address: {server}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = client
+        .check(tonic_health::pb::HealthCheckRequest { service })
+        .await
+        .map_err(|status| anyhow::anyhow!("{:?}: {}", status.code(), status.message()))?;
+    let status = answer.into_inner().status();
+    println!("{}", status.as_str_name());
+    Ok(
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        },
+    )
 }
 
 /// `recoup up`: every service, the puller when sources are given, a simulated vendor with

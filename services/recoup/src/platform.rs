@@ -18,6 +18,7 @@ use debt_cases::CollectorConfigurations;
 use event_backbone::consumer::EventConsumer;
 use event_backbone::flow::{EMBEDDED_BUDGET_BYTES, FlowGate};
 use event_backbone::producer::{EventProducer, ProducerSettings};
+use event_backbone::reachability::ProbeSettings;
 use event_backbone::topics::{self, COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
 use event_backbone::{EmbeddedKafka, KafkaConfig};
 use export_puller::client::ExportClient;
@@ -133,6 +134,8 @@ pub struct PlatformConfig {
     /// What the export puller pulls, continuously; `None` runs no puller.
     pub pull: Option<Sources>,
     pub pull_settings: PullSettings,
+    /// External Kafka: how often it is asked whether it answers (health, imports).
+    pub kafka_probe: ProbeSettings,
     pub clock: Clock,
 }
 
@@ -159,6 +162,7 @@ impl PlatformConfig {
             rate_limit_clock: LimiterClock::real(),
             pull: None,
             pull_settings: PullSettings::default(),
+            kafka_probe: ProbeSettings::default(),
             clock: Arc::new(Utc::now),
         }
     }
@@ -188,6 +192,8 @@ pub struct RunningPlatform {
     deals: Option<DealReadModel>,
     importer: Option<Importer>,
     puller: Option<(Arc<Puller>, JoinHandle<Vec<StreamOutcome>>)>,
+    /// The Kafka probe and the health it drives; they end with the shutdown signal.
+    background: Vec<JoinHandle<()>>,
     embedded: Option<EmbeddedKafka>,
 }
 
@@ -246,6 +252,10 @@ impl RunningPlatform {
         grpc??;
         if let Some(t) = self.timeouts.take() {
             t.await?;
+        }
+        for task in self.background.drain(..) {
+            // The health follower ends when the probe drops its sender.
+            task.await?;
         }
         // Pulls stop after the page in flight (committed once acknowledged); a pull stuck on
         // a broker that takes nothing is abandoned (its page is fetched again next time).
@@ -332,6 +342,8 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             let gate = Arc::new(FlowGate::new(EMBEDDED_BUDGET_BYTES));
             let kafka = embedded.kafka_config();
             let cluster = embedded.cluster_id().to_owned();
+            // In process, the embedded cluster is always there.
+            recoup_metrics::metrics().kafka_up.set(1);
             (kafka, Some(embedded), Some(gate), Some(cluster))
         }
         Some(brokers) => {
@@ -352,6 +364,22 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    // External Kafka can go away and come back: health says so while it lasts.
+    let mut kafka_up = None;
+    let mut probe = None;
+    if embedded.is_none()
+        && let Some(topic) = config.services.topics().first()
+    {
+        let (up, task) = event_backbone::reachability::watch_cluster(
+            &kafka,
+            topic.name,
+            config.kafka_probe,
+            shutdown_rx.clone(),
+        )
+        .context("kafka client")?;
+        kafka_up = Some(up);
+        probe = Some(task);
+    }
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(health_service);
     // Clients in the field speak both reflection versions.
@@ -389,6 +417,12 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             config.timeout_check_interval,
             shutdown_rx.clone(),
         )));
+        let depth = s.clone();
+        recoup_metrics::before_render(move || {
+            recoup_metrics::metrics()
+                .outbox_depth
+                .set(depth.outbox_len() as i64);
+        });
         routes.add_service(CaseCommands::new(s.clone()).into_server());
         health
             .set_serving::<DebtCollectionCasesServer<CaseCommands>>()
@@ -415,12 +449,15 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             gate.clone(),
         )
         .context("kafka producer")?;
-        let i = Importer::new(
+        let mut i = Importer::new(
             import_store,
             Arc::new(producer),
             config.clock.clone(),
             ImportSettings::default(),
         );
+        if let Some(up) = &kafka_up {
+            i = i.with_reachability(up.clone());
+        }
         let per_minute = NonZeroU32::new(config.rate_limit_per_minute)
             .context("the rate limit must allow at least 1 request per minute")?;
         // One budget per tenant, whether it speaks gRPC or HTTP.
@@ -593,6 +630,15 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         puller = Some((p, task));
     }
 
+    let health_task = kafka_up.map(|up| {
+        tokio::spawn(follow_kafka(
+            up,
+            health.clone(),
+            config.services,
+            kafka.brokers.clone(),
+        ))
+    });
+
     let listener = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
@@ -610,9 +656,16 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         .map(TcpListener::local_addr)
         .transpose()?;
     let mut server_shutdown = shutdown_rx.clone();
+    // Prometheus scrapes `GET /metrics` over HTTP/1.1 on the gRPC address.
+    let router = routes
+        .routes()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(crate::metrics::time_grpc))
+        .route("/metrics", axum::routing::get(crate::metrics::serve));
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_routes(routes.routes())
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming_shutdown(
                 // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -654,8 +707,52 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         deals,
         importer,
         puller,
+        background: probe.into_iter().chain(health_task).collect(),
         embedded,
     })
+}
+
+/// Turns health to NOT_SERVING for what cannot work while Kafka does not answer, and back:
+/// the process as a whole (`""`) and the snapshot importer, which refuses imports meanwhile.
+/// Commands stay SERVING (their events wait in the outbox), queries too (they answer from the
+/// read models, which stand still).
+async fn follow_kafka(
+    mut up: watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    services: Services,
+    brokers: String,
+) {
+    loop {
+        let answering = *up.borrow_and_update();
+        recoup_metrics::metrics().kafka_up.set(i64::from(answering));
+        let status = if answering {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        if services.snapshot_importer {
+            if answering {
+                health
+                    .set_serving::<SnapshotImportsServer<ImportService>>()
+                    .await;
+            } else {
+                health
+                    .set_not_serving::<SnapshotImportsServer<ImportService>>()
+                    .await;
+            }
+        }
+        if !answering {
+            tracing::warn!(
+                %brokers,
+                "Kafka does not answer: commands are kept in the outbox, imports are refused, \
+                 read models stand still until it answers again"
+            );
+        }
+        if up.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Runs a projector until the stop signal; if it fails, the read models stop moving, which

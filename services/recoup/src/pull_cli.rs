@@ -159,6 +159,10 @@ pub struct PullArgs {
     /// Directory for the puller's checkpoints (in export-puller/ below it).
     #[arg(long, env = "RECOUP_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Serve Prometheus metrics on GET http://ADDR/metrics while pulling (pages by status,
+    /// rows by outcome, events published). Unset: no HTTP.
+    #[arg(long, env = "RECOUP_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -199,6 +203,22 @@ pub async fn run_pull(args: PullArgs) -> anyhow::Result<ExitCode> {
         "pulling"
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (metrics)"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+        let router =
+            axum::Router::new().route("/metrics", axum::routing::get(recoup::metrics::serve));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .into_future(),
+        );
+    }
     let mode = if args.once {
         Mode::Once
     } else {

@@ -310,3 +310,345 @@ async fn services_killed_during_load_resume_where_they_stopped() {
     let expected = in_store(&mut Cases::new(ch), &tenant, &acknowledged).await;
     converged(&Query::new(projection.channel().await), &tenant, &expected).await;
 }
+
+/// The serving status a process reports for `service` ("" for the process as a whole).
+async fn health_of(channel: &tonic::transport::Channel, service: &str) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    match health.check(request).await {
+        Ok(answer) => answer.into_inner().status,
+        Err(_) => -1,
+    }
+}
+
+async fn turns_to(
+    channel: &tonic::transport::Channel,
+    service: &str,
+    status: ServingStatus,
+) -> bool {
+    eventually(Duration::from_secs(30), || async move {
+        health_of(channel, service).await == status as i32
+    })
+    .await
+}
+
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const IMPORTS: &str = "recoup.v1.SnapshotImports";
+const COMMANDS: &str = "recoup.v1.DebtCollectionCases";
+
+fn two_rows() -> v1::ImportRowsRequest {
+    let row = |id: &str| v1::Row {
+        cells: [
+            ("snapshot_date".to_owned(), "2024-05-01".to_owned()),
+            ("account_external_id".to_owned(), id.to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    v1::ImportRowsRequest {
+        data_origin: "outage".into(),
+        rows: vec![row("A-1"), row("A-2")],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_holds_commands_refuses_imports_and_heals() {
+    let broker = TestBroker::start();
+    if !broker.can_fail() {
+        eprintln!("skipped: the broker in KAFKA_BROKERS is not this test's to take down");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = tenant();
+    let group = format!("test-{tenant}");
+    let commands =
+        ServiceProcess::start("case-lifecycle", &dir.path().join("cases"), &broker, &[]).unwrap();
+    let projection = ServiceProcess::start(
+        "projection",
+        &dir.path().join("projection"),
+        &broker,
+        &["--consumer-group", &group],
+    )
+    .unwrap();
+    let importer = ServiceProcess::start(
+        "snapshot-importer",
+        &dir.path().join("imports"),
+        &broker,
+        &[],
+    )
+    .unwrap();
+    let (commands_ch, importer_ch) = (commands.channel().await, importer.channel().await);
+    let query = Query::new(projection.channel().await);
+    let mut cases = Cases::new(commands_ch.clone());
+    let mut acknowledged = Vec::new();
+    let create_some = async |cases: &mut Cases, from: usize| {
+        let mut created = Vec::new();
+        for i in from..from + 10 {
+            let c = create(cases, &tenant, &format!("O-{i}"), AMOUNT).await;
+            let c = case_of(cases.mark_reviewed(req(&tenant, cmd(&c))).await).unwrap();
+            created.push((c.id.clone(), c.version));
+        }
+        created
+    };
+    acknowledged.extend(create_some(&mut cases, 0).await);
+    converged(
+        &query,
+        &tenant,
+        &in_store(&mut cases, &tenant, &acknowledged).await,
+    )
+    .await;
+    assert_eq!(
+        health_of(&importer_ch, IMPORTS).await,
+        ServingStatus::Serving as i32
+    );
+
+    broker.set_down(true);
+    assert!(
+        turns_to(&importer_ch, IMPORTS, ServingStatus::NotServing).await,
+        "the importer reports NOT_SERVING while {} is down",
+        broker.name()
+    );
+    assert!(turns_to(&commands_ch, "", ServingStatus::NotServing).await);
+    // Commands are still decided and stored: their events wait in the outbox.
+    assert_eq!(
+        health_of(&commands_ch, COMMANDS).await,
+        ServingStatus::Serving as i32
+    );
+    let held = tokio::time::timeout(Duration::from_secs(30), create_some(&mut cases, 10))
+        .await
+        .expect("commands are answered while Kafka is down");
+    acknowledged.extend(held);
+    // Imports are refused at once, retryably, with nothing imported.
+    let mut imports =
+        recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient::new(importer_ch.clone());
+    let refused = imports
+        .import_rows(req(&tenant, two_rows()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("send it again later"),
+        "{refused:?}"
+    );
+    // What a container health check runs.
+    let check = Command::new(RECOUP)
+        .args(["health", "--server", &importer.grpc, "--service", IMPORTS])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "NOT_SERVING");
+    assert!(
+        !check.status.success(),
+        "recoup health fails while not serving"
+    );
+
+    broker.set_down(false);
+    assert!(
+        turns_to(&importer_ch, IMPORTS, ServingStatus::Serving).await,
+        "the importer serves again"
+    );
+    assert!(
+        turns_to(&commands_ch, "", ServingStatus::Serving).await,
+        "case-lifecycle serves again:\n{}",
+        commands.log_text()
+    );
+    // Everything the outbox held arrives, once.
+    converged(
+        &query,
+        &tenant,
+        &in_store(&mut cases, &tenant, &acknowledged).await,
+    )
+    .await;
+    let report = imports
+        .import_rows(req(&tenant, two_rows()))
+        .await
+        .expect("the same rows are imported once Kafka is back")
+        .into_inner();
+    assert_eq!((report.rows_read, report.accepted), (2, 2), "{report:?}");
+    let check = Command::new(RECOUP)
+        .args(["health", "--server", &importer.grpc, "--service", IMPORTS])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "SERVING");
+    assert!(check.status.success());
+}
+
+/// `GET /metrics` of a process (host:port), the body only.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let request = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed), if present.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn addr_of(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_process_serves_prometheus_metrics() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = tenant();
+    let group = format!("test-{tenant}");
+    let commands =
+        ServiceProcess::start("case-lifecycle", &dir.path().join("cases"), &broker, &[]).unwrap();
+    let projection = ServiceProcess::start(
+        "projection",
+        &dir.path().join("projection"),
+        &broker,
+        &["--consumer-group", &group],
+    )
+    .unwrap();
+    let importer = ServiceProcess::start(
+        "snapshot-importer",
+        &dir.path().join("imports"),
+        &broker,
+        &[],
+    )
+    .unwrap();
+
+    let mut cases = Cases::new(commands.channel().await);
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let c = create(&mut cases, &tenant, &format!("M-{i}"), AMOUNT).await;
+        let c = case_of(cases.mark_reviewed(req(&tenant, cmd(&c))).await).unwrap();
+        created.push((c.id.clone(), c.version));
+    }
+    // A stale version is refused: ABORTED (10).
+    let stale = v1::CaseCommand {
+        case_id: created[0].0.clone(),
+        expected_version: 1,
+    };
+    assert!(cases.mark_reviewed(req(&tenant, stale)).await.is_err());
+    let query = Query::new(projection.channel().await);
+    converged(
+        &query,
+        &tenant,
+        &in_store(&mut cases, &tenant, &created).await,
+    )
+    .await;
+    let mut imports = recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient::new(
+        importer.channel().await,
+    );
+    let mut rows = two_rows();
+    rows.rows.push(v1::Row {
+        cells: [("snapshot_date".to_owned(), "01/05/2024".to_owned())]
+            .into_iter()
+            .collect(),
+    });
+    let report = imports
+        .import_rows(req(&tenant, rows))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((report.accepted, report.rejected), (2, 1), "{report:?}");
+
+    let text = scrape(addr_of(&commands.grpc));
+    let published = "recoup_events_published_total{topic=\"recoup.debt-cases.v1\"}";
+    assert_eq!(series(&text, published), Some(10.0), "{text}");
+    assert_eq!(series(&text, "recoup_outbox_depth"), Some(0.0), "{text}");
+    assert_eq!(series(&text, "recoup_kafka_up"), Some(1.0), "{text}");
+    let created_ok = "recoup_grpc_request_duration_seconds_count{method=\"recoup.v1.DebtCollectionCases/CreateCase\",code=\"0\"}";
+    assert_eq!(series(&text, created_ok), Some(5.0), "{text}");
+    let aborted = "recoup_grpc_request_duration_seconds_count{method=\"recoup.v1.DebtCollectionCases/MarkReviewed\",code=\"10\"}";
+    assert_eq!(series(&text, aborted), Some(1.0), "{text}");
+
+    let text = scrape(addr_of(&projection.grpc));
+    let consumed = "recoup_events_consumed_total{topic=\"recoup.debt-cases.v1\"}";
+    assert!(series(&text, consumed).is_some_and(|n| n >= 10.0), "{text}");
+    // Statistics come every 5 s: the lag of each partition this process holds appears.
+    let lag_shown = eventually(Duration::from_secs(20), || async {
+        scrape(addr_of(&projection.grpc)).lines().any(|l| {
+            l.starts_with("recoup_consumer_lag{topic=\"recoup.debt-cases.v1\"") && l.ends_with(" 0")
+        })
+    })
+    .await;
+    assert!(
+        lag_shown,
+        "consumer lag: {}",
+        scrape(addr_of(&projection.grpc))
+    );
+
+    let text = scrape(addr_of(&importer.grpc));
+    let accepted = "recoup_import_rows_total{outcome=\"accepted\"}";
+    let rejected = "recoup_import_rows_total{outcome=\"rejected\"}";
+    assert_eq!(series(&text, accepted), Some(2.0), "{text}");
+    assert_eq!(series(&text, rejected), Some(1.0), "{text}");
+
+    // The export puller serves no gRPC: --metrics-addr.
+    let mut sim = Command::new(RECOUP)
+        .args(["export-sim", "--addr", "127.0.0.1:0", "--rows", "300"])
+        .args([
+            "--lender",
+            "acme",
+            "--email",
+            "ops@acme.example",
+            "--password",
+            "pw-1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let mut sim_out = std::io::BufReader::new(sim.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut sim_out, &mut ready).unwrap();
+    let url = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("url="))
+        .unwrap()
+        .to_owned();
+    let metrics_addr = format!("127.0.0.1:{}", common::cluster::free_port());
+    let mut puller = Command::new(RECOUP)
+        .args(["export-puller", "--data-dir"])
+        .arg(dir.path().join("puller"))
+        .args(broker.args())
+        .args(["--metrics-addr", &metrics_addr, "--tenant", &tenant])
+        .args([
+            "--api-host",
+            &url,
+            "--lender",
+            "acme",
+            "--email",
+            "ops@acme.example",
+        ])
+        .args(["--limit", "100"])
+        .env("RECOUP_EXPORT_PASSWORD", "pw-1")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rows = "recoup_pull_rows_total{outcome=\"published\"}";
+    let pages = "recoup_pull_pages_total{status=\"200\"}";
+    let deals = "recoup_events_published_total{topic=\"recoup.collections-deals.v1\"}";
+    let pulled = eventually(Duration::from_secs(60), || async {
+        let text = scrape(&metrics_addr);
+        series(&text, rows) == Some(300.0)
+            && series(&text, pages).is_some_and(|n| n >= 3.0)
+            && series(&text, deals) == Some(300.0)
+    })
+    .await;
+    let text = scrape(&metrics_addr);
+    let _ = puller.kill();
+    let _ = puller.wait();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(pulled, "the puller's metrics: {text}");
+}

@@ -49,7 +49,9 @@ impl ImportService {
 pub fn status_of(error: ImportError) -> Status {
     match error {
         // The broker may come back: the client should send the same upload again.
-        ImportError::Publish(_) => Status::unavailable(error.to_string()),
+        ImportError::Publish(_) | ImportError::KafkaUnreachable => {
+            Status::unavailable(error.to_string())
+        }
         ImportError::Store(_) | ImportError::Reader(_) => {
             tracing::error!(%error, "import failed");
             Status::internal(error.to_string())

@@ -138,7 +138,7 @@ impl From<ImportError> for ApiError {
     fn from(error: ImportError) -> Self {
         match error {
             // The broker may come back: the client should send the same upload again.
-            ImportError::Publish(_) => {
+            ImportError::Publish(_) | ImportError::KafkaUnreachable => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
                     .retry_after(PUBLISH_RETRY_AFTER_SECS)
             }

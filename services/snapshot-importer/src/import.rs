@@ -117,6 +117,11 @@ pub enum ImportError {
          again to import the rest"
     )]
     Publish(#[from] PublishError),
+    #[error(
+        "Kafka does not answer at the moment; nothing of this upload was imported, send it \
+         again later"
+    )]
+    KafkaUnreachable,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the import's reader stopped unexpectedly: {0}")]
@@ -164,6 +169,9 @@ pub struct Importer {
     /// One import at a time per tenant: two imports touching the same row would otherwise both
     /// read its revision and publish two contents under the next one.
     turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Whether the Kafka cluster answers (see `event_backbone::reachability`); while it does
+    /// not, new imports are refused at once rather than waiting for Kafka to time out.
+    kafka_up: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Importer {
@@ -180,7 +188,14 @@ impl Importer {
             clock,
             settings,
             turns: Arc::default(),
+            kafka_up: None,
         }
+    }
+
+    /// Refuses new imports (`ImportError::KafkaUnreachable`) while `kafka_up` says false.
+    pub fn with_reachability(mut self, kafka_up: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.kafka_up = Some(kafka_up);
+        self
     }
 
     pub fn store(&self) -> &ImportStore {
@@ -252,6 +267,9 @@ impl Importer {
         let _turn = turn.lock().await;
         if let Some(report) = self.earlier(&request.tenant, &request.import_id)? {
             return Ok(report);
+        }
+        if self.kafka_up.as_ref().is_some_and(|up| !*up.borrow()) {
+            return Err(ImportError::KafkaUnreachable);
         }
         let started = (self.clock)();
         let pending: Pending = Arc::default();
@@ -454,6 +472,15 @@ impl Importer {
         report.accepted += batch.changed.len() as u64;
         report.unchanged += batch.unchanged;
         report.rejected += batch.rejected.len() as u64;
+        let rows = &recoup_metrics::metrics().import_rows;
+        for (outcome, n) in [
+            ("accepted", batch.changed.len() as u64),
+            ("unchanged", batch.unchanged),
+            ("rejected", batch.rejected.len() as u64),
+        ] {
+            rows.get_or_create(&recoup_metrics::OutcomeLabel { outcome })
+                .inc_by(n);
+        }
         let mut writes = StoreBatch::default();
         for rejected in &batch.rejected {
             for error in &rejected.errors {
