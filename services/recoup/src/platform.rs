@@ -194,6 +194,8 @@ pub struct RunningPlatform {
     puller: Option<(Arc<Puller>, JoinHandle<Vec<StreamOutcome>>)>,
     /// The Kafka probe and the health it drives; they end with the shutdown signal.
     background: Vec<JoinHandle<()>>,
+    /// The event store as the outbox-depth gauge reads it; emptied at shutdown.
+    outbox_gauge: Option<Arc<std::sync::Mutex<Option<EventStore>>>>,
     embedded: Option<EmbeddedKafka>,
 }
 
@@ -292,6 +294,12 @@ impl RunningPlatform {
         for p in self.projectors.drain(..) {
             // A projector exits at the next batch boundary once the signal is seen.
             p.await??;
+        }
+        if let Some(gauge) = self.outbox_gauge.take() {
+            gauge
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
         }
         if let Some(store) = self.store.take() {
             store.flush()?;
@@ -392,6 +400,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     routes.add_service(reflection().build_v1alpha()?);
 
     let mut store = None;
+    let mut outbox_gauge = None;
     let mut relay = None;
     let mut timeouts_task = None;
     if config.services.case_lifecycle {
@@ -417,12 +426,21 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
             config.timeout_check_interval,
             shutdown_rx.clone(),
         )));
-        let depth = s.clone();
+        // The gauge reads the store at scrape time, until shutdown lets go of it (the files
+        // must be unlocked for a restart in the same process).
+        let depth = Arc::new(std::sync::Mutex::new(Some(s.clone())));
+        let reader = depth.clone();
         recoup_metrics::before_render(move || {
-            recoup_metrics::metrics()
-                .outbox_depth
-                .set(depth.outbox_len() as i64);
+            let store = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(store) = store.as_ref() {
+                recoup_metrics::metrics()
+                    .outbox_depth
+                    .set(store.outbox_len() as i64);
+            }
         });
+        outbox_gauge = Some(depth);
         routes.add_service(CaseCommands::new(s.clone()).into_server());
         health
             .set_serving::<DebtCollectionCasesServer<CaseCommands>>()
@@ -708,6 +726,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         importer,
         puller,
         background: probe.into_iter().chain(health_task).collect(),
+        outbox_gauge,
         embedded,
     })
 }

@@ -22,6 +22,36 @@ fn tenant() -> String {
     format!("t-{}", uuid::Uuid::now_v7().simple())
 }
 
+/// One test's broker, files and tenant.
+struct Setup {
+    broker: TestBroker,
+    dir: tempfile::TempDir,
+    tenant: String,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            broker: TestBroker::start(),
+            dir: tempfile::tempdir().unwrap(),
+            tenant: tenant(),
+        }
+    }
+
+    /// `recoup SERVICE` with its files in the test's dir under `name`; projections join the
+    /// test's own consumer group.
+    fn start(&self, service: &str, name: &str) -> ServiceProcess {
+        let group = format!("test-{}", self.tenant);
+        let extra: &[&str] = if service == "projection" {
+            &["--consumer-group", &group]
+        } else {
+            &[]
+        };
+        ServiceProcess::start(service, &self.dir.path().join(name), &self.broker, extra)
+            .unwrap_or_else(|log| panic!("recoup {service} did not start:\n{log}"))
+    }
+}
+
 /// Cases (count, amount) over every state of the tenant, as a read model holds them.
 async fn totals(query: &mut Query, tenant: &str) -> (u64, i64) {
     let Ok(stats) = query.case_stats(req(tenant, v1::CaseStatsRequest {})).await else {
@@ -91,38 +121,70 @@ impl Load {
     }
 }
 
+/// Every case of the tenant in the read model behind `query`, with its version.
+async fn listed(query: &Query, tenant: &str) -> HashMap<String, u64> {
+    let mut q = query.clone();
+    let mut all = HashMap::new();
+    let mut page_token = String::new();
+    loop {
+        let request = v1::ListCasesRequest {
+            page_size: 1000,
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let page = q
+            .list_cases(req(tenant, request))
+            .await
+            .unwrap()
+            .into_inner();
+        for case in page.cases {
+            assert!(
+                all.insert(case.id.clone(), case.version).is_none(),
+                "case {} listed twice",
+                case.id
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// Waits until the read model behind `query` holds every case of `expected` at its version
-/// (the store's), counted once in the totals.
-async fn converged(query: &Query, tenant: &str, expected: &HashMap<String, u64>) {
-    let n = expected.len() as u64;
-    let caught_up = eventually(Duration::from_secs(60), || {
-        let mut q = query.clone();
-        async move { totals(&mut q, tenant).await.0 >= n }
+/// (the store's), then checks that it holds nothing else the store does not have at the same
+/// version, and that its totals count each case once. (A case whose command was stored but
+/// whose answer a SIGKILL took is in neither `expected` nor lost: it is checked in the store.)
+async fn converged(query: &Query, cases: &Cases, tenant: &str, expected: &HashMap<String, u64>) {
+    let all_there = eventually(Duration::from_secs(60), || async {
+        let held = listed(query, tenant).await;
+        expected.iter().all(|(id, v)| held.get(id) == Some(v))
     })
     .await;
-    let mut q = query.clone();
+    let held = listed(query, tenant).await;
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|(id, v)| held.get(*id) != Some(*v))
+        .collect();
     assert!(
-        caught_up,
-        "the read model holds {:?} of {n} cases",
-        totals(&mut q, tenant).await
+        all_there,
+        "the read model lacks {} of {} cases (at their versions): {:?}",
+        missing.len(),
+        expected.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
     );
+    let mut c = cases.clone();
+    for (id, version) in held.iter().filter(|(id, _)| !expected.contains_key(*id)) {
+        let in_store = stored(&mut c, tenant, id).await;
+        assert_eq!(in_store.version, *version, "case {id}, answered to nobody");
+    }
+    let n = held.len() as u64;
+    let mut q = query.clone();
     assert_eq!(
         totals(&mut q, tenant).await,
         (n, AMOUNT * n as i64),
         "every case counted once"
     );
-    for (id, version) in expected {
-        let at = eventually(Duration::from_secs(20), || {
-            let mut q = query.clone();
-            async move {
-                projected(&mut q, tenant, id)
-                    .await
-                    .is_ok_and(|c| c.version == *version)
-            }
-        })
-        .await;
-        assert!(at, "case {id} reaches version {version}");
-    }
 }
 
 /// The versions the event store holds for the acknowledged cases; none lost.
@@ -205,27 +267,15 @@ fn topics_are_created_through_the_admin_api_and_checked_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_projection_processes_share_the_partitions_and_one_takes_over_after_sigkill() {
-    let broker = TestBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let tenant = tenant();
-    let group = format!("test-{tenant}");
-    let commands =
-        ServiceProcess::start("case-lifecycle", &dir.path().join("cases"), &broker, &[]).unwrap();
-    let projection = |name: &str| {
-        ServiceProcess::start(
-            "projection",
-            &dir.path().join(name),
-            &broker,
-            &["--consumer-group", &group],
-        )
-        .unwrap()
-    };
-    let mut a = projection("a");
-    let b = projection("b");
+    let setup = Setup::new();
+    let (broker, tenant) = (&setup.broker, &setup.tenant);
+    let commands = setup.start("case-lifecycle", "cases");
+    let mut a = setup.start("projection", "a");
+    let b = setup.start("projection", "b");
     let mut query_a = Query::new(a.channel().await);
     let query_b = Query::new(b.channel().await);
     let ch = commands.channel().await;
-    let load = Load::start(ch.clone(), &tenant, 4);
+    let load = Load::start(ch.clone(), tenant, 4);
 
     // The group spreads the partitions: both read models fill.
     let shared = eventually(Duration::from_secs(60), || {
@@ -238,8 +288,8 @@ async fn two_projection_processes_share_the_partitions_and_one_takes_over_after_
         shared,
         "both members get partitions ({}): a {:?}, b {:?}\n{}",
         broker.name(),
-        totals(&mut query_a, &tenant).await,
-        totals(&mut query_b.clone(), &tenant).await,
+        totals(&mut query_a, tenant).await,
+        totals(&mut query_b.clone(), tenant).await,
         b.log_text()
     );
     // Mid-stream, one member dies without a word; the load goes on.
@@ -251,11 +301,11 @@ async fn two_projection_processes_share_the_partitions_and_one_takes_over_after_
         "load ran: {} cases",
         acknowledged.len()
     );
-    let expected = in_store(&mut Cases::new(ch), &tenant, &acknowledged).await;
+    let expected = in_store(&mut Cases::new(ch.clone()), tenant, &acknowledged).await;
 
     // The survivor takes the dead member's partitions, reads them from its own offsets (the
     // beginning: it never held them) and ends with every case once.
-    converged(&query_b, &tenant, &expected).await;
+    converged(&query_b, &Cases::new(ch), tenant, &expected).await;
     let log = b.log_text();
     let last_assignment = log
         .lines()
@@ -272,19 +322,13 @@ async fn two_projection_processes_share_the_partitions_and_one_takes_over_after_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_killed_during_load_resume_where_they_stopped() {
-    let broker = TestBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let tenant = tenant();
-    let group = format!("test-{tenant}");
-    let cases_dir = dir.path().join("cases");
-    let projection_dir = dir.path().join("projection");
-    let projection_args = ["--consumer-group", group.as_str()];
-    let mut commands = ServiceProcess::start("case-lifecycle", &cases_dir, &broker, &[]).unwrap();
-    let mut projection =
-        ServiceProcess::start("projection", &projection_dir, &broker, &projection_args).unwrap();
+    let setup = Setup::new();
+    let tenant = &setup.tenant;
+    let mut commands = setup.start("case-lifecycle", "cases");
+    let mut projection = setup.start("projection", "projection");
 
     // case-lifecycle dies under load and comes back on the same files.
-    let load = Load::start(commands.channel().await, &tenant, 4);
+    let load = Load::start(commands.channel().await, tenant, 4);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     commands.kill();
     let mut acknowledged = load.finish().await;
@@ -293,22 +337,28 @@ async fn services_killed_during_load_resume_where_they_stopped() {
         "load ran: {} cases",
         acknowledged.len()
     );
-    let commands = ServiceProcess::start("case-lifecycle", &cases_dir, &broker, &[]).unwrap();
+    let commands = setup.start("case-lifecycle", "cases");
     let ch = commands.channel().await;
-    in_store(&mut Cases::new(ch.clone()), &tenant, &acknowledged).await;
+    in_store(&mut Cases::new(ch.clone()), tenant, &acknowledged).await;
 
     // The projection dies under load and comes back on the same files.
-    let load = Load::start(ch.clone(), &tenant, 4);
+    let load = Load::start(ch.clone(), tenant, 4);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     projection.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let projection =
-        ServiceProcess::start("projection", &projection_dir, &broker, &projection_args).unwrap();
+    let projection = setup.start("projection", "projection");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     acknowledged.extend(load.finish().await);
 
-    let expected = in_store(&mut Cases::new(ch), &tenant, &acknowledged).await;
-    converged(&Query::new(projection.channel().await), &tenant, &expected).await;
+    let cases = Cases::new(ch);
+    let expected = in_store(&mut cases.clone(), tenant, &acknowledged).await;
+    converged(
+        &Query::new(projection.channel().await),
+        &cases,
+        tenant,
+        &expected,
+    )
+    .await;
 }
 
 /// The serving status a process reports for `service` ("" for the process as a whole).
@@ -356,30 +406,15 @@ fn two_rows() -> v1::ImportRowsRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_holds_commands_refuses_imports_and_heals() {
-    let broker = TestBroker::start();
+    let setup = Setup::new();
+    let (broker, tenant) = (&setup.broker, &setup.tenant);
     if !broker.can_fail() {
         eprintln!("skipped: the broker in KAFKA_BROKERS is not this test's to take down");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let tenant = tenant();
-    let group = format!("test-{tenant}");
-    let commands =
-        ServiceProcess::start("case-lifecycle", &dir.path().join("cases"), &broker, &[]).unwrap();
-    let projection = ServiceProcess::start(
-        "projection",
-        &dir.path().join("projection"),
-        &broker,
-        &["--consumer-group", &group],
-    )
-    .unwrap();
-    let importer = ServiceProcess::start(
-        "snapshot-importer",
-        &dir.path().join("imports"),
-        &broker,
-        &[],
-    )
-    .unwrap();
+    let commands = setup.start("case-lifecycle", "cases");
+    let projection = setup.start("projection", "projection");
+    let importer = setup.start("snapshot-importer", "imports");
     let (commands_ch, importer_ch) = (commands.channel().await, importer.channel().await);
     let query = Query::new(projection.channel().await);
     let mut cases = Cases::new(commands_ch.clone());
@@ -387,19 +422,15 @@ async fn a_broker_outage_holds_commands_refuses_imports_and_heals() {
     let create_some = async |cases: &mut Cases, from: usize| {
         let mut created = Vec::new();
         for i in from..from + 10 {
-            let c = create(cases, &tenant, &format!("O-{i}"), AMOUNT).await;
-            let c = case_of(cases.mark_reviewed(req(&tenant, cmd(&c))).await).unwrap();
+            let c = create(cases, tenant, &format!("O-{i}"), AMOUNT).await;
+            let c = case_of(cases.mark_reviewed(req(tenant, cmd(&c))).await).unwrap();
             created.push((c.id.clone(), c.version));
         }
         created
     };
     acknowledged.extend(create_some(&mut cases, 0).await);
-    converged(
-        &query,
-        &tenant,
-        &in_store(&mut cases, &tenant, &acknowledged).await,
-    )
-    .await;
+    let expected = in_store(&mut cases, tenant, &acknowledged).await;
+    converged(&query, &cases, tenant, &expected).await;
     assert_eq!(
         health_of(&importer_ch, IMPORTS).await,
         ServingStatus::Serving as i32
@@ -425,7 +456,7 @@ async fn a_broker_outage_holds_commands_refuses_imports_and_heals() {
     let mut imports =
         recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient::new(importer_ch.clone());
     let refused = imports
-        .import_rows(req(&tenant, two_rows()))
+        .import_rows(req(tenant, two_rows()))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
@@ -455,14 +486,10 @@ async fn a_broker_outage_holds_commands_refuses_imports_and_heals() {
         commands.log_text()
     );
     // Everything the outbox held arrives, once.
-    converged(
-        &query,
-        &tenant,
-        &in_store(&mut cases, &tenant, &acknowledged).await,
-    )
-    .await;
+    let expected = in_store(&mut cases, tenant, &acknowledged).await;
+    converged(&query, &cases, tenant, &expected).await;
     let report = imports
-        .import_rows(req(&tenant, two_rows()))
+        .import_rows(req(tenant, two_rows()))
         .await
         .expect("the same rows are imported once Kafka is back")
         .into_inner();
@@ -502,32 +529,17 @@ fn addr_of(url: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_process_serves_prometheus_metrics() {
-    let broker = TestBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let tenant = tenant();
-    let group = format!("test-{tenant}");
-    let commands =
-        ServiceProcess::start("case-lifecycle", &dir.path().join("cases"), &broker, &[]).unwrap();
-    let projection = ServiceProcess::start(
-        "projection",
-        &dir.path().join("projection"),
-        &broker,
-        &["--consumer-group", &group],
-    )
-    .unwrap();
-    let importer = ServiceProcess::start(
-        "snapshot-importer",
-        &dir.path().join("imports"),
-        &broker,
-        &[],
-    )
-    .unwrap();
+    let setup = Setup::new();
+    let (broker, tenant, dir) = (&setup.broker, &setup.tenant, &setup.dir);
+    let commands = setup.start("case-lifecycle", "cases");
+    let projection = setup.start("projection", "projection");
+    let importer = setup.start("snapshot-importer", "imports");
 
     let mut cases = Cases::new(commands.channel().await);
     let mut created = Vec::new();
     for i in 0..5 {
-        let c = create(&mut cases, &tenant, &format!("M-{i}"), AMOUNT).await;
-        let c = case_of(cases.mark_reviewed(req(&tenant, cmd(&c))).await).unwrap();
+        let c = create(&mut cases, tenant, &format!("M-{i}"), AMOUNT).await;
+        let c = case_of(cases.mark_reviewed(req(tenant, cmd(&c))).await).unwrap();
         created.push((c.id.clone(), c.version));
     }
     // A stale version is refused: ABORTED (10).
@@ -535,14 +547,10 @@ async fn every_service_process_serves_prometheus_metrics() {
         case_id: created[0].0.clone(),
         expected_version: 1,
     };
-    assert!(cases.mark_reviewed(req(&tenant, stale)).await.is_err());
+    assert!(cases.mark_reviewed(req(tenant, stale)).await.is_err());
     let query = Query::new(projection.channel().await);
-    converged(
-        &query,
-        &tenant,
-        &in_store(&mut cases, &tenant, &created).await,
-    )
-    .await;
+    let expected = in_store(&mut cases, tenant, &created).await;
+    converged(&query, &cases, tenant, &expected).await;
     let mut imports = recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient::new(
         importer.channel().await,
     );
@@ -553,7 +561,7 @@ async fn every_service_process_serves_prometheus_metrics() {
             .collect(),
     });
     let report = imports
-        .import_rows(req(&tenant, rows))
+        .import_rows(req(tenant, rows))
         .await
         .unwrap()
         .into_inner();
@@ -619,7 +627,7 @@ async fn every_service_process_serves_prometheus_metrics() {
         .args(["export-puller", "--data-dir"])
         .arg(dir.path().join("puller"))
         .args(broker.args())
-        .args(["--metrics-addr", &metrics_addr, "--tenant", &tenant])
+        .args(["--metrics-addr", &metrics_addr, "--tenant", tenant])
         .args([
             "--api-host",
             &url,
@@ -651,4 +659,87 @@ async fn every_service_process_serves_prometheus_metrics() {
     let _ = sim.kill();
     let _ = sim.wait();
     assert!(pulled, "the puller's metrics: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_importer_killed_mid_import_loses_no_row() {
+    let setup = Setup::new();
+    let (tenant, dir) = (&setup.tenant, &setup.dir);
+    let mut importer = setup.start("snapshot-importer", "imports");
+    let projection = setup.start("projection", "projection");
+    // 30,000 accounts, 10 outstanding each (small enough for the mock cluster's retention).
+    let rows = 30_000;
+    let file = dir.path().join("snapshots.csv");
+    let mut csv =
+        String::from("snapshot_date,account_external_id,amt_remaining_installment_source\n");
+    for i in 0..rows {
+        csv.push_str(&format!("2024-05-01,K-{i},10\n"));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let import = |grpc: &str| {
+        Command::new(RECOUP)
+            .args(["import", "snapshots"])
+            .arg(&file)
+            .args(["--tenant", tenant, "--origin", "kill", "--grpc-addr", grpc])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = import(&importer.grpc);
+    // Killed as soon as the first batch was acknowledged.
+    let accepted = "recoup_import_rows_total{outcome=\"accepted\"}";
+    let metrics = addr_of(&importer.grpc).to_owned();
+    let started = eventually(Duration::from_secs(60), || async {
+        series(&scrape(&metrics), accepted).is_some_and(|n| n > 0.0)
+    })
+    .await;
+    importer.kill();
+    assert!(started, "the import started");
+    let first = first.wait_with_output().unwrap();
+    eprintln!(
+        "first import: {} {}",
+        first.status,
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    // The same file again, to the restarted importer: what was acknowledged is not imported
+    // twice, the rest is.
+    let importer = setup.start("snapshot-importer", "imports");
+    let again = import(&importer.grpc).wait_with_output().unwrap();
+    assert!(
+        again.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let query = Query::new(projection.channel().await);
+    let par = |query: Query| {
+        let tenant = tenant.clone();
+        async move {
+            let mut q = query;
+            q.portfolio_par(req(
+                &tenant,
+                v1::PortfolioParRequest {
+                    snapshot_date: "2024-05-01".into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+            .ok()
+        }
+    };
+    let complete = eventually(Duration::from_secs(60), || {
+        let p = par(query.clone());
+        async move { p.await.is_some_and(|p| p.accounts >= rows) }
+    })
+    .await;
+    let last = par(query.clone()).await.unwrap();
+    assert!(complete, "every account reaches the read model: {last:?}");
+    assert_eq!(
+        (last.accounts, last.outstanding),
+        (rows, 10.0 * rows as f64),
+        "each account once"
+    );
 }
