@@ -8,12 +8,15 @@
 //! before.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -40,13 +43,18 @@ pub type StartOffsets = Arc<dyn Fn(&[i32]) -> Vec<(i32, Option<i64>)> + Send + S
 pub struct GroupContext {
     start: Mutex<Option<StartOffsets>>,
     assigned: Arc<Mutex<BTreeSet<i32>>>,
+    /// Counts into the process's consumer metrics (projections; not the puller's read-back).
+    metered: AtomicBool,
 }
 
 impl ClientContext for GroupContext {
     /// Sets `recoup_consumer_lag` for every partition this consumer holds: the partition's end
-    /// less the next offset handed to the application (or the partition's start, before the
-    /// first message).
+    /// less the next offset handed to the application (before the first message since the
+    /// partition was taken: less the offset it is fetched from).
     fn stats(&self, statistics: rdkafka::Statistics) {
+        if !self.metered.load(Ordering::Relaxed) {
+            return;
+        }
         let lag = &recoup_metrics::metrics().consumer_lag;
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
@@ -57,76 +65,130 @@ impl ClientContext for GroupContext {
                     topic: name.clone(),
                     partition: *id,
                 };
-                if !partition.desired || partition.hi_offset < 0 {
-                    lag.remove(&label);
-                    continue;
+                let position = [partition.app_offset, partition.next_offset]
+                    .into_iter()
+                    .find(|o| *o >= 0);
+                match position {
+                    Some(position) if partition.desired && partition.hi_offset >= 0 => {
+                        lag.get_or_create(&label)
+                            .set((partition.hi_offset - position).max(0));
+                    }
+                    _ => {
+                        lag.remove(&label);
+                    }
                 }
-                let position = if partition.app_offset >= 0 {
-                    partition.app_offset
-                } else {
-                    partition.lo_offset.max(0)
-                };
-                lag.get_or_create(&label)
-                    .set((partition.hi_offset - position).max(0));
             }
         }
     }
 }
 
+impl GroupContext {
+    /// The partitions of `tpl`, each with the offset the caller's store names.
+    fn starting(&self, tpl: &TopicPartitionList) -> (TopicPartitionList, Vec<i32>) {
+        let start = self
+            .start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let ids: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        let offsets = start.map(|start| start(&ids)).unwrap_or_default();
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in &partitions {
+            let next = offsets
+                .iter()
+                .find(|(p, _)| p == partition)
+                .and_then(|(_, next)| *next);
+            let offset = next.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(error) = list.add_partition_offset(topic, *partition, offset) {
+                tracing::error!(%error, topic, partition, "cannot start a partition");
+            }
+        }
+        (list, ids)
+    }
+
+    fn forget_lag(&self, topic: &str, partitions: &[i32]) {
+        if !self.metered.load(Ordering::Relaxed) {
+            return;
+        }
+        for partition in partitions {
+            recoup_metrics::metrics()
+                .consumer_lag
+                .remove(&recoup_metrics::PartitionLabel {
+                    topic: topic.to_owned(),
+                    partition: *partition,
+                });
+        }
+    }
+}
+
 impl ConsumerContext for GroupContext {
-    // The eager protocol (range, roundrobin): an assignment replaces the last one whole.
+    // Eager protocols (range, roundrobin: the default) hand over and take back the whole
+    // assignment; the cooperative one (cooperative-sticky) only what moves. Either way, each
+    // partition handed over starts at the caller's offset.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+        let topic = tpl
+            .elements()
+            .first()
+            .map(|e| e.topic().to_owned())
+            .unwrap_or_default();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let start = self
-                    .start
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                let mut list = TopicPartitionList::new();
-                let mut partitions = Vec::new();
-                for element in tpl.elements() {
-                    partitions.push((element.topic().to_owned(), element.partition()));
-                }
-                let ids: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
-                let offsets = start.map(|start| start(&ids)).unwrap_or_default();
-                for (topic, partition) in &partitions {
-                    let next = offsets
-                        .iter()
-                        .find(|(p, _)| p == partition)
-                        .and_then(|(_, next)| *next);
-                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(error) = list.add_partition_offset(topic, *partition, offset) {
-                        tracing::error!(%error, topic, partition, "cannot start a partition");
-                    }
-                }
-                let topic = partitions.first().map(|(t, _)| t.as_str()).unwrap_or("");
-                match consumer.assign(&list) {
+                let (list, ids) = self.starting(tpl);
+                let taken = if cooperative {
+                    consumer.incremental_assign(&list)
+                } else {
+                    consumer.assign(&list)
+                };
+                match taken {
                     Ok(()) => {
-                        *assigned = ids.iter().copied().collect();
-                        tracing::info!(topic, partitions = ?ids, "consumer group assigned partitions");
+                        if !cooperative {
+                            assigned.clear();
+                        }
+                        assigned.extend(ids.iter().copied());
+                        let held: Vec<i32> = assigned.iter().copied().collect();
+                        tracing::info!(%topic, partitions = ?held, "consumer group assigned partitions");
                     }
-                    Err(error) => tracing::error!(%error, "cannot take the assigned partitions"),
+                    Err(error) => {
+                        tracing::error!(%error, %topic, "cannot take the assigned partitions")
+                    }
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if let Err(error) = consumer.unassign() {
-                    tracing::error!(%error, "cannot give up the revoked partitions");
+                let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                let given = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = given {
+                    tracing::error!(%error, %topic, "cannot give up the revoked partitions");
                 }
-                let topic = tpl.elements().first().map(|e| e.topic().to_owned());
-                let revoked: Vec<i32> = assigned.iter().copied().collect();
-                tracing::info!(topic = topic.as_deref().unwrap_or(""), partitions = ?revoked, "consumer group revoked partitions");
-                assigned.clear();
+                for id in &ids {
+                    assigned.remove(id);
+                }
+                self.forget_lag(&topic, &ids);
+                tracing::info!(%topic, partitions = ?ids, "consumer group revoked partitions");
             }
             other => {
-                tracing::error!(error = ?other, "consumer group rebalance failed");
+                tracing::error!(error = ?other, %topic, "consumer group rebalance failed");
                 let _ = consumer.unassign();
+                let ids: Vec<i32> = assigned.iter().copied().collect();
+                self.forget_lag(&topic, &ids);
                 assigned.clear();
             }
         }
@@ -176,6 +238,16 @@ impl EventConsumer {
             assigned,
             in_group: false,
         })
+    }
+
+    /// Counts this consumer into the process's consumer metrics (`recoup_events_consumed_total`,
+    /// `recoup_consumer_lag`): the projections' consumers, not tools that read a topic once.
+    pub fn metered(self) -> Self {
+        self.consumer
+            .context()
+            .metered
+            .store(true, Ordering::Relaxed);
+        self
     }
 
     /// The topic this consumer reads.
@@ -266,14 +338,19 @@ impl EventConsumer {
         if !self.in_group || next.is_empty() {
             return;
         }
+        let held = self.assigned();
         let mut list = TopicPartitionList::new();
-        for (partition, offset) in next {
+        // A batch drained before a revocation may hold partitions another member has now.
+        for (partition, offset) in next.iter().filter(|(p, _)| held.contains(p)) {
             if list
                 .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
                 .is_err()
             {
                 return;
             }
+        }
+        if list.count() == 0 {
+            return;
         }
         if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
             tracing::debug!(%error, "consumer group progress not reported");
@@ -295,11 +372,13 @@ impl EventConsumer {
                 None => break,
             }
         }
-        recoup_metrics::count_topic(
-            &recoup_metrics::metrics().events_consumed,
-            &self.topic,
-            batch.len() as u64,
-        );
+        if self.consumer.context().metered.load(Ordering::Relaxed) {
+            recoup_metrics::count_topic(
+                &recoup_metrics::metrics().events_consumed,
+                &self.topic,
+                batch.len() as u64,
+            );
+        }
         Ok(batch)
     }
 

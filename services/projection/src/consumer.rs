@@ -89,6 +89,7 @@ impl<P: Projection> Projector<P> {
         cluster_id: String,
         topic: &str,
     ) -> Result<Self, ProjectionError> {
+        let consumer = consumer.metered();
         let partitions = consumer.partitions(Duration::from_secs(10))?;
         let offsets = read_model.offsets(&cluster_id, topic, &partitions)?;
         consumer.assign(&offsets)?;
@@ -115,6 +116,7 @@ impl<P: Projection> Projector<P> {
     where
         P: Clone,
     {
+        consumer = consumer.metered();
         let (model, cluster, name) = (read_model.clone(), cluster_id.clone(), topic.to_owned());
         consumer.subscribe(Arc::new(move |partitions: &[i32]| {
             model

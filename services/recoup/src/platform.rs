@@ -762,10 +762,20 @@ async fn follow_kafka(
             }
         }
         if !answering {
+            let mut held = Vec::new();
+            if services.case_lifecycle {
+                held.push("commands are kept in the outbox");
+            }
+            if services.snapshot_importer {
+                held.push("imports are refused");
+            }
+            if services.projection {
+                held.push("the read models stand still");
+            }
             tracing::warn!(
                 %brokers,
-                "Kafka does not answer: commands are kept in the outbox, imports are refused, \
-                 read models stand still until it answers again"
+                "Kafka does not answer: {} until it answers again",
+                held.join(", ")
             );
         }
         if up.changed().await.is_err() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::cluster::{RECOUP, ServiceProcess, TestBroker};
+use common::cluster::{RECOUP, Reaped, ServiceProcess, TestBroker};
 use common::*;
 use recoup_proto::v1;
 use tokio::task::JoinHandle;
@@ -41,13 +41,18 @@ impl Setup {
     /// `recoup SERVICE` with its files in the test's dir under `name`; projections join the
     /// test's own consumer group.
     fn start(&self, service: &str, name: &str) -> ServiceProcess {
+        self.start_with(service, name, &[])
+    }
+
+    /// [`Setup::start`] with further arguments.
+    fn start_with(&self, service: &str, name: &str, more: &[&str]) -> ServiceProcess {
         let group = format!("test-{}", self.tenant);
-        let extra: &[&str] = if service == "projection" {
-            &["--consumer-group", &group]
-        } else {
-            &[]
-        };
-        ServiceProcess::start(service, &self.dir.path().join(name), &self.broker, extra)
+        let mut extra: Vec<&str> = Vec::new();
+        if service == "projection" {
+            extra.extend(["--consumer-group", &group]);
+        }
+        extra.extend(more);
+        ServiceProcess::start(service, &self.dir.path().join(name), &self.broker, &extra)
             .unwrap_or_else(|log| panic!("recoup {service} did not start:\n{log}"))
     }
 }
@@ -81,17 +86,19 @@ struct Load {
 impl Load {
     fn start(channel: tonic::transport::Channel, tenant: &str, writers: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        // References are unique per tenant: each load makes its own.
+        let run = uuid::Uuid::now_v7().simple().to_string();
         let writers = (0..writers)
             .map(|w| {
                 let mut cases = Cases::new(channel.clone());
-                let (tenant, stop) = (tenant.to_owned(), stop.clone());
+                let (tenant, stop, run) = (tenant.to_owned(), stop.clone(), run.clone());
                 tokio::spawn(async move {
                     let mut acknowledged: Vec<(String, u64)> = Vec::new();
                     let mut i = 0;
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
                         let create = v1::CreateCaseRequest {
-                            content: Some(content(&format!("L-{w}-{i}-{tenant}"), AMOUNT)),
+                            content: Some(content(&format!("L-{run}-{w}-{i}"), AMOUNT)),
                         };
                         let Ok(c) = cases.create_case(req(&tenant, create)).await else {
                             break;
@@ -267,11 +274,25 @@ fn topics_are_created_through_the_admin_api_and_checked_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_projection_processes_share_the_partitions_and_one_takes_over_after_sigkill() {
+    takeover(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_takeover_works_with_cooperative_rebalancing_too() {
+    takeover(&[
+        "--kafka-property",
+        "partition.assignment.strategy=cooperative-sticky",
+    ])
+    .await;
+}
+
+/// Two projection processes (started with `args`) in one group; one is killed mid-stream.
+async fn takeover(args: &[&str]) {
     let setup = Setup::new();
     let (broker, tenant) = (&setup.broker, &setup.tenant);
     let commands = setup.start("case-lifecycle", "cases");
-    let mut a = setup.start("projection", "a");
-    let b = setup.start("projection", "b");
+    let mut a = setup.start_with("projection", "a", args);
+    let b = setup.start_with("projection", "b", args);
     let mut query_a = Query::new(a.channel().await);
     let query_b = Query::new(b.channel().await);
     let ch = commands.channel().await;
@@ -306,16 +327,25 @@ async fn two_projection_processes_share_the_partitions_and_one_takes_over_after_
     // The survivor takes the dead member's partitions, reads them from its own offsets (the
     // beginning: it never held them) and ends with every case once.
     converged(&query_b, &Cases::new(ch), tenant, &expected).await;
+    let partitions = event_backbone::admin::describe_topics(
+        &broker.kafka_config(),
+        &[event_backbone::topics::DEBT_CASES],
+        Duration::from_secs(10),
+    )
+    .unwrap()[0]
+        .partitions
+        .unwrap();
+    let every: Vec<i32> = (0..partitions).collect();
     let log = b.log_text();
     let last_assignment = log
         .lines()
         .rfind(|l| {
             l.contains("consumer group assigned partitions")
-                && l.contains("topic=\"recoup.debt-cases.v1\"")
+                && l.contains("topic=recoup.debt-cases.v1 ")
         })
         .unwrap_or_default();
     assert!(
-        last_assignment.contains("partitions=[0, 1, 2, 3, 4, 5]"),
+        last_assignment.contains(&format!("partitions={every:?}")),
         "b holds every partition in the end:\n{log}"
     );
 }
@@ -348,7 +378,9 @@ async fn services_killed_during_load_resume_where_they_stopped() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let projection = setup.start("projection", "projection");
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    acknowledged.extend(load.finish().await);
+    let second = load.finish().await;
+    assert!(second.len() > 20, "load ran: {} cases", second.len());
+    acknowledged.extend(second);
 
     let cases = Cases::new(ch);
     let expected = in_store(&mut cases.clone(), tenant, &acknowledged).await;
@@ -359,6 +391,20 @@ async fn services_killed_during_load_resume_where_they_stopped() {
         &expected,
     )
     .await;
+    // It resumed from its offsets: it did not read the topic from the beginning again.
+    if setup.broker.can_fail() {
+        let events: u64 = expected.values().sum();
+        let text = scrape(addr_of(&projection.grpc));
+        let consumed = series(
+            &text,
+            "recoup_events_consumed_total{topic=\"recoup.debt-cases.v1\"}",
+        );
+        assert!(
+            consumed.is_some_and(|n| (n as u64) < events),
+            "the restarted projection read {consumed:?} of {events} events: {text}\n{}",
+            projection.log_text()
+        );
+    }
 }
 
 /// The serving status a process reports for `service` ("" for the process as a whole).
@@ -600,22 +646,25 @@ async fn every_service_process_serves_prometheus_metrics() {
     assert_eq!(series(&text, rejected), Some(1.0), "{text}");
 
     // The export puller serves no gRPC: --metrics-addr.
-    let mut sim = Command::new(RECOUP)
-        .args(["export-sim", "--addr", "127.0.0.1:0", "--rows", "300"])
-        .args([
-            "--lender",
-            "acme",
-            "--email",
-            "ops@acme.example",
-            "--password",
-            "pw-1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let sim = Reaped(
+        Command::new(RECOUP)
+            .args(["export-sim", "--addr", "127.0.0.1:0", "--rows", "300"])
+            .args([
+                "--lender",
+                "acme",
+                "--email",
+                "ops@acme.example",
+                "--password",
+                "pw-1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut sim = sim;
     let mut ready = String::new();
-    let mut sim_out = std::io::BufReader::new(sim.stdout.take().unwrap());
+    let mut sim_out = std::io::BufReader::new(sim.0.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut sim_out, &mut ready).unwrap();
     let url = ready
         .split_whitespace()
@@ -623,26 +672,28 @@ async fn every_service_process_serves_prometheus_metrics() {
         .unwrap()
         .to_owned();
     let metrics_addr = format!("127.0.0.1:{}", common::cluster::free_port());
-    let mut puller = Command::new(RECOUP)
-        .args(["export-puller", "--data-dir"])
-        .arg(dir.path().join("puller"))
-        .args(broker.args())
-        .args(["--metrics-addr", &metrics_addr, "--tenant", tenant])
-        .args([
-            "--api-host",
-            &url,
-            "--lender",
-            "acme",
-            "--email",
-            "ops@acme.example",
-        ])
-        .args(["--limit", "100"])
-        .env("RECOUP_EXPORT_PASSWORD", "pw-1")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _puller = Reaped(
+        Command::new(RECOUP)
+            .args(["export-puller", "--data-dir"])
+            .arg(dir.path().join("puller"))
+            .args(broker.args())
+            .args(["--metrics-addr", &metrics_addr, "--tenant", tenant])
+            .args([
+                "--api-host",
+                &url,
+                "--lender",
+                "acme",
+                "--email",
+                "ops@acme.example",
+            ])
+            .args(["--limit", "100"])
+            .env("RECOUP_EXPORT_PASSWORD", "pw-1")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let rows = "recoup_pull_rows_total{outcome=\"published\"}";
     let pages = "recoup_pull_pages_total{status=\"200\"}";
     let deals = "recoup_events_published_total{topic=\"recoup.collections-deals.v1\"}";
@@ -654,10 +705,6 @@ async fn every_service_process_serves_prometheus_metrics() {
     })
     .await;
     let text = scrape(&metrics_addr);
-    let _ = puller.kill();
-    let _ = puller.wait();
-    let _ = sim.kill();
-    let _ = sim.wait();
     assert!(pulled, "the puller's metrics: {text}");
 }
 
@@ -708,12 +755,21 @@ async fn a_snapshot_importer_killed_mid_import_loses_no_row() {
     // twice, the rest is.
     let importer = setup.start("snapshot-importer", "imports");
     let again = import(&importer.grpc).wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&again.stdout).into_owned();
     assert!(
         again.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&again.stdout),
+        "{summary}{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // Every row is either remembered from the killed run or imported now.
+    let count = |word: &str| -> u64 {
+        summary
+            .split(", ")
+            .find_map(|part| part.trim().strip_prefix(word)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {word:?} in {summary}"))
+    };
+    assert_eq!(count("accepted") + count("unchanged"), rows, "{summary}");
+    eprintln!("second import: {summary}");
     let query = Query::new(projection.channel().await);
     let par = |query: Query| {
         let tenant = tenant.clone();

@@ -192,6 +192,11 @@ impl Importer {
         }
     }
 
+    /// True while the Kafka cluster is known not to answer.
+    pub fn kafka_unreachable(&self) -> bool {
+        self.kafka_up.as_ref().is_some_and(|up| !*up.borrow())
+    }
+
     /// Refuses new imports (`ImportError::KafkaUnreachable`) while `kafka_up` says false.
     pub fn with_reachability(mut self, kafka_up: tokio::sync::watch::Receiver<bool>) -> Self {
         self.kafka_up = Some(kafka_up);
@@ -268,7 +273,7 @@ impl Importer {
         if let Some(report) = self.earlier(&request.tenant, &request.import_id)? {
             return Ok(report);
         }
-        if self.kafka_up.as_ref().is_some_and(|up| !*up.borrow()) {
+        if self.kafka_unreachable() {
             return Err(ImportError::KafkaUnreachable);
         }
         let started = (self.clock)();

@@ -206,6 +206,10 @@ impl Uploads {
         S: Stream<Item = Result<B, E>>,
         B: AsRef<[u8]>,
     {
+        // Refused before the bytes are taken, not after.
+        if self.importer.kafka_unreachable() {
+            return Err(ImportError::KafkaUnreachable.into());
+        }
         let mut spool = Spool::create(
             &self.spool_dir,
             upload.format,

@@ -220,6 +220,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process killed when the test lets go of it, also when the test panics.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One recoup service as its own process; killed (SIGKILL) when dropped.
 pub struct ServiceProcess {
     child: Option<Child>,
