@@ -222,6 +222,15 @@ impl EventConsumer {
             .set("enable.partition.eof", "false")
             // Statistics feed the consumer-lag gauge (GroupContext::stats).
             .set("statistics.interval.ms", "5000");
+        // A group notices a dead member (and tansu completes a first join) after the session
+        // timeout: 10 s rather than librdkafka's 45, unless the operator set one.
+        if !kafka
+            .properties
+            .iter()
+            .any(|(key, _)| key == "session.timeout.ms")
+        {
+            config.set("session.timeout.ms", "10000");
+        }
         if kafka.embedded {
             // The mock broker answers a fetch only when fetch.wait.max.ms (500 ms) ran out, even
             // if data arrived meanwhile; with flow control holding producers to a small budget,
