@@ -28,7 +28,8 @@ impl Default for ProbeSettings {
 }
 
 /// Starts probing `kafka` until `stop` turns true. The receiver says whether the last probe
-/// was answered; it starts `true` (the services checked their topics at start).
+/// was answered; it starts `true` (the services checked their topics at start). Each probe
+/// also sets `recoup_kafka_up`.
 pub fn watch_cluster(
     kafka: &KafkaConfig,
     topic: &'static str,
@@ -57,6 +58,7 @@ pub fn watch_cluster(
             .await
             .map(|r| r.is_ok())
             .unwrap_or(false);
+            recoup_metrics::metrics().kafka_up.set(i64::from(answered));
             let changed = tx.send_if_modified(|up| {
                 let changed = *up != answered;
                 *up = answered;

@@ -743,7 +743,6 @@ async fn follow_kafka(
 ) {
     loop {
         let answering = *up.borrow_and_update();
-        recoup_metrics::metrics().kafka_up.set(i64::from(answering));
         let status = if answering {
             tonic_health::ServingStatus::Serving
         } else {

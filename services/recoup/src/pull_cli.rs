@@ -205,22 +205,13 @@ pub async fn run_pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(addr) = args.metrics_addr {
         // recoup_kafka_up, as the other services report it.
-        let (mut up, _probe) = event_backbone::reachability::watch_cluster(
+        let _probe = event_backbone::reachability::watch_cluster(
             &kafka,
             event_backbone::topics::COLLECTIONS_DEALS.name,
             Default::default(),
             stop_rx.clone(),
         )
         .context("kafka client")?;
-        tokio::spawn(async move {
-            loop {
-                let answering = *up.borrow_and_update();
-                recoup_metrics::metrics().kafka_up.set(i64::from(answering));
-                if up.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (metrics)"))?;

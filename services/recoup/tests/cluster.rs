@@ -251,22 +251,17 @@ fn topics_are_created_through_the_admin_api_and_checked_at_start() {
         assert!(stderr.contains("creating topics on"), "{stderr}");
         return;
     }
-    let text = String::from_utf8(first.stdout).unwrap();
-    assert!(first.status.success(), "{text}");
-    for topic in event_backbone::topics::ALL {
-        let line = format!("{}\tCreated\tpartitions={}", topic.name, topic.partitions);
-        assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
-    }
-    let second = ensure();
-    let text = String::from_utf8(second.stdout).unwrap();
-    assert!(second.status.success(), "{text}");
-    for topic in event_backbone::topics::ALL {
-        let line = format!(
-            "{}\tAlreadyExisted\tpartitions={}",
-            topic.name, topic.partitions
-        );
-        assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
-    }
+    // Every topic, with what happened to it and its partitions.
+    let says = |run: std::process::Output, outcome: &str| {
+        let text = String::from_utf8(run.stdout).unwrap();
+        assert!(run.status.success(), "{text}");
+        for topic in event_backbone::topics::ALL {
+            let line = format!("{}\t{outcome}\tpartitions={}", topic.name, topic.partitions);
+            assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+        }
+    };
+    says(first, "Created");
+    says(ensure(), "AlreadyExisted");
     let mut started = ServiceProcess::start("case-lifecycle", &dir.path().join("c"), &broker, &[])
         .expect("case-lifecycle starts once its topic exists");
     started.stop();
@@ -702,6 +697,7 @@ async fn every_service_process_serves_prometheus_metrics() {
         series(&text, rows) == Some(300.0)
             && series(&text, pages).is_some_and(|n| n >= 3.0)
             && series(&text, deals) == Some(300.0)
+            && series(&text, "recoup_kafka_up") == Some(1.0)
     })
     .await;
     let text = scrape(&metrics_addr);
