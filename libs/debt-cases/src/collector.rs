@@ -1,4 +1,4 @@
-//! Collector configurations: how a collector processes cases (DOMAIN.md §3).
+//! Collector configurations: how a collector processes cases (docs/domain.md §3).
 
 use chrono::Duration;
 

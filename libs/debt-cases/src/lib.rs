@@ -1,4 +1,4 @@
-//! The debt collection case aggregate (DOMAIN.md §3) as pure functions: no I/O, no clock.
+//! The debt collection case aggregate (docs/domain.md §3) as pure functions: no I/O, no clock.
 //!
 //! `decide_create` / `decide` turn a command into events or a [`DomainError`];
 //! [`DebtCase::apply`] folds an event into the state. Persistence, Kafka and gRPC live elsewhere.

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-/// Where a case stands in its lifecycle (DOMAIN.md §3).
+/// Where a case stands in its lifecycle (docs/domain.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CaseState {
     /// Only while creation runs; never observed on a stored case.
@@ -264,21 +264,6 @@ pub enum DebtCaseEvent {
 }
 
 impl DebtCaseEvent {
-    /// The event type name carried in the envelope and Kafka headers.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            DebtCaseEvent::Created { .. } => "DebtCaseCreated",
-            DebtCaseEvent::Updated { .. } => "DebtCaseUpdated",
-            DebtCaseEvent::Reviewed { .. } => "DebtCaseReviewed",
-            DebtCaseEvent::Prepared { .. } => "DebtCasePrepared",
-            DebtCaseEvent::ProcessingStarted { .. } => "DebtCaseProcessingStarted",
-            DebtCaseEvent::PaymentReceiptAdded { .. } => "DebtCasePaymentReceiptAdded",
-            DebtCaseEvent::Closed { .. } => "DebtCaseClosed",
-            DebtCaseEvent::Failed { .. } => "DebtCaseFailed",
-            DebtCaseEvent::Deleted { .. } => "DebtCaseDeleted",
-        }
-    }
-
     /// When the event happened.
     pub fn at(&self) -> DateTime<Utc> {
         match self {

@@ -1,5 +1,5 @@
 //! Property test: random command sequences run through `decide` + `apply` from a valid Create
-//! keep the aggregate's invariants (DOMAIN.md §3) after every step.
+//! keep the aggregate's invariants (docs/domain.md §3) after every step.
 #![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};

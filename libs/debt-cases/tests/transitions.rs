@@ -1,4 +1,4 @@
-//! Given/when/then tests of the debt collection case aggregate against DOMAIN.md §3:
+//! Given/when/then tests of the debt collection case aggregate against docs/domain.md §3:
 //! one test per row of the transition table, one per rule.
 #![allow(clippy::unwrap_used)]
 

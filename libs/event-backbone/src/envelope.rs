@@ -7,9 +7,9 @@ use recoup_proto::{from_timestamp, to_timestamp};
 use uuid::Uuid;
 
 /// Kafka header carrying the envelope's `event_id`.
-pub const HEADER_EVENT_ID: &str = "recoup-event-id";
+pub const HEADER_EVENT_ID: &str = recoup_proto::contract::header::EVENT_ID;
 /// Kafka header carrying the envelope's `event_type`.
-pub const HEADER_EVENT_TYPE: &str = "recoup-event-type";
+pub const HEADER_EVENT_TYPE: &str = recoup_proto::contract::header::EVENT_TYPE;
 
 /// A new event id: a UUIDv7, unique and ordered by creation time.
 pub fn new_event_id() -> String {
@@ -156,12 +156,12 @@ mod tests {
     ) -> NewEnvelope<'a> {
         NewEnvelope {
             tenant: "acme",
-            aggregate_type: "paygo_account_snapshot",
+            aggregate_type: recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT,
             aggregate_id: "acme_crm_A1@2024-05-01",
             aggregate_version: version,
             occurred_at: Utc.with_ymd_and_hms(2024, 5, 1, 6, 23, 55).unwrap(),
             recorded_at: Utc.with_ymd_and_hms(2024, 5, 1, 6, 23, 56).unwrap(),
-            event_type: "AccountSnapshotRecorded",
+            event_type: recoup_proto::contract::event_type::ACCOUNT_SNAPSHOT_RECORDED,
             schema_version: 1,
             payload,
             metadata,

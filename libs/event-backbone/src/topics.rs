@@ -1,4 +1,7 @@
-//! Every topic recoup writes, in one place.
+//! Every topic recoup writes, with the settings it is created with (the names are
+//! `recoup_proto::contract::topic`).
+
+use recoup_proto::contract::topic;
 
 /// A topic with the settings it is created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +18,7 @@ pub struct TopicSpec {
 
 /// Domain events of debt collection cases; key = case id, value = `recoup.v1.EventEnvelope`.
 pub const DEBT_CASES: TopicSpec = TopicSpec {
-    name: "recoup.debt-cases.v1",
+    name: topic::DEBT_CASES,
     partitions: 6,
     // An event stream, not a changelog: every event matters, so no compaction.
     compacted: false,
@@ -26,7 +29,7 @@ pub const DEBT_CASES: TopicSpec = TopicSpec {
 /// PAYGo account snapshots; key = account_uid, value = `EventEnvelope` carrying
 /// `AccountSnapshotRecorded`.
 pub const PAYGO_SNAPSHOTS: TopicSpec = TopicSpec {
-    name: "recoup.paygo-snapshots.v1",
+    name: topic::PAYGO_SNAPSHOTS,
     partitions: 6,
     // One key holds an account's snapshots of many days: compaction would keep only the last.
     compacted: false,
@@ -37,7 +40,7 @@ pub const PAYGO_SNAPSHOTS: TopicSpec = TopicSpec {
 /// Collections deals observed in a vendor's exports (D16 "Collections Cases"); key =
 /// `{tenant}/{public_id}`, value = `EventEnvelope` carrying `CollectionsDealObserved`.
 pub const COLLECTIONS_DEALS: TopicSpec = TopicSpec {
-    name: "recoup.collections-deals.v1",
+    name: topic::COLLECTIONS_DEALS,
     partitions: 6,
     // One key (a borrower-lender link) holds several deals: compaction would keep only one.
     compacted: false,
@@ -48,7 +51,7 @@ pub const COLLECTIONS_DEALS: TopicSpec = TopicSpec {
 /// Rows that were not accepted, with their raw values and reasons; key = import id (snapshot
 /// imports) or `{tenant}/{dataset}` (exports).
 pub const REJECTS: TopicSpec = TopicSpec {
-    name: "recoup.rejects.v1",
+    name: topic::REJECTS,
     partitions: 3,
     compacted: false,
     retention_ms: -1,

@@ -1,4 +1,4 @@
-//! PAYGo account snapshots (DOMAIN.md §2, Prospect's `paygo_snapshots_ts`) as pure functions:
+//! PAYGo account snapshots (docs/domain.md §2, Prospect's `paygo_snapshots_ts`) as pure functions:
 //! no I/O, no clock, no async.
 //!
 //! - [`catalogue`]: every column of the seed with its type and flags ([`FIELDS`]).

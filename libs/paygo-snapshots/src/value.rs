@@ -1,4 +1,4 @@
-//! One cell: the typed [`Value`] and the rules of DOMAIN.md §2 that turn text into it.
+//! One cell: the typed [`Value`] and the rules of docs/domain.md §2 that turn text into it.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 

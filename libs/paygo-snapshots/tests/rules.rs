@@ -1,4 +1,4 @@
-//! One test per rule of DOMAIN.md §2 and per column type: given a cell or a row, then this value
+//! One test per rule of docs/domain.md §2 and per column type: given a cell or a row, then this value
 //! or this error.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};

@@ -10,6 +10,7 @@ use debt_cases::{
 };
 use prost::Message;
 
+use crate::contract::event_type as types;
 use crate::time::{from_timestamp, to_timestamp};
 use crate::v1;
 
@@ -244,7 +245,23 @@ pub fn changes_from_proto(c: v1::CaseChanges) -> Result<CaseChanges, DomainError
 /// The version of the debt-case event payload schemas.
 pub const DEBT_CASE_SCHEMA_VERSION: u32 = 1;
 
-/// The protobuf payload of a domain event; its message name is `event.event_type()`.
+/// The event type of a domain event: its payload's message name, carried in the envelope and
+/// the Kafka headers.
+pub fn event_type(event: &DebtCaseEvent) -> &'static str {
+    match event {
+        DebtCaseEvent::Created { .. } => types::DEBT_CASE_CREATED,
+        DebtCaseEvent::Updated { .. } => types::DEBT_CASE_UPDATED,
+        DebtCaseEvent::Reviewed { .. } => types::DEBT_CASE_REVIEWED,
+        DebtCaseEvent::Prepared { .. } => types::DEBT_CASE_PREPARED,
+        DebtCaseEvent::ProcessingStarted { .. } => types::DEBT_CASE_PROCESSING_STARTED,
+        DebtCaseEvent::PaymentReceiptAdded { .. } => types::DEBT_CASE_PAYMENT_RECEIPT_ADDED,
+        DebtCaseEvent::Closed { .. } => types::DEBT_CASE_CLOSED,
+        DebtCaseEvent::Failed { .. } => types::DEBT_CASE_FAILED,
+        DebtCaseEvent::Deleted { .. } => types::DEBT_CASE_DELETED,
+    }
+}
+
+/// The protobuf payload of a domain event; its message name is [`event_type`].
 /// The event's time travels as the envelope's `occurred_at`.
 pub fn event_to_payload(event: &DebtCaseEvent) -> Vec<u8> {
     match event {
@@ -317,7 +334,7 @@ pub fn event_from_payload(
     };
     let at = occurred_at;
     Ok(match event_type {
-        "DebtCaseCreated" => {
+        types::DEBT_CASE_CREATED => {
             let m: v1::DebtCaseCreated = decode(event_type, payload)?;
             let content = content_from_proto(m.content.unwrap_or_default())
                 .map_err(|e| invalid(e.to_string()))?;
@@ -331,7 +348,7 @@ pub fn event_from_payload(
                 at,
             }
         }
-        "DebtCaseUpdated" => {
+        types::DEBT_CASE_UPDATED => {
             let m: v1::DebtCaseUpdated = decode(event_type, payload)?;
             DebtCaseEvent::Updated {
                 changes: changes_from_proto(m.changes.unwrap_or_default())
@@ -339,9 +356,9 @@ pub fn event_from_payload(
                 at,
             }
         }
-        "DebtCaseReviewed" => DebtCaseEvent::Reviewed { at },
-        "DebtCasePrepared" => DebtCaseEvent::Prepared { at },
-        "DebtCaseProcessingStarted" => {
+        types::DEBT_CASE_REVIEWED => DebtCaseEvent::Reviewed { at },
+        types::DEBT_CASE_PREPARED => DebtCaseEvent::Prepared { at },
+        types::DEBT_CASE_PROCESSING_STARTED => {
             let m: v1::DebtCaseProcessingStarted = decode(event_type, payload)?;
             DebtCaseEvent::ProcessingStarted {
                 at,
@@ -352,7 +369,7 @@ pub fn event_from_payload(
                     .ok_or_else(|| invalid("timeout_on is missing".into()))?,
             }
         }
-        "DebtCasePaymentReceiptAdded" => {
+        types::DEBT_CASE_PAYMENT_RECEIPT_ADDED => {
             let m: v1::DebtCasePaymentReceiptAdded = decode(event_type, payload)?;
             DebtCaseEvent::PaymentReceiptAdded {
                 receipt: PaymentReceipt {
@@ -362,15 +379,15 @@ pub fn event_from_payload(
                 },
             }
         }
-        "DebtCaseClosed" => DebtCaseEvent::Closed { at },
-        "DebtCaseFailed" => {
+        types::DEBT_CASE_CLOSED => DebtCaseEvent::Closed { at },
+        types::DEBT_CASE_FAILED => {
             let m: v1::DebtCaseFailed = decode(event_type, payload)?;
             DebtCaseEvent::Failed {
                 reason: m.reason,
                 at,
             }
         }
-        "DebtCaseDeleted" => DebtCaseEvent::Deleted { at },
+        types::DEBT_CASE_DELETED => DebtCaseEvent::Deleted { at },
         other => return Err(PayloadError::UnknownType(other.to_owned())),
     })
 }

@@ -1,7 +1,7 @@
 //! The tenant of a gRPC request. Until API keys arrive it comes from metadata `x-recoup-tenant`.
 
 /// The metadata key naming the tenant.
-pub const TENANT_METADATA_KEY: &str = "x-recoup-tenant";
+pub const TENANT_METADATA_KEY: &str = crate::contract::metadata::TENANT;
 /// The tenant of requests that name none.
 pub const DEFAULT_TENANT: &str = "default";
 /// Longest tenant id, bytes.

@@ -80,8 +80,14 @@ fn every_event_survives_the_wire() {
     ];
     for event in events {
         let payload = event_to_payload(&event);
-        let back =
-            event_from_payload(event.event_type(), &payload, "c1", "t1", at).expect("decodes");
+        let back = event_from_payload(
+            recoup_proto::convert::event_type(&event),
+            &payload,
+            "c1",
+            "t1",
+            at,
+        )
+        .expect("decodes");
         assert_eq!(back, event);
     }
 }

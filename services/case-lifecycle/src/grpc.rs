@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::store::{CaseCommand, CommandError, EventStore, StoreError};
 
 /// The metadata key a client may set to trace a request through every event it causes.
-pub const CORRELATION_METADATA_KEY: &str = "x-correlation-id";
+pub const CORRELATION_METADATA_KEY: &str = recoup_proto::contract::metadata::CORRELATION_ID;
 
 /// The command API over the event store.
 #[derive(Clone)]

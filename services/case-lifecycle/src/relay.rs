@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_backbone::finalizer::AckFinalizer;
 use event_backbone::producer::{EventProducer, OutgoingEvent, PublishError};
 use tokio::sync::watch;
 
@@ -42,9 +43,8 @@ impl OutboxRelay {
             if batch.is_empty() {
                 return Ok(total);
             }
-            let mut pending = Vec::with_capacity(batch.len());
-            let mut failure: Option<RelayError> = None;
-            for (_, record) in &batch {
+            let mut finalizer = AckFinalizer::with_capacity(batch.len());
+            for (key, record) in &batch {
                 let event = OutgoingEvent {
                     topic: &record.topic,
                     key: &record.key,
@@ -52,32 +52,18 @@ impl OutboxRelay {
                     event_id: &record.event_id,
                     event_type: &record.event_type,
                 };
-                match self.producer.enqueue(event).await {
-                    Ok(p) => pending.push(p),
-                    Err(e) => {
-                        failure = Some(e.into());
-                        break;
-                    }
+                if !finalizer.push(&self.producer, event, key.clone()).await {
+                    break;
                 }
             }
             // Remove the acknowledged prefix only: a record after a failed one is kept and sent
             // again, so the order per case survives a retry.
-            let mut acknowledged = Vec::with_capacity(pending.len());
-            for ((key, _), delivery) in batch.iter().zip(pending) {
-                match delivery.acknowledged().await {
-                    Ok(_) if failure.is_none() => acknowledged.push(key.clone()),
-                    Ok(_) => {}
-                    Err(e) => {
-                        if failure.is_none() {
-                            failure = Some(e.into());
-                        }
-                    }
-                }
-            }
-            self.store.remove_from_outbox(&acknowledged)?;
-            total += acknowledged.len();
-            if let Some(e) = failure {
-                return Err(e);
+            let (acknowledged, refusal) = finalizer.settle().await.prefix();
+            let keys: Vec<sled::IVec> = acknowledged.into_iter().map(|(key, _)| key).collect();
+            self.store.remove_from_outbox(&keys)?;
+            total += keys.len();
+            if let Some(error) = refusal {
+                return Err(error.into());
             }
         }
     }

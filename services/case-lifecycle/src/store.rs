@@ -24,10 +24,9 @@ use recoup_proto::convert::{DEBT_CASE_SCHEMA_VERSION, event_from_payload, event_
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::keys;
+use recoup_runtime::Clock;
 
-/// The aggregate type name in envelopes.
-pub const AGGREGATE_TYPE: &str = "debt_case";
+use crate::keys;
 
 /// Most commands written by one batch and flush.
 const MAX_GROUP: usize = 512;
@@ -138,11 +137,7 @@ pub struct EventStore {
 impl EventStore {
     /// Opens (or creates) the store in `dir` and starts its writer thread. The clock is read by
     /// the writer for each group; tests pass their own.
-    pub fn open(
-        dir: &Path,
-        settings: StoreSettings,
-        clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
-    ) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, settings: StoreSettings, clock: Clock) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 * 1024 * 1024)
@@ -410,7 +405,10 @@ fn load_case(
                 case = Some(
                     DebtCase::from_created(&event).ok_or_else(|| StoreError::Corrupt {
                         case_id: case_id.to_owned(),
-                        reason: format!("stream starts with {}", event.event_type()),
+                        reason: format!(
+                            "stream starts with {}",
+                            recoup_proto::convert::event_type(&event)
+                        ),
                     })?,
                 )
             }
@@ -426,7 +424,7 @@ struct Writer {
     db: sled::Db,
     tree: sled::Tree,
     settings: StoreSettings,
-    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    clock: Clock,
     cache: HashMap<CaseKey, DebtCase>,
     next_outbox: u64,
     appended: Arc<Notify>,
@@ -660,12 +658,12 @@ impl Writer {
             };
             let envelope = NewEnvelope {
                 tenant,
-                aggregate_type: AGGREGATE_TYPE,
+                aggregate_type: recoup_proto::contract::aggregate::DEBT_CASE,
                 aggregate_id: case_id,
                 aggregate_version: current.version,
                 occurred_at: event.at(),
                 recorded_at: now,
-                event_type: event.event_type(),
+                event_type: recoup_proto::convert::event_type(event),
                 schema_version: DEBT_CASE_SCHEMA_VERSION,
                 payload: event_to_payload(event),
                 metadata,

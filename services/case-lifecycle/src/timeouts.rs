@@ -1,12 +1,12 @@
 //! Fails cases whose processing outlived their collector's timeout, through the same command
 //! path as every client (so version checks and events are the usual ones).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use debt_cases::{CaseState, Command};
 use event_backbone::envelope::{EventMetadata, new_event_id};
+use recoup_runtime::Clock;
 use tokio::sync::watch;
 
 use crate::store::{CaseCommand, CommandError, EventStore, StoreError};
@@ -55,7 +55,7 @@ pub async fn fail_timed_out(store: &EventStore, now: DateTime<Utc>) -> Result<us
 /// Checks for timed-out cases every `interval` until `shutdown` turns true.
 pub async fn run(
     store: EventStore,
-    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    clock: Clock,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {

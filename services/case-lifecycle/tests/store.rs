@@ -359,7 +359,10 @@ async fn racing_commands_at_one_version_have_exactly_one_winner_and_no_lost_upda
                     "version {version}"
                 );
             }
-            other => panic!("version {version} is {}", other.event_type()),
+            other => panic!(
+                "version {version} is {}",
+                recoup_proto::convert::event_type(other)
+            ),
         }
     }
     assert_eq!(store.outbox_len() as u64, final_case.version);

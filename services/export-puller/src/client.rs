@@ -1,4 +1,4 @@
-//! A client of the export API (DOMAIN.md §1): login and token refresh, one page of an export
+//! A client of the export API (docs/domain.md §1): login and token refresh, one page of an export
 //! per call, and the vendor's error policy.
 //!
 //! | answer | what [`ExportClient::fetch_page`] does |
@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::dataset::Dataset;
 
-/// The vendor's bounds of `limit` (DOMAIN.md §1).
+/// The vendor's bounds of `limit` (docs/domain.md §1).
 pub const MAX_LIMIT: u32 = 1000;
 pub const DEFAULT_LIMIT: u32 = 500;
 

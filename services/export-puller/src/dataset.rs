@@ -135,7 +135,7 @@ impl Dataset {
 pub const D16_SECTION: &str = "S3";
 pub const D16_CODE: &str = "D16";
 
-/// D16 "Collections Cases" (seed: cleargrid-export-d16-collections-cases.txt, DOMAIN.md §1).
+/// D16 "Collections Cases" (seed: cleargrid-export-d16-collections-cases.txt, docs/domain.md §1).
 pub fn d16() -> Dataset {
     let field = |name: &str, kind| Field {
         name: name.to_owned(),

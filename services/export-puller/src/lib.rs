@@ -1,4 +1,4 @@
-//! Collections exports (ClearGrid-style, DOMAIN.md §1) into events: every exported row
+//! Collections exports (ClearGrid-style, docs/domain.md §1) into events: every exported row
 //! published once per content, checkpointed only after Kafka acknowledged it.
 //!
 //! - [`dataset`]: dataset descriptors (section, code, cursor field, row key, renames, formats);

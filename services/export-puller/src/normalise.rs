@@ -1,6 +1,6 @@
 //! One exported JSON row → a normalised [`Row`], or every reason it cannot be one.
 //!
-//! The rules of DOMAIN.md §1: renamed fields mapped back (`dpd_due_date_timestamp`,
+//! The rules of docs/domain.md §1: renamed fields mapped back (`dpd_due_date_timestamp`,
 //! `case_public_id`), `DD/MM/YYYY` dates read as days, ISO-8601 strings as instants, amounts kept
 //! as integers in minor units, booleans as booleans, `null` and missing fields absent. Fields the
 //! descriptor does not know are kept as JSON text, never dropped.

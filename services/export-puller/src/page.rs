@@ -14,14 +14,12 @@ use crate::dataset::Dataset;
 use crate::normalise::{self, Row};
 use crate::store::{Fingerprint, PullStore, StoreError, StreamId};
 
-/// The aggregate of a deal event: one row key, versioned by revision.
-pub const DEAL_AGGREGATE: &str = "collections_deal";
-/// Event type of a deal's content.
-pub const DEAL_OBSERVED: &str = "CollectionsDealObserved";
-/// The aggregate of a reject event: the stream, versioned by its count of rejects.
-pub const EXPORT_AGGREGATE: &str = "export_stream";
-/// Event type of a row that could not be normalised.
-pub const EXPORT_ROW_REJECTED: &str = "ExportRowRejected";
+use recoup_proto::contract::aggregate::{
+    COLLECTIONS_DEAL as DEAL_AGGREGATE, EXPORT_STREAM as EXPORT_AGGREGATE,
+};
+use recoup_proto::contract::event_type::{
+    COLLECTIONS_DEAL_OBSERVED as DEAL_OBSERVED, EXPORT_ROW_REJECTED,
+};
 
 /// Field numbers of `CollectionsDealObserved.revision` and `.fetched_at`.
 const REVISION_FIELD: u32 = 20;

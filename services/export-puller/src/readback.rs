@@ -21,8 +21,8 @@ use rdkafka::error::KafkaError;
 use recoup_proto::{from_timestamp, v1};
 
 use crate::normalise;
-use crate::page::DEAL_AGGREGATE;
 use crate::store::{Checkpoint, Fingerprint, Marks, PageCommit, PullStore, StoreError, StreamId};
+use recoup_proto::contract::aggregate::COLLECTIONS_DEAL as DEAL_AGGREGATE;
 
 /// How long the read-back waits for more once it reached the ends the broker named.
 const QUIET: Duration = Duration::from_millis(300);

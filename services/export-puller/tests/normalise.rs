@@ -1,4 +1,4 @@
-//! D16 rows through the normaliser: the seed's sample, every quirk of DOMAIN.md §1, and every
+//! D16 rows through the normaliser: the seed's sample, every quirk of docs/domain.md §1, and every
 //! reason a row is refused.
 #![allow(clippy::unwrap_used)]
 

@@ -62,7 +62,7 @@ fn events(cases: usize) -> Vec<ReceivedEvent> {
                 aggregate_version: v as u64 + 1,
                 occurred_at: event.at(),
                 recorded_at: now,
-                event_type: event.event_type(),
+                event_type: recoup_proto::convert::event_type(event),
                 schema_version: 1,
                 payload: event_to_payload(event),
                 metadata: &metadata,

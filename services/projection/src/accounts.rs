@@ -31,10 +31,9 @@ use crate::read_model::{
     encode_pair, stage_offsets, stored_offsets,
 };
 
-/// The aggregate type of snapshot envelopes (see the snapshot importer).
-pub const SNAPSHOT_AGGREGATE: &str = "paygo_account_snapshot";
+use recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREGATE;
 
-/// The PAR buckets of DOMAIN.md §2 by consecutive days in arrears, and one for rows without
+/// The PAR buckets of docs/domain.md §2 by consecutive days in arrears, and one for rows without
 /// that value: (name, first day, last day; `None` = no upper bound).
 pub const PAR_BUCKETS: [(&str, u32, Option<u32>); 8] = [
     ("0", 0, Some(0)),

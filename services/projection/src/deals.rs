@@ -1,4 +1,4 @@
-//! Collections deal read models (D16 rows, DOMAIN.md §1 and §4), in one sled tree beside the case
+//! Collections deal read models (D16 rows, docs/domain.md §1 and §4), in one sled tree beside the case
 //! read model (same database), so that a batch's changes and the consumer offsets after it are
 //! one atomic `sled::Batch`.
 //!
@@ -53,10 +53,8 @@ use crate::read_model::{
     encode_pair, stage_offsets, stored_offsets,
 };
 
-/// The aggregate type of deal envelopes (see the export puller).
-pub const DEAL_AGGREGATE: &str = "collections_deal";
-/// The event type of deal envelopes.
-pub const DEAL_EVENT_TYPE: &str = "CollectionsDealObserved";
+use recoup_proto::contract::aggregate::COLLECTIONS_DEAL as DEAL_AGGREGATE;
+use recoup_proto::contract::event_type::COLLECTIONS_DEAL_OBSERVED as DEAL_EVENT_TYPE;
 /// The dataset whose rows are collections deals (D16 "Collections Cases"); other datasets'
 /// events on the topic are ignored here.
 pub const DEALS_DATASET: &str = "S3/D16";
@@ -65,7 +63,7 @@ pub const DEALS_DATASET: &str = "S3/D16";
 /// fresh snapshot.
 pub const DEFAULT_FEED_CAPACITY: usize = 1024;
 
-/// A DPD bucket (DOMAIN.md §4).
+/// A DPD bucket (docs/domain.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DpdBucket {
     /// DPD ≤ 0 (not yet due, or due today).

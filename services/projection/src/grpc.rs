@@ -1,7 +1,5 @@
 //! gRPC service `recoup.v1.Query` over the read models.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use recoup_proto::convert::{case_to_proto, state_from_proto, state_to_proto};
@@ -27,8 +25,7 @@ use crate::read_model::{ReadModel, ReadModelError};
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// The UTC instant "now", for the deal queries' "today".
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+use recoup_runtime::Clock;
 
 /// Messages a `WatchDoNotContact` stream holds for a client that reads slowly, before its
 /// watcher stops taking changes (and, once the feed drops some, sends a fresh snapshot).
@@ -67,11 +64,7 @@ impl Queries {
 
     /// Serves the deal RPCs from `deals`; "today" is `clock`'s UTC day. Without it they answer
     /// `FAILED_PRECONDITION`.
-    pub fn with_deals(
-        self,
-        deals: DealReadModel,
-        clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
-    ) -> Self {
+    pub fn with_deals(self, deals: DealReadModel, clock: Clock) -> Self {
         Self {
             deals: Some(Deals {
                 model: deals,

@@ -24,8 +24,7 @@ use prost::Message;
 use recoup_proto::convert::{case_from_proto, case_to_proto, event_from_payload, state_to_proto};
 use recoup_proto::v1;
 
-/// The aggregate type of debt-case envelopes.
-pub const DEBT_CASE_AGGREGATE: &str = "debt_case";
+use recoup_proto::contract::aggregate::DEBT_CASE as DEBT_CASE_AGGREGATE;
 
 const SEP: u8 = 0;
 

@@ -14,14 +14,15 @@ use common::deals::{DEALS_TOPIC, Row, day, instant};
 use common::{CLUSTER, Feed};
 use event_backbone::consumer::ReceivedEvent;
 use projection::deals::{
-    DEAL_AGGREGATE, DEAL_EVENT_TYPE, DealFilter, DealReadModel, DealTotals, DoNotContactChange,
-    DpdBucket, FunnelStage, ListChange, PtpChannel, PtpStatus, PtpTotals, WatchError, dpd_days,
-    ptp_status,
+    DealFilter, DealReadModel, DealTotals, DoNotContactChange, DpdBucket, FunnelStage, ListChange,
+    PtpChannel, PtpStatus, PtpTotals, WatchError, dpd_days, ptp_status,
 };
 use projection::read_model::BatchOutcome;
 use projection::{Projection, ReadModel};
 use proptest::prelude::*;
 use prost::Message;
+use recoup_proto::contract::aggregate::COLLECTIONS_DEAL as DEAL_AGGREGATE;
+use recoup_proto::contract::event_type::COLLECTIONS_DEAL_OBSERVED as DEAL_EVENT_TYPE;
 use recoup_proto::v1::EventEnvelope;
 use tempfile::TempDir;
 

@@ -45,8 +45,7 @@ use tokio::task::JoinHandle;
 /// The projection's consumer group unless configured.
 pub const DEFAULT_CONSUMER_GROUP: &str = "recoup-projection";
 
-/// The clock every decision reads; tests pass their own.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+use recoup_runtime::Clock;
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

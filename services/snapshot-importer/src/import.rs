@@ -12,9 +12,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
 use event_backbone::envelope::{EventMetadata, NewEnvelope, new_event_id};
-use event_backbone::producer::{EventProducer, OutgoingEvent, PendingDelivery, PublishError};
+use event_backbone::finalizer::AckFinalizer;
+use event_backbone::producer::{Acknowledged, EventProducer, OutgoingEvent, PublishError};
 use event_backbone::topics::{PAYGO_SNAPSHOTS, REJECTS};
 use paygo_snapshots::catalogue::{CREATED_AT, UPDATED_AT};
 use paygo_snapshots::{AccountSnapshot, ImportContext, Value, rule};
@@ -31,17 +31,14 @@ use crate::store::{
     ImportStore, SnapshotKey, StoreBatch, StoreError, Stored, import_tag, snapshot_key,
 };
 
-/// The aggregate of a snapshot event: one account on one day, versioned by revision.
-pub const SNAPSHOT_AGGREGATE: &str = "paygo_account_snapshot";
-/// The aggregate of a reject: the import, versioned by row number.
-pub const IMPORT_AGGREGATE: &str = "snapshot_import";
-/// Event type of accepted rows.
-pub const SNAPSHOT_RECORDED: &str = "AccountSnapshotRecorded";
-/// Event type of rejected rows.
-pub const ROW_REJECTED: &str = "RowRejected";
+use recoup_proto::contract::aggregate::{
+    PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREGATE, SNAPSHOT_IMPORT as IMPORT_AGGREGATE,
+};
+use recoup_proto::contract::event_type::{
+    ACCOUNT_SNAPSHOT_RECORDED as SNAPSHOT_RECORDED, ROW_REJECTED,
+};
 
-/// The clock imports read.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+use recoup_runtime::Clock;
 
 /// Tuning of the pipeline.
 #[derive(Debug, Clone)]
@@ -152,6 +149,9 @@ struct Batch {
     rejected: Vec<Rejected>,
     file_error: Option<String>,
 }
+
+/// What one event of a batch is, for the finalizer: the snapshot `batch.changed[i]`, or a reject.
+type Entry = Option<usize>;
 
 /// Keys published by batches not yet acknowledged, so that a later row of the same upload
 /// compares against them rather than against the store.
@@ -308,7 +308,7 @@ impl Importer {
             started_at: Some(to_timestamp(started)),
             ..Default::default()
         };
-        let mut in_flight: VecDeque<(Batch, Vec<PendingDelivery>)> = VecDeque::new();
+        let mut in_flight: VecDeque<(Batch, AckFinalizer<Entry>)> = VecDeque::new();
         let mut error_sequence = 0u64;
         let (remember, remembered) = mpsc::channel::<Remembered>(2);
         let writer = {
@@ -320,27 +320,27 @@ impl Importer {
             loop {
                 let next = rx.recv().await;
                 let done = next.is_none();
+                let mut refused = false;
                 if let Some(batch) = next {
-                    let (deliveries, refused) = self.enqueue(&batch).await;
-                    in_flight.push_back((batch, deliveries));
-                    if let Some(error) = refused {
-                        return Err(ImportError::Publish(error));
-                    }
+                    let finalizer = self.publish(&batch).await;
+                    refused = finalizer.is_refused();
+                    in_flight.push_back((batch, finalizer));
                 }
-                // Keep a few batches in flight while more come; settle them all at the end.
-                let keep = if done {
+                // Keep a few batches in flight while more come; settle them all at the end, or
+                // once Kafka refused one (settling it answers the refusal).
+                let keep = if done || refused {
                     0
                 } else {
                     self.settings.batches_in_flight.saturating_sub(1)
                 };
                 while in_flight.len() > keep {
-                    let Some((batch, deliveries)) = in_flight.pop_front() else {
+                    let Some((batch, finalizer)) = in_flight.pop_front() else {
                         break;
                     };
                     self.settle(
                         &request,
                         batch,
-                        deliveries,
+                        finalizer,
                         &remember,
                         &mut report,
                         &mut error_sequence,
@@ -357,8 +357,9 @@ impl Importer {
         if outcome.is_err() {
             // Kafka refused something: what it did acknowledge is remembered all the same, so
             // the same upload sent again publishes only the rest.
-            for (batch, deliveries) in in_flight {
-                settle_acknowledged(batch, deliveries, &remember).await;
+            for (batch, finalizer) in in_flight {
+                let (acknowledged, _) = finalizer.settle().await.acknowledged();
+                remember_acknowledged(batch, acknowledged, &remember).await;
             }
         }
         // Lets the writer finish what was acknowledged; stops the reader if the publisher gave up.
@@ -403,74 +404,51 @@ impl Importer {
         Ok(report)
     }
 
-    /// Enqueues a batch's snapshots: the deliveries of every event enqueued (in the order of
-    /// `batch.changed`), and the error that stopped it, if one did.
-    async fn enqueue(&self, batch: &Batch) -> (Vec<PendingDelivery>, Option<PublishError>) {
-        let mut deliveries = Vec::with_capacity(batch.changed.len() + batch.rejected.len());
-        for changed in &batch.changed {
-            let enqueued = self
-                .producer
-                .enqueue(OutgoingEvent {
-                    topic: PAYGO_SNAPSHOTS.name,
-                    key: &changed.account_uid,
-                    value: &changed.envelope,
-                    event_id: &changed.event_id,
-                    event_type: SNAPSHOT_RECORDED,
-                })
-                .await;
-            match enqueued {
-                Ok(delivery) => deliveries.push(delivery),
-                Err(error) => return (deliveries, Some(error)),
+    /// Enqueues a batch's snapshots; its rejects follow when it is settled.
+    async fn publish(&self, batch: &Batch) -> AckFinalizer<Entry> {
+        let mut finalizer = AckFinalizer::with_capacity(batch.changed.len() + batch.rejected.len());
+        for (i, changed) in batch.changed.iter().enumerate() {
+            let event = OutgoingEvent {
+                topic: PAYGO_SNAPSHOTS.name,
+                key: &changed.account_uid,
+                value: &changed.envelope,
+                event_id: &changed.event_id,
+                event_type: SNAPSHOT_RECORDED,
+            };
+            if !finalizer.push(&self.producer, event, Some(i)).await {
+                break;
             }
         }
-        (deliveries, None)
+        finalizer
     }
 
-    /// Waits for a batch's acknowledgements, then remembers it.
+    /// Publishes a batch's rejects, waits for every acknowledgement, then remembers the batch.
     async fn settle(
         &self,
         request: &ImportRequest,
         batch: Batch,
-        mut deliveries: Vec<PendingDelivery>,
+        mut finalizer: AckFinalizer<Entry>,
         remember: &mpsc::Sender<Remembered>,
         report: &mut v1::ImportReport,
         error_sequence: &mut u64,
     ) -> Result<(), ImportError> {
         // Rejects go out after the batch's snapshots were enqueued; their key is the import.
-        let snapshots = deliveries.len();
-        let mut refused = None;
         for rejected in &batch.rejected {
-            let enqueued = self
-                .rejects
-                .enqueue(OutgoingEvent {
-                    topic: REJECTS.name,
-                    key: &request.import_id,
-                    value: &rejected.envelope,
-                    event_id: &rejected.event_id,
-                    event_type: ROW_REJECTED,
-                })
-                .await;
-            match enqueued {
-                Ok(delivery) => deliveries.push(delivery),
-                Err(error) => {
-                    refused = Some(error);
-                    break;
-                }
+            let event = OutgoingEvent {
+                topic: REJECTS.name,
+                key: &request.import_id,
+                value: &rejected.envelope,
+                event_id: &rejected.event_id,
+                event_type: ROW_REJECTED,
+            };
+            if !finalizer.push(&self.rejects, event, None).await {
+                break;
             }
         }
-        let mut acknowledged = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            match delivery.acknowledged().await {
-                Ok(_) => acknowledged.push(true),
-                Err(error) => {
-                    acknowledged.push(false);
-                    refused.get_or_insert(error);
-                }
-            }
-        }
-        if let Some(error) = refused {
+        let (acknowledged, refusal) = finalizer.settle().await.acknowledged();
+        if let Some(error) = refusal {
             // Remember the snapshots Kafka has, then give up.
-            remember_acknowledged(batch, &acknowledged[..snapshots], remember).await;
+            remember_acknowledged(batch, acknowledged, remember).await;
             return Err(ImportError::Publish(error));
         }
         report.rows_read += batch.rows;
@@ -536,35 +514,21 @@ fn write_batches(
     Ok(())
 }
 
-/// After a refusal: waits for the deliveries of a batch still in flight and remembers the
-/// snapshots Kafka acknowledged.
-async fn settle_acknowledged(
-    batch: Batch,
-    deliveries: Vec<PendingDelivery>,
-    remember: &mpsc::Sender<Remembered>,
-) {
-    let mut acknowledged = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        acknowledged.push(delivery.acknowledged().await.is_ok());
-    }
-    remember_acknowledged(batch, &acknowledged, remember).await;
-}
-
-/// Hands the snapshots of `batch` whose delivery succeeded (`acknowledged[i]` for
-/// `batch.changed[i]`; missing entries were never enqueued) to the writer.
+/// Hands the snapshots of `batch` that Kafka acknowledged to the writer.
 async fn remember_acknowledged(
     batch: Batch,
-    acknowledged: &[bool],
+    acknowledged: Vec<(Entry, Acknowledged)>,
     remember: &mpsc::Sender<Remembered>,
 ) {
+    let mut taken = vec![false; batch.changed.len()];
+    for i in acknowledged.into_iter().filter_map(|(entry, _)| entry) {
+        if let Some(taken) = taken.get_mut(i) {
+            *taken = true;
+        }
+    }
     let mut writes = StoreBatch::default();
     let mut published = Vec::new();
-    for (changed, _) in batch
-        .changed
-        .into_iter()
-        .zip(acknowledged)
-        .filter(|(_, ok)| **ok)
-    {
+    for (changed, _) in batch.changed.into_iter().zip(taken).filter(|(_, t)| *t) {
         writes.snapshot(&changed.key, changed.stored);
         published.push((changed.key, changed.stored));
     }

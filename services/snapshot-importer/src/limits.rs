@@ -1,5 +1,5 @@
 //! Requests per tenant: one limiter shared by the gRPC and HTTP front ends, so that a client
-//! gets the same budget whichever protocol it speaks (DOMAIN.md §2: 300 requests per minute per
+//! gets the same budget whichever protocol it speaks (docs/domain.md §2: 300 requests per minute per
 //! client by default).
 
 use std::num::NonZeroU32;

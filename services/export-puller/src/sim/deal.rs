@@ -1,5 +1,5 @@
 //! D16 "Collections Cases" rows: how they are made up, how they change, and how the live API
-//! writes them (with its quirks, DOMAIN.md §1).
+//! writes them (with its quirks, docs/domain.md §1).
 
 use std::collections::HashMap;
 

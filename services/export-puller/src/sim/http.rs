@@ -22,7 +22,7 @@ use super::store::Order;
 /// The only dataset the simulator serves.
 const SECTION: &str = "S3";
 const DATASET: &str = "D16";
-/// `limit` bounds and default (DOMAIN.md §1).
+/// `limit` bounds and default (docs/domain.md §1).
 const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 500;
 

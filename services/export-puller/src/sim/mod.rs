@@ -1,4 +1,4 @@
-//! A simulator of the ClearGrid-style export API (DOMAIN.md §1) serving D16 "Collections
+//! A simulator of the ClearGrid-style export API (docs/domain.md §1) serving D16 "Collections
 //! Cases": for the puller's tests and for `recoup export-sim`, a stand-in vendor to point a
 //! puller at.
 //!

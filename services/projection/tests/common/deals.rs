@@ -2,8 +2,10 @@
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, TimeZone, Utc};
 use event_backbone::envelope::{EventMetadata, NewEnvelope};
-use projection::deals::{DEAL_AGGREGATE, DEAL_EVENT_TYPE, PtpChannel};
+use projection::deals::PtpChannel;
 use prost::Message;
+use recoup_proto::contract::aggregate::COLLECTIONS_DEAL as DEAL_AGGREGATE;
+use recoup_proto::contract::event_type::COLLECTIONS_DEAL_OBSERVED as DEAL_EVENT_TYPE;
 use recoup_proto::{from_timestamp, to_timestamp, v1};
 
 /// The topic the puller publishes deals on.

@@ -164,7 +164,7 @@ impl Case {
             aggregate_version: version,
             occurred_at: event.at(),
             recorded_at: event.at() + Duration::milliseconds(3),
-            event_type: event.event_type(),
+            event_type: recoup_proto::convert::event_type(event),
             schema_version: 1,
             payload: event_to_payload(event),
             metadata: &metadata,
