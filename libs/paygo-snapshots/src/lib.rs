@@ -1,6 +1,7 @@
 //! PAYGo account snapshots (docs/domain.md §2, Prospect's `paygo_snapshots_ts`) as pure functions:
 //! no I/O, no clock, no async.
 //!
+//! - [`par`]: the portfolio-at-risk buckets of consecutive days in arrears.
 //! - [`catalogue`]: every column of the seed with its type and flags ([`FIELDS`]).
 //! - [`value`]: one cell's rules ([`parse_cell`]): integers without fractions, `.` as the only
 //!   decimal delimiter, `YYYY-MM-DD` dates, `YYYY-MM-DD H:MM:SS` / ISO-8601 datetimes in UTC,
@@ -11,6 +12,7 @@
 //! Readers (CSV, XLSX, JSON), events and read models build on this crate and live elsewhere.
 
 pub mod catalogue;
+pub mod par;
 pub mod row;
 pub mod value;
 

@@ -2,6 +2,7 @@
 //! it, normalise its rows and tell them apart. D16 "Collections Cases" is built in ([`d16`]);
 //! other datasets are described in configuration (JSON, the same shape as [`Dataset`]).
 
+use collections::d16::{CODE as D16_CODE, SECTION as D16_SECTION};
 use serde::{Deserialize, Serialize};
 
 /// How one field's exported value is read.
@@ -131,11 +132,8 @@ impl Dataset {
     }
 }
 
-/// Section and code of D16 "Collections Cases".
-pub const D16_SECTION: &str = "S3";
-pub const D16_CODE: &str = "D16";
-
-/// D16 "Collections Cases" (seed: cleargrid-export-d16-collections-cases.txt, docs/domain.md §1).
+/// D16 "Collections Cases" (docs/domain.md §1; the vendor document is in
+/// `tests/data/cleargrid-export-d16-collections-cases.txt`).
 pub fn d16() -> Dataset {
     let field = |name: &str, kind| Field {
         name: name.to_owned(),

@@ -12,7 +12,8 @@ use debt_cases::{
 };
 use event_backbone::consumer::ReceivedEvent;
 use event_backbone::envelope::{EventMetadata, NewEnvelope};
-use projection::ReadModel;
+use projection::CaseReadModel;
+use projection::Projection;
 use prost::Message;
 use recoup_proto::convert::event_to_payload;
 
@@ -92,7 +93,7 @@ fn main() {
         .unwrap_or(50_000);
     let events = events(cases);
     let dir = tempfile::tempdir().unwrap();
-    let rm = ReadModel::open(dir.path()).unwrap();
+    let rm = CaseReadModel::open(dir.path()).unwrap();
     let started = Instant::now();
     let mut applied = 0;
     for chunk in events.chunks(BATCH) {

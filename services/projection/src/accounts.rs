@@ -3,15 +3,11 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `l` | tenant, account_uid | date (4 bytes) + encoded `AccountSnapshot`: the latest by snapshot_date |
+//! | `l` | tenant, account_uid | date (days since CE, i32 BE sign-flipped) + encoded `AccountSnapshot`: the latest by snapshot_date |
 //! | `n` | tenant, account_uid, date | [`SeriesEntry`]: revision, PAR bucket, outstanding, encoded `AccountSnapshot` |
 //! | `q` | tenant, date, bucket (u8) | accounts (i64 BE) + outstanding in 1/10,000 units (i64 BE) |
-//! | `o` | cluster id, topic, partition (i32 BE) | next offset to read (i64 BE) |
-//! | `x` | cluster id, topic, partition, offset | a message that could not be applied, with the reason |
 //!
-//! Strings in the `l`, `n`, `q` keys are length-prefixed (u32 BE); dates are days since CE (u32
-//! BE, sign bit flipped) so that they sort by date. Offsets and rejects are kept as the case read
-//! model keeps them (`read_model::stored_offsets`).
+//! and the offsets and rejects of [`crate::kernel`]. Keys are of `recoup_keys`.
 //!
 //! Events of one `(account_uid, snapshot_date)` carry a revision. An event older than the
 //! applied revision is skipped; the same revision again is applied again (an importer that
@@ -20,87 +16,46 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use event_backbone::consumer::ReceivedEvent;
 use event_backbone::envelope::decode_envelope;
+use paygo_snapshots::par::{PAR_BUCKETS, par_bucket};
 use prost::Message;
+use recoup_keys::{Key, KeyReader};
+use recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREGATE;
 use recoup_proto::v1;
 
-use crate::read_model::{
-    BatchOutcome, KeyedStep as Step, ReadModel, ReadModelError, apply_each, decode_pair,
-    encode_pair, stage_offsets, stored_offsets,
+use crate::cases::CaseReadModel;
+use crate::kernel::{
+    BatchOutcome, Projection, ReadModelError, Step, apply_each, decode_counters, encode_counters,
+    stage_offsets, upgrade_offsets_and_rejects,
 };
-
-use recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREGATE;
-
-/// The PAR buckets of docs/domain.md §2 by consecutive days in arrears, and one for rows without
-/// that value: (name, first day, last day; `None` = no upper bound).
-pub const PAR_BUCKETS: [(&str, u32, Option<u32>); 8] = [
-    ("0", 0, Some(0)),
-    ("1-7", 1, Some(7)),
-    ("8-30", 8, Some(30)),
-    ("31-60", 31, Some(60)),
-    ("61-90", 61, Some(90)),
-    ("91-180", 91, Some(180)),
-    ("180+", 181, None),
-    ("unknown", 0, None),
-];
-
-const UNKNOWN_BUCKET: u8 = 7;
 
 /// Amounts in the PAR view are summed as integers of this many units per 1, so that an update
 /// (subtract the old row, add the new) leaves no floating-point residue.
 const AMOUNT_SCALE: f64 = 10_000.0;
 
-/// The bucket of a number of consecutive days in arrears (negative counts as 0).
-pub fn par_bucket(days: Option<i64>) -> u8 {
-    let Some(days) = days else {
-        return UNKNOWN_BUCKET;
-    };
-    let days = days.max(0);
-    PAR_BUCKETS[..7]
-        .iter()
-        .position(|(_, from, to)| {
-            days >= i64::from(*from) && to.is_none_or(|to| days <= i64::from(to))
-        })
-        .map_or(UNKNOWN_BUCKET, |i| i as u8)
+fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Key {
+    Key::new(prefix).str(tenant).str(account_uid)
 }
 
-fn push_str(key: &mut Vec<u8>, part: &str) {
-    let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
-    key.extend_from_slice(&len.to_be_bytes());
-    key.extend_from_slice(part.as_bytes());
+fn series_key(tenant: &str, account_uid: &str, date: NaiveDate) -> Key {
+    account_key(b'n', tenant, account_uid).day(date)
 }
 
-fn date_bytes(date: NaiveDate) -> [u8; 4] {
-    ((date.num_days_from_ce() as u32) ^ 0x8000_0000).to_be_bytes()
+fn par_key(tenant: &str, date: NaiveDate, bucket: u8) -> Key {
+    Key::new(b'q').str(tenant).day(date).u8(bucket)
 }
 
-fn date_from_bytes(bytes: &[u8]) -> Option<NaiveDate> {
-    let raw = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) ^ 0x8000_0000;
-    NaiveDate::from_num_days_from_ce_opt(raw as i32)
+/// The latest entry's value: its date (as a key part), then the snapshot.
+fn latest_value(date: NaiveDate, snapshot: &[u8]) -> Vec<u8> {
+    let mut value = Key::parts().day(date).into_vec();
+    value.extend_from_slice(snapshot);
+    value
 }
 
-fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9 + tenant.len() + account_uid.len() + 4);
-    key.push(prefix);
-    push_str(&mut key, tenant);
-    push_str(&mut key, account_uid);
-    key
-}
-
-fn series_key(tenant: &str, account_uid: &str, date: NaiveDate) -> Vec<u8> {
-    let mut key = account_key(b'n', tenant, account_uid);
-    key.extend_from_slice(&date_bytes(date));
-    key
-}
-
-fn par_key(tenant: &str, date: NaiveDate, bucket: u8) -> Vec<u8> {
-    let mut key = vec![b'q'];
-    push_str(&mut key, tenant);
-    key.extend_from_slice(&date_bytes(date));
-    key.push(bucket);
-    key
+fn latest_date(value: &[u8]) -> Option<NaiveDate> {
+    KeyReader::tail(value).day()
 }
 
 /// One day of one account as stored in the series.
@@ -143,15 +98,15 @@ pub struct ParTotals {
 
 impl ParTotals {
     fn decode(bytes: &[u8]) -> Self {
-        let (accounts, outstanding_units) = decode_pair(bytes);
+        let [accounts, outstanding_units] = decode_counters(bytes);
         Self {
             accounts,
             outstanding_units,
         }
     }
 
-    fn encode(&self) -> [u8; 16] {
-        encode_pair(self.accounts, self.outstanding_units)
+    fn encode(&self) -> Vec<u8> {
+        encode_counters([self.accounts, self.outstanding_units])
     }
 
     /// The outstanding amount.
@@ -174,68 +129,16 @@ struct Staged {
     batch: sled::Batch,
 }
 
-fn corrupt(key: &[u8], reason: &str) -> ReadModelError {
-    ReadModelError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_owned(),
-    }
+fn corrupt(key: impl AsRef<[u8]>, reason: &str) -> ReadModelError {
+    ReadModelError::corrupt(key, reason)
 }
 
 impl AccountReadModel {
     /// Opens the account tree in the database of `cases`.
-    pub fn open(cases: &ReadModel) -> Result<Self, ReadModelError> {
-        Ok(Self {
-            tree: cases.db().open_tree("accounts")?,
-        })
-    }
-
-    /// The next offset to read per partition (`None`: from the beginning).
-    pub fn offsets(
-        &self,
-        cluster: &str,
-        topic: &str,
-        partitions: &[i32],
-    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
-        stored_offsets(&self.tree, cluster, topic, partitions)
-    }
-
-    /// Applies a batch of snapshot events and records the offsets after them, atomically.
-    pub fn apply_batch(
-        &self,
-        cluster: &str,
-        topic: &str,
-        messages: &[ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError> {
-        let mut staged = Staged::default();
-        let (outcome, next_offsets) = apply_each(
-            cluster,
-            topic,
-            messages,
-            &mut staged,
-            |staged| &mut staged.batch,
-            |bytes, staged| self.apply_message(bytes, staged),
-        )?;
-        let Staged {
-            series,
-            latest,
-            par,
-            mut batch,
-        } = staged;
-        for (key, entry) in series {
-            batch.insert(key, entry.encode());
-        }
-        for (key, (date, snapshot)) in latest {
-            let mut value = Vec::with_capacity(4 + snapshot.len());
-            value.extend_from_slice(&date_bytes(date));
-            value.extend_from_slice(&snapshot);
-            batch.insert(key, value);
-        }
-        for (key, totals) in par {
-            batch.insert(key, &totals.encode());
-        }
-        stage_offsets(&mut batch, cluster, topic, next_offsets);
-        self.tree.apply_batch(batch)?;
-        Ok(outcome)
+    pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
+        let tree = cases.db().open_tree("accounts")?;
+        upgrade_offsets_and_rejects(&tree)?;
+        Ok(Self { tree })
     }
 
     fn apply_message(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
@@ -270,7 +173,7 @@ impl AccountReadModel {
             ));
         };
         let tenant = envelope.tenant.as_str();
-        let key = series_key(tenant, account_uid, date);
+        let key = series_key(tenant, account_uid, date).into_vec();
         let earlier = match staged.series.get(&key) {
             Some(entry) => Some(entry.clone()),
             None => match self.tree.get(&key)? {
@@ -307,20 +210,20 @@ impl AccountReadModel {
         self.add_par(staged, tenant, date, entry.bucket, 1, entry.outstanding)?;
         staged.series.insert(key, entry);
 
-        let latest_key = account_key(b'l', tenant, account_uid);
+        let latest_key = account_key(b'l', tenant, account_uid).into_vec();
         let latest_date = match staged.latest.get(&latest_key) {
             Some((d, _)) => Some(*d),
             None => match self.tree.get(&latest_key)? {
-                Some(bytes) => Some(
-                    date_from_bytes(&bytes).ok_or_else(|| corrupt(&latest_key, "latest entry"))?,
-                ),
+                Some(bytes) => {
+                    Some(latest_date(&bytes).ok_or_else(|| corrupt(&latest_key, "latest entry"))?)
+                }
                 None => None,
             },
         };
         if latest_date.is_none_or(|d| date >= d) {
             staged.latest.insert(latest_key, (date, encoded));
         }
-        Ok(Step::Applied)
+        Ok(Step::Applied(1))
     }
 
     fn add_par(
@@ -332,7 +235,7 @@ impl AccountReadModel {
         accounts: i64,
         outstanding: i64,
     ) -> Result<(), ReadModelError> {
-        let key = par_key(tenant, date, bucket);
+        let key = par_key(tenant, date, bucket).into_vec();
         let totals = match staged.par.get_mut(&key) {
             Some(t) => t,
             None => {
@@ -395,15 +298,14 @@ impl AccountReadModel {
         limit: usize,
     ) -> Result<Vec<(NaiveDate, v1::AccountSnapshot)>, ReadModelError> {
         let prefix = account_key(b'n', tenant, account_uid);
-        let mut start = prefix.clone();
-        start.extend_from_slice(&date_bytes(from.unwrap_or(NaiveDate::MIN)));
-        let mut end = prefix.clone();
-        end.extend_from_slice(&date_bytes(to.unwrap_or(NaiveDate::MAX)));
+        let start = series_key(tenant, account_uid, from.unwrap_or(NaiveDate::MIN)).into_vec();
+        let end = series_key(tenant, account_uid, to.unwrap_or(NaiveDate::MAX)).into_vec();
         let mut out = Vec::new();
         for entry in self.tree.range(start..=end).take(limit) {
             let (key, value) = entry?;
-            let date =
-                date_from_bytes(&key[prefix.len()..]).ok_or_else(|| corrupt(&key, "date"))?;
+            let date = KeyReader::tail(&key[prefix.len()..])
+                .day()
+                .ok_or_else(|| corrupt(&key, "date"))?;
             let entry = SeriesEntry::decode(&value).ok_or_else(|| corrupt(&key, "series entry"))?;
             let snapshot = v1::AccountSnapshot::decode(entry.snapshot.as_slice())
                 .map_err(|e| corrupt(&key, &e.to_string()))?;
@@ -424,15 +326,46 @@ impl AccountReadModel {
             })
             .collect()
     }
+}
 
-    /// Makes everything durable.
-    pub fn flush(&self) -> Result<(), ReadModelError> {
-        self.tree.flush()?;
-        Ok(())
+impl Projection for AccountReadModel {
+    fn tree(&self) -> &sled::Tree {
+        &self.tree
     }
 
-    /// Events that could not be applied.
-    pub fn rejected_count(&self) -> usize {
-        self.tree.scan_prefix(b"x").count()
+    /// Applies a batch of snapshot events and records the offsets after them, atomically.
+    fn apply_batch(
+        &self,
+        cluster: &str,
+        topic: &str,
+        messages: &[ReceivedEvent],
+    ) -> Result<BatchOutcome, ReadModelError> {
+        let mut staged = Staged::default();
+        let (outcome, next_offsets) = apply_each(
+            cluster,
+            topic,
+            messages,
+            &mut staged,
+            |staged| &mut staged.batch,
+            |bytes, staged| self.apply_message(bytes, staged),
+        )?;
+        let Staged {
+            series,
+            latest,
+            par,
+            mut batch,
+        } = staged;
+        for (key, entry) in series {
+            batch.insert(key, entry.encode());
+        }
+        for (key, (date, snapshot)) in latest {
+            batch.insert(key, latest_value(date, &snapshot));
+        }
+        for (key, totals) in par {
+            batch.insert(key, totals.encode());
+        }
+        stage_offsets(&mut batch, cluster, topic, next_offsets);
+        self.tree.apply_batch(batch)?;
+        Ok(outcome)
     }
 }

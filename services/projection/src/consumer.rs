@@ -6,58 +6,8 @@ use std::time::Duration;
 use event_backbone::consumer::EventConsumer;
 use tokio::sync::watch;
 
-use crate::accounts::AccountReadModel;
-use crate::deals::DealReadModel;
-use crate::read_model::{BatchOutcome, ReadModel, ReadModelError};
-
-/// A read model fed from one topic, keeping its consumer offsets itself.
-pub trait Projection: Send + Sync + 'static {
-    /// The next offset to read per partition of `topic` on `cluster` (`None`: the beginning).
-    fn offsets(
-        &self,
-        cluster: &str,
-        topic: &str,
-        partitions: &[i32],
-    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError>;
-    /// Applies a batch and records the offsets after it, atomically.
-    fn apply_batch(
-        &self,
-        cluster: &str,
-        topic: &str,
-        messages: &[event_backbone::consumer::ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError>;
-    /// Makes everything durable.
-    fn flush(&self) -> Result<(), ReadModelError>;
-}
-
-/// The read models implement [`Projection`] with their inherent methods of the same names.
-macro_rules! projection_by_inherent_methods {
-    ($($model:ty),*) => {$(
-        impl Projection for $model {
-            fn offsets(
-                &self,
-                cluster: &str,
-                topic: &str,
-                partitions: &[i32],
-            ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
-                <$model>::offsets(self, cluster, topic, partitions)
-            }
-            fn apply_batch(
-                &self,
-                cluster: &str,
-                topic: &str,
-                messages: &[event_backbone::consumer::ReceivedEvent],
-            ) -> Result<BatchOutcome, ReadModelError> {
-                <$model>::apply_batch(self, cluster, topic, messages)
-            }
-            fn flush(&self) -> Result<(), ReadModelError> {
-                <$model>::flush(self)
-            }
-        }
-    )*};
-}
-
-projection_by_inherent_methods!(ReadModel, AccountReadModel, DealReadModel);
+use crate::cases::CaseReadModel;
+use crate::kernel::{BatchOutcome, Projection, ReadModelError};
 
 /// Most messages applied in one sled batch.
 const MAX_BATCH: usize = 2000;
@@ -72,7 +22,7 @@ pub enum ProjectionError {
 }
 
 /// Consumes one topic into a read model.
-pub struct Projector<P: Projection = ReadModel> {
+pub struct Projector<P: Projection = CaseReadModel> {
     read_model: P,
     consumer: EventConsumer,
     /// Offsets are kept per cluster, so a new (embedded) cluster is read from its beginning.

@@ -1,17 +1,21 @@
 //! projection: consumes recoup's topics into sled read models and serves them over gRPC.
 //!
-//! [`consumer::Projector`] receives batches from Kafka and hands them to [`read_model::ReadModel`],
-//! which applies them and records the consumer offsets in the same atomic batch, skipping any
-//! version already applied. [`accounts::AccountReadModel`] and [`deals::DealReadModel`] keep
-//! their trees in the same database. [`grpc::Queries`] serves `recoup.v1.Query`.
+//! [`consumer::Projector`] receives batches from Kafka and hands them to a [`Projection`]: the
+//! [`kernel`] applies each message into staged changes and writes them with the consumer
+//! offsets after the batch in one atomic `sled::Batch`, skipping what was applied before. The
+//! read models: [`cases::CaseReadModel`] (debt cases), [`accounts::AccountReadModel`] (PAYGo
+//! snapshots) and [`deals::DealReadModel`] (collections deals), each a tree of one database.
+//! [`grpc::Queries`] serves `recoup.v1.Query`.
 
 pub mod accounts;
+pub mod cases;
 pub mod consumer;
 pub mod deals;
 pub mod grpc;
-pub mod read_model;
+pub mod kernel;
 
 pub use accounts::AccountReadModel;
-pub use consumer::{Projection, ProjectionError, Projector};
+pub use cases::{CaseReadModel, Totals};
+pub use consumer::{ProjectionError, Projector};
 pub use deals::DealReadModel;
-pub use read_model::{ReadModel, ReadModelError};
+pub use kernel::{BatchOutcome, Projection, ReadModelError};

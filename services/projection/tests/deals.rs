@@ -13,12 +13,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use common::deals::{DEALS_TOPIC, Row, day, instant};
 use common::{CLUSTER, Feed};
 use event_backbone::consumer::ReceivedEvent;
+use projection::BatchOutcome;
 use projection::deals::{
     DealFilter, DealReadModel, DealTotals, DoNotContactChange, DpdBucket, FunnelStage, ListChange,
     PtpChannel, PtpStatus, PtpTotals, WatchError, dpd_days, ptp_status,
 };
-use projection::read_model::BatchOutcome;
-use projection::{Projection, ReadModel};
+use projection::{CaseReadModel, Projection};
 use proptest::prelude::*;
 use prost::Message;
 use recoup_proto::contract::aggregate::COLLECTIONS_DEAL as DEAL_AGGREGATE;
@@ -29,12 +29,12 @@ use tempfile::TempDir;
 const TENANT: &str = "acme";
 
 struct Models {
-    cases: ReadModel,
+    cases: CaseReadModel,
     deals: DealReadModel,
 }
 
 fn open(dir: &Path) -> Models {
-    let cases = ReadModel::open(dir).unwrap();
+    let cases = CaseReadModel::open(dir).unwrap();
     let deals = DealReadModel::open(&cases).unwrap();
     Models { cases, deals }
 }
@@ -699,7 +699,7 @@ fn a_borrower_is_listed_while_any_of_its_deals_is_flagged() {
 #[test]
 fn a_watcher_that_falls_behind_is_told_so() {
     let dir = TempDir::new().unwrap();
-    let cases = ReadModel::open(dir.path()).unwrap();
+    let cases = CaseReadModel::open(dir.path()).unwrap();
     let deals = DealReadModel::open_with_feed_capacity(&cases, 2).unwrap();
     let mut feed = Feed::new();
     let (list, mut watch) = deals.watch_do_not_contact(TENANT).unwrap();

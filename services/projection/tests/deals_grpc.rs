@@ -15,9 +15,10 @@ use std::net::SocketAddr;
 use chrono::{DateTime, Utc};
 use common::deals::{DEALS_TOPIC, Row, day, instant};
 use common::{CLUSTER, Feed};
+use projection::Projection;
 use projection::deals::{DealReadModel, PtpChannel};
 use projection::grpc::Queries;
-use projection::{AccountReadModel, ReadModel};
+use projection::{AccountReadModel, CaseReadModel};
 use recoup_proto::tenant::TENANT_METADATA_KEY;
 use recoup_proto::v1;
 use recoup_proto::v1::do_not_contact_update::Kind;
@@ -154,7 +155,7 @@ async fn serve(
 /// served with a clock the test sets (2026-06-01 12:00 UTC to begin with).
 async fn start_with_capacity(capacity: usize) -> Fixture {
     let dir = TempDir::new().unwrap();
-    let cases = ReadModel::open(dir.path()).unwrap();
+    let cases = CaseReadModel::open(dir.path()).unwrap();
     let accounts = AccountReadModel::open(&cases).unwrap();
     let deals = DealReadModel::open_with_feed_capacity(&cases, capacity).unwrap();
     let rows = rows();
@@ -723,7 +724,7 @@ async fn ptp_summary_answers_any_day_and_today_by_default() {
 #[tokio::test]
 async fn without_the_deals_read_model_the_deal_rpcs_are_a_failed_precondition() {
     let dir = TempDir::new().unwrap();
-    let cases = ReadModel::open(dir.path()).unwrap();
+    let cases = CaseReadModel::open(dir.path()).unwrap();
     let accounts = AccountReadModel::open(&cases).unwrap();
     let (_stop, stop_rx) = watch::channel(false);
     let (mut client, _server, _) = serve(Queries::new(cases, accounts), stop_rx).await;

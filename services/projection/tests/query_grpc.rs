@@ -6,7 +6,8 @@ mod common;
 
 use common::{CLUSTER, Case, Feed, TOPIC};
 use projection::AccountReadModel;
-use projection::ReadModel;
+use projection::CaseReadModel;
+use projection::Projection;
 use projection::grpc::Queries;
 use recoup_proto::convert::case_to_proto;
 use recoup_proto::tenant::TENANT_METADATA_KEY;
@@ -54,7 +55,7 @@ async fn start() -> Fixture {
     let other = Case::new("other", "case-99", "USD", &[999]);
 
     let dir = TempDir::new().unwrap();
-    let rm = ReadModel::open(dir.path()).unwrap();
+    let rm = CaseReadModel::open(dir.path()).unwrap();
     let values: Vec<Vec<u8>> = acme.iter().chain([&other]).flat_map(Case::all).collect();
     let n = values.len();
     let outcome = rm

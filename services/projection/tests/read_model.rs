@@ -13,23 +13,24 @@ use common::{CLUSTER, Case, Feed, TOPIC, at, line_items};
 use debt_cases::{BillingAddress, CaseChanges, CaseState, DebtCase, DebtCaseEvent};
 use event_backbone::consumer::ReceivedEvent;
 use event_backbone::envelope::{EventMetadata, NewEnvelope};
-use projection::ReadModel;
-use projection::read_model::{BatchOutcome, Totals};
+use projection::CaseReadModel;
+use projection::Projection;
+use projection::{BatchOutcome, Totals};
 use prost::Message;
 use tempfile::TempDir;
 
-fn open(dir: &Path) -> ReadModel {
-    ReadModel::open(dir).unwrap()
+fn open(dir: &Path) -> CaseReadModel {
+    CaseReadModel::open(dir).unwrap()
 }
 
 /// Flushes, closes and opens the read model again, as a restart does.
-fn reopen(rm: ReadModel, dir: &Path) -> ReadModel {
+fn reopen(rm: CaseReadModel, dir: &Path) -> CaseReadModel {
     rm.flush().unwrap();
     drop(rm);
     common::reopen_read_model(dir)
 }
 
-fn apply(rm: &ReadModel, messages: &[ReceivedEvent]) -> BatchOutcome {
+fn apply(rm: &CaseReadModel, messages: &[ReceivedEvent]) -> BatchOutcome {
     rm.apply_batch(CLUSTER, TOPIC, messages).unwrap()
 }
 
@@ -43,11 +44,11 @@ fn outcome(applied: usize, duplicates: usize, parked: usize, rejected: usize) ->
     }
 }
 
-fn case(rm: &ReadModel, c: &Case) -> Option<DebtCase> {
+fn case(rm: &CaseReadModel, c: &Case) -> Option<DebtCase> {
     rm.case(&c.tenant, &c.id).unwrap()
 }
 
-fn stats(rm: &ReadModel, tenant: &str) -> BTreeMap<(CaseState, String), Totals> {
+fn stats(rm: &CaseReadModel, tenant: &str) -> BTreeMap<(CaseState, String), Totals> {
     let rows = rm.stats(tenant).unwrap();
     let n = rows.len();
     let map: BTreeMap<_, _> = rows.into_iter().map(|(s, c, t)| ((s, c), t)).collect();
@@ -474,7 +475,7 @@ fn a_deleted_case_is_gone_but_its_version_is_remembered() {
         outcome(1, 0, 0, 0)
     );
     let only_kept = BTreeMap::from([totals(CaseState::Reviewing, "EUR", 1, 1_000, 0)]);
-    let check = |rm: &ReadModel| {
+    let check = |rm: &CaseReadModel| {
         assert_eq!(case(rm, &gone), None);
         assert_eq!(case(rm, &kept), Some(kept.replay()));
         assert_eq!(
@@ -545,7 +546,7 @@ fn an_event_after_a_deletion_is_rejected_and_the_case_stays_deleted() {
         outcome(2, 0, 0, 1)
     );
 
-    let check = |rm: &ReadModel| {
+    let check = |rm: &CaseReadModel| {
         for c in [&earlier, &same] {
             assert_eq!(case(rm, c), None, "case {}", c.id);
             assert_eq!(
@@ -788,7 +789,7 @@ fn applied_versions_lists_held_and_deleted_cases() {
     values.push(waiting.envelope(2));
     assert_eq!(apply(&rm, &feed.batch(values)), outcome(11, 0, 1, 0));
 
-    let expected = |rm: &ReadModel| {
+    let expected = |rm: &CaseReadModel| {
         let mut got = rm.applied_versions().unwrap();
         got.sort();
         let mut want: Vec<(String, String, u64)> = [

@@ -28,7 +28,7 @@ use export_puller::sources::Sources;
 use export_puller::store::{PullStore, StreamId};
 use projection::deals::DealReadModel;
 use projection::grpc::Queries;
-use projection::{AccountReadModel, ProjectionError, Projector, ReadModel};
+use projection::{AccountReadModel, CaseReadModel, ProjectionError, Projector};
 use recoup_proto::v1::debt_collection_cases_server::DebtCollectionCasesServer;
 use recoup_proto::v1::query_server::QueryServer;
 use recoup_proto::v1::snapshot_imports_server::SnapshotImportsServer;
@@ -186,7 +186,7 @@ pub struct RunningPlatform {
     drain_timeout: Duration,
     store: Option<EventStore>,
     gate: Option<Arc<FlowGate>>,
-    read_model: Option<ReadModel>,
+    read_model: Option<CaseReadModel>,
     accounts: Option<AccountReadModel>,
     deals: Option<DealReadModel>,
     importer: Option<Importer>,
@@ -217,7 +217,7 @@ impl RunningPlatform {
     }
 
     /// The read model, when this process runs the projection.
-    pub fn read_model(&self) -> Option<&ReadModel> {
+    pub fn read_model(&self) -> Option<&CaseReadModel> {
         self.read_model.as_ref()
     }
 
@@ -493,7 +493,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     let mut deals = None;
     let mut projectors = Vec::new();
     if config.services.projection {
-        let rm = ReadModel::open(&config.data_dir.join("projection"))
+        let rm = CaseReadModel::open(&config.data_dir.join("projection"))
             .context("opening the projection read model")?;
         let group = &config.consumer_group;
         let consumer = EventConsumer::new(&kafka, group, DEBT_CASES.name, gate.clone())
@@ -985,7 +985,7 @@ fn forget_unprojected(store: &ImportStore, accounts: &AccountReadModel) -> anyho
 }
 
 /// Re-queues every stored event the read model has not applied; returns how many.
-async fn resync(store: &EventStore, read_model: &ReadModel) -> anyhow::Result<usize> {
+async fn resync(store: &EventStore, read_model: &CaseReadModel) -> anyhow::Result<usize> {
     let mut requeued = 0;
     for head in store.heads() {
         let (tenant, case_id, version) = head?;

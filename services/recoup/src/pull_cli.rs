@@ -58,7 +58,7 @@ pub struct SourceArgs {
     #[arg(
         long = "dataset",
         value_name = "SECTION/CODE",
-        default_value = "S3/D16"
+        default_value = collections::d16::DATASET
     )]
     pub datasets: Vec<String>,
     /// Rows per page, 1-1000.

@@ -12,7 +12,7 @@ use common::*;
 use event_backbone::EmbeddedKafka;
 use event_backbone::consumer::EventConsumer;
 use event_backbone::topics::DEBT_CASES;
-use projection::{Projector, ReadModel};
+use projection::{CaseReadModel, Projector};
 use recoup::platform::Services;
 use recoup_proto::v1;
 
@@ -73,7 +73,7 @@ async fn project_some(
     cluster: &str,
     at_least: usize,
 ) -> (usize, usize) {
-    let rm = ReadModel::open(dir).unwrap();
+    let rm = CaseReadModel::open(dir).unwrap();
     let consumer = EventConsumer::new(
         &event_backbone::KafkaConfig::external(brokers),
         "test-projection",
@@ -134,7 +134,7 @@ async fn a_restarted_projection_neither_skips_nor_repeats() {
     for id in &ids {
         assert_eq!(store.republish_after("t", id, 0).await.unwrap(), 2);
     }
-    let rm = ReadModel::open(projection_dir.path()).unwrap();
+    let rm = CaseReadModel::open(projection_dir.path()).unwrap();
     let before = rm.stats("t").unwrap();
     drop(rm);
     let consumer = EventConsumer::new(
@@ -144,7 +144,7 @@ async fn a_restarted_projection_neither_skips_nor_repeats() {
         None,
     )
     .unwrap();
-    let rm = ReadModel::open(projection_dir.path()).unwrap();
+    let rm = CaseReadModel::open(projection_dir.path()).unwrap();
     let projector = Projector::start(rm.clone(), consumer, "c1".into(), DEBT_CASES.name).unwrap();
     let mut duplicates = 0;
     while duplicates < 20 {

@@ -19,8 +19,9 @@ use event_backbone::{EmbeddedKafka, KafkaConfig};
 use export_puller::dataset;
 use export_puller::normalise::{fingerprint, normalise};
 use export_puller::sim::{FaultPlan, SimConfig, Simulator};
+use projection::Projection;
 use projection::deals::DealReadModel;
-use projection::{Projector, ReadModel};
+use projection::{CaseReadModel, Projector};
 use prost::Message;
 use recoup_proto::v1;
 
@@ -168,7 +169,7 @@ async fn a_puller_killed_at_random_points_loses_nothing_and_publishes_nothing_tw
     let host = running.base_url();
 
     let dir = tempfile::tempdir().unwrap();
-    let read_model = ReadModel::open(&dir.path().join("projection")).unwrap();
+    let read_model = CaseReadModel::open(&dir.path().join("projection")).unwrap();
     let deals = DealReadModel::open(&read_model).unwrap();
     let consumer = EventConsumer::new(
         &kafka_config,

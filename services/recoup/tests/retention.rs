@@ -5,6 +5,7 @@
 
 mod common;
 
+use projection::Projection;
 use std::time::Duration;
 
 use common::*;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use projection::Projection;
 use std::time::Duration;
 
 use common::{channel, config, req, start};
@@ -495,7 +496,7 @@ async fn three_hundred_thousand_rows_reach_the_read_model_whole() {
             i % 7,
             1 + i % 9
         );
-        expected[projection::accounts::par_bucket(Some(arrears as i64)) as usize] += 1;
+        expected[paygo_snapshots::par::par_bucket(Some(arrears as i64)) as usize] += 1;
         outstanding_units += (amount * 10_000.0).round() as i64;
     }
     let mut messages = vec![v1::UploadRequest {

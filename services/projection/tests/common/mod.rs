@@ -209,10 +209,10 @@ pub fn line_items(amounts: &[i64]) -> Vec<LineItem> {
 
 /// Opens the read model in `dir` again after it was dropped: sled's background threads let go of
 /// the file lock a moment after the last handle, so a prompt reopen may find it still held.
-pub fn reopen_read_model(dir: &std::path::Path) -> projection::ReadModel {
+pub fn reopen_read_model(dir: &std::path::Path) -> projection::CaseReadModel {
     let mut attempts = 0;
     loop {
-        match projection::ReadModel::open(dir) {
+        match projection::CaseReadModel::open(dir) {
             Ok(read_model) => return read_model,
             Err(error) if attempts < 500 && error.to_string().contains("acquire lock") => {
                 attempts += 1;

@@ -1,0 +1,86 @@
+//! Keys of the case read model's tree, and the upgrade of a tree written before the key codec.
+
+use debt_cases::CaseState;
+use recoup_keys::{Key, KeyReader};
+use recoup_proto::convert::state_to_proto;
+
+use crate::kernel::old_offset_or_reject_key;
+
+pub(super) fn state_code(state: CaseState) -> u8 {
+    state_to_proto(state) as i32 as u8
+}
+
+pub(super) fn tenant_prefix(prefix: u8, tenant: &str) -> Key {
+    Key::new(prefix).str(tenant)
+}
+
+// Case ids and currencies end their keys (`last_str`): listings come in the order of their bytes.
+
+pub(super) fn case_key(tenant: &str, case_id: &str) -> Key {
+    tenant_prefix(b'c', tenant).last_str(case_id)
+}
+
+pub(super) fn state_prefix(tenant: &str, state: CaseState) -> Key {
+    tenant_prefix(b's', tenant).u8(state_code(state))
+}
+
+pub(super) fn state_key(tenant: &str, state: CaseState, case_id: &str) -> Key {
+    state_prefix(tenant, state).last_str(case_id)
+}
+
+pub(super) fn stats_key(tenant: &str, state: CaseState, currency: &str) -> Key {
+    tenant_prefix(b't', tenant)
+        .u8(state_code(state))
+        .last_str(currency)
+}
+
+pub(super) fn version_key(tenant: &str, case_id: &str) -> Key {
+    tenant_prefix(b'v', tenant).last_str(case_id)
+}
+
+pub(super) fn pending_key(tenant: &str, case_id: &str, version: u64) -> Key {
+    tenant_prefix(b'p', tenant).str(case_id).u64(version)
+}
+
+pub(super) fn parked_rejected_key(tenant: &str, case_id: &str, version: u64) -> Key {
+    tenant_prefix(b'y', tenant).str(case_id).u64(version)
+}
+
+/// The (tenant, case id) of a `c` or `v` key.
+pub(super) fn tenant_and_case(key: &[u8]) -> Option<(String, String)> {
+    let (&prefix, _) = key.split_first()?;
+    let mut r = KeyReader::new(key, prefix)?;
+    Some((r.str()?.to_owned(), r.last_str()?.to_owned()))
+}
+
+/// The key of layout 2 (the key codec) of a key of layout 1, where the parts were separated by
+/// 0 bytes: `c`/`v` tenant, case; `s`/`t` tenant, state byte, case or currency; `p`/`y`
+/// tenant, case, version (8 bytes); `o`/`x` offsets and rejects.
+pub(super) fn upgraded(key: &[u8]) -> Option<Vec<u8>> {
+    let (&prefix, rest) = key.split_first()?;
+    if matches!(prefix, b'o' | b'x') {
+        return old_offset_or_reject_key(key);
+    }
+    let rest = rest.strip_prefix(&[0])?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let tenant = std::str::from_utf8(&rest[..sep]).ok()?;
+    let rest = &rest[sep + 1..];
+    let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+    let key = match prefix {
+        b'c' | b'v' => tenant_prefix(prefix, tenant).last_str(&text(rest)?),
+        b's' | b't' => {
+            let (&state, rest) = rest.split_first()?;
+            let last = text(rest.strip_prefix(&[0])?)?;
+            tenant_prefix(prefix, tenant).u8(state).last_str(&last)
+        }
+        b'p' | b'y' => {
+            let (case_id, version) = rest.split_at_checked(rest.len().checked_sub(9)?)?;
+            let version = u64::from_be_bytes(version.strip_prefix(&[0])?.try_into().ok()?);
+            tenant_prefix(prefix, tenant)
+                .str(&text(case_id)?)
+                .u64(version)
+        }
+        _ => return None,
+    };
+    Some(key.into_vec())
+}

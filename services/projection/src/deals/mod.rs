@@ -1,0 +1,238 @@
+//! Collections deal read models (D16 rows, docs/domain.md §1 and §4), in one sled tree beside the case
+//! read model (same database), so that a batch's changes and the consumer offsets after it are
+//! one atomic `sled::Batch`.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `d` | tenant, public_id, created_at | revision (u64 BE) + encoded `CollectionsDealObserved`: the latest |
+//! | `g` | tenant, pipeline, deal_stage_id, public_id, created_at | empty: deals by pipeline and stage |
+//! | `h` | tenant, deal_stage_id, public_id, created_at | empty: deals by stage |
+//! | `i` | tenant, due slot, public_id, created_at | empty: deals by dpd_due_date |
+//! | `k` | tenant, public_id, created_at | empty: deals with `do_not_contact = true` |
+//! | `f` | tenant, pipeline, deal_stage_id | funnel: deals (i64 BE) + amount_minor (i64 BE) |
+//! | `u` | tenant, due slot | deals + amount_minor per dpd_due_date |
+//! | `p` | tenant, channel (u8), 0 | deals + amount_minor of broken promises |
+//! | `p` | tenant, channel (u8), 1, PTP day | deals + amount_minor of promises not broken, per PTP day |
+//! | `b` | tenant, public_id | flagged deals of the borrower (u64 BE); present while it is on the DNC list |
+//! | `q` | tenant | sequence of the tenant's last DNC list change (u64 BE) |
+//!
+//! and the offsets and rejects of [`crate::kernel`]. Keys are of `recoup_keys` (strings
+//! length-prefixed, so a key prefix names whole fields; instants and days sort by time). A due
+//! slot is `0` (no readable dpd_due_date) or `1` + the day. Absent pipeline and stage are empty
+//! strings; absent amounts count as 0.
+//!
+//! DPD and PTP status depend on the day asked, so nothing per deal stores them: the totals per
+//! due day and per PTP day answer any as-of day with one scan over distinct days.
+//!
+//! A deal's revision only grows: the same revision again (at-least-once delivery) and older
+//! revisions are duplicates and change nothing; a newer one replaces the deal and moves every
+//! total and index entry from the old content to the new one in the same batch.
+//!
+//! The do-not-contact list changes are published to watchers after the batch that made them is
+//! written and flushed. Applying (through publishing) and subscribing (with reading the list)
+//! take the same lock, so a watcher's snapshot plus the changes it receives are exactly the list.
+
+mod apply;
+mod facts;
+mod keys;
+mod queries;
+mod watch;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use event_backbone::consumer::ReceivedEvent;
+use prost::Message;
+use recoup_proto::v1;
+use tokio::sync::broadcast;
+
+use self::apply::Staged;
+use self::watch::Feed;
+use crate::cases::CaseReadModel;
+use crate::kernel::{
+    BatchOutcome, Projection, ReadModelError, apply_each, decode_counters, encode_counters,
+    stage_offsets, upgrade_offsets_and_rejects,
+};
+
+pub use self::facts::{dpd_days, ptp_status};
+pub use self::queries::{DealFilter, DealPage, ListDealsError, ListPosition};
+pub use self::watch::{
+    DoNotContactChange, DoNotContactList, DoNotContactWatch, ListChange, WatchError,
+};
+pub use collections::{DpdBucket, PtpChannel, PtpStatus};
+
+/// How many applied batches with DNC changes a watcher may fall behind before it must take a
+/// fresh snapshot.
+pub const DEFAULT_FEED_CAPACITY: usize = 1024;
+
+/// Deals and their amount.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DealTotals {
+    /// Deals (their latest revision).
+    pub deals: i64,
+    /// Sum of `amount_minor` (absent counts as 0), minor units.
+    pub amount_minor: i64,
+}
+
+impl DealTotals {
+    fn decode(bytes: &[u8]) -> Self {
+        let [deals, amount_minor] = decode_counters(bytes);
+        Self {
+            deals,
+            amount_minor,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        encode_counters([self.deals, self.amount_minor])
+    }
+
+    // Saturating: absurd amounts give a capped total, never a panic that would stop the
+    // projection on the same batch forever.
+    fn add(&mut self, other: DealTotals) {
+        self.deals = self.deals.saturating_add(other.deals);
+        self.amount_minor = self.amount_minor.saturating_add(other.amount_minor);
+    }
+}
+
+/// One pipeline stage of the funnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunnelStage {
+    /// Empty: deals without a pipeline.
+    pub pipeline: String,
+    /// Empty: deals without a stage.
+    pub deal_stage_id: String,
+    pub totals: DealTotals,
+}
+
+/// The promises of one channel on one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PtpTotals {
+    pub open: DealTotals,
+    pub kept: DealTotals,
+    pub broken: DealTotals,
+}
+
+/// The collections deal read models.
+///
+/// Open it once per database and clone it: the clones share the do-not-contact change feed
+/// (a second `open` has a feed of its own, which the first one's batches never reach).
+#[derive(Clone)]
+pub struct DealReadModel {
+    tree: sled::Tree,
+    feed: Arc<Feed>,
+}
+
+fn corrupt(key: impl AsRef<[u8]>, reason: &str) -> ReadModelError {
+    ReadModelError::corrupt(key, reason)
+}
+
+fn decode_stored(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<(u64, v1::CollectionsDealObserved), ReadModelError> {
+    let revision = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt(key, "deal entry"))?;
+    let deal = v1::CollectionsDealObserved::decode(bytes.get(8..).unwrap_or_default())
+        .map_err(|e| corrupt(key, &e.to_string()))?;
+    Ok((revision, deal))
+}
+
+fn u64_value(bytes: &[u8]) -> u64 {
+    bytes.try_into().map_or(0, u64::from_be_bytes)
+}
+
+impl DealReadModel {
+    /// Opens the deal tree in the database of `cases`.
+    pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
+        Self::open_with_feed_capacity(cases, DEFAULT_FEED_CAPACITY)
+    }
+
+    /// [`DealReadModel::open`] with a feed that keeps `capacity` batches of changes (1 to
+    /// 65,536) for watchers that fall behind.
+    pub fn open_with_feed_capacity(
+        cases: &CaseReadModel,
+        capacity: usize,
+    ) -> Result<Self, ReadModelError> {
+        let (sender, _) = broadcast::channel(capacity.clamp(1, 1 << 16));
+        let tree = cases.db().open_tree("deals")?;
+        upgrade_offsets_and_rejects(&tree)?;
+        Ok(Self {
+            tree,
+            feed: Arc::new(Feed {
+                turn: Mutex::new(()),
+                sender,
+            }),
+        })
+    }
+
+    fn turn(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data, only the order of apply and subscribe: a panic while it was
+        // held leaves nothing to repair.
+        self.feed
+            .turn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Projection for DealReadModel {
+    fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Applies a batch of deal events and records the offsets after them, atomically; then,
+    /// when the do-not-contact list changed, flushes and publishes the changes to watchers.
+    fn apply_batch(
+        &self,
+        cluster: &str,
+        topic: &str,
+        messages: &[ReceivedEvent],
+    ) -> Result<BatchOutcome, ReadModelError> {
+        let _turn = self.turn();
+        let mut staged = Staged::default();
+        let (outcome, next_offsets) = apply_each(
+            cluster,
+            topic,
+            messages,
+            &mut staged,
+            |staged| &mut staged.batch,
+            |bytes, staged| self.apply_message(bytes, staged),
+        )?;
+        let Staged {
+            deals,
+            totals,
+            borrowers,
+            mut batch,
+        } = staged;
+        for (key, deal) in deals {
+            let mut value = Vec::with_capacity(8 + deal.payload.len());
+            value.extend_from_slice(&deal.revision.to_be_bytes());
+            value.extend_from_slice(&deal.payload);
+            batch.insert(key, value);
+        }
+        for (key, totals) in totals {
+            if totals == DealTotals::default() {
+                batch.remove(key);
+            } else {
+                batch.insert(key, totals.encode());
+            }
+        }
+        let changes = self.stage_borrowers(&mut batch, borrowers)?;
+        stage_offsets(&mut batch, cluster, topic, next_offsets);
+        self.tree.apply_batch(batch)?;
+        if !changes.is_empty() {
+            // Watchers act on a change (a borrower may be contacted again): it must survive a
+            // crash before anyone hears of it.
+            self.tree.flush()?;
+            for change in &changes {
+                tracing::debug!(tenant = %change.tenant, sequence = change.sequence, change = ?change.change, "do-not-contact list changed");
+            }
+            // No watcher is no error.
+            let _ = self.feed.sender.send(changes.into());
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,356 @@
+//! gRPC service `recoup.v1.Query` over the read models.
+
+mod deals;
+
+use chrono::NaiveDate;
+use paygo_snapshots::par::PAR_BUCKETS;
+use recoup_proto::convert::{case_to_proto, state_from_proto, state_to_proto};
+use recoup_proto::tenant::tenant_of;
+use recoup_proto::v1;
+use recoup_proto::v1::query_server::{Query, QueryServer};
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::accounts::AccountReadModel;
+use crate::cases::CaseReadModel;
+use crate::deals::DealReadModel;
+use crate::kernel::ReadModelError;
+use recoup_runtime::Clock;
+
+/// Default and largest `ListCases` page.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Messages a `WatchDoNotContact` stream holds for a client that reads slowly, before its
+/// watcher stops taking changes (and, once the feed drops some, sends a fresh snapshot).
+const WATCH_BUFFER: usize = 256;
+
+/// The query API: cases, PAYGo accounts and, with [`Queries::with_deals`], collections deals.
+#[derive(Clone)]
+pub struct Queries {
+    read_model: CaseReadModel,
+    accounts: AccountReadModel,
+    deals: Option<Deals>,
+    shutdown: Option<watch::Receiver<bool>>,
+}
+
+#[derive(Clone)]
+struct Deals {
+    model: DealReadModel,
+    clock: Clock,
+}
+
+impl Deals {
+    fn today(&self) -> NaiveDate {
+        (self.clock)().date_naive()
+    }
+}
+
+impl Queries {
+    pub fn new(read_model: CaseReadModel, accounts: AccountReadModel) -> Self {
+        Self {
+            read_model,
+            accounts,
+            deals: None,
+            shutdown: None,
+        }
+    }
+
+    /// Serves the deal RPCs from `deals`; "today" is `clock`'s UTC day. Without it they answer
+    /// `FAILED_PRECONDITION`.
+    pub fn with_deals(self, deals: DealReadModel, clock: Clock) -> Self {
+        Self {
+            deals: Some(Deals {
+                model: deals,
+                clock,
+            }),
+            ..self
+        }
+    }
+
+    /// Ends every `WatchDoNotContact` stream (with `UNAVAILABLE`) once `shutdown` turns true or
+    /// its sender is dropped, so that a graceful server shutdown does not wait for watchers.
+    pub fn with_shutdown(self, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            shutdown: Some(shutdown),
+            ..self
+        }
+    }
+
+    fn deals(&self) -> Result<&Deals, Status> {
+        self.deals.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this process does not serve the deals read model")
+        })
+    }
+
+    /// The tonic service, ready to be added to a server.
+    pub fn into_server(self) -> QueryServer<Self> {
+        QueryServer::new(self)
+    }
+}
+
+fn internal(error: ReadModelError) -> Status {
+    tracing::error!(%error, "read model failure");
+    Status::internal(format!("read model failure: {error}"))
+}
+
+#[tonic::async_trait]
+impl Query for Queries {
+    type WatchDoNotContactStream = ReceiverStream<Result<v1::DoNotContactUpdate, Status>>;
+
+    async fn get_deal(
+        &self,
+        request: Request<v1::GetDealRequest>,
+    ) -> Result<Response<v1::DealView>, Status> {
+        self.get_deal_query(request).await
+    }
+
+    async fn list_deals(
+        &self,
+        request: Request<v1::ListDealsRequest>,
+    ) -> Result<Response<v1::ListDealsResponse>, Status> {
+        self.list_deals_query(request).await
+    }
+
+    async fn collections_funnel(
+        &self,
+        request: Request<v1::CollectionsFunnelRequest>,
+    ) -> Result<Response<v1::CollectionsFunnelResponse>, Status> {
+        self.collections_funnel_query(request).await
+    }
+
+    async fn ptp_summary(
+        &self,
+        request: Request<v1::PtpSummaryRequest>,
+    ) -> Result<Response<v1::PtpSummaryResponse>, Status> {
+        self.ptp_summary_query(request).await
+    }
+
+    async fn watch_do_not_contact(
+        &self,
+        request: Request<v1::WatchDoNotContactRequest>,
+    ) -> Result<Response<Self::WatchDoNotContactStream>, Status> {
+        self.watch_do_not_contact_query(request).await
+    }
+
+    async fn get_case(
+        &self,
+        request: Request<v1::GetCaseRequest>,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let tenant = tenant_of(&request)?;
+        let case_id = &request.get_ref().case_id;
+        if case_id.is_empty() {
+            return Err(Status::invalid_argument("case_id is required"));
+        }
+        let case = self
+            .read_model
+            .case(&tenant, case_id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("case {case_id} not found")))?;
+        Ok(Response::new(v1::CaseReply {
+            case: Some(case_to_proto(&case)),
+        }))
+    }
+
+    async fn list_cases(
+        &self,
+        request: Request<v1::ListCasesRequest>,
+    ) -> Result<Response<v1::ListCasesResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let r = request.get_ref();
+        let state = match r.state {
+            0 => None,
+            n => Some(state_from_proto(n).ok_or_else(|| {
+                Status::invalid_argument(format!("state {n} is not a case state"))
+            })?),
+        };
+        let page_size = page_size(r.page_size)?;
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(decode_page_token(token)?),
+        };
+        // One more than asked tells whether another page follows.
+        let mut cases = self
+            .read_model
+            .list_cases(&tenant, state, after.as_deref(), page_size + 1)
+            .map_err(internal)?;
+        let next_page_token = if cases.len() > page_size {
+            cases.truncate(page_size);
+            cases
+                .last()
+                .map(|c| encode_page_token(&c.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListCasesResponse {
+            cases: cases.iter().map(case_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn case_stats(
+        &self,
+        request: Request<v1::CaseStatsRequest>,
+    ) -> Result<Response<v1::CaseStatsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let rows = self.read_model.stats(&tenant).map_err(internal)?;
+        let mut states: Vec<v1::StateStats> = Vec::new();
+        for (state, currency, totals) in rows {
+            let code = state_to_proto(state) as i32;
+            if states.last().is_none_or(|s| s.state != code) {
+                states.push(v1::StateStats {
+                    state: code,
+                    count: 0,
+                    totals: Vec::new(),
+                });
+            }
+            if let Some(s) = states.last_mut() {
+                s.count += totals.count.max(0) as u64;
+                s.totals.push(v1::CurrencyTotal {
+                    currency,
+                    amount_minor: totals.amount_minor,
+                    collected_minor: totals.collected_minor,
+                });
+            }
+        }
+        Ok(Response::new(v1::CaseStatsResponse { states }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<v1::GetAccountRequest>,
+    ) -> Result<Response<v1::AccountSnapshot>, Status> {
+        let tenant = tenant_of(&request)?;
+        let uid = &request.get_ref().account_uid;
+        if uid.is_empty() {
+            return Err(Status::invalid_argument("account_uid is required"));
+        }
+        let snapshot = self
+            .accounts
+            .account(&tenant, uid)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("account {uid} not found")))?;
+        Ok(Response::new(snapshot))
+    }
+
+    async fn list_account_snapshots(
+        &self,
+        request: Request<v1::ListAccountSnapshotsRequest>,
+    ) -> Result<Response<v1::ListAccountSnapshotsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let r = request.get_ref();
+        if r.account_uid.is_empty() {
+            return Err(Status::invalid_argument("account_uid is required"));
+        }
+        let page_size = page_size(r.page_size)?;
+        let mut from = optional_date("from", &r.from)?;
+        if !r.page_token.is_empty() {
+            let after = r
+                .page_token
+                .strip_prefix(PAGE_TOKEN_PREFIX)
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| {
+                    Status::invalid_argument("page_token is not one this service issued")
+                })?;
+            from = after.succ_opt();
+        }
+        let to = optional_date("to", &r.to)?;
+        let mut series = self
+            .accounts
+            .series(&tenant, &r.account_uid, from, to, page_size + 1)
+            .map_err(internal)?;
+        let next_page_token = if series.len() > page_size {
+            series.truncate(page_size);
+            series
+                .last()
+                .map(|(date, _)| format!("{PAGE_TOKEN_PREFIX}{}", date.format("%Y-%m-%d")))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAccountSnapshotsResponse {
+            snapshots: series.into_iter().map(|(_, s)| s).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn portfolio_par(
+        &self,
+        request: Request<v1::PortfolioParRequest>,
+    ) -> Result<Response<v1::PortfolioParResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let date = optional_date("snapshot_date", &request.get_ref().snapshot_date)?
+            .ok_or_else(|| Status::invalid_argument("snapshot_date is required (YYYY-MM-DD)"))?;
+        let totals = self.accounts.par(&tenant, date).map_err(internal)?;
+        let mut response = v1::PortfolioParResponse {
+            snapshot_date: date.format("%Y-%m-%d").to_string(),
+            ..Default::default()
+        };
+        let mut over_30 = 0i64;
+        let mut outstanding = 0i64;
+        for ((name, min, max), t) in PAR_BUCKETS.iter().zip(&totals) {
+            response.buckets.push(v1::ParBucket {
+                bucket: (*name).to_owned(),
+                min_days: *min,
+                max_days: max.unwrap_or(0),
+                accounts: t.accounts.max(0) as u64,
+                outstanding: t.outstanding(),
+            });
+            response.accounts += t.accounts.max(0) as u64;
+            outstanding += t.outstanding_units;
+            if *min > 30 && *name != "unknown" {
+                over_30 += t.outstanding_units;
+            }
+        }
+        response.outstanding = outstanding as f64 / 10_000.0;
+        response.par30_ratio = if outstanding > 0 {
+            over_30 as f64 / outstanding as f64
+        } else {
+            0.0
+        };
+        Ok(Response::new(response))
+    }
+}
+
+fn page_size(asked: u32) -> Result<usize, Status> {
+    Ok(match asked {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n > MAX_PAGE_SIZE => {
+            return Err(Status::invalid_argument(format!(
+                "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
+            )));
+        }
+        n => n,
+    } as usize)
+}
+
+fn optional_date(field: &str, text: &str) -> Result<Option<NaiveDate>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| {
+            Status::invalid_argument(format!("{field} {text:?} is not a date (YYYY-MM-DD)"))
+        })
+}
+
+const PAGE_TOKEN_PREFIX: &str = "after:";
+
+fn encode_page_token(case_id: &str) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{case_id}")
+}
+
+fn decode_page_token(token: &str) -> Result<String, Status> {
+    token
+        .strip_prefix(PAGE_TOKEN_PREFIX)
+        .filter(|id| !id.is_empty() && !id.contains('\0'))
+        .map(str::to_owned)
+        .ok_or_else(|| Status::invalid_argument("page_token is not one this service issued"))
+}
+
+fn not_issued() -> Status {
+    Status::invalid_argument("page_token is not one this service issued")
+}

@@ -1,0 +1,277 @@
+//! What every read model shares: the [`Projection`] trait the consumer loop drives, a batch of
+//! messages applied one by one into staged changes, and the consumer offsets after the batch
+//! written in the same atomic `sled::Batch` as those changes. A message that cannot be applied
+//! is kept with its reason, never dropped.
+//!
+//! Every read model keeps these entries in its own tree (keys of `recoup_keys`):
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `o` | cluster id, topic, partition (i32) | next offset to read (i64 BE) |
+//! | `x` | cluster id, topic, partition (i32), offset (i64) | the reason, a 0 byte, the message |
+//! | `~layout` | | the layout of the tree's keys (u32 BE; absent: 1, parts separated by 0 bytes) |
+
+use std::collections::BTreeMap;
+
+use event_backbone::consumer::ReceivedEvent;
+use recoup_keys::Key;
+
+/// A technical failure of a read model.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    #[error("read model I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("read model entry {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl ReadModelError {
+    /// An entry of `key` that does not read as what it should be.
+    pub fn corrupt(key: impl AsRef<[u8]>, reason: &str) -> Self {
+        ReadModelError::Corrupt {
+            key: String::from_utf8_lossy(key.as_ref()).into_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// What applying one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub applied: usize,
+    /// Already applied (a redelivery or a resend).
+    pub duplicates: usize,
+    /// Arrived before an earlier version of the same case; parked until it comes.
+    pub parked: usize,
+    /// Could not be decoded or applied; kept under `x` with the reason.
+    pub rejected: usize,
+    /// Well-formed events this read model does not keep (deals of datasets other than D16).
+    pub ignored: usize,
+}
+
+/// What one message came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Applied, with this many events (a parked successor may follow its predecessor).
+    Applied(usize),
+    Duplicate,
+    /// Kept until its predecessor arrives.
+    Parked,
+    /// Well-formed, but not for this read model.
+    Ignored,
+    Rejected(String),
+}
+
+/// A read model fed from one topic, keeping its consumer offsets itself.
+pub trait Projection: Send + Sync + 'static {
+    /// The tree holding the read model, its offsets and its rejects.
+    fn tree(&self) -> &sled::Tree;
+
+    /// Applies a batch and records the offsets after it, atomically.
+    fn apply_batch(
+        &self,
+        cluster: &str,
+        topic: &str,
+        messages: &[ReceivedEvent],
+    ) -> Result<BatchOutcome, ReadModelError>;
+
+    /// The next offset to read per partition of `topic` on `cluster` (`None`: the beginning).
+    fn offsets(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, Option<i64>)>, ReadModelError> {
+        partitions
+            .iter()
+            .map(|p| {
+                let next = self
+                    .tree()
+                    .get(offset_key(cluster, topic, *p))?
+                    .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes));
+                Ok((*p, next))
+            })
+            .collect()
+    }
+
+    /// Makes everything durable.
+    fn flush(&self) -> Result<(), ReadModelError> {
+        self.tree().flush()?;
+        Ok(())
+    }
+
+    /// Messages kept because they could not be applied.
+    fn rejected_count(&self) -> usize {
+        self.tree().scan_prefix(b"x").count()
+    }
+}
+
+fn offset_key(cluster: &str, topic: &str, partition: i32) -> Key {
+    Key::new(b'o').str(cluster).str(topic).i32(partition)
+}
+
+fn reject_key(cluster: &str, topic: &str, partition: i32, offset: i64) -> Key {
+    Key::new(b'x')
+        .str(cluster)
+        .str(topic)
+        .i32(partition)
+        .i64(offset)
+}
+
+/// Applies every message in order with `apply`, counts the outcomes, stages each reject in the
+/// batch `batch_of` finds in the staged changes; returns the outcome and the next offset to read
+/// per partition.
+pub fn apply_each<S>(
+    cluster: &str,
+    topic: &str,
+    messages: &[ReceivedEvent],
+    staged: &mut S,
+    batch_of: impl Fn(&mut S) -> &mut sled::Batch,
+    mut apply: impl FnMut(&[u8], &mut S) -> Result<Step, ReadModelError>,
+) -> Result<(BatchOutcome, BTreeMap<i32, i64>), ReadModelError> {
+    let mut outcome = BatchOutcome::default();
+    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    for message in messages {
+        next_offsets.insert(message.partition, message.offset + 1);
+        match apply(&message.value, staged)? {
+            Step::Applied(n) => outcome.applied += n,
+            Step::Duplicate => outcome.duplicates += 1,
+            Step::Parked => outcome.parked += 1,
+            Step::Ignored => outcome.ignored += 1,
+            Step::Rejected(reason) => {
+                outcome.rejected += 1;
+                stage_reject(batch_of(staged), cluster, topic, message, reason);
+            }
+        }
+    }
+    Ok((outcome, next_offsets))
+}
+
+/// Adds the offsets after a batch to its sled batch.
+pub fn stage_offsets(
+    batch: &mut sled::Batch,
+    cluster: &str,
+    topic: &str,
+    next_offsets: BTreeMap<i32, i64>,
+) {
+    for (partition, next) in next_offsets {
+        batch.insert(
+            offset_key(cluster, topic, partition).into_vec(),
+            &next.to_be_bytes(),
+        );
+    }
+}
+
+/// Keeps a message that cannot be applied under `x`, with the reason, and logs it.
+pub fn stage_reject(
+    batch: &mut sled::Batch,
+    cluster: &str,
+    topic: &str,
+    message: &ReceivedEvent,
+    reason: String,
+) {
+    tracing::error!(
+        topic, partition = message.partition, offset = message.offset, %reason,
+        "event cannot be applied; kept in the read model's rejects"
+    );
+    batch.insert(
+        reject_key(cluster, topic, message.partition, message.offset).into_vec(),
+        reason_and(reason, &message.value),
+    );
+}
+
+/// The value of a kept reject: the reason, a 0 byte, the bytes that could not be applied.
+pub fn reason_and(reason: String, bytes: &[u8]) -> Vec<u8> {
+    let mut value = reason.into_bytes();
+    value.push(0);
+    value.extend_from_slice(bytes);
+    value
+}
+
+/// `N` counters (i64 BE each) in one value: the totals the read models keep. Missing bytes
+/// read as 0.
+pub fn decode_counters<const N: usize>(bytes: &[u8]) -> [i64; N] {
+    std::array::from_fn(|i| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_be_bytes)
+    })
+}
+
+pub fn encode_counters<const N: usize>(counters: [i64; N]) -> Vec<u8> {
+    counters.iter().flat_map(|c| c.to_be_bytes()).collect()
+}
+
+/// Where a tree records the layout of its keys.
+const LAYOUT_KEY: &[u8] = b"~layout";
+/// Keys of the one key codec (`recoup_keys`).
+pub const CODEC_LAYOUT: u32 = 2;
+
+/// The layout of `tree`'s keys; 1 when none is recorded (written before the key codec).
+pub fn layout(tree: &sled::Tree) -> Result<u32, ReadModelError> {
+    Ok(tree
+        .get(LAYOUT_KEY)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+        .unwrap_or(1))
+}
+
+/// Records in `batch` that its tree's keys are of the key codec.
+pub fn stage_codec_layout(batch: &mut sled::Batch) {
+    batch.insert(LAYOUT_KEY, &CODEC_LAYOUT.to_be_bytes());
+}
+
+/// A tree whose own entries were always written with the key codec, but whose offsets and
+/// rejects were not: those are rewritten, in one atomic batch, the first time it is opened.
+pub fn upgrade_offsets_and_rejects(tree: &sled::Tree) -> Result<(), ReadModelError> {
+    if layout(tree)? >= CODEC_LAYOUT {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for prefix in [b'o', b'x'] {
+        for entry in tree.scan_prefix([prefix]) {
+            let (key, value) = entry?;
+            batch.remove(key.clone());
+            match old_offset_or_reject_key(&key) {
+                Some(new) => batch.insert(new, value),
+                None => {
+                    tracing::warn!(key = ?key, "an offset or reject key of no known layout is dropped")
+                }
+            }
+        }
+    }
+    stage_codec_layout(&mut batch);
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// The key codec's key of an offset (`o`) or reject (`x`) key of layout 1: `prefix 0 cluster 0
+/// topic 0 partition(4)` and, for rejects, `0 offset(8)`.
+pub fn old_offset_or_reject_key(key: &[u8]) -> Option<Vec<u8>> {
+    let (&prefix, rest) = key.split_first()?;
+    let rest = rest.strip_prefix(&[0])?;
+    let (names, partition, offset) = match prefix {
+        b'o' => {
+            let (names, partition) = rest.split_at_checked(rest.len().checked_sub(5)?)?;
+            (names, partition.strip_prefix(&[0])?, None)
+        }
+        b'x' => {
+            let (names, tail) = rest.split_at_checked(rest.len().checked_sub(14)?)?;
+            let tail = tail.strip_prefix(&[0])?;
+            let (partition, offset) = tail.split_at(4);
+            (names, partition, Some(offset.strip_prefix(&[0])?))
+        }
+        _ => return None,
+    };
+    let sep = names.iter().position(|b| *b == 0)?;
+    let cluster = std::str::from_utf8(&names[..sep]).ok()?;
+    let topic = std::str::from_utf8(&names[sep + 1..]).ok()?;
+    let partition = i32::from_be_bytes(partition.try_into().ok()?);
+    Some(match offset {
+        None => offset_key(cluster, topic, partition).into_vec(),
+        Some(offset) => {
+            let offset = i64::from_be_bytes(offset.try_into().ok()?);
+            reject_key(cluster, topic, partition, offset).into_vec()
+        }
+    })
+}
