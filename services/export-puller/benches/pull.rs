@@ -17,8 +17,8 @@ use event_backbone::producer::{EventProducer, ProducerSettings};
 use export_puller::client::{ClientConfig, ExportClient, PageRequest, Secret};
 use export_puller::dataset;
 use export_puller::pull::{PullSettings, Puller, Stream};
-use export_puller::sim::{SimConfig, Simulator};
 use export_puller::store::PullStore;
+use export_sim::{SimConfig, Simulator};
 
 // The allocator the recoup binary uses.
 #[global_allocator]

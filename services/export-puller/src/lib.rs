@@ -12,8 +12,6 @@
 //! - [`readback`]: a stream's own events read back from the topic at start.
 //! - [`schedule`]: many streams, once or continuously, with a bound.
 //! - [`sources`]: the sources file.
-//! - [`sim`]: a simulator of the export API for the tests, `recoup export-sim` and
-//!   `recoup up --demo`.
 
 pub mod client;
 pub mod dataset;
@@ -22,6 +20,5 @@ pub mod page;
 pub mod pull;
 pub mod readback;
 pub mod schedule;
-pub mod sim;
 pub mod sources;
 pub mod store;

@@ -355,3 +355,40 @@ proptest::proptest! {
         proptest::prop_assert_eq!(parse_dmy(&day.format("%d/%m/%Y").to_string()), Some(day));
     }
 }
+
+fn sim_config(rows: usize) -> export_sim::SimConfig {
+    export_sim::SimConfig {
+        rows,
+        ..export_sim::SimConfig::default()
+    }
+}
+
+/// The simulated vendor writes rows this normaliser takes, and malformed ones it refuses.
+#[test]
+fn simulated_malformed_rows_are_refused_by_the_normaliser_and_the_rest_accepted() {
+    let sim = export_sim::Simulator::new(export_sim::SimConfig {
+        malformed_share: 0.1,
+        ..sim_config(5_000)
+    });
+    sim.mutate(1_000);
+    sim.add_rows(1_000);
+    let rows = sim.latest();
+    let d16 = d16();
+    let refused: Vec<&Value> = rows
+        .iter()
+        .filter(|r| normalise(&d16, r).is_err())
+        .collect();
+    let share = refused.len() as f64 / rows.len() as f64;
+    assert!(
+        (0.07..0.13).contains(&share),
+        "about 10% malformed: {share}"
+    );
+
+    let clean = export_sim::Simulator::new(sim_config(5_000));
+    clean.mutate(1_000);
+    clean.add_rows(1_000);
+    for row in clean.latest() {
+        let normalised = normalise(&d16, &row);
+        assert!(normalised.is_ok(), "{row}: {normalised:?}");
+    }
+}

@@ -15,8 +15,8 @@ use export_puller::dataset::{self, Dataset};
 use export_puller::normalise::{fingerprint, normalise};
 use export_puller::pull::{PullError, Stream};
 use export_puller::schedule::{self, Mode};
-use export_puller::sim::{FaultPlan, SimConfig, Simulator};
 use export_puller::store::StreamId;
+use export_sim::{FaultPlan, SimConfig, Simulator};
 use recoup_proto::v1;
 use tokio::sync::watch;
 

@@ -17,9 +17,9 @@ use export_puller::client::{ClientConfig, DEFAULT_LIMIT, MAX_LIMIT, Secret};
 use export_puller::dataset;
 use export_puller::pull::{PullSettings, Puller};
 use export_puller::schedule::{self, Mode};
-use export_puller::sim::{FaultPlan, SimConfig, Simulator};
 use export_puller::sources::{self, Source, Sources};
 use export_puller::store::PullStore;
+use export_sim::{FaultPlan, SimConfig, Simulator};
 use tokio::sync::watch;
 
 use crate::wait_for_signal;
@@ -449,7 +449,7 @@ pub fn spawn_changes(
 /// The simulated vendor of `recoup up --demo`; stops when dropped.
 pub struct Demo {
     pub url: String,
-    _running: export_puller::sim::RunningSim,
+    _running: export_sim::RunningSim,
     changes: Option<tokio::task::JoinHandle<()>>,
 }
 

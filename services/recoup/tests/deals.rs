@@ -13,8 +13,8 @@ use common::*;
 use export_puller::client::{ClientConfig, RetryPolicy, Secret};
 use export_puller::dataset;
 use export_puller::normalise::{Normalised, fingerprint, normalise};
-use export_puller::sim::{RunningSim, SimConfig, Simulator};
 use export_puller::sources::{Source, Sources};
+use export_sim::{RunningSim, SimConfig, Simulator};
 use recoup_proto::v1;
 use tempfile::TempDir;
 

@@ -18,7 +18,7 @@ use event_backbone::topics::{COLLECTIONS_DEALS, REJECTS, TopicSpec};
 use event_backbone::{EmbeddedKafka, KafkaConfig};
 use export_puller::dataset;
 use export_puller::normalise::{fingerprint, normalise};
-use export_puller::sim::{FaultPlan, SimConfig, Simulator};
+use export_sim::{FaultPlan, SimConfig, Simulator};
 use projection::Projection;
 use projection::deals::DealReadModel;
 use projection::{CaseReadModel, Projector};

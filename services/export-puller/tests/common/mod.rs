@@ -14,8 +14,8 @@ use event_backbone::{EmbeddedKafka, KafkaConfig};
 use export_puller::client::{ClientConfig, ExportClient, RetryPolicy, Secret};
 use export_puller::dataset;
 use export_puller::pull::{PullSettings, Puller, Stream};
-use export_puller::sim::{RunningSim, SimConfig, Simulator};
 use export_puller::store::PullStore;
+use export_sim::{RunningSim, SimConfig, Simulator};
 use prost::Message;
 use recoup_proto::v1;
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use export_puller::sim::{FaultPlan, RunningSim, SimConfig, Simulator};
+use export_sim::{FaultPlan, RunningSim, SimConfig, Simulator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -678,39 +678,6 @@ async fn mutate_moves_rows_past_every_updated_at_and_keeps_their_key() {
     let grown = sim.latest();
     assert_eq!(grown.len(), 540);
     assert_unique_keys(&grown);
-}
-
-#[tokio::test]
-async fn malformed_rows_are_refused_by_the_normaliser_and_the_rest_accepted() {
-    use export_puller::dataset::d16;
-    use export_puller::normalise::normalise;
-
-    let sim = Simulator::new(SimConfig {
-        malformed_share: 0.1,
-        ..config(5_000)
-    });
-    sim.mutate(1_000);
-    sim.add_rows(1_000);
-    let rows = sim.latest();
-    assert_unique_keys(&rows);
-    let d16 = d16();
-    let refused: Vec<&Value> = rows
-        .iter()
-        .filter(|r| normalise(&d16, r).is_err())
-        .collect();
-    let share = refused.len() as f64 / rows.len() as f64;
-    assert!(
-        (0.07..0.13).contains(&share),
-        "about 10% malformed: {share}"
-    );
-
-    let clean = Simulator::new(config(5_000));
-    clean.mutate(1_000);
-    clean.add_rows(1_000);
-    for row in clean.latest() {
-        let normalised = normalise(&d16, &row);
-        assert!(normalised.is_ok(), "{row}: {normalised:?}");
-    }
 }
 
 #[tokio::test]
