@@ -12,6 +12,8 @@
 //! - [`readback`]: a stream's own events read back from the topic at start.
 //! - [`schedule`]: many streams, once or continuously, with a bound.
 //! - [`sources`]: the sources file.
+//! - [`recovery`]: after a crash in embedded mode, what the read models lack is pulled again.
+//! - [`service`]: all of it started in a process.
 
 pub mod client;
 pub mod dataset;
@@ -19,6 +21,8 @@ pub mod normalise;
 pub mod page;
 pub mod pull;
 pub mod readback;
+pub mod recovery;
 pub mod schedule;
+pub mod service;
 pub mod sources;
 pub mod store;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::pull::{CycleReport, PullError, Puller, Stream, stopped};
+use recoup_runtime::shutdown::stopped;
+
+use crate::pull::{CycleReport, PullError, Puller, Stream};
 use crate::store::StreamId;
 
 /// How often streams are pulled.

@@ -5,7 +5,7 @@
 //! offsets after the batch in one atomic `sled::Batch`, skipping what was applied before. The
 //! read models: [`cases::CaseReadModel`] (debt cases), [`accounts::AccountReadModel`] (PAYGo
 //! snapshots) and [`deals::DealReadModel`] (collections deals), each a tree of one database.
-//! [`grpc::Queries`] serves `recoup.v1.Query`.
+//! [`grpc::Queries`] serves `recoup.v1.Query`; [`service`] starts all of it in a process.
 
 pub mod accounts;
 pub mod cases;
@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod deals;
 pub mod grpc;
 pub mod kernel;
+pub mod service;
 
 pub use accounts::AccountReadModel;
 pub use cases::{CaseReadModel, Totals};

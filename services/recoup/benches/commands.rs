@@ -136,9 +136,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (latencies, elapsed, groups, requests, event_bytes) = runtime.block_on(async {
         let mut config = PlatformConfig::new(dir.path().to_path_buf());
-        config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
         let p = platform::start(config).await.unwrap();
-        let channel = Channel::from_shared(format!("http://{}", p.grpc_addr))
+        let channel = Channel::from_shared(format!("http://{}", p.grpc_addr.unwrap()))
             .unwrap()
             .connect()
             .await

@@ -1,6 +1,8 @@
 //! The recoup binary's library half: the composition root ([`platform`]) that runs services in
 //! one process, and the configuration it reads ([`settings`]). `main.rs` is the command line.
 
+mod kafka;
 pub mod metrics;
 pub mod platform;
+mod serve;
 pub mod settings;

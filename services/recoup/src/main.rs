@@ -1,6 +1,7 @@
 //! `recoup`: runs the platform (all services in one process, or each alone) and talks to it.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ struct RunArgs {
     #[arg(
         long,
         env = "RECOUP_CONSUMER_GROUP",
-        default_value = recoup::platform::DEFAULT_CONSUMER_GROUP
+        default_value = projection::service::DEFAULT_CONSUMER_GROUP
     )]
     consumer_group: String,
     /// JSON file with collector configurations (see README); unset: one default configuration
@@ -336,7 +337,7 @@ async fn health(server: String, service: String) -> anyhow::Result<std::process:
 /// --demo.
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = platform_config(args.run, Services::ALL)?;
-    config.pull = args.pull.sources()?;
+    config.pull = args.pull.sources()?.map(pull_cli::continuously);
     let mut demo = None;
     if args.demo {
         if config.pull.is_some() {
@@ -345,22 +346,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             );
         }
         let (sources, sim) = pull_cli::start_demo(args.demo_rows).await?;
-        config.pull = Some(sources);
+        config.pull = Some(pull_cli::continuously(sources));
         demo = Some(sim);
     }
     let running = platform::start(config).await?;
     println!("{}", running.ready_line());
-    if let Some(demo) = &demo {
+    if let (Some(demo), Some(grpc)) = (&demo, running.grpc_addr) {
         println!(
-            "demo: export simulator at {} pulled as tenant demo (try: grpcurl -plaintext -H 'x-recoup-tenant: demo' {} recoup.v1.Query/CollectionsFunnel)",
-            demo.url, running.grpc_addr
+            "demo: export simulator at {} pulled as tenant demo (try: grpcurl -plaintext -H 'x-recoup-tenant: demo' {grpc} recoup.v1.Query/CollectionsFunnel)",
+            demo.url
         );
     }
     wait_for_signal().await?;
-    tracing::info!("shutting down: draining the outbox, committing offsets");
-    running.shutdown().await?;
+    stop(running).await?;
     drop(demo);
-    tracing::info!("stopped");
     Ok(())
 }
 
@@ -369,6 +368,10 @@ async fn serve(args: RunArgs, services: Services) -> anyhow::Result<()> {
     let running = platform::start(config).await?;
     println!("{}", running.ready_line());
     wait_for_signal().await?;
+    stop(running).await
+}
+
+async fn stop(running: platform::RunningPlatform) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining the outbox, committing offsets");
     running.shutdown().await?;
     tracing::info!("stopped");
@@ -383,17 +386,18 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
         );
     }
     let mut config = PlatformConfig::new(args.data_dir);
-    config.grpc_addr = args.grpc_addr;
+    config.grpc_addr = Some(args.grpc_addr);
     config.http_addr = Some(args.http_addr);
-    config.rate_limit_per_minute = args.rate_limit_per_minute;
     config.kafka_brokers = args.kafka_brokers;
     config.kafka_properties = args.kafka_properties;
-    config.consumer_group = args.consumer_group;
     config.services = services;
-    config.max_upload_bytes = args.max_upload_bytes;
-    config.timeout_check_interval = Duration::from_secs(args.timeout_check_seconds.max(1));
+    config.projection.consumer_group = args.consumer_group;
+    config.importer.max_upload_bytes = args.max_upload_bytes;
+    config.importer.rate_limit_per_minute = NonZeroU32::new(args.rate_limit_per_minute)
+        .context("the rate limit must allow at least 1 request per minute")?;
+    config.cases.timeout_check_interval = Duration::from_secs(args.timeout_check_seconds.max(1));
     if let Some(path) = &args.collectors_file {
-        config.collectors = load_collectors(path)?;
+        config.cases.collectors = load_collectors(path)?;
     }
     Ok(config)
 }

@@ -11,16 +11,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use event_backbone::KafkaConfig;
-use event_backbone::producer::{EventProducer, ProducerSettings};
 use export_puller::client::{ClientConfig, DEFAULT_LIMIT, MAX_LIMIT, Secret};
 use export_puller::dataset;
-use export_puller::pull::{PullSettings, Puller};
-use export_puller::schedule::{self, Mode};
+use export_puller::pull::PullSettings;
+use export_puller::schedule;
 use export_puller::sources::{self, Source, Sources};
-use export_puller::store::PullStore;
+
 use export_sim::{FaultPlan, SimConfig, Simulator};
-use tokio::sync::watch;
+use recoup::platform::{self, PlatformConfig, Services};
 
 use crate::wait_for_signal;
 
@@ -167,92 +165,51 @@ pub struct PullArgs {
     pub source: SourceArgs,
 }
 
-/// `recoup pull`: the puller alone, against an external Kafka.
+/// The puller's settings for `sources`, pulled every poll interval.
+pub fn continuously(sources: Sources) -> export_puller::service::Settings {
+    export_puller::service::Settings {
+        sources,
+        once: false,
+        pull: PullSettings::default(),
+    }
+}
+
+/// `recoup pull`: the puller alone, against an external Kafka, through the same start as in
+/// `recoup up`.
 pub async fn run_pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let sources = args.source.sources()?.context(
         "nothing to pull: give --api-host with --lender, --email and a password, or --sources-file",
     )?;
-    let mut kafka = KafkaConfig::external(args.kafka_brokers.clone());
-    kafka.properties = args.kafka_properties.clone();
-    let dir = args.data_dir.join("export-puller");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    let store = PullStore::open(&dir).context("opening the puller's store")?;
-    let puller_only = recoup::platform::Services {
+    let mut config = PlatformConfig::new(args.data_dir);
+    config.services = Services {
         export_puller: true,
-        ..recoup::platform::Services::NONE
+        ..Services::NONE
     };
-    recoup::platform::require_topics(&kafka, puller_only).await?;
-    let cluster_id = recoup::platform::cluster_id_of(&kafka).await?;
-    let producer =
-        EventProducer::new(&kafka, &ProducerSettings::default(), None).context("kafka producer")?;
-    let puller = Arc::new(Puller::new(
-        store.clone(),
-        Arc::new(producer),
-        kafka.clone(),
-        cluster_id,
-        Arc::new(chrono::Utc::now),
-        PullSettings::default(),
-    ));
-    let streams = recoup::platform::streams(&sources)?;
-    tracing::info!(
-        brokers = %kafka.brokers,
-        streams = streams.len(),
-        once = args.once,
-        sources = ?sources.sources.iter().map(|s| (&s.tenant, &s.client)).collect::<Vec<_>>(),
-        "pulling"
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    if let Some(addr) = args.metrics_addr {
-        // recoup_kafka_up, as the other services report it.
-        let _probe = event_backbone::reachability::watch_cluster(
-            &kafka,
-            event_backbone::topics::COLLECTIONS_DEALS.name,
-            Default::default(),
-            stop_rx.clone(),
-        )
-        .context("kafka client")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (metrics)"))?;
-        tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
-        let router =
-            axum::Router::new().route("/metrics", axum::routing::get(recoup::metrics::serve));
-        let mut stop = stop_rx.clone();
-        tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .into_future(),
-        );
-    }
-    let mode = if args.once {
-        Mode::Once
-    } else {
-        Mode::Every(sources.poll_interval)
-    };
-    let mut run = tokio::spawn(schedule::run(
-        puller.clone(),
-        streams,
-        mode,
-        sources.max_concurrent,
-        stop_rx,
-    ));
-    let outcomes = tokio::select! {
-        outcomes = &mut run => outcomes?,
+    config.grpc_addr = None;
+    config.http_addr = None;
+    config.metrics_addr = args.metrics_addr;
+    config.kafka_brokers = Some(args.kafka_brokers);
+    config.kafka_properties = args.kafka_properties;
+    config.pull = Some(export_puller::service::Settings {
+        once: args.once,
+        ..continuously(sources)
+    });
+    let mut running = platform::start(config).await?;
+    // Stdout carries the outcome of each stream; the readiness goes to the log.
+    tracing::info!(ready = %running.ready_line(), once = args.once, "pulling");
+    tokio::select! {
+        () = running.pulls_finished(), if args.once => {}
         signal = wait_for_signal() => {
             signal?;
             tracing::info!("stopping: every pull stops after the page in flight");
-            let _ = stop_tx.send(true);
-            run.await?
         }
-    };
-    finish(&store, outcomes)
+    }
+    let outcomes = running.shutdown().await?;
+    Ok(report(outcomes))
 }
 
-fn finish(store: &PullStore, outcomes: Vec<schedule::StreamOutcome>) -> anyhow::Result<ExitCode> {
-    store.flush().context("flushing the puller's store")?;
+/// One line per stream on stdout (errors on stderr); failure when any stream failed.
+fn report(outcomes: Vec<schedule::StreamOutcome>) -> ExitCode {
     let mut failed = false;
     for outcome in outcomes {
         match outcome.result {
@@ -275,11 +232,11 @@ fn finish(store: &PullStore, outcomes: Vec<schedule::StreamOutcome>) -> anyhow::
             }
         }
     }
-    Ok(if failed {
+    if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 #[derive(Args, Clone, Debug)]

@@ -21,7 +21,7 @@ async fn events_appended_before_a_crash_reach_the_read_model_once() {
     let dir = tempfile::tempdir().unwrap();
     // First run: the relay never publishes, as if the process died right after the appends.
     let mut first = config(dir.path());
-    first.relay_enabled = false;
+    first.cases.relay = false;
     let p = start(first).await;
     let (mut cases, _) = clients(&p).await;
     let mut expected = HashMap::new();

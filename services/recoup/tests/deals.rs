@@ -32,7 +32,8 @@ fn sim_config(rows: usize) -> SimConfig {
     }
 }
 
-fn sources(running: &RunningSim, sim: &SimConfig) -> Sources {
+/// Pulls of the simulator, every 100 ms.
+fn sources(running: &RunningSim, sim: &SimConfig) -> export_puller::service::Settings {
     let mut client = ClientConfig::new(
         &running.base_url(),
         &sim.lender,
@@ -44,7 +45,7 @@ fn sources(running: &RunningSim, sim: &SimConfig) -> Sources {
         base_backoff: Duration::from_millis(5),
         ..RetryPolicy::default()
     };
-    Sources {
+    let sources = Sources {
         poll_interval: Duration::from_millis(100),
         max_concurrent: 1,
         sources: vec![Source {
@@ -53,6 +54,11 @@ fn sources(running: &RunningSim, sim: &SimConfig) -> Sources {
             datasets: vec![Arc::new(dataset::d16())],
             limit: 500,
         }],
+    };
+    export_puller::service::Settings {
+        sources,
+        once: false,
+        pull: Default::default(),
     }
 }
 
@@ -241,7 +247,7 @@ async fn deals_lost_with_the_embedded_broker_are_pulled_again() {
     sim.mutate(60);
     sim.add_rows(20);
     let mut cfg = with_pull();
-    cfg.deal_projection_enabled = false;
+    cfg.projection.deals = false;
     cfg.drain_timeout = Duration::from_millis(300);
     let platform = start(cfg).await;
     let store = platform.pull_store().unwrap().clone();

@@ -323,7 +323,7 @@ async fn serves_health_and_reflection() {
 async fn a_case_processing_past_its_timeout_is_failed() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    c.collectors = recoup::settings::parse_collectors(
+    c.cases.collectors = recoup::settings::parse_collectors(
         r#"{"default":"quick","collectors":[{"id":"quick","environments":["TEST"],
             "skip_review":true,"processing_timeout_seconds":1}]}"#,
     )

@@ -484,7 +484,7 @@ async fn refusals_are_json_with_the_right_status() {
 async fn a_body_over_the_limit_is_refused_and_nothing_is_imported() {
     let dir = TempDir::new().unwrap();
     let mut cfg = config(dir.path());
-    cfg.max_upload_bytes = 1024;
+    cfg.importer.max_upload_bytes = 1024;
     let platform = start(cfg).await;
     let http = platform.http_addr.unwrap();
     let mut big = String::from("snapshot_date,account_external_id\n");
@@ -579,7 +579,7 @@ async fn bodies_larger_than_axums_default_limit_are_taken() {
 async fn tenants_past_their_budget_are_told_when_to_retry_over_http_and_grpc() {
     let dir = TempDir::new().unwrap();
     let mut cfg = config(dir.path());
-    cfg.rate_limit_per_minute = 5;
+    cfg.importer.rate_limit_per_minute = std::num::NonZeroU32::new(5).unwrap();
     let platform = start(cfg).await;
     let http = platform.http_addr.unwrap();
     let mut imports = SnapshotImportsClient::new(channel(&platform).await);
@@ -673,7 +673,7 @@ async fn the_default_budget_refuses_request_301() {
     let mut cfg = config(dir.path());
     // The limiter's time stands still: "within a minute" holds however slow this machine is.
     let clock = LimiterClock::manual();
-    cfg.rate_limit_clock = clock.clone();
+    cfg.importer.rate_limit_clock = clock.clone();
     let platform = start(cfg).await;
     let http = platform.http_addr.unwrap();
 

@@ -450,7 +450,7 @@ async fn rows_batches_reports_and_refusals() {
 async fn an_upload_over_the_limit_is_refused_and_imports_nothing() {
     let dir = TempDir::new().unwrap();
     let mut cfg = config(dir.path());
-    cfg.max_upload_bytes = 1024;
+    cfg.importer.max_upload_bytes = 1024;
     let platform = start(cfg).await;
     let mut imports = SnapshotImportsClient::new(channel(&platform).await);
     let mut csv = HEADER.to_owned();
@@ -600,7 +600,7 @@ async fn snapshots_lost_with_the_embedded_broker_are_imported_by_the_same_upload
 
     // Run 2: revision 3 is acknowledged by the embedded broker but never projected.
     let mut cfg = config(dir.path());
-    cfg.account_projection_enabled = false;
+    cfg.projection.accounts = false;
     cfg.drain_timeout = Duration::from_millis(500);
     let platform = start(cfg).await;
     let mut imports = SnapshotImportsClient::new(channel(&platform).await);

@@ -1,5 +1,5 @@
 //! PAYGo account snapshots from files and an API: every row validated, accepted rows published
-//! as `AccountSnapshotRecorded`, rejected rows kept with their reasons (issue #3).
+//! as `AccountSnapshotRecorded`, rejected rows kept with their reasons.
 //!
 //! - [`readers`]: CSV, XLSX and JSON files → rows, streaming.
 //! - [`import`]: the import pipeline (validate, detect unchanged rows, publish, remember).
@@ -8,6 +8,7 @@
 //! - [`http`]: the same over HTTP and JSON (axum), plus the errors of an import as CSV.
 //! - [`limits`]: requests per minute per tenant, one budget for both front ends.
 //! - [`reports`]: paging a report's errors, the same for both front ends.
+//! - [`service`]: all of it started in a process, with its health while Kafka is away.
 //! - [`store`]: what the importer remembers (content fingerprints, reports, errors) in sled.
 
 pub mod filter;
@@ -17,5 +18,6 @@ pub mod import;
 pub mod limits;
 pub mod readers;
 pub mod reports;
+pub mod service;
 pub mod store;
 pub mod upload;

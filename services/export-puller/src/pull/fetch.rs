@@ -1,7 +1,6 @@
 //! Asking for pages: the next page is requested while the current one is published, and every
 //! wait ends early when the cycle is told to stop.
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Stream;
@@ -70,27 +69,5 @@ impl Drop for Prefetch {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-/// `future`'s output, or `None` if `stop` turned true first.
-pub(super) async fn until_stopped<F: std::future::Future>(
-    stop: &watch::Receiver<bool>,
-    future: F,
-) -> Option<F::Output> {
-    let mut stop = stop.clone();
-    if *stop.borrow() {
-        return None;
-    }
-    tokio::select! {
-        output = future => Some(output),
-        _ = stopped(&mut stop) => None,
-    }
-}
-
-/// Completes once `stop` is true; never, if its sender is gone without saying so.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }

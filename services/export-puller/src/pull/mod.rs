@@ -29,14 +29,14 @@ use event_backbone::envelope::EventMetadata;
 use event_backbone::finalizer::AckFinalizer;
 use event_backbone::producer::{EventProducer, PublishError};
 use recoup_runtime::Clock;
+use recoup_runtime::shutdown::until_stopped;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use self::chain::{ChainState, PageSize, Request, narrowed_window};
 use self::classify::Classify;
 use self::commit::InFlight;
-pub(crate) use self::fetch::stopped;
-use self::fetch::{Prefetch, until_stopped};
+use self::fetch::Prefetch;
 use crate::client::{ExportClient, FetchError, MAX_LIMIT, Page};
 use crate::dataset::Dataset;
 use crate::page::ClassifiedPage;

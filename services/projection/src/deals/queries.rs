@@ -1,10 +1,11 @@
 //! Reading the deals: one deal, listings by the fitting index, the funnel, DPD buckets and
 //! PTP totals on any day.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use collections::{DpdBucket, PtpChannel};
+use collections::{DealKey, DpdBucket, PtpChannel};
 use recoup_keys::KeyReader;
 use recoup_proto::v1;
 
@@ -461,6 +462,28 @@ impl DealReadModel {
                     _ => return Err(corrupt(&key, "ptp key")),
                 }
             }
+        }
+        Ok(out)
+    }
+}
+
+impl DealReadModel {
+    /// Every deal of `tenant` this read model holds, with the revision it applied.
+    pub fn applied_revisions(&self, tenant: &str) -> Result<HashMap<DealKey, u64>, ReadModelError> {
+        let prefix = tenant_prefix(b'd', tenant);
+        let mut out = HashMap::new();
+        for entry in self.tree.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let mut tail = KeyReader::tail(&key[prefix.len()..]);
+            let (Some(public_id), Some(created_at)) = (tail.str(), tail.instant()) else {
+                return Err(corrupt(&key, "deal key"));
+            };
+            let revision = value
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt(&key, "deal entry"))?;
+            out.insert(DealKey::new(public_id, created_at), revision);
         }
         Ok(out)
     }

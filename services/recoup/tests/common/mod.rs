@@ -20,9 +20,9 @@ pub type Query = QueryClient<Channel>;
 /// A config for a platform on a free loopback port with its files in `dir`.
 pub fn config(dir: &Path) -> PlatformConfig {
     let mut c = PlatformConfig::new(dir.to_path_buf());
-    c.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    c.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
     c.http_addr = Some("127.0.0.1:0".parse().unwrap());
-    c.timeout_check_interval = Duration::from_millis(200);
+    c.cases.timeout_check_interval = Duration::from_millis(200);
     c
 }
 
@@ -39,7 +39,7 @@ pub async fn start(config: PlatformConfig) -> RunningPlatform {
 }
 
 pub async fn channel(p: &RunningPlatform) -> Channel {
-    Channel::from_shared(format!("http://{}", p.grpc_addr))
+    Channel::from_shared(format!("http://{}", p.grpc_addr.expect("gRPC is served")))
         .unwrap()
         .connect()
         .await

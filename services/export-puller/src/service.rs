@@ -1,0 +1,162 @@
+//! The export puller as a service of a process (`recoup up` with sources, `recoup pull`):
+//! its store, the recovery at start, a puller shared by every stream, and the schedule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_backbone::producer::ProducerSettings;
+use recoup_runtime::{Context, StartError, Starting};
+use tokio::task::JoinHandle;
+
+use crate::client::ExportClient;
+use crate::pull::{PullSettings, Puller, Stream};
+use crate::recovery::{AppliedDeals, rewind_unprojected};
+use crate::schedule::{self, Mode, StreamOutcome};
+use crate::sources::Sources;
+use crate::store::{PullStore, StoreError};
+
+/// What the puller pulls and how.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub sources: Sources,
+    /// One pass over every stream (`recoup pull --once`) instead of one every
+    /// `sources.poll_interval`.
+    pub once: bool,
+    pub pull: PullSettings,
+}
+
+/// A started puller.
+pub struct Running {
+    puller: Arc<Puller>,
+    schedule: Option<JoinHandle<Vec<StreamOutcome>>>,
+    outcomes: Vec<StreamOutcome>,
+}
+
+/// Opens the puller's store in `{data_dir}/export-puller` and starts pulling every stream of
+/// the sources. `applied` (embedded mode) is what the deals read model holds: after a run that
+/// did not end cleanly, deals that never reached it are pulled again.
+pub async fn start(
+    ctx: &Context,
+    settings: Settings,
+    applied: Option<&dyn AppliedDeals>,
+) -> Result<Running, StartError> {
+    let dir = ctx.service_dir("export-puller");
+    std::fs::create_dir_all(&dir).starting("creating the puller's data dir")?;
+    let store = PullStore::open(&dir).starting("opening the export puller's store")?;
+    if let Some(applied) = applied {
+        rewind_unprojected(&store, applied).starting("comparing with the deals read model")?;
+    }
+    let producer = ctx
+        .kafka
+        .producer(&ProducerSettings {
+            // Pages are batches: a little more lingering fills Kafka batches better.
+            linger: Duration::from_millis(5),
+            ..ProducerSettings::default()
+        })
+        .starting("kafka producer")?;
+    let puller = Arc::new(Puller::new(
+        store,
+        Arc::new(producer),
+        ctx.kafka.config.clone(),
+        ctx.kafka.cluster_id.clone(),
+        ctx.clock.clone(),
+        settings.pull,
+    ));
+    let streams = streams(&settings.sources)?;
+    let sources = &settings.sources;
+    let mode = if settings.once {
+        Mode::Once
+    } else {
+        Mode::Every(sources.poll_interval)
+    };
+    tracing::info!(
+        streams = ?streams.iter().map(|s| s.id().to_string()).collect::<Vec<_>>(),
+        ?mode,
+        sources = ?sources.sources.iter().map(|s| (&s.tenant, &s.client)).collect::<Vec<_>>(),
+        "export puller started"
+    );
+    let schedule = tokio::spawn(schedule::run(
+        puller.clone(),
+        streams,
+        mode,
+        sources.max_concurrent,
+        ctx.shutdown.clone(),
+    ));
+    Ok(Running {
+        puller,
+        schedule: Some(schedule),
+        outcomes: Vec::new(),
+    })
+}
+
+/// The streams of `sources`: one per source and dataset, the datasets of a source sharing its
+/// client (one session, one request budget per lender).
+pub fn streams(sources: &Sources) -> Result<Vec<Stream>, StartError> {
+    let mut streams = Vec::new();
+    for source in &sources.sources {
+        let client = Arc::new(
+            ExportClient::new(source.client.clone())
+                .starting(&format!("HTTP client for {}", source.client.host))?,
+        );
+        for dataset in &source.datasets {
+            streams.push(Stream {
+                tenant: source.tenant.clone(),
+                dataset: dataset.clone(),
+                client: client.clone(),
+                limit: source.limit,
+            });
+        }
+    }
+    Ok(streams)
+}
+
+impl Running {
+    pub fn puller(&self) -> &Puller {
+        &self.puller
+    }
+
+    pub fn store(&self) -> &PullStore {
+        self.puller.store()
+    }
+
+    /// Waits until the schedule ended by itself: every stream pulled once ([`Settings::once`]).
+    pub async fn finished(&mut self) {
+        if let Some(schedule) = self.schedule.take() {
+            self.outcomes = schedule.await.unwrap_or_else(|error| {
+                tracing::error!(%error, "the pull schedule failed");
+                Vec::new()
+            });
+        }
+    }
+
+    /// After the process's shutdown signal: every pull stops after the page in flight
+    /// (committed once acknowledged); a pull stuck on a broker that takes nothing is abandoned
+    /// after `timeout` (its page is fetched again next time). Returns how each stream's last
+    /// cycle ended.
+    pub async fn stop(&mut self, timeout: Duration) -> Vec<StreamOutcome> {
+        if let Some(mut schedule) = self.schedule.take() {
+            match tokio::time::timeout(timeout, &mut schedule).await {
+                Ok(Ok(outcomes)) => self.outcomes = outcomes,
+                Ok(Err(error)) => tracing::error!(%error, "the pull schedule failed"),
+                Err(_) => {
+                    tracing::warn!(
+                        "the export puller did not stop in time; its pages in flight are pulled again next time"
+                    );
+                    schedule.abort();
+                }
+            }
+        }
+        std::mem::take(&mut self.outcomes)
+    }
+
+    /// Flushes the store, and marks it clean when `everything_projected` (every deal it
+    /// remembers reached the read models).
+    pub fn close(self, everything_projected: bool) -> Result<(), StoreError> {
+        let store = self.puller.store();
+        store.flush()?;
+        if everything_projected {
+            store.mark_clean()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! The projection as a service of a process: the three read models, a projector per topic
+//! (every partition in embedded mode, a consumer-group share on external Kafka) and the query
+//! API.
+
+use std::path::Path;
+
+use event_backbone::consumer::EventConsumer;
+use event_backbone::topics::{COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
+use recoup_proto::v1::query_server::QueryServer;
+use recoup_runtime::{Context, StartError, Starting};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::server::HealthReporter;
+
+use crate::accounts::AccountReadModel;
+use crate::cases::CaseReadModel;
+use crate::consumer::{ProjectionError, Projector};
+use crate::deals::DealReadModel;
+use crate::grpc::Queries;
+use crate::kernel::Projection;
+
+/// The projection's consumer group unless configured.
+pub const DEFAULT_CONSUMER_GROUP: &str = "recoup-projection";
+
+/// How the projection runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// External Kafka: the consumer group of the case read model; the account and deal read
+    /// models use `{group}-accounts` and `{group}-deals`. Processes with the same group share
+    /// the partitions.
+    pub consumer_group: String,
+    /// False leaves the account projection stopped (tests prove with it that snapshots lost
+    /// with the embedded broker are imported again).
+    pub accounts: bool,
+    /// False leaves the deal projection stopped (likewise for pulled deals).
+    pub deals: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            consumer_group: DEFAULT_CONSUMER_GROUP.to_owned(),
+            accounts: true,
+            deals: true,
+        }
+    }
+}
+
+/// A started projection.
+pub struct Running {
+    cases: CaseReadModel,
+    accounts: AccountReadModel,
+    deals: DealReadModel,
+    projectors: Vec<JoinHandle<Result<(), ProjectionError>>>,
+    /// Stops the projectors, which run on after the process's shutdown signal until what is in
+    /// flight was taken.
+    stop: watch::Sender<bool>,
+}
+
+/// Opens the read models in `{data_dir}/projection`, starts their projectors and serves
+/// `recoup.v1.Query`.
+pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartError> {
+    let (cases, accounts, deals) = open(&ctx.service_dir("projection"))?;
+    let (stop, stopping) = watch::channel(false);
+    let group = &settings.consumer_group;
+    let mut projectors = vec![spawn(
+        "case",
+        projector(ctx, cases.clone(), group, DEBT_CASES.name)?,
+        stopping.clone(),
+        ctx.health.clone(),
+    )];
+    if settings.accounts {
+        let group = format!("{group}-accounts");
+        let projector = projector(ctx, accounts.clone(), &group, PAYGO_SNAPSHOTS.name)?;
+        projectors.push(spawn(
+            "account",
+            projector,
+            stopping.clone(),
+            ctx.health.clone(),
+        ));
+    }
+    if settings.deals {
+        let group = format!("{group}-deals");
+        let projector = projector(ctx, deals.clone(), &group, COLLECTIONS_DEALS.name)?;
+        projectors.push(spawn("deal", projector, stopping, ctx.health.clone()));
+    }
+    let queries = Queries::new(cases.clone(), accounts.clone())
+        .with_deals(deals.clone(), ctx.clock.clone())
+        // Do-not-contact watchers end with the server, rather than holding it open.
+        .with_shutdown(ctx.shutdown.clone());
+    ctx.grpc().add_service(queries.into_server());
+    ctx.health.set_serving::<QueryServer<Queries>>().await;
+    Ok(Running {
+        cases,
+        accounts,
+        deals,
+        projectors,
+        stop,
+    })
+}
+
+/// The three read models of the database in `dir`.
+pub fn open(dir: &Path) -> Result<(CaseReadModel, AccountReadModel, DealReadModel), StartError> {
+    let cases = CaseReadModel::open(dir).starting("opening the projection read model")?;
+    let accounts = AccountReadModel::open(&cases).starting("opening the account read model")?;
+    let deals = DealReadModel::open(&cases).starting("opening the deal read model")?;
+    Ok((cases, accounts, deals))
+}
+
+/// Embedded: one process reads every partition. External: the consumer group shares them
+/// among the projection processes.
+fn projector<P: Projection + Clone>(
+    ctx: &Context,
+    model: P,
+    group: &str,
+    topic: &str,
+) -> Result<Projector<P>, StartError> {
+    let consumer: EventConsumer = ctx
+        .kafka
+        .consumer(group, topic)
+        .starting("kafka consumer")?;
+    let cluster = ctx.kafka.cluster_id.clone();
+    let started = if ctx.kafka.embedded() {
+        Projector::start(model, consumer, cluster, topic)
+    } else {
+        Projector::start_in_group(model, consumer, cluster, topic)
+    };
+    started.starting("starting a projector")
+}
+
+/// Runs a projector until the stop signal; if it fails, the read models stop moving, which
+/// health checks hear of (NOT_SERVING), not only the log.
+fn spawn<P: Projection>(
+    name: &'static str,
+    projector: Projector<P>,
+    stop: watch::Receiver<bool>,
+    health: HealthReporter,
+) -> JoinHandle<Result<(), ProjectionError>> {
+    tokio::spawn(async move {
+        let result = projector.run(stop).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, projection = name, "projection stopped");
+            health.set_not_serving::<QueryServer<Queries>>().await;
+        }
+        result
+    })
+}
+
+impl Running {
+    pub fn cases(&self) -> &CaseReadModel {
+        &self.cases
+    }
+
+    pub fn accounts(&self) -> &AccountReadModel {
+        &self.accounts
+    }
+
+    pub fn deals(&self) -> &DealReadModel {
+        &self.deals
+    }
+
+    /// Stops every projector at its next batch boundary (its offsets are in its last batch)
+    /// and flushes the read models.
+    pub async fn shutdown(self) -> Result<(), ProjectionError> {
+        let _ = self.stop.send(true);
+        for projector in self.projectors {
+            match projector.await {
+                Ok(result) => result?,
+                Err(error) => tracing::error!(%error, "a projector task failed"),
+            }
+        }
+        Ok(())
+    }
+}

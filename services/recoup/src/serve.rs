@@ -1,0 +1,133 @@
+//! The process's listeners: gRPC (every service's API, health, reflection and `GET /metrics`),
+//! the snapshot importer's HTTP API, and `/metrics` alone for a process without gRPC.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+
+/// Where each listener serves, when it does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addresses {
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The running listeners; each finishes the requests it is answering after the shutdown
+/// signal, then stops.
+pub struct Servers {
+    /// The bound addresses (port 0 resolved).
+    pub bound: Addresses,
+    grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    http: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Binds and serves: gRPC with `routes` (plus health and reflection) on `at.grpc`, `http` on
+/// `at.http`, metrics on `at.metrics`.
+pub async fn serve(
+    mut routes: RoutesBuilder,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    http: Option<axum::Router>,
+    at: Addresses,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Servers> {
+    let mut bound = Addresses::default();
+    let mut grpc = None;
+    if let Some(addr) = at.grpc {
+        let listener = bind(addr, "gRPC").await?;
+        bound.grpc = Some(listener.local_addr()?);
+        routes.add_service(health);
+        // Clients in the field speak both reflection versions.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(recoup_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        routes.add_service(reflection().build_v1()?);
+        routes.add_service(reflection().build_v1alpha()?);
+        // Prometheus scrapes `GET /metrics` over HTTP/1.1 on the gRPC address.
+        let router = routes
+            .routes()
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(crate::metrics::time_grpc))
+            .route("/metrics", axum::routing::get(crate::metrics::serve));
+        let mut stop = shutdown.clone();
+        grpc = Some(tokio::spawn(
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .add_routes(tonic::service::Routes::from(router))
+                .serve_with_incoming_shutdown(
+                    // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    },
+                ),
+        ));
+    }
+    let mut servers = Vec::new();
+    let metrics = at.metrics.map(|addr| {
+        let router =
+            axum::Router::new().route("/metrics", axum::routing::get(crate::metrics::serve));
+        (addr, router, "metrics")
+    });
+    let http = http
+        .zip(at.http)
+        .map(|(router, addr)| (addr, router, "HTTP"));
+    for (addr, router, what) in http.into_iter().chain(metrics) {
+        let listener = bind(addr, what).await?;
+        let local = Some(listener.local_addr()?);
+        if what == "HTTP" {
+            bound.http = local;
+        } else {
+            bound.metrics = local;
+        }
+        servers.push(serve_http(listener, router, shutdown.clone()));
+    }
+    Ok(Servers {
+        bound,
+        grpc,
+        http: servers,
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let listener = listener.tap_io(|tcp| {
+        // As for gRPC: small answers should not wait for delayed ACKs.
+        let _ = tcp.set_nodelay(true);
+    });
+    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
+    tokio::spawn(serve.into_future())
+}
+
+impl Servers {
+    /// Waits until every listener stopped (after the shutdown signal).
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        for http in self.http {
+            http.await?.context("HTTP server")?;
+        }
+        if let Some(grpc) = self.grpc {
+            grpc.await??;
+        }
+        Ok(())
+    }
+}
