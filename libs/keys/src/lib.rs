@@ -6,7 +6,7 @@
 //!
 //! | part | bytes |
 //! |---|---|
-//! | [`Key::str`] | length (u32 BE) + UTF-8 bytes: whole fields; strings of one length sort by bytes |
+//! | [`Key::str`], [`Key::bytes`] | length (u32 BE) + bytes: whole fields; strings of one length sort by bytes |
 //! | [`Key::last_str`] | UTF-8 bytes, as the last part only: keys sort by them |
 //! | [`Key::u8`], [`Key::u32`], [`Key::u64`] | big-endian |
 //! | [`Key::i32`], [`Key::i64`] | big-endian with the sign bit flipped, so negatives sort first |
@@ -17,10 +17,12 @@
 //! Strings are length-prefixed rather than separated, so any text (a separator byte included)
 //! is a key part, and no part's bytes can be read as the next part.
 
+pub mod layout;
+
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 /// A key being built: a prefix, then parts.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key(Vec<u8>);
 
 impl Key {
@@ -36,22 +38,17 @@ impl Key {
         Self(Vec::with_capacity(48))
     }
 
-    /// A key continuing `bytes` (a prefix or a whole key built before).
-    pub fn from_bytes(bytes: &[u8]) -> Self {
-        Self(bytes.to_vec())
-    }
-
     /// A string part: length (u32 BE) and bytes.
-    pub fn str(mut self, part: &str) -> Self {
-        self.push_str(part);
-        self
+    pub fn str(self, part: &str) -> Self {
+        self.bytes(part.as_bytes())
     }
 
-    /// [`Key::str`] in place.
-    pub fn push_str(&mut self, part: &str) {
+    /// A byte string part: length (u32 BE) and bytes, as [`Key::str`] writes text.
+    pub fn bytes(mut self, part: &[u8]) -> Self {
         let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
         self.0.extend_from_slice(&len.to_be_bytes());
-        self.0.extend_from_slice(part.as_bytes());
+        self.0.extend_from_slice(part);
+        self
     }
 
     /// A string as the key's last part: its bytes alone, so that keys ending in it sort by

@@ -28,6 +28,11 @@ use recoup_runtime::Clock;
 
 use crate::keys;
 
+/// The store's tree.
+const TREE: &str = "event_store";
+/// Its tree before the key codec.
+const OLD_TREE: &str = "events";
+
 /// Most commands written by one batch and flush.
 const MAX_GROUP: usize = 512;
 /// Cached case states; the cache is cleared when it grows past this (a miss replays the stream).
@@ -142,7 +147,8 @@ impl EventStore {
             .path(dir)
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
-        let tree = db.open_tree("events")?;
+        // A store of layout 1 (tree `events`) is copied into the key codec's first.
+        let (tree, _) = recoup_keys::layout::open_upgraded(&db, TREE, OLD_TREE, keys::upgraded)?;
         let (tx, rx) = mpsc::channel(4096);
         let appended = Arc::new(Notify::new());
         let stats = Arc::new(WriteStats::default());
@@ -325,7 +331,7 @@ impl EventStore {
                     None => return last.take().map(Ok),
                     Some(Err(e)) => return Some(Err(e.into())),
                     Some(Ok((k, _))) => {
-                        let Some((tenant, case_id, version)) = parse_event_key(&k) else {
+                        let Some((tenant, case_id, version)) = keys::parse_event(&k) else {
                             continue;
                         };
                         match &mut last {
@@ -361,17 +367,6 @@ impl EventStore {
         self.db.flush()?;
         Ok(())
     }
-}
-
-fn parse_event_key(k: &[u8]) -> Option<(String, String, u64)> {
-    let rest = k.strip_prefix(b"e\0")?;
-    let sep = rest.iter().position(|b| *b == 0)?;
-    let tenant = std::str::from_utf8(&rest[..sep]).ok()?.to_owned();
-    let rest = &rest[sep + 1..];
-    let sep = rest.iter().position(|b| *b == 0)?;
-    let case_id = std::str::from_utf8(&rest[..sep]).ok()?.to_owned();
-    let version = u64::from_be_bytes(rest[sep + 1..].try_into().ok()?);
-    Some((tenant, case_id, version))
 }
 
 /// Decodes one stored envelope into a domain event.

@@ -974,3 +974,93 @@ async fn relay_publishes_every_outbox_record_once_in_order_per_case() {
         assert_eq!(&got_ids, ids, "case {case_id}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Upgrade of the key layout
+// ---------------------------------------------------------------------------------------------
+
+/// A key of the codec's layout written as layout 1 wrote it: parts separated by 0 bytes.
+fn layout_one(key: &[u8]) -> Vec<u8> {
+    use recoup_keys::KeyReader;
+    let prefix = key[0];
+    let mut r = KeyReader::new(key, prefix).unwrap();
+    let mut old = vec![prefix];
+    let mut part = |bytes: &[u8]| {
+        old.push(0);
+        old.extend_from_slice(bytes);
+    };
+    match prefix {
+        b'e' => {
+            part(r.str_bytes().unwrap());
+            part(r.str_bytes().unwrap());
+            part(&r.u64().unwrap().to_be_bytes());
+        }
+        b'x' | b'r' => {
+            part(r.str_bytes().unwrap());
+            part(r.last_str().unwrap().as_bytes());
+        }
+        b't' => {
+            part(&r.u64().unwrap().to_be_bytes());
+            part(r.str_bytes().unwrap());
+            part(r.last_str().unwrap().as_bytes());
+        }
+        b'o' => return key.to_vec(),
+        _ => panic!("unknown key {key:?}"),
+    }
+    old
+}
+
+#[tokio::test]
+async fn a_store_of_the_old_key_layout_opens_with_every_case_index_timeout_and_outbox_record() {
+    let new_dir = TempDir::new().unwrap();
+    let clock = TestClock::new();
+    let store = open(new_dir.path(), &clock);
+    let processing = processing_case(&store, "p").await;
+    let reviewing = create(&store, TENANT, new_case("r")).await.unwrap();
+    let outbox = outbox_versions(&store);
+    assert!(store.close(StdDuration::from_secs(10)));
+
+    // The same entries, as the store wrote them before the key codec (tree `events`).
+    let old_dir = TempDir::new().unwrap();
+    {
+        let new = sled::open(new_dir.path()).unwrap();
+        let old = sled::open(old_dir.path()).unwrap();
+        let events = old.open_tree("events").unwrap();
+        for entry in new.open_tree("event_store").unwrap().iter() {
+            let (key, value) = entry.unwrap();
+            if !key.starts_with(b"~") {
+                events.insert(layout_one(&key), value).unwrap();
+            }
+        }
+        old.flush().unwrap();
+    }
+
+    let store = reopen(old_dir.path(), &clock);
+    assert_eq!(
+        store.get(TENANT, &processing.id).unwrap(),
+        Some(processing.clone())
+    );
+    assert_eq!(
+        store.get(TENANT, &reviewing.id).unwrap(),
+        Some(reviewing.clone())
+    );
+    assert_eq!(event_count(&store, TENANT, &processing.id), 4);
+    assert_eq!(outbox_versions(&store), outbox);
+    let heads: HashSet<_> = store.heads().map(|h| h.unwrap()).collect();
+    assert!(heads.contains(&(TENANT.to_owned(), processing.id.clone(), 4)));
+    // The external-id and reference indexes.
+    let again = create(&store, TENANT, new_case("r")).await.unwrap();
+    assert_eq!(again.id, reviewing.id);
+    let mut taken = new_case("other");
+    taken.reference = reviewing.reference.clone();
+    assert!(matches!(
+        rejection(create(&store, TENANT, taken).await),
+        DomainError::ReferenceTaken { .. }
+    ));
+    // The processing timeout index.
+    let now = clock.advance(Duration::seconds(61));
+    assert_eq!(
+        store.due_timeouts(now).unwrap(),
+        [(TENANT.to_owned(), processing.id.clone())]
+    );
+}

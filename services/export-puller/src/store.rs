@@ -8,7 +8,7 @@
 //! | `m` | cluster id, stream | [`Marks`] (JSON): per partition, where a read-back of the deals topic starts |
 //! | `k` | | `clean`: the last process ended cleanly |
 //!
-//! A stream is its tenant and dataset path, each length-prefixed (u32 BE). Everything one page
+//! Keys are of `recoup_keys`; a stream is its tenant and dataset path. Everything one page
 //! changes is written in one `sled::Batch` ([`PullStore::commit`]), and only after Kafka
 //! acknowledged the page's events: a stored fingerprint always means "this content was
 //! published", a stored cursor "every row before it was published".
@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
+use recoup_keys::{Key, KeyReader};
 use serde::{Deserialize, Serialize};
 
 /// A tenant's dataset: what one checkpoint covers.
@@ -44,15 +45,11 @@ impl StreamId {
     }
 
     fn key(&self, prefix: u8) -> Vec<u8> {
-        let mut key = Vec::with_capacity(9 + self.tenant.len() + self.dataset.len());
-        key.push(prefix);
-        self.push_into(&mut key);
-        key
+        self.parts(Key::new(prefix)).into_vec()
     }
 
-    fn push_into(&self, key: &mut Vec<u8>) {
-        push_str(key, &self.tenant);
-        push_str(key, &self.dataset);
+    fn parts(&self, key: Key) -> Key {
+        key.str(&self.tenant).str(&self.dataset)
     }
 }
 
@@ -60,12 +57,6 @@ impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.tenant, self.dataset)
     }
-}
-
-fn push_str(key: &mut Vec<u8>, part: &str) {
-    let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
-    key.extend_from_slice(&len.to_be_bytes());
-    key.extend_from_slice(part.as_bytes());
 }
 
 /// A cursor chain in flight: the filter it began with and the cursor of its next page.
@@ -271,9 +262,7 @@ impl PullStore {
     }
 
     fn segment_key(stream: &StreamId, sequence: u64) -> Vec<u8> {
-        let mut key = stream.key(b'g');
-        key.extend_from_slice(&sequence.to_be_bytes());
-        key
+        stream.parts(Key::new(b'g')).u64(sequence).into_vec()
     }
 
     /// The stream's index, read from its log the first time (and the log rewritten if it grew
@@ -429,9 +418,7 @@ impl PullStore {
     }
 
     fn reject_key(stream: &StreamId, hash: u128) -> Vec<u8> {
-        let mut key = stream.key(b'r');
-        key.extend_from_slice(&hash.to_be_bytes());
-        key
+        stream.parts(Key::new(b'r')).u128(hash).into_vec()
     }
 
     /// Whether this rejected row (by the hash of its raw JSON) was already published.
@@ -440,10 +427,7 @@ impl PullStore {
     }
 
     fn marks_key(cluster: &str, stream: &StreamId) -> Vec<u8> {
-        let mut key = vec![b'm'];
-        push_str(&mut key, cluster);
-        stream.push_into(&mut key);
-        key
+        stream.parts(Key::new(b'm').str(cluster)).into_vec()
     }
 
     /// The read-back marks of a stream on a cluster (`None`: it never published there).
@@ -518,7 +502,7 @@ impl PullStore {
     pub fn streams(&self) -> impl Iterator<Item = Result<StreamId, StoreError>> + '_ {
         self.tree.scan_prefix(b"c").keys().map(|key| {
             let key = key?;
-            parse_stream(&key[1..]).ok_or_else(|| corrupt(&key, "stream key"))
+            parse_stream(&key).ok_or_else(|| corrupt(&key, "stream key"))
         })
     }
 
@@ -544,14 +528,9 @@ impl PullStore {
     }
 }
 
-fn parse_stream(bytes: &[u8]) -> Option<StreamId> {
-    let (tenant, rest) = read_str(bytes)?;
-    let (dataset, rest) = read_str(rest)?;
-    rest.is_empty().then(|| StreamId::new(tenant, dataset))
-}
-
-fn read_str(bytes: &[u8]) -> Option<(&str, &[u8])> {
-    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let text = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?;
-    Some((text, &bytes[4 + len..]))
+/// The stream of a checkpoint key.
+fn parse_stream(key: &[u8]) -> Option<StreamId> {
+    let mut r = KeyReader::new(key, b'c')?;
+    let stream = StreamId::new(r.str()?, r.str()?);
+    r.is_done().then_some(stream)
 }

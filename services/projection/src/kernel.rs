@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `o` | cluster id, topic, partition (i32) | next offset to read (i64 BE) |
 //! | `x` | cluster id, topic, partition (i32), offset (i64) | the reason, a 0 byte, the message |
-//! | `~layout` | | the layout of the tree's keys (u32 BE; absent: 1, parts separated by 0 bytes) |
+//! | `~layout` | | the layout of the tree's keys (`recoup_keys::layout`) |
 
 use std::collections::BTreeMap;
 
@@ -203,75 +203,28 @@ pub fn encode_counters<const N: usize>(counters: [i64; N]) -> Vec<u8> {
     counters.iter().flat_map(|c| c.to_be_bytes()).collect()
 }
 
-/// Where a tree records the layout of its keys.
-const LAYOUT_KEY: &[u8] = b"~layout";
-/// Keys of the one key codec (`recoup_keys`).
-pub const CODEC_LAYOUT: u32 = 2;
-
-/// The layout of `tree`'s keys; 1 when none is recorded (written before the key codec).
-pub fn layout(tree: &sled::Tree) -> Result<u32, ReadModelError> {
-    Ok(tree
-        .get(LAYOUT_KEY)?
-        .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
-        .unwrap_or(1))
-}
-
-/// Records in `batch` that its tree's keys are of the key codec.
-pub fn stage_codec_layout(batch: &mut sled::Batch) {
-    batch.insert(LAYOUT_KEY, &CODEC_LAYOUT.to_be_bytes());
-}
-
 /// A tree whose own entries were always written with the key codec, but whose offsets and
 /// rejects were not: those are rewritten, in one atomic batch, the first time it is opened.
 pub fn upgrade_offsets_and_rejects(tree: &sled::Tree) -> Result<(), ReadModelError> {
-    if layout(tree)? >= CODEC_LAYOUT {
-        return Ok(());
-    }
-    let mut batch = sled::Batch::default();
-    for prefix in [b'o', b'x'] {
-        for entry in tree.scan_prefix([prefix]) {
-            let (key, value) = entry?;
-            batch.remove(key.clone());
-            match old_offset_or_reject_key(&key) {
-                Some(new) => batch.insert(new, value),
-                None => {
-                    tracing::warn!(key = ?key, "an offset or reject key of no known layout is dropped")
-                }
-            }
-        }
-    }
-    stage_codec_layout(&mut batch);
-    tree.apply_batch(batch)?;
+    recoup_keys::layout::upgrade_in_place(tree, b"ox", old_offset_or_reject_key)?;
     Ok(())
 }
 
 /// The key codec's key of an offset (`o`) or reject (`x`) key of layout 1: `prefix 0 cluster 0
 /// topic 0 partition(4)` and, for rejects, `0 offset(8)`.
 pub fn old_offset_or_reject_key(key: &[u8]) -> Option<Vec<u8>> {
-    let (&prefix, rest) = key.split_first()?;
-    let rest = rest.strip_prefix(&[0])?;
-    let (names, partition, offset) = match prefix {
-        b'o' => {
-            let (names, partition) = rest.split_at_checked(rest.len().checked_sub(5)?)?;
-            (names, partition.strip_prefix(&[0])?, None)
-        }
+    let (&prefix, tail) = key.split_first()?;
+    let fixed = if prefix == b'x' { 13 } else { 4 };
+    let (names, fixed) = recoup_keys::layout::separated(tail, 2, fixed)?;
+    let partition = i32::from_be_bytes(fixed.get(..4)?.try_into().ok()?);
+    let key = match prefix {
+        b'o' => offset_key(names[0], names[1], partition),
         b'x' => {
-            let (names, tail) = rest.split_at_checked(rest.len().checked_sub(14)?)?;
-            let tail = tail.strip_prefix(&[0])?;
-            let (partition, offset) = tail.split_at(4);
-            (names, partition, Some(offset.strip_prefix(&[0])?))
+            let offset = fixed.get(4..)?.strip_prefix(&[0])?;
+            let offset = i64::from_be_bytes(offset.try_into().ok()?);
+            reject_key(names[0], names[1], partition, offset)
         }
         _ => return None,
     };
-    let sep = names.iter().position(|b| *b == 0)?;
-    let cluster = std::str::from_utf8(&names[..sep]).ok()?;
-    let topic = std::str::from_utf8(&names[sep + 1..]).ok()?;
-    let partition = i32::from_be_bytes(partition.try_into().ok()?);
-    Some(match offset {
-        None => offset_key(cluster, topic, partition).into_vec(),
-        Some(offset) => {
-            let offset = i64::from_be_bytes(offset.try_into().ok()?);
-            reject_key(cluster, topic, partition, offset).into_vec()
-        }
-    })
+    Some(key.into_vec())
 }

@@ -1,6 +1,7 @@
 //! Keys of the case read model's tree, and the upgrade of a tree written before the key codec.
 
 use debt_cases::CaseState;
+use recoup_keys::layout::separated;
 use recoup_keys::{Key, KeyReader};
 use recoup_proto::convert::state_to_proto;
 
@@ -57,28 +58,25 @@ pub(super) fn tenant_and_case(key: &[u8]) -> Option<(String, String)> {
 /// 0 bytes: `c`/`v` tenant, case; `s`/`t` tenant, state byte, case or currency; `p`/`y`
 /// tenant, case, version (8 bytes); `o`/`x` offsets and rejects.
 pub(super) fn upgraded(key: &[u8]) -> Option<Vec<u8>> {
-    let (&prefix, rest) = key.split_first()?;
-    if matches!(prefix, b'o' | b'x') {
-        return old_offset_or_reject_key(key);
-    }
-    let rest = rest.strip_prefix(&[0])?;
-    let sep = rest.iter().position(|b| *b == 0)?;
-    let tenant = std::str::from_utf8(&rest[..sep]).ok()?;
-    let rest = &rest[sep + 1..];
-    let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+    let (&prefix, tail) = key.split_first()?;
     let key = match prefix {
-        b'c' | b'v' => tenant_prefix(prefix, tenant).last_str(&text(rest)?),
+        b'o' | b'x' => return old_offset_or_reject_key(key),
+        b'c' | b'v' => {
+            let (parts, _) = separated(tail, 2, 0)?;
+            tenant_prefix(prefix, parts[0]).last_str(parts[1])
+        }
         b's' | b't' => {
-            let (&state, rest) = rest.split_first()?;
-            let last = text(rest.strip_prefix(&[0])?)?;
-            tenant_prefix(prefix, tenant).u8(state).last_str(&last)
+            // tenant 0 state 0 text: the state byte is never 0.
+            let (parts, _) = separated(tail, 3, 0)?;
+            let &[state] = parts[1].as_bytes() else {
+                return None;
+            };
+            tenant_prefix(prefix, parts[0]).u8(state).last_str(parts[2])
         }
         b'p' | b'y' => {
-            let (case_id, version) = rest.split_at_checked(rest.len().checked_sub(9)?)?;
-            let version = u64::from_be_bytes(version.strip_prefix(&[0])?.try_into().ok()?);
-            tenant_prefix(prefix, tenant)
-                .str(&text(case_id)?)
-                .u64(version)
+            let (parts, version) = separated(tail, 2, 8)?;
+            let version = u64::from_be_bytes(version.try_into().ok()?);
+            tenant_prefix(prefix, parts[0]).str(parts[1]).u64(version)
         }
         _ => return None,
     };

@@ -33,8 +33,8 @@ use self::keys::{
     case_key, parked_rejected_key, pending_key, state_key, stats_key, upgraded, version_key,
 };
 use crate::kernel::{
-    BatchOutcome, CODEC_LAYOUT, Projection, ReadModelError, Step, apply_each, decode_counters,
-    encode_counters, layout, reason_and, stage_codec_layout, stage_offsets,
+    BatchOutcome, Projection, ReadModelError, Step, apply_each, decode_counters, encode_counters,
+    reason_and, stage_offsets,
 };
 
 /// The tree of the case read model.
@@ -104,7 +104,8 @@ impl CaseReadModel {
             .path(dir)
             .cache_capacity(128 * 1024 * 1024)
             .open()?;
-        let tree = open_tree(&db)?;
+        // A tree of layout 1 is copied into the codec's first.
+        let (tree, _) = recoup_keys::layout::open_upgraded(&db, TREE, OLD_TREE, upgraded)?;
         let parked = tree.scan_prefix(b"p").count();
         Ok(Self {
             db,
@@ -407,51 +408,4 @@ impl Projection for CaseReadModel {
     fn rejected_count(&self) -> usize {
         self.tree.scan_prefix(b"x").count() + self.tree.scan_prefix(b"y").count()
     }
-}
-
-/// The cases tree of `db`. A tree of layout 1 is first copied into it, key by key, and dropped;
-/// a copy cut short (a crash) is started again at the next open.
-fn open_tree(db: &sled::Db) -> Result<sled::Tree, ReadModelError> {
-    let tree = db.open_tree(TREE)?;
-    let old_exists = db
-        .tree_names()
-        .iter()
-        .any(|name| name.as_ref() == OLD_TREE.as_bytes());
-    if layout(&tree)? >= CODEC_LAYOUT {
-        if old_exists {
-            db.drop_tree(OLD_TREE)?;
-        }
-        return Ok(tree);
-    }
-    tree.clear()?;
-    if old_exists {
-        let old = db.open_tree(OLD_TREE)?;
-        let (mut copied, mut unreadable) = (0usize, 0usize);
-        let mut batch = sled::Batch::default();
-        for entry in old.iter() {
-            let (key, value) = entry?;
-            match upgraded(&key) {
-                Some(key) => batch.insert(key, value),
-                None => unreadable += 1,
-            }
-            copied += 1;
-            if copied % 10_000 == 0 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-            }
-        }
-        tree.apply_batch(batch)?;
-        tracing::info!(
-            entries = copied,
-            unreadable,
-            "the case read model was copied into the key codec's layout"
-        );
-    }
-    let mut batch = sled::Batch::default();
-    stage_codec_layout(&mut batch);
-    tree.apply_batch(batch)?;
-    tree.flush()?;
-    if old_exists {
-        db.drop_tree(OLD_TREE)?;
-    }
-    Ok(tree)
 }

@@ -19,7 +19,7 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use prost::Message;
 use recoup_proto::v1;
 
@@ -101,64 +101,16 @@ pub struct ImportStore {
     block_writes: Arc<std::sync::Mutex<()>>,
 }
 
-/// Most fingerprints in one block: a read-modify-write of a block stays a few KiB.
-pub const BLOCK_ENTRIES: usize = 64;
+mod blocks;
+mod keys;
 
-/// Prefix of the snapshot keys (and of the store entries of versions without blocks).
-const SNAPSHOT_PREFIX: u8 = b'f';
-/// Prefix of the blocks of fingerprints.
-const BLOCK_PREFIX: u8 = b'g';
-
-fn push_str(key: &mut Vec<u8>, part: &str) {
-    let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
-    key.extend_from_slice(&len.to_be_bytes());
-    key.extend_from_slice(part.as_bytes());
-}
-
-/// The store key of one `(tenant, account_uid, snapshot_date)`.
-pub type SnapshotKey = Vec<u8>;
-
-/// The key of `(account_uid, snapshot_date)` of a tenant. The tenant is part of the key
-/// although `account_uid` starts with it: `a` + origin `b_c` and `a_b` + origin `c` give the
-/// same `account_uid`, and tenants must never see each other's rows. (Hashing the key would make
-/// it shorter, but sled then writes all over the tree: an import of sorted accounts became three
-/// times slower.)
-pub fn snapshot_key(tenant: &str, account_uid: &str, date: NaiveDate) -> SnapshotKey {
-    let mut key = Vec::with_capacity(1 + 8 + tenant.len() + account_uid.len() + 4);
-    key.push(SNAPSHOT_PREFIX);
-    push_str(&mut key, tenant);
-    push_str(&mut key, account_uid);
-    key.extend_from_slice(&date_bytes(date));
-    key
-}
-
-/// The parts of a snapshot key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotParts {
-    pub tenant: String,
-    pub account_uid: String,
-    pub date: NaiveDate,
-}
-
-fn take_str(bytes: &[u8]) -> Option<(String, &[u8])> {
-    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let text = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?;
-    Some((text.to_owned(), &bytes[4 + len..]))
-}
-
-/// The parts of a key made by [`snapshot_key`].
-pub fn parse_snapshot_key(key: &[u8]) -> Option<SnapshotParts> {
-    let rest = key.strip_prefix(&[SNAPSHOT_PREFIX])?;
-    let (tenant, rest) = take_str(rest)?;
-    let (account_uid, rest) = take_str(rest)?;
-    let days = u32::from_be_bytes(rest.try_into().ok()?) ^ 0x8000_0000;
-    let date = NaiveDate::from_num_days_from_ce_opt(days as i32)?;
-    Some(SnapshotParts {
-        tenant,
-        account_uid,
-        date,
-    })
-}
+pub use self::blocks::BLOCK_ENTRIES;
+use self::blocks::{OpenBlock, block_entries, find_in_block};
+use self::keys::{
+    BLOCK_PREFIX, CLEAN_MARKER, SNAPSHOT_PREFIX, block_of, block_prefix_len, error_key,
+    errors_prefix, parse_report_key, report_key, snapshot_key_of_block,
+};
+pub use self::keys::{SnapshotKey, SnapshotParts, parse_snapshot_key, snapshot_key};
 
 /// A key filter with room for at least `capacity` keys, holding every snapshot key of `tree`.
 fn filter_of(tree: &sled::Tree, capacity: u64) -> Result<KeyFilter, StoreError> {
@@ -181,161 +133,6 @@ fn filter_of(tree: &sled::Tree, capacity: u64) -> Result<KeyFilter, StoreError> 
     Ok(filter)
 }
 
-/// Set by a clean shutdown once everything published was projected (embedded mode).
-const CLEAN_MARKER: &[u8] = b"m-clean";
-
-/// A date as 4 bytes that sort like the dates.
-pub fn date_bytes(date: NaiveDate) -> [u8; 4] {
-    let days = chrono::Datelike::num_days_from_ce(&date);
-    ((days as u32) ^ 0x8000_0000).to_be_bytes()
-}
-
-fn report_key(tenant: &str, import_id: &str) -> Vec<u8> {
-    let mut key = vec![b'r'];
-    push_str(&mut key, tenant);
-    key.extend_from_slice(import_id.as_bytes());
-    key
-}
-
-fn errors_prefix(tenant: &str, import_id: &str) -> Vec<u8> {
-    let mut key = vec![b'e'];
-    push_str(&mut key, tenant);
-    push_str(&mut key, import_id);
-    key
-}
-
-/// The block prefix (`g`, tenant, date) of a snapshot key, and its account_uid.
-fn block_of(key: &[u8]) -> Option<(Vec<u8>, &[u8])> {
-    let rest = key.strip_prefix(&[SNAPSHOT_PREFIX])?;
-    let tenant_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let tenant = rest.get(..4 + tenant_len)?;
-    let rest = &rest[4 + tenant_len..];
-    let uid_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let uid = rest.get(4..4 + uid_len)?;
-    let date = rest.get(4 + uid_len..)?;
-    if date.len() != 4 {
-        return None;
-    }
-    let mut prefix = Vec::with_capacity(1 + tenant.len() + 4 + uid.len());
-    prefix.push(BLOCK_PREFIX);
-    prefix.extend_from_slice(tenant);
-    prefix.extend_from_slice(date);
-    Some((prefix, uid))
-}
-
-/// How long the prefix (`g`, tenant, date) of a block key is.
-fn block_prefix_len(block_key: &[u8]) -> Option<usize> {
-    let tenant_len = u32::from_be_bytes(block_key.get(1..5)?.try_into().ok()?) as usize;
-    let len = 1 + 4 + tenant_len + 4;
-    (block_key.len() >= len).then_some(len)
-}
-
-/// The snapshot key of one entry of a block with prefix `prefix`, into `key`.
-fn snapshot_key_of_block(prefix: &[u8], uid: &[u8], key: &mut Vec<u8>) {
-    let tenant = &prefix[1..prefix.len() - 4];
-    let date = &prefix[prefix.len() - 4..];
-    key.clear();
-    key.push(SNAPSHOT_PREFIX);
-    key.extend_from_slice(tenant);
-    key.extend_from_slice(&(uid.len() as u32).to_be_bytes());
-    key.extend_from_slice(uid);
-    key.extend_from_slice(date);
-}
-
-/// The entries of an encoded block, in account order; stops at bytes that do not decode.
-fn block_entries(block: &[u8]) -> impl Iterator<Item = (&[u8], Stored)> {
-    let mut rest = block;
-    std::iter::from_fn(move || {
-        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let uid = rest.get(4..4 + len)?;
-        let stored = Stored::from_bytes(rest.get(4 + len..4 + len + STORED_BYTES)?)?;
-        rest = &rest[4 + len + STORED_BYTES..];
-        Some((uid, stored))
-    })
-}
-
-/// The entry of `uid` in an encoded block: compares names only, stops past it.
-fn find_in_block(block: &[u8], uid: &[u8]) -> Option<Stored> {
-    let mut rest = block;
-    loop {
-        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let entry = rest.get(4..4 + len)?;
-        match entry.cmp(uid) {
-            std::cmp::Ordering::Less => rest = rest.get(4 + len + STORED_BYTES..)?,
-            std::cmp::Ordering::Equal => {
-                return Stored::from_bytes(rest.get(4 + len..4 + len + STORED_BYTES)?);
-            }
-            std::cmp::Ordering::Greater => return None,
-        }
-    }
-}
-
-fn encode_block(entries: &[(Vec<u8>, Stored)]) -> Vec<u8> {
-    let size = entries
-        .iter()
-        .map(|(uid, _)| 4 + uid.len() + STORED_BYTES)
-        .sum();
-    let mut out = Vec::with_capacity(size);
-    for (uid, stored) in entries {
-        out.extend_from_slice(&(uid.len() as u32).to_be_bytes());
-        out.extend_from_slice(uid);
-        out.extend_from_slice(&stored.to_bytes());
-    }
-    out
-}
-
-/// A block read for rewriting: it holds the accounts from its key's up to `upper`'s.
-struct OpenBlock {
-    key: Vec<u8>,
-    prefix_len: usize,
-    entries: Vec<(Vec<u8>, Stored)>,
-    /// The key of the next block of the same tenant and day, if there is one.
-    upper: Option<Vec<u8>>,
-}
-
-impl OpenBlock {
-    fn covers(&self, prefix: &[u8], full: &[u8]) -> bool {
-        self.key[..self.prefix_len] == *prefix
-            && self.key.as_slice() <= full
-            && self.upper.as_deref().is_none_or(|upper| full < upper)
-    }
-
-    fn put(&mut self, uid: &[u8], stored: Stored) {
-        match self
-            .entries
-            .binary_search_by(|(entry, _)| entry.as_slice().cmp(uid))
-        {
-            Ok(i) => self.entries[i].1 = stored,
-            Err(i) => self.entries.insert(i, (uid.to_vec(), stored)),
-        }
-    }
-
-    /// Into `batch`; a block grown past [`BLOCK_ENTRIES`] is split: in halves when it holds
-    /// up to twice as many and is not the day's last block, else in full blocks (rows arriving
-    /// in account order append to the last block and fill blocks).
-    fn write(self, batch: &mut sled::Batch) {
-        let len = self.entries.len();
-        if len <= BLOCK_ENTRIES {
-            batch.insert(self.key, encode_block(&self.entries));
-            return;
-        }
-        let size = if len <= 2 * BLOCK_ENTRIES && self.upper.is_some() {
-            len.div_ceil(2)
-        } else {
-            BLOCK_ENTRIES
-        };
-        let prefix = &self.key[..self.prefix_len];
-        for (i, part) in self.entries.chunks(size).enumerate() {
-            let key = match i {
-                // The first part keeps the block's key: nothing below it moved.
-                0 => self.key.clone(),
-                _ => [prefix, part[0].0.as_slice()].concat(),
-            };
-            batch.insert(key, encode_block(part));
-        }
-    }
-}
-
 /// Writes of one acknowledged batch, applied atomically.
 #[derive(Default)]
 pub struct StoreBatch {
@@ -354,9 +151,10 @@ impl StoreBatch {
 
     /// Records one error of an import under its sequence number.
     pub fn error(&mut self, tenant: &str, import_id: &str, sequence: u64, error: &v1::RowError) {
-        let mut key = errors_prefix(tenant, import_id);
-        key.extend_from_slice(&sequence.to_be_bytes());
-        self.batch.insert(key, error.encode_to_vec());
+        self.batch.insert(
+            error_key(tenant, import_id, sequence),
+            error.encode_to_vec(),
+        );
     }
 }
 
@@ -613,9 +411,8 @@ impl ImportStore {
         from: u64,
         limit: usize,
     ) -> Result<(Vec<v1::RowError>, Option<u64>), StoreError> {
-        let prefix = errors_prefix(tenant, import_id);
-        let mut start = prefix.clone();
-        start.extend_from_slice(&from.to_be_bytes());
+        let prefix = errors_prefix(tenant, import_id).into_vec();
+        let start = error_key(tenant, import_id, from);
         let mut errors = Vec::new();
         for entry in self.tree.range(start..) {
             let (key, value) = entry?;
@@ -684,10 +481,9 @@ impl ImportStore {
         let mut forgotten = Vec::new();
         for entry in self.tree.scan_prefix(b"r") {
             let (key, _) = entry?;
-            let Some((tenant, rest)) = take_str(&key[1..]) else {
+            let Some((tenant, import_id)) = parse_report_key(&key) else {
                 continue;
             };
-            let import_id = String::from_utf8_lossy(rest).into_owned();
             if imports.contains(&(tenant, import_tag(&import_id))) {
                 batch.remove(key);
                 forgotten.push(import_id);
