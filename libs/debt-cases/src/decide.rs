@@ -105,20 +105,8 @@ pub fn decide(
         return Err(DomainError::NotFound);
     }
     // A receipt already recorded is answered as success whatever version the retry names.
-    if let Command::AddPaymentReceipt {
-        external_id,
-        amount_minor,
-    } = command
-        && let Some(existing) = case.receipts.iter().find(|r| r.external_id == *external_id)
-    {
-        return if existing.amount_minor == *amount_minor {
-            Ok(Vec::new())
-        } else {
-            Err(DomainError::ReceiptConflict {
-                external_id: external_id.clone(),
-                recorded_minor: existing.amount_minor,
-            })
-        };
+    if let Some(answer) = answer_recorded_receipt(case, command) {
+        return answer;
     }
     if expected_version != case.version {
         return Err(DomainError::VersionConflict {
@@ -132,92 +120,136 @@ pub fn decide(
             state: case.state,
         });
     }
+    Ok(vec![decide_transition(case, command, ctx)?])
+}
+
+/// The answer to a retried receipt already recorded (none or a conflict); `None` if not one.
+fn answer_recorded_receipt(
+    case: &DebtCase,
+    command: &Command,
+) -> Option<Result<Vec<DebtCaseEvent>, DomainError>> {
+    let Command::AddPaymentReceipt {
+        external_id,
+        amount_minor,
+    } = command
+    else {
+        return None;
+    };
+    let existing = case
+        .receipts
+        .iter()
+        .find(|r| r.external_id == *external_id)?;
+    Some(if existing.amount_minor == *amount_minor {
+        Ok(Vec::new())
+    } else {
+        Err(DomainError::ReceiptConflict {
+            external_id: external_id.clone(),
+            recorded_minor: existing.amount_minor,
+        })
+    })
+}
+
+/// The event a command yields on a live, current case, or why its state or content forbids it.
+fn decide_transition(
+    case: &DebtCase,
+    command: &Command,
+    ctx: DecisionContext<'_>,
+) -> Result<DebtCaseEvent, DomainError> {
     let now = ctx.now;
     let illegal = || DomainError::IllegalTransition {
         command: command.name(),
         state: case.state,
     };
-    let event = match command {
-        Command::Create(_) => return Err(illegal()),
-        Command::Update(changes) => decide_update(case, changes, ctx)?,
+    match command {
+        Command::Create(_) => Err(illegal()),
+        Command::Update(changes) => decide_update(case, changes, ctx),
         Command::MarkReviewed => match case.state {
-            CaseState::Reviewing => DebtCaseEvent::Reviewed { at: now },
-            _ => return Err(illegal()),
+            CaseState::Reviewing => Ok(DebtCaseEvent::Reviewed { at: now }),
+            _ => Err(illegal()),
         },
         Command::MarkPrepared => match case.state {
-            CaseState::Preparing => DebtCaseEvent::Prepared { at: now },
-            _ => return Err(illegal()),
+            CaseState::Preparing => Ok(DebtCaseEvent::Prepared { at: now }),
+            _ => Err(illegal()),
         },
         Command::StartProcessing => match case.state {
-            CaseState::Pending => {
-                let timeout = ctx
-                    .collectors
-                    .get(&case.collector_configuration_id)
-                    .unwrap_or_else(|| ctx.collectors.default_configuration())
-                    .processing_timeout;
-                DebtCaseEvent::ProcessingStarted {
-                    at: now,
-                    timeout_on: now + timeout,
-                }
-            }
-            _ => return Err(illegal()),
+            CaseState::Pending => Ok(start_processing(case, ctx)),
+            _ => Err(illegal()),
         },
         Command::AddPaymentReceipt {
             external_id,
             amount_minor,
-        } => {
-            if case.state != CaseState::Processing {
-                return Err(illegal());
-            }
-            require_text("receipt.external_id", external_id)?;
-            if *amount_minor <= 0 {
-                return Err(DomainError::invalid(
-                    "receipt.amount_minor",
-                    format!("must be positive, got {amount_minor}"),
-                ));
-            }
-            let collected = case.collected_minor.checked_add(*amount_minor);
-            match collected {
-                Some(c) if c <= case.amount_minor => {}
-                _ => {
-                    return Err(DomainError::CollectedExceedsAmount {
-                        collected_minor: case.collected_minor,
-                        receipt_minor: *amount_minor,
-                        amount_minor: case.amount_minor,
-                    });
-                }
-            }
-            DebtCaseEvent::PaymentReceiptAdded {
-                receipt: PaymentReceipt {
-                    external_id: external_id.clone(),
-                    amount_minor: *amount_minor,
-                    recorded_on: now,
-                },
-            }
-        }
+        } => match case.state {
+            CaseState::Processing => add_payment_receipt(case, external_id, *amount_minor, now),
+            _ => Err(illegal()),
+        },
         Command::Close => match case.state {
             CaseState::Reviewing
             | CaseState::Preparing
             | CaseState::Pending
-            | CaseState::Processing => DebtCaseEvent::Closed { at: now },
-            _ => return Err(illegal()),
+            | CaseState::Processing => Ok(DebtCaseEvent::Closed { at: now }),
+            _ => Err(illegal()),
         },
         Command::Fail { reason } => match case.state {
             CaseState::Preparing | CaseState::Pending | CaseState::Processing => {
                 require_text("reason", reason)?;
-                DebtCaseEvent::Failed {
+                Ok(DebtCaseEvent::Failed {
                     reason: reason.clone(),
                     at: now,
-                }
+                })
             }
-            _ => return Err(illegal()),
+            _ => Err(illegal()),
         },
         Command::Delete => match case.state {
-            CaseState::Reviewing => DebtCaseEvent::Deleted { at: now },
-            _ => return Err(illegal()),
+            CaseState::Reviewing => Ok(DebtCaseEvent::Deleted { at: now }),
+            _ => Err(illegal()),
         },
-    };
-    Ok(vec![event])
+    }
+}
+
+/// Starts processing now, with the case's collector's timeout (or the default's if it is gone).
+fn start_processing(case: &DebtCase, ctx: DecisionContext<'_>) -> DebtCaseEvent {
+    let timeout = ctx
+        .collectors
+        .get(&case.collector_configuration_id)
+        .unwrap_or_else(|| ctx.collectors.default_configuration())
+        .processing_timeout;
+    DebtCaseEvent::ProcessingStarted {
+        at: ctx.now,
+        timeout_on: ctx.now + timeout,
+    }
+}
+
+/// Records a new receipt: named, positive, and not taking collections past the case's amount.
+fn add_payment_receipt(
+    case: &DebtCase,
+    external_id: &str,
+    amount_minor: i64,
+    now: DateTime<Utc>,
+) -> Result<DebtCaseEvent, DomainError> {
+    require_text("receipt.external_id", external_id)?;
+    if amount_minor <= 0 {
+        return Err(DomainError::invalid(
+            "receipt.amount_minor",
+            format!("must be positive, got {amount_minor}"),
+        ));
+    }
+    match case.collected_minor.checked_add(amount_minor) {
+        Some(c) if c <= case.amount_minor => {}
+        _ => {
+            return Err(DomainError::CollectedExceedsAmount {
+                collected_minor: case.collected_minor,
+                receipt_minor: amount_minor,
+                amount_minor: case.amount_minor,
+            });
+        }
+    }
+    Ok(DebtCaseEvent::PaymentReceiptAdded {
+        receipt: PaymentReceipt {
+            external_id: external_id.to_owned(),
+            amount_minor,
+            recorded_on: now,
+        },
+    })
 }
 
 fn decide_update(

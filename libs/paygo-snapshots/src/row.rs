@@ -214,91 +214,139 @@ impl Columns {
         cells: &[&str],
         ctx: &ImportContext,
     ) -> Result<AccountSnapshot, Vec<RowError>> {
-        let mut errors = Vec::new();
-        let mut values: Vec<Option<Value>> = vec![None; FIELDS.len()];
-        let mut failed = [false; FIELDS.len()];
-        let mut unknown = Map::new();
-        let mut custom = Map::new();
-
-        if cells.len() > self.names.len() {
-            let extra = &cells[self.names.len()..];
-            errors.push(RowError {
-                row,
-                column: String::new(),
-                value: cut(&extra.join(",")).to_owned(),
-                rule: rule::EXTRA_CELLS,
-                message: format!(
-                    "row has {} cells but the header names {} columns: {} extra",
-                    cells.len(),
-                    self.names.len(),
-                    extra.len()
-                ),
-            });
-        }
-
+        let mut errors: Vec<RowError> = self.extra_cells_error(row, cells).into_iter().collect();
+        let mut parsed = ParsedCells::new();
         for (position, (name, slot)) in self.names.iter().zip(&self.slots).enumerate() {
             let raw = cells.get(position).copied().unwrap_or("");
-            let cell_error = |error: CellError| RowError {
-                row,
-                column: name.clone(),
-                value: cut(raw).to_owned(),
-                rule: error.rule,
-                message: format!("column `{name}`: {}", error.message),
-            };
-            match slot {
-                Slot::Auto => {}
-                Slot::Custom => match parse_cell(&FIELDS[CUSTOM], raw) {
-                    Ok(None) => {}
-                    Ok(Some(Value::Json(serde_json::Value::Object(object)))) => {
-                        custom.extend(object)
-                    }
-                    Ok(Some(_)) => errors.push(cell_error(CellError {
-                        rule: rule::JSON,
-                        message: format!("{} is not a JSON object", quote(raw.trim())),
-                    })),
-                    Err(error) => errors.push(cell_error(error)),
-                },
-                Slot::Field(index) => match parse_cell(&FIELDS[*index], raw) {
-                    Ok(Some(value)) => values[*index] = Some(value),
-                    Ok(None) => {}
-                    Err(error) => {
-                        failed[*index] = true;
-                        errors.push(cell_error(error));
-                    }
-                },
-                Slot::Unknown(_) if raw.len() > MAX_CELL_BYTES => {
-                    errors.push(cell_error(CellError {
-                        rule: rule::TOO_LONG,
-                        message: format!(
-                            "cell of {} bytes starting {} is longer than the limit of \
-                             {MAX_CELL_BYTES} bytes",
-                            raw.len(),
-                            quote(raw)
-                        ),
-                    }))
-                }
-                Slot::Unknown(_) if raw.trim().is_empty() => {}
-                Slot::Unknown(key) => {
-                    unknown.insert(key.clone(), serde_json::Value::String(raw.to_owned()));
-                }
-            }
-        }
-
-        for (index, required) in FIELDS.iter().enumerate().filter(|(_, f)| f.required) {
-            if values[index].is_none() && !failed[index] {
+            if let Err(error) = parsed.read(slot, raw) {
                 errors.push(RowError {
                     row,
-                    column: required.name.to_owned(),
-                    value: String::new(),
-                    rule: rule::REQUIRED,
-                    message: format!("column `{}` is required but empty or absent", required.name),
+                    column: name.clone(),
+                    value: cut(raw).to_owned(),
+                    rule: error.rule,
+                    message: format!("column `{name}`: {}", error.message),
                 });
             }
         }
+        errors.extend(parsed.missing_required(row));
         if !errors.is_empty() {
             return Err(errors);
         }
+        Ok(parsed.into_snapshot(ctx))
+    }
 
+    /// The error for a row with more cells than the header names columns, if it has.
+    fn extra_cells_error(&self, row: u64, cells: &[&str]) -> Option<RowError> {
+        if cells.len() <= self.names.len() {
+            return None;
+        }
+        let extra = &cells[self.names.len()..];
+        Some(RowError {
+            row,
+            column: String::new(),
+            value: cut(&extra.join(",")).to_owned(),
+            rule: rule::EXTRA_CELLS,
+            message: format!(
+                "row has {} cells but the header names {} columns: {} extra",
+                cells.len(),
+                self.names.len(),
+                extra.len()
+            ),
+        })
+    }
+}
+
+/// What a row's cells yielded, before required fields are checked and autogenerated ones set.
+struct ParsedCells {
+    /// One slot per column of [`FIELDS`], as in [`AccountSnapshot::values`].
+    values: Vec<Option<Value>>,
+    /// The fields whose cell was refused: not reported again as missing.
+    failed: [bool; FIELDS.len()],
+    /// The cells of columns that match no field, by key.
+    unknown: Map<String, serde_json::Value>,
+    /// The keys of the row's own `custom` JSON object.
+    custom: Map<String, serde_json::Value>,
+}
+
+impl ParsedCells {
+    /// Nothing read yet.
+    fn new() -> Self {
+        Self {
+            values: vec![None; FIELDS.len()],
+            failed: [false; FIELDS.len()],
+            unknown: Map::new(),
+            custom: Map::new(),
+        }
+    }
+
+    /// Reads one cell into the place its column's slot gives it, or says what is wrong with it.
+    fn read(&mut self, slot: &Slot, raw: &str) -> Result<(), CellError> {
+        match slot {
+            Slot::Auto => {}
+            Slot::Custom => match parse_cell(&FIELDS[CUSTOM], raw)? {
+                None => {}
+                Some(Value::Json(serde_json::Value::Object(object))) => self.custom.extend(object),
+                Some(_) => {
+                    return Err(CellError {
+                        rule: rule::JSON,
+                        message: format!("{} is not a JSON object", quote(raw.trim())),
+                    });
+                }
+            },
+            Slot::Field(index) => match parse_cell(&FIELDS[*index], raw) {
+                Ok(Some(value)) => self.values[*index] = Some(value),
+                Ok(None) => {}
+                Err(error) => {
+                    self.failed[*index] = true;
+                    return Err(error);
+                }
+            },
+            Slot::Unknown(_) if raw.len() > MAX_CELL_BYTES => {
+                return Err(CellError {
+                    rule: rule::TOO_LONG,
+                    message: format!(
+                        "cell of {} bytes starting {} is longer than the limit of \
+                         {MAX_CELL_BYTES} bytes",
+                        raw.len(),
+                        quote(raw)
+                    ),
+                });
+            }
+            Slot::Unknown(_) if raw.trim().is_empty() => {}
+            Slot::Unknown(key) => {
+                self.unknown
+                    .insert(key.clone(), serde_json::Value::String(raw.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error for each required field left empty or absent (a refused cell was reported).
+    fn missing_required(&self, row: u64) -> Vec<RowError> {
+        FIELDS
+            .iter()
+            .enumerate()
+            .filter(|(index, f)| {
+                f.required && self.values[*index].is_none() && !self.failed[*index]
+            })
+            .map(|(_, required)| RowError {
+                row,
+                column: required.name.to_owned(),
+                value: String::new(),
+                rule: rule::REQUIRED,
+                message: format!("column `{}` is required but empty or absent", required.name),
+            })
+            .collect()
+    }
+
+    /// The snapshot of a row without errors, its autogenerated fields stamped from `ctx`.
+    fn into_snapshot(self, ctx: &ImportContext) -> AccountSnapshot {
+        let Self {
+            mut values,
+            unknown,
+            mut custom,
+            ..
+        } = self;
         let origin = ctx.origin();
         if let Some(Value::String(external_id)) = &values[ACCOUNT_EXTERNAL_ID] {
             let uid = format!("{}_{origin}_{external_id}", ctx.organization_id);
@@ -312,8 +360,7 @@ impl Columns {
         values[UPDATED_AT] = Some(Value::DateTime(ctx.now));
         // Named columns are the sender's latest word: they win over keys of a `custom` object.
         custom.extend(unknown);
-
-        Ok(AccountSnapshot { values, custom })
+        AccountSnapshot { values, custom }
     }
 }
 

@@ -276,6 +276,32 @@ impl Deal {
             self.broken_ptp_ai = None;
         }
     }
+
+    /// Gives a new deal from the PTP stage on its human and/or AI PTPs: pending or broken ones.
+    fn make_up_promises(&mut self, rng: &mut SplitMix64, today: DateTime<Utc>) {
+        if !matches!(self.stage, PTP | NEGOTIATION | PAID | CLOSED) {
+            return;
+        }
+        for human in [true, false] {
+            if !rng.chance(if human { 0.6 } else { 0.3 }) {
+                continue;
+            }
+            let broken = self.stage == NEGOTIATION || rng.chance(0.2);
+            let (ptp, broken_at) = if broken || self.stage != PTP {
+                let ptp = today - Duration::days(rng.between(2, 20));
+                (ptp, broken.then(|| ptp + Duration::days(1)))
+            } else {
+                (today + Duration::days(rng.between(1, 14)), None)
+            };
+            if human {
+                self.ptp_human = Some(ptp);
+                self.broken_ptp_human = broken_at;
+            } else {
+                self.ptp_ai = Some(ptp);
+                self.broken_ptp_ai = broken_at;
+            }
+        }
+    }
 }
 
 /// Makes up deals: borrowers, some with two or three deals, and the shape of each deal.
@@ -358,6 +384,7 @@ impl DealMaker {
             .collect()
     }
 
+    /// One made-up deal of borrower `public_id`: where it stands in collections at `updated_at`.
     fn deal(
         &self,
         rng: &mut SplitMix64,
@@ -368,35 +395,11 @@ impl DealMaker {
     ) -> Deal {
         let dpd_due_date = created_at.date_naive() - Duration::days(rng.between(1, 120));
         let last_due_date = dpd_due_date + Duration::days(30 * rng.between(0, 3));
-        let days_past_due = (updated_at.date_naive() - dpd_due_date).num_days();
-        let pipeline = match days_past_due {
-            d if d <= 30 => 0,
-            d if d <= 90 => 1,
-            _ => LEGAL,
-        };
-        let comms = if pipeline == LEGAL && rng.chance(0.7) {
-            LEGAL_NOTICE
-        } else {
-            rng.index(COMMS_PIPELINES.len() - 1) as u8
-        };
-        let stage = match rng.unit() {
-            u if u < 0.15 => NEW,
-            u if u < 0.40 => CONTACTED,
-            u if u < 0.60 => PTP,
-            u if u < 0.80 => NEGOTIATION,
-            u if u < 0.90 => PAID,
-            _ => CLOSED,
-        };
-        let agent = if stage == NEW && rng.chance(0.3) {
-            None
-        } else {
-            Some(rng.index(AGENTS.len()) as u8)
-        };
-        let amount = if rng.chance(0.8) {
-            rng.between(50, 25_000) * 100
-        } else {
-            rng.between(5_000, 2_500_000)
-        };
+        let pipeline = pipeline_for((updated_at.date_naive() - dpd_due_date).num_days());
+        let comms = initial_comms(rng, pipeline);
+        let stage = initial_stage(rng);
+        let agent = initial_agent(rng, stage);
+        let amount = initial_amount(rng);
         let mut deal = Deal {
             public_id,
             created_at,
@@ -417,39 +420,72 @@ impl DealMaker {
             legacy_id: rng.chance(self.legacy_share),
             malformed: None,
         };
-        let today = midnight(updated_at);
-        if matches!(stage, PTP | NEGOTIATION | PAID | CLOSED) {
-            for human in [true, false] {
-                if !rng.chance(if human { 0.6 } else { 0.3 }) {
-                    continue;
-                }
-                let broken = stage == NEGOTIATION || rng.chance(0.2);
-                let (ptp, broken_at) = if broken || stage != PTP {
-                    let ptp = today - Duration::days(rng.between(2, 20));
-                    (ptp, broken.then(|| ptp + Duration::days(1)))
-                } else {
-                    (today + Duration::days(rng.between(1, 14)), None)
-                };
-                if human {
-                    deal.ptp_human = Some(ptp);
-                    deal.broken_ptp_human = broken_at;
-                } else {
-                    deal.ptp_ai = Some(ptp);
-                    deal.broken_ptp_ai = broken_at;
-                }
-            }
-        }
+        deal.make_up_promises(rng, midnight(updated_at));
         if stage == PAID || stage == CLOSED {
             deal.amount = if rng.chance(0.7) { 0 } else { deal.amount };
         }
-        if rng.chance(self.malformed_share) {
-            deal.malformed = Some(if only_deal && rng.chance(1.0 / 6.0) {
-                Malformation::CreatedAtText
-            } else {
-                *rng.pick(&KEY_SAFE_MALFORMATIONS)
-            });
-        }
+        deal.malformed = self.malformation(rng, only_deal);
         deal
+    }
+
+    /// The value a share of rows get wrong; `CreatedAtText` only on a borrower's only deal.
+    fn malformation(&self, rng: &mut SplitMix64, only_deal: bool) -> Option<Malformation> {
+        if !rng.chance(self.malformed_share) {
+            return None;
+        }
+        Some(if only_deal && rng.chance(1.0 / 6.0) {
+            Malformation::CreatedAtText
+        } else {
+            *rng.pick(&KEY_SAFE_MALFORMATIONS)
+        })
+    }
+}
+
+/// The pipeline for a case this many days past due: early up to 30, late up to 90, then legal.
+fn pipeline_for(days_past_due: i64) -> u8 {
+    match days_past_due {
+        d if d <= 30 => 0,
+        d if d <= 90 => 1,
+        _ => LEGAL,
+    }
+}
+
+/// The outreach plan of a new deal: mostly a legal notice in the legal pipeline, else another.
+fn initial_comms(rng: &mut SplitMix64, pipeline: u8) -> u8 {
+    if pipeline == LEGAL && rng.chance(0.7) {
+        LEGAL_NOTICE
+    } else {
+        rng.index(COMMS_PIPELINES.len() - 1) as u8
+    }
+}
+
+/// The stage of a new deal, weighted towards the early and middle stages.
+fn initial_stage(rng: &mut SplitMix64) -> u8 {
+    match rng.unit() {
+        u if u < 0.15 => NEW,
+        u if u < 0.40 => CONTACTED,
+        u if u < 0.60 => PTP,
+        u if u < 0.80 => NEGOTIATION,
+        u if u < 0.90 => PAID,
+        _ => CLOSED,
+    }
+}
+
+/// The agent of a new deal; some new cases are not assigned yet.
+fn initial_agent(rng: &mut SplitMix64, stage: u8) -> Option<u8> {
+    if stage == NEW && rng.chance(0.3) {
+        None
+    } else {
+        Some(rng.index(AGENTS.len()) as u8)
+    }
+}
+
+/// The amount owed by a new deal, in minor units: whole units mostly.
+fn initial_amount(rng: &mut SplitMix64) -> i64 {
+    if rng.chance(0.8) {
+        rng.between(50, 25_000) * 100
+    } else {
+        rng.between(5_000, 2_500_000)
     }
 }
 
