@@ -86,6 +86,21 @@ fn encode_fields(snapshot: &AccountSnapshot, buf: &mut Vec<u8>, include: impl Fn
 }
 
 /// A row error as the wire carries it.
+/// The header of an import's errors as CSV (`GET /v1/imports/{id}/errors.csv`,
+/// `FILE.errors.csv` of `recoup import snapshots`).
+pub const ERRORS_CSV_HEADER: [&str; 5] = ["row", "column", "value", "rule", "message"];
+
+/// One error as a record of the errors CSV, in the order of [`ERRORS_CSV_HEADER`].
+pub fn error_csv_record(error: &v1::RowError) -> [String; 5] {
+    [
+        error.row.to_string(),
+        error.column.clone(),
+        error.value.clone(),
+        error.rule.clone(),
+        error.message.clone(),
+    ]
+}
+
 pub fn row_error_to_proto(error: &RowError) -> v1::RowError {
     v1::RowError {
         row: error.row,

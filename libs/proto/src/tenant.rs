@@ -26,6 +26,18 @@ pub fn validate_tenant(tenant: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The tenant of a `GetCase` request and the case it names, or `INVALID_ARGUMENT`.
+pub fn tenant_and_case(
+    request: &tonic::Request<crate::v1::GetCaseRequest>,
+) -> Result<(String, &str), tonic::Status> {
+    let tenant = tenant_of(request)?;
+    let case_id = request.get_ref().case_id.as_str();
+    if case_id.is_empty() {
+        return Err(tonic::Status::invalid_argument("case_id is required"));
+    }
+    Ok((tenant, case_id))
+}
+
 /// The request's tenant, or `INVALID_ARGUMENT` naming the metadata key.
 pub fn tenant_of<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status> {
     let tenant = match request.metadata().get(TENANT_METADATA_KEY) {

@@ -3,7 +3,7 @@
 use debt_cases::{Command, DomainError};
 use event_backbone::envelope::{EventMetadata, new_event_id};
 use recoup_proto::convert::{case_to_proto, changes_from_proto, content_from_proto};
-use recoup_proto::tenant::tenant_of;
+use recoup_proto::tenant::{tenant_and_case, tenant_of};
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_server::{
     DebtCollectionCases, DebtCollectionCasesServer,
@@ -68,6 +68,17 @@ impl CaseCommands {
         Ok(Response::new(v1::CaseReply {
             case: Some(case_to_proto(&case)),
         }))
+    }
+
+    /// A command that names only the case and the version: `MarkReviewed`, `Close`, ...
+    async fn on_case(
+        &self,
+        request: Request<v1::CaseCommand>,
+        command: Command,
+    ) -> Result<Response<v1::CaseReply>, Status> {
+        let r = request.get_ref();
+        self.existing(&request, &r.case_id, r.expected_version, command)
+            .await
     }
 
     async fn existing<T>(
@@ -176,42 +187,21 @@ impl DebtCollectionCases for CaseCommands {
         &self,
         request: Request<v1::CaseCommand>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let r = request.get_ref();
-        self.existing(
-            &request,
-            &r.case_id,
-            r.expected_version,
-            Command::MarkReviewed,
-        )
-        .await
+        self.on_case(request, Command::MarkReviewed).await
     }
 
     async fn mark_prepared(
         &self,
         request: Request<v1::CaseCommand>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let r = request.get_ref();
-        self.existing(
-            &request,
-            &r.case_id,
-            r.expected_version,
-            Command::MarkPrepared,
-        )
-        .await
+        self.on_case(request, Command::MarkPrepared).await
     }
 
     async fn start_processing(
         &self,
         request: Request<v1::CaseCommand>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let r = request.get_ref();
-        self.existing(
-            &request,
-            &r.case_id,
-            r.expected_version,
-            Command::StartProcessing,
-        )
-        .await
+        self.on_case(request, Command::StartProcessing).await
     }
 
     async fn add_payment_receipt(
@@ -231,9 +221,7 @@ impl DebtCollectionCases for CaseCommands {
         &self,
         request: Request<v1::CaseCommand>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let r = request.get_ref();
-        self.existing(&request, &r.case_id, r.expected_version, Command::Close)
-            .await
+        self.on_case(request, Command::Close).await
     }
 
     async fn fail_case(
@@ -252,17 +240,14 @@ impl DebtCollectionCases for CaseCommands {
         &self,
         request: Request<v1::CaseCommand>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let r = request.get_ref();
-        self.existing(&request, &r.case_id, r.expected_version, Command::Delete)
-            .await
+        self.on_case(request, Command::Delete).await
     }
 
     async fn get_case(
         &self,
         request: Request<v1::GetCaseRequest>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let tenant = tenant_of(&request)?;
-        let case_id = &request.get_ref().case_id;
+        let (tenant, case_id) = tenant_and_case(&request)?;
         check_case_id(case_id)?;
         let case = self
             .store

@@ -189,8 +189,43 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
         }]);
     };
     let mut errors = Vec::new();
-    // Per declared field, in declaration order: (exported name, value).
-    let mut fields: Vec<Option<(&str, &Value)>> = vec![None; dataset.fields.len()];
+    let (fields, extra) = declared_fields(dataset, object, &mut errors);
+    let values = parse_fields(dataset, &fields, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let key = row_key(dataset, &values)?;
+    let partition = key_part(&values, &dataset.partition_field);
+    let Some(Normalised::Instant(cursor)) = values.get(&dataset.cursor_field).cloned() else {
+        // A checked descriptor's cursor field is a required timestamp.
+        return Err(vec![FieldError {
+            field: dataset.cursor_field.clone(),
+            value: String::new(),
+            rule: rule::TIMESTAMP_FORMAT,
+            message: format!("`{}` is not an instant", dataset.cursor_field),
+        }]);
+    };
+    Ok(Row {
+        key,
+        partition,
+        cursor,
+        values,
+        extra,
+    })
+}
+
+/// A declared field as the row gave it: (exported name, value), `None` where it did not.
+type Given<'a> = Option<(&'a str, &'a Value)>;
+
+/// Per declared field, in declaration order: the (exported name, value) the row gave it, renamed
+/// fields mapped back; and the fields the dataset does not declare, as JSON text. A field given
+/// under its old and its new name with different values is a conflict in `errors`.
+fn declared_fields<'a>(
+    dataset: &Dataset,
+    object: &'a serde_json::Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> (Vec<Given<'a>>, BTreeMap<String, String>) {
+    let mut fields: Vec<Given<'a>> = vec![None; dataset.fields.len()];
     let mut extra = BTreeMap::new();
     for (name, value) in object {
         let renamed = dataset.renames.iter().find(|r| r.from == *name);
@@ -216,9 +251,18 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
             None => fields[slot] = Some((name, value)),
         }
     }
+    (fields, extra)
+}
 
+/// The declared fields' values by canonical name, each parsed by its kind; a required field
+/// missing or null, or a value not of its kind, is added to `errors`.
+fn parse_fields(
+    dataset: &Dataset,
+    fields: &[Given<'_>],
+    errors: &mut Vec<FieldError>,
+) -> BTreeMap<String, Normalised> {
     let mut values = BTreeMap::new();
-    for (field, given) in dataset.fields.iter().zip(&fields) {
+    for (field, given) in dataset.fields.iter().zip(fields) {
         let (exported, value) = given.unwrap_or((field.name.as_str(), &Value::Null));
         if value.is_null() {
             if dataset.is_required(field) {
@@ -243,22 +287,18 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
             }),
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    values
+}
 
-    let key_part = |name: &str| match values.get(name) {
-        Some(Normalised::Text(text)) => text.clone(),
-        Some(Normalised::Instant(at)) => at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        Some(Normalised::Date(day)) => iso_day(*day),
-        Some(Normalised::Minor(n)) => n.to_string(),
-        Some(Normalised::Bool(b)) => b.to_string(),
-        None => String::new(),
-    };
+/// The key fields' values joined by `|`, or an error if that is longer than [`MAX_KEY_BYTES`].
+fn row_key(
+    dataset: &Dataset,
+    values: &BTreeMap<String, Normalised>,
+) -> Result<String, Vec<FieldError>> {
     let key = dataset
         .key_fields
         .iter()
-        .map(|name| key_part(name))
+        .map(|name| key_part(values, name))
         .collect::<Vec<_>>()
         .join("|");
     if key.len() > MAX_KEY_BYTES {
@@ -273,23 +313,20 @@ pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>>
             ),
         }]);
     }
-    let partition = key_part(&dataset.partition_field);
-    let Some(Normalised::Instant(cursor)) = values.get(&dataset.cursor_field).cloned() else {
-        // A checked descriptor's cursor field is a required timestamp.
-        return Err(vec![FieldError {
-            field: dataset.cursor_field.clone(),
-            value: String::new(),
-            rule: rule::TIMESTAMP_FORMAT,
-            message: format!("`{}` is not an instant", dataset.cursor_field),
-        }]);
-    };
-    Ok(Row {
-        key,
-        partition,
-        cursor,
-        values,
-        extra,
-    })
+    Ok(key)
+}
+
+/// One field's value as a part of a row key (instants as RFC 3339 with microseconds); empty
+/// where the row has none.
+fn key_part(values: &BTreeMap<String, Normalised>, name: &str) -> String {
+    match values.get(name) {
+        Some(Normalised::Text(text)) => text.clone(),
+        Some(Normalised::Instant(at)) => at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        Some(Normalised::Date(day)) => iso_day(*day),
+        Some(Normalised::Minor(n)) => n.to_string(),
+        Some(Normalised::Bool(b)) => b.to_string(),
+        None => String::new(),
+    }
 }
 
 fn parse(kind: FieldKind, value: &Value) -> Result<Normalised, (&'static str, String)> {

@@ -61,13 +61,18 @@ pub fn partition_ends(
     kafka: &KafkaConfig,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, (i64, i64)>, KafkaError> {
-    let consumer = EventConsumer::new(
+    let consumer = readback_consumer(kafka)?;
+    ends_of(&consumer, timeout)
+}
+
+/// A consumer of the deals topic outside every group and the process's metrics.
+fn readback_consumer(kafka: &KafkaConfig) -> Result<EventConsumer, KafkaError> {
+    EventConsumer::new(
         kafka,
         "recoup-export-puller-readback",
         COLLECTIONS_DEALS.name,
         None,
-    )?;
-    ends_of(&consumer, timeout)
+    )
 }
 
 fn ends_of(
@@ -93,26 +98,9 @@ pub async fn read_back(
     lender_public_id: &str,
     timeout: Duration,
 ) -> Result<ReadBack, ReadBackError> {
-    let consumer = EventConsumer::new(
-        kafka,
-        "recoup-export-puller-readback",
-        COLLECTIONS_DEALS.name,
-        None,
-    )?;
-    // Metadata calls and the store block: off the async threads.
-    let (consumer, ends, stored, published_before) = {
-        let store = store.clone();
-        let cluster = cluster.to_owned();
-        let stream = stream.clone();
-        tokio::task::spawn_blocking(move || {
-            let ends = ends_of(&consumer, timeout)?;
-            let stored = store.marks(&cluster, &stream)?;
-            let published_before = store.checkpoint(&stream)? != Checkpoint::default();
-            Ok::<_, ReadBackError>((consumer, ends, stored, published_before))
-        })
-        .await
-        .map_err(|e| ReadBackError::Task(e.to_string()))??
-    };
+    let consumer = readback_consumer(kafka)?;
+    let (consumer, ends, stored, published_before) =
+        starting_point(consumer, store, cluster, stream, timeout).await?;
 
     let mut found = ReadBack {
         marks: ends.iter().map(|(p, (_, high))| (*p, *high)).collect(),
@@ -128,25 +116,95 @@ pub async fn read_back(
             return Ok(found);
         }
     };
-    // Per partition: where to start, and the last offset to read.
+    let pending = assign_from_marks(&consumer, &ends, &stored, &mut found.marks)?;
+    let own = OwnEvents {
+        tenant: &stream.tenant,
+        dataset: stream.dataset.as_str(),
+        prefix: format!("{}/", stream.dataset),
+        lender_public_id,
+    };
+    let recovered = read_to_ends(&consumer, pending, timeout, &own, &mut found).await?;
+    let fingerprints = newer_than_stored(store, stream, recovered).await?;
+    found.recovered = fingerprints.len();
+    commit(store, stream, cluster, fingerprints, &found.marks).await?;
+    Ok(found)
+}
+
+/// The partitions' ends, the stream's stored marks on `cluster`, and whether it published
+/// before; metadata calls and the store block, so off the async threads.
+async fn starting_point(
+    consumer: EventConsumer,
+    store: &PullStore,
+    cluster: &str,
+    stream: &StreamId,
+    timeout: Duration,
+) -> Result<
+    (
+        EventConsumer,
+        BTreeMap<i32, (i64, i64)>,
+        Option<Marks>,
+        bool,
+    ),
+    ReadBackError,
+> {
+    let store = store.clone();
+    let cluster = cluster.to_owned();
+    let stream = stream.clone();
+    tokio::task::spawn_blocking(move || {
+        let ends = ends_of(&consumer, timeout)?;
+        let stored = store.marks(&cluster, &stream)?;
+        let published_before = store.checkpoint(&stream)? != Checkpoint::default();
+        Ok::<_, ReadBackError>((consumer, ends, stored, published_before))
+    })
+    .await
+    .map_err(|e| ReadBackError::Task(e.to_string()))?
+}
+
+/// Assigns every partition from its stored mark (or its first kept offset), raises `marks` to
+/// those starts, and returns the last offset to read per partition with anything to read.
+fn assign_from_marks(
+    consumer: &EventConsumer,
+    ends: &BTreeMap<i32, (i64, i64)>,
+    stored: &Marks,
+    marks: &mut Marks,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
     let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
     let mut start = Vec::new();
-    for (partition, (low, high)) in &ends {
+    for (partition, (low, high)) in ends {
         let from = stored.get(partition).copied().unwrap_or(*low).max(*low);
         if from < *high {
             pending.insert(*partition, high - 1);
         }
-        // Every partition, even one whose named end is behind its mark (see below).
+        // Every partition, even one whose named end is behind its mark (see `read_to_ends`).
         start.push((*partition, Some(from)));
-        let mark = found.marks.entry(*partition).or_insert(from);
+        let mark = marks.entry(*partition).or_insert(from);
         *mark = (*mark).max(from);
     }
     consumer.assign(&start)?;
-    let dataset = stream.dataset.as_str();
-    let prefix = format!("{dataset}/");
+    Ok(pending)
+}
+
+/// Which events on the topic are the stream's own.
+struct OwnEvents<'a> {
+    tenant: &'a str,
+    dataset: &'a str,
+    /// `{dataset}/`, the start of the stream's aggregate ids.
+    prefix: String,
+    lender_public_id: &'a str,
+}
+
+/// Reads the assigned partitions past the ends the broker named, until nothing more comes for a
+/// moment: a broker may name an end before its last records (tansu 0.6 answers the last batch's
+/// first offset). Counts into `found` and returns the last fingerprint per row key of the
+/// stream's own events.
+async fn read_to_ends(
+    consumer: &EventConsumer,
+    mut pending: BTreeMap<i32, i64>,
+    timeout: Duration,
+    own: &OwnEvents<'_>,
+    found: &mut ReadBack,
+) -> Result<BTreeMap<String, Fingerprint>, ReadBackError> {
     let mut recovered: BTreeMap<String, Fingerprint> = BTreeMap::new();
-    // Past the ends the broker named, until nothing more comes for a moment: a broker may name
-    // an end before its last records (tansu 0.6 answers the last batch's first offset).
     loop {
         let wait = if pending.is_empty() { QUIET } else { timeout };
         let batch = match tokio::time::timeout(wait, consumer.recv_batch(2000)).await {
@@ -164,42 +222,57 @@ pub async fn read_back(
             {
                 pending.remove(&message.partition);
             }
-            let Ok(envelope) = decode_envelope(&message.value) else {
+            let Some((row_key, fingerprint)) = own.fingerprint_of(&message.value) else {
                 continue;
             };
-            if envelope.tenant != stream.tenant || envelope.aggregate_type != DEAL_AGGREGATE {
-                continue;
-            }
-            let Some(row_key) = envelope.aggregate_id.strip_prefix(&prefix) else {
-                continue;
-            };
-            let Ok(deal) = v1::CollectionsDealObserved::decode(envelope.payload.as_slice()) else {
-                continue;
-            };
-            if deal.dataset != dataset || deal.lender_public_id != lender_public_id {
-                continue;
-            }
             found.own_events += 1;
-            let cursor_micros = deal
-                .updated_at
-                .as_ref()
-                .and_then(from_timestamp)
-                .map_or(0, |at| at.timestamp_micros());
-            let fingerprint = Fingerprint {
-                hash: normalise::fingerprint(&deal),
-                revision: deal.revision,
-                cursor_micros,
-            };
             // The topic's order is the consumers' order: a later event of a row key wins.
-            recovered.insert(row_key.to_owned(), fingerprint);
+            recovered.insert(row_key, fingerprint);
         }
     }
-    let store_now = store.clone();
-    let stream_now = stream.clone();
-    let fingerprints = tokio::task::spawn_blocking(move || {
+    Ok(recovered)
+}
+
+impl OwnEvents<'_> {
+    /// The row key and fingerprint of a message that is one of the stream's deals; `None` for
+    /// anything else (another tenant, dataset or lender, another aggregate, undecodable).
+    fn fingerprint_of(&self, value: &[u8]) -> Option<(String, Fingerprint)> {
+        let envelope = decode_envelope(value).ok()?;
+        if envelope.tenant != self.tenant || envelope.aggregate_type != DEAL_AGGREGATE {
+            return None;
+        }
+        let row_key = envelope.aggregate_id.strip_prefix(&self.prefix)?;
+        let deal = v1::CollectionsDealObserved::decode(envelope.payload.as_slice()).ok()?;
+        if deal.dataset != self.dataset || deal.lender_public_id != self.lender_public_id {
+            return None;
+        }
+        let cursor_micros = deal
+            .updated_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .map_or(0, |at| at.timestamp_micros());
+        let fingerprint = Fingerprint {
+            hash: normalise::fingerprint(&deal),
+            revision: deal.revision,
+            cursor_micros,
+        };
+        Some((row_key.to_owned(), fingerprint))
+    }
+}
+
+/// The recovered fingerprints the store does not have: a row key it does not know, a later
+/// revision, or the same revision with other content (the store is read off the async threads).
+async fn newer_than_stored(
+    store: &PullStore,
+    stream: &StreamId,
+    recovered: BTreeMap<String, Fingerprint>,
+) -> Result<Vec<(String, Fingerprint)>, ReadBackError> {
+    let store = store.clone();
+    let stream = stream.clone();
+    let newer = tokio::task::spawn_blocking(move || {
         let mut newer = Vec::new();
         for (row_key, fingerprint) in recovered {
-            let known = store_now.fingerprint(&stream_now, &row_key)?;
+            let known = store.fingerprint(&stream, &row_key)?;
             let differs = known.is_none_or(|k| {
                 k.revision < fingerprint.revision
                     || (k.revision == fingerprint.revision && k.hash != fingerprint.hash)
@@ -212,9 +285,7 @@ pub async fn read_back(
     })
     .await
     .map_err(|e| ReadBackError::Task(e.to_string()))??;
-    found.recovered = fingerprints.len();
-    commit(store, stream, cluster, fingerprints, &found.marks).await?;
-    Ok(found)
+    Ok(newer)
 }
 
 /// Stores recovered fingerprints and the new marks, and flushes: nothing may be published

@@ -48,11 +48,7 @@ pub async fn start(
     }
     let producer = ctx
         .kafka
-        .producer(&ProducerSettings {
-            // Pages are batches: a little more lingering fills Kafka batches better.
-            linger: Duration::from_millis(5),
-            ..ProducerSettings::default()
-        })
+        .producer(&ProducerSettings::bulk())
         .starting("kafka producer")?;
     let puller = Arc::new(Puller::new(
         store,

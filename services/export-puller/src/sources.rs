@@ -157,11 +157,30 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Sources
     })
 }
 
+/// One source entry checked, field by field in the order of the file's documentation.
 fn check_source(
-    entry: SourceEntry,
+    mut entry: SourceEntry,
     known: &BTreeMap<String, Arc<Dataset>>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Source, String> {
+    check_account(&entry)?;
+    let password = password_of(&entry, env)?;
+    let limit = entry.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(format!("limit must be 1 to {MAX_LIMIT}, got {limit}"));
+    }
+    let datasets = described_datasets(entry.datasets.take(), known)?;
+    let client = client_config(&entry, password)?;
+    Ok(Source {
+        tenant: entry.tenant,
+        client,
+        datasets,
+        limit,
+    })
+}
+
+/// The tenant, the API's address, the lender's slug and the email.
+fn check_account(entry: &SourceEntry) -> Result<(), String> {
     recoup_proto::tenant::validate_tenant(&entry.tenant).map_err(|e| format!("tenant: {e}"))?;
     if !(entry.host.starts_with("http://") || entry.host.starts_with("https://")) {
         return Err(format!(
@@ -178,6 +197,14 @@ fn check_source(
     if entry.email.is_empty() {
         return Err("email is required".to_owned());
     }
+    Ok(())
+}
+
+/// The password, from the environment variable or the file the entry names (exactly one).
+fn password_of(
+    entry: &SourceEntry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let password = match (&entry.password_env, &entry.password_file) {
         (Some(var), None) => {
             let name_like = !var.is_empty()
@@ -201,17 +228,19 @@ fn check_source(
     if password.is_empty() {
         return Err("the password is empty".to_owned());
     }
-    let limit = entry.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(format!("limit must be 1 to {MAX_LIMIT}, got {limit}"));
-    }
-    let names = entry
-        .datasets
-        .unwrap_or_else(|| vec![dataset::d16().path()]);
+    Ok(password)
+}
+
+/// The descriptors of the datasets an entry names (D16 when it names none).
+fn described_datasets(
+    names: Option<Vec<String>>,
+    known: &BTreeMap<String, Arc<Dataset>>,
+) -> Result<Vec<Arc<Dataset>>, String> {
+    let names = names.unwrap_or_else(|| vec![dataset::d16().path()]);
     if names.is_empty() {
         return Err("datasets is empty".to_owned());
     }
-    let datasets = names
+    names
         .iter()
         .map(|name| {
             known.get(name).cloned().ok_or_else(|| {
@@ -221,14 +250,19 @@ fn check_source(
                 )
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// The client's configuration: the defaults, with the entry's expected lender, request budget
+/// and timeout where it gives them.
+fn client_config(entry: &SourceEntry, password: String) -> Result<ClientConfig, String> {
     let mut client = ClientConfig::new(
         &entry.host,
         &entry.lender,
         &entry.email,
         Secret::new(password),
     );
-    client.lender_public_id = entry.lender_public_id;
+    client.lender_public_id = entry.lender_public_id.clone();
     if let Some(rps) = entry.requests_per_second {
         client.requests_per_second =
             NonZeroU32::new(rps).ok_or("requests_per_second must be at least 1")?;
@@ -239,12 +273,7 @@ fn check_source(
         }
         client.request_timeout = Duration::from_secs(secs);
     }
-    Ok(Source {
-        tenant: entry.tenant,
-        client,
-        datasets,
-        limit,
-    })
+    Ok(client)
 }
 
 /// A secret from a file, without its trailing newline.

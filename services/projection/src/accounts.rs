@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
-use event_backbone::consumer::ReceivedEvent;
 use event_backbone::envelope::decode_envelope;
 use paygo_snapshots::par::{PAR_BUCKETS, par_bucket};
 use prost::Message;
@@ -26,10 +25,7 @@ use recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREG
 use recoup_proto::v1;
 
 use crate::cases::CaseReadModel;
-use crate::kernel::{
-    BatchOutcome, Projection, ReadModelError, Step, apply_each, decode_counters, encode_counters,
-    stage_offsets, upgrade_offsets_and_rejects,
-};
+use crate::kernel::{Counters, Projection, ReadModelError, Step, upgrade_offsets_and_rejects};
 
 /// Amounts in the PAR view are summed as integers of this many units per 1, so that an update
 /// (subtract the old row, add the new) leaves no floating-point residue.
@@ -88,6 +84,47 @@ impl SeriesEntry {
     }
 }
 
+/// An `AccountSnapshotRecorded` event, checked.
+struct RecordedSnapshot {
+    tenant: String,
+    account_uid: String,
+    date: NaiveDate,
+    revision: u64,
+    snapshot: v1::AccountSnapshot,
+}
+
+impl RecordedSnapshot {
+    /// The event in `bytes`, or why it does not belong in this read model.
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let envelope = decode_envelope(bytes).map_err(|e| e.to_string())?;
+        if envelope.aggregate_type != SNAPSHOT_AGGREGATE {
+            return Err(format!(
+                "aggregate type {:?} does not belong on this topic",
+                envelope.aggregate_type
+            ));
+        }
+        let recorded = v1::AccountSnapshotRecorded::decode(envelope.payload.as_slice())
+            .map_err(|e| format!("payload does not decode: {e}"))?;
+        let snapshot = recorded
+            .snapshot
+            .ok_or("AccountSnapshotRecorded without snapshot")?;
+        let date = snapshot
+            .snapshot_date
+            .as_deref()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let (Some(account_uid), Some(date)) = (snapshot.account_uid.clone(), date) else {
+            return Err("snapshot without account_uid or a valid snapshot_date".into());
+        };
+        Ok(Self {
+            tenant: envelope.tenant,
+            account_uid,
+            date,
+            revision: recorded.revision,
+            snapshot,
+        })
+    }
+}
+
 /// Accounts and outstanding amount of one PAR bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ParTotals {
@@ -96,19 +133,20 @@ pub struct ParTotals {
     pub outstanding_units: i64,
 }
 
-impl ParTotals {
-    fn decode(bytes: &[u8]) -> Self {
-        let [accounts, outstanding_units] = decode_counters(bytes);
+impl Counters<2> for ParTotals {
+    fn from_counters([accounts, outstanding_units]: [i64; 2]) -> Self {
         Self {
             accounts,
             outstanding_units,
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
-        encode_counters([self.accounts, self.outstanding_units])
+    fn counters(&self) -> [i64; 2] {
+        [self.accounts, self.outstanding_units]
     }
+}
 
+impl ParTotals {
     /// The outstanding amount.
     pub fn outstanding(&self) -> f64 {
         self.outstanding_units as f64 / AMOUNT_SCALE
@@ -122,7 +160,7 @@ pub struct AccountReadModel {
 }
 
 #[derive(Default)]
-struct Staged {
+pub struct Staged {
     series: HashMap<Vec<u8>, SeriesEntry>,
     latest: HashMap<Vec<u8>, (NaiveDate, Vec<u8>)>,
     par: BTreeMap<Vec<u8>, ParTotals>,
@@ -141,75 +179,15 @@ impl AccountReadModel {
         Ok(Self { tree })
     }
 
-    fn apply_message(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
-        let envelope = match decode_envelope(bytes) {
-            Ok(e) => e,
-            Err(e) => return Ok(Step::Rejected(e.to_string())),
-        };
-        if envelope.aggregate_type != SNAPSHOT_AGGREGATE {
-            return Ok(Step::Rejected(format!(
-                "aggregate type {:?} does not belong on this topic",
-                envelope.aggregate_type
-            )));
-        }
-        let recorded = match v1::AccountSnapshotRecorded::decode(envelope.payload.as_slice()) {
-            Ok(r) => r,
-            Err(e) => return Ok(Step::Rejected(format!("payload does not decode: {e}"))),
-        };
-        let Some(snapshot) = recorded.snapshot else {
-            return Ok(Step::Rejected(
-                "AccountSnapshotRecorded without snapshot".into(),
-            ));
-        };
-        let (Some(account_uid), Some(date)) = (
-            snapshot.account_uid.as_deref(),
-            snapshot
-                .snapshot_date
-                .as_deref()
-                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
-        ) else {
-            return Ok(Step::Rejected(
-                "snapshot without account_uid or a valid snapshot_date".into(),
-            ));
-        };
-        let tenant = envelope.tenant.as_str();
-        let key = series_key(tenant, account_uid, date).into_vec();
-        let earlier = match staged.series.get(&key) {
-            Some(entry) => Some(entry.clone()),
-            None => match self.tree.get(&key)? {
-                Some(bytes) => {
-                    Some(SeriesEntry::decode(&bytes).ok_or_else(|| corrupt(&key, "series entry"))?)
-                }
-                None => None,
-            },
-        };
-        if earlier
-            .as_ref()
-            .is_some_and(|e| e.revision > recorded.revision)
-        {
-            return Ok(Step::Duplicate);
-        }
-        let encoded = snapshot.encode_to_vec();
-        let entry = SeriesEntry {
-            revision: recorded.revision,
-            bucket: par_bucket(snapshot.days_arrears_consecutive_source),
-            outstanding: (snapshot.amt_remaining_installment_source.unwrap_or(0.0) * AMOUNT_SCALE)
-                .round() as i64,
-            snapshot: encoded.clone(),
-        };
-        if let Some(earlier) = &earlier {
-            self.add_par(
-                staged,
-                tenant,
-                date,
-                earlier.bucket,
-                -1,
-                earlier.outstanding.saturating_neg(),
-            )?;
-        }
-        self.add_par(staged, tenant, date, entry.bucket, 1, entry.outstanding)?;
-        staged.series.insert(key, entry);
-
+    /// The snapshot becomes the account's latest unless one of a later day is held.
+    fn stage_latest(
+        &self,
+        staged: &mut Staged,
+        tenant: &str,
+        account_uid: &str,
+        date: NaiveDate,
+        encoded: Vec<u8>,
+    ) -> Result<(), ReadModelError> {
         let latest_key = account_key(b'l', tenant, account_uid).into_vec();
         let latest_date = match staged.latest.get(&latest_key) {
             Some((d, _)) => Some(*d),
@@ -223,7 +201,7 @@ impl AccountReadModel {
         if latest_date.is_none_or(|d| date >= d) {
             staged.latest.insert(latest_key, (date, encoded));
         }
-        Ok(Step::Applied(1))
+        Ok(())
     }
 
     fn add_par(
@@ -329,26 +307,61 @@ impl AccountReadModel {
 }
 
 impl Projection for AccountReadModel {
+    type Staged = Staged;
+    type Written = ();
+
     fn tree(&self) -> &sled::Tree {
         &self.tree
     }
 
-    /// Applies a batch of snapshot events and records the offsets after them, atomically.
-    fn apply_batch(
-        &self,
-        cluster: &str,
-        topic: &str,
-        messages: &[ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError> {
-        let mut staged = Staged::default();
-        let (outcome, next_offsets) = apply_each(
-            cluster,
-            topic,
-            messages,
-            &mut staged,
-            |staged| &mut staged.batch,
-            |bytes, staged| self.apply_message(bytes, staged),
-        )?;
+    fn apply(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
+        let recorded = match RecordedSnapshot::decode(bytes) {
+            Ok(recorded) => recorded,
+            Err(reason) => return Ok(Step::Rejected(reason)),
+        };
+        let RecordedSnapshot {
+            tenant,
+            account_uid,
+            date,
+            revision,
+            snapshot,
+        } = &recorded;
+        let key = series_key(tenant, account_uid, *date).into_vec();
+        let earlier = match staged.series.get(&key) {
+            Some(entry) => Some(entry.clone()),
+            None => match self.tree.get(&key)? {
+                Some(bytes) => {
+                    Some(SeriesEntry::decode(&bytes).ok_or_else(|| corrupt(&key, "series entry"))?)
+                }
+                None => None,
+            },
+        };
+        if earlier.as_ref().is_some_and(|e| e.revision > *revision) {
+            return Ok(Step::Duplicate);
+        }
+        let encoded = snapshot.encode_to_vec();
+        let entry = SeriesEntry {
+            revision: *revision,
+            bucket: par_bucket(snapshot.days_arrears_consecutive_source),
+            outstanding: (snapshot.amt_remaining_installment_source.unwrap_or(0.0) * AMOUNT_SCALE)
+                .round() as i64,
+            snapshot: encoded.clone(),
+        };
+        if let Some(earlier) = &earlier {
+            let minus = earlier.outstanding.saturating_neg();
+            self.add_par(staged, tenant, *date, earlier.bucket, -1, minus)?;
+        }
+        self.add_par(staged, tenant, *date, entry.bucket, 1, entry.outstanding)?;
+        staged.series.insert(key, entry);
+        self.stage_latest(staged, tenant, account_uid, *date, encoded)?;
+        Ok(Step::Applied(1))
+    }
+
+    fn batch(staged: &mut Staged) -> &mut sled::Batch {
+        &mut staged.batch
+    }
+
+    fn stage_writes(&self, staged: Staged) -> Result<(sled::Batch, ()), ReadModelError> {
         let Staged {
             series,
             latest,
@@ -364,8 +377,6 @@ impl Projection for AccountReadModel {
         for (key, totals) in par {
             batch.insert(key, totals.encode());
         }
-        stage_offsets(&mut batch, cluster, topic, next_offsets);
-        self.tree.apply_batch(batch)?;
-        Ok(outcome)
+        Ok((batch, ()))
     }
 }

@@ -62,10 +62,41 @@ pub enum Step {
     Rejected(String),
 }
 
-/// A read model fed from one topic, keeping its consumer offsets itself.
+/// A read model fed from one topic, keeping its consumer offsets itself. A model says how one
+/// message changes its staged changes and how those are written; the kernel applies a batch
+/// ([`apply_batch`]): every message in order, rejects kept, the offsets after the batch in the
+/// same atomic `sled::Batch`.
 pub trait Projection: Send + Sync + 'static {
+    /// The changes of one batch before they are written.
+    type Staged: Default;
+    /// What the model does once a batch is written (e.g. tell watchers).
+    type Written;
+
     /// The tree holding the read model, its offsets and its rejects.
     fn tree(&self) -> &sled::Tree;
+
+    /// One message into the staged changes.
+    fn apply(&self, message: &[u8], staged: &mut Self::Staged) -> Result<Step, ReadModelError>;
+
+    /// The `sled::Batch` inside the staged changes (rejects go into it).
+    fn batch(staged: &mut Self::Staged) -> &mut sled::Batch;
+
+    /// The staged changes as one `sled::Batch`, and what to do once it is written.
+    fn stage_writes(
+        &self,
+        staged: Self::Staged,
+    ) -> Result<(sled::Batch, Self::Written), ReadModelError>;
+
+    /// After the batch was written.
+    fn written(&self, _written: Self::Written) -> Result<(), ReadModelError> {
+        Ok(())
+    }
+
+    /// A lock held from a batch's first read through [`Projection::written`], for models
+    /// whose readers must see a batch and its aftermath as one (none by default).
+    fn hold_turn(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        None
+    }
 
     /// Applies a batch and records the offsets after it, atomically.
     fn apply_batch(
@@ -73,7 +104,10 @@ pub trait Projection: Send + Sync + 'static {
         cluster: &str,
         topic: &str,
         messages: &[ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError>;
+    ) -> Result<BatchOutcome, ReadModelError> {
+        let _turn = self.hold_turn();
+        apply_batch(self, cluster, topic, messages)
+    }
 
     /// The next offset to read per partition of `topic` on `cluster` (`None`: the beginning).
     fn offsets(
@@ -106,6 +140,42 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
+/// Applies every message of a batch to `model` in order, keeps each reject with its reason, and
+/// writes the model's changes and the offsets after the batch in one atomic `sled::Batch`.
+pub fn apply_batch<P: Projection + ?Sized>(
+    model: &P,
+    cluster: &str,
+    topic: &str,
+    messages: &[ReceivedEvent],
+) -> Result<BatchOutcome, ReadModelError> {
+    let mut staged = P::Staged::default();
+    let mut outcome = BatchOutcome::default();
+    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    for message in messages {
+        next_offsets.insert(message.partition, message.offset + 1);
+        match model.apply(&message.value, &mut staged)? {
+            Step::Applied(n) => outcome.applied += n,
+            Step::Duplicate => outcome.duplicates += 1,
+            Step::Parked => outcome.parked += 1,
+            Step::Ignored => outcome.ignored += 1,
+            Step::Rejected(reason) => {
+                outcome.rejected += 1;
+                stage_reject(P::batch(&mut staged), cluster, topic, message, reason);
+            }
+        }
+    }
+    let (mut batch, written) = model.stage_writes(staged)?;
+    for (partition, next) in next_offsets {
+        batch.insert(
+            offset_key(cluster, topic, partition).into_vec(),
+            &next.to_be_bytes(),
+        );
+    }
+    model.tree().apply_batch(batch)?;
+    model.written(written)?;
+    Ok(outcome)
+}
+
 fn offset_key(cluster: &str, topic: &str, partition: i32) -> Key {
     Key::new(b'o').str(cluster).str(topic).i32(partition)
 }
@@ -118,52 +188,8 @@ fn reject_key(cluster: &str, topic: &str, partition: i32, offset: i64) -> Key {
         .i64(offset)
 }
 
-/// Applies every message in order with `apply`, counts the outcomes, stages each reject in the
-/// batch `batch_of` finds in the staged changes; returns the outcome and the next offset to read
-/// per partition.
-pub fn apply_each<S>(
-    cluster: &str,
-    topic: &str,
-    messages: &[ReceivedEvent],
-    staged: &mut S,
-    batch_of: impl Fn(&mut S) -> &mut sled::Batch,
-    mut apply: impl FnMut(&[u8], &mut S) -> Result<Step, ReadModelError>,
-) -> Result<(BatchOutcome, BTreeMap<i32, i64>), ReadModelError> {
-    let mut outcome = BatchOutcome::default();
-    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-    for message in messages {
-        next_offsets.insert(message.partition, message.offset + 1);
-        match apply(&message.value, staged)? {
-            Step::Applied(n) => outcome.applied += n,
-            Step::Duplicate => outcome.duplicates += 1,
-            Step::Parked => outcome.parked += 1,
-            Step::Ignored => outcome.ignored += 1,
-            Step::Rejected(reason) => {
-                outcome.rejected += 1;
-                stage_reject(batch_of(staged), cluster, topic, message, reason);
-            }
-        }
-    }
-    Ok((outcome, next_offsets))
-}
-
-/// Adds the offsets after a batch to its sled batch.
-pub fn stage_offsets(
-    batch: &mut sled::Batch,
-    cluster: &str,
-    topic: &str,
-    next_offsets: BTreeMap<i32, i64>,
-) {
-    for (partition, next) in next_offsets {
-        batch.insert(
-            offset_key(cluster, topic, partition).into_vec(),
-            &next.to_be_bytes(),
-        );
-    }
-}
-
 /// Keeps a message that cannot be applied under `x`, with the reason, and logs it.
-pub fn stage_reject(
+fn stage_reject(
     batch: &mut sled::Batch,
     cluster: &str,
     topic: &str,
@@ -188,19 +214,28 @@ pub fn reason_and(reason: String, bytes: &[u8]) -> Vec<u8> {
     value
 }
 
-/// `N` counters (i64 BE each) in one value: the totals the read models keep. Missing bytes
-/// read as 0.
-pub fn decode_counters<const N: usize>(bytes: &[u8]) -> [i64; N] {
-    std::array::from_fn(|i| {
-        bytes
-            .get(i * 8..i * 8 + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, i64::from_be_bytes)
-    })
-}
+/// Totals kept as `N` counters (i64 BE each) in one value: the totals the read models keep.
+pub trait Counters<const N: usize>: Sized {
+    fn from_counters(counters: [i64; N]) -> Self;
 
-pub fn encode_counters<const N: usize>(counters: [i64; N]) -> Vec<u8> {
-    counters.iter().flat_map(|c| c.to_be_bytes()).collect()
+    fn counters(&self) -> [i64; N];
+
+    /// The totals of a stored value; missing bytes read as 0.
+    fn decode(bytes: &[u8]) -> Self {
+        Self::from_counters(std::array::from_fn(|i| {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i64::from_be_bytes)
+        }))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.counters()
+            .iter()
+            .flat_map(|c| c.to_be_bytes())
+            .collect()
+    }
 }
 
 /// A tree whose own entries were always written with the key codec, but whose offsets and

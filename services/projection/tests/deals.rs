@@ -791,9 +791,8 @@ fn offsets_are_recorded_per_cluster_topic_and_partition_with_the_batch() {
         [(0, None)]
     );
     // Through the Projection trait, as the Projector uses it.
-    let projection: &dyn Projection = &m.deals;
     assert_eq!(
-        projection.offsets(CLUSTER, DEALS_TOPIC, &[1]).unwrap(),
+        Projection::offsets(&m.deals, CLUSTER, DEALS_TOPIC, &[1]).unwrap(),
         [(1, Some(2))]
     );
 }

@@ -107,7 +107,8 @@ impl Versioned {
     }
 }
 
-fn request<T>(tenant: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+/// A request of `tenant` (metadata `x-recoup-tenant`).
+pub(crate) fn request<T>(tenant: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
@@ -152,37 +153,18 @@ pub async fn run(args: CasesArgs) -> anyhow::Result<()> {
             external_id,
             environment,
         } => {
-            let environment = match environment.as_str() {
-                "PRODUCTION" => v1::Environment::Production,
-                "TEST" => v1::Environment::Test,
-                other => anyhow::bail!("--environment must be PRODUCTION or TEST, got {other}"),
-            };
-            let content = v1::CaseContent {
-                external_id: external_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            let content = case_content(
                 reference,
-                environment: environment as i32,
+                amount_minor,
                 currency,
-                line_items: vec![v1::LineItem {
-                    unique_id: "1".into(),
-                    name: "debt".into(),
-                    quantity: 1,
-                    amount_minor,
-                }],
-                due_date: due_date.unwrap_or_else(|| {
-                    (Utc::now() - Duration::days(1))
-                        .format("%Y-%m-%d")
-                        .to_string()
-                }),
-                ..Default::default()
+                due_date,
+                external_id,
+                &environment,
+            )?;
+            let create = v1::CreateCaseRequest {
+                content: Some(content),
             };
-            cases
-                .create_case(request(
-                    t,
-                    v1::CreateCaseRequest {
-                        content: Some(content),
-                    },
-                )?)
-                .await?
+            cases.create_case(request(t, create)?).await?
         }
         CasesCommand::Get {
             case_id,
@@ -199,56 +181,8 @@ pub async fn run(args: CasesArgs) -> anyhow::Result<()> {
             state,
             page_size,
             page_token,
-        } => {
-            let state = match state {
-                None => v1::CaseState::Unspecified,
-                Some(s) => v1::CaseState::from_str_name(&format!("CASE_STATE_{s}"))
-                    .with_context(|| format!("unknown state {s}"))?,
-            };
-            let page = query
-                .list_cases(request(
-                    t,
-                    v1::ListCasesRequest {
-                        state: state as i32,
-                        page_size,
-                        page_token,
-                    },
-                )?)
-                .await?
-                .into_inner();
-            for case in &page.cases {
-                print_case(case);
-            }
-            if !page.next_page_token.is_empty() {
-                println!("next page: --page-token {}", page.next_page_token);
-            }
-            return Ok(());
-        }
-        CasesCommand::Stats => {
-            let stats = query
-                .case_stats(request(t, v1::CaseStatsRequest {})?)
-                .await?
-                .into_inner();
-            for s in stats.states {
-                let totals: Vec<String> = s
-                    .totals
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} {} (collected {})",
-                            c.amount_minor, c.currency, c.collected_minor
-                        )
-                    })
-                    .collect();
-                println!(
-                    "{}\t{}\t{}",
-                    state_name(s.state),
-                    s.count,
-                    totals.join(", ")
-                );
-            }
-            return Ok(());
-        }
+        } => return list(&mut query, t, state, page_size, page_token).await,
+        CasesCommand::Stats => return stats(&mut query, t).await,
         CasesCommand::Review(v) => cases.mark_reviewed(request(t, v.command())?).await?,
         CasesCommand::Prepare(v) => cases.mark_prepared(request(t, v.command())?).await?,
         CasesCommand::Start(v) => cases.start_processing(request(t, v.command())?).await?,
@@ -278,6 +212,95 @@ pub async fn run(args: CasesArgs) -> anyhow::Result<()> {
     };
     if let Some(case) = &reply.get_ref().case {
         print_case(case);
+    }
+    Ok(())
+}
+
+/// The content of `cases create`: one line item of the whole amount.
+fn case_content(
+    reference: String,
+    amount_minor: i64,
+    currency: String,
+    due_date: Option<String>,
+    external_id: Option<String>,
+    environment: &str,
+) -> anyhow::Result<v1::CaseContent> {
+    let environment = match environment {
+        "PRODUCTION" => v1::Environment::Production,
+        "TEST" => v1::Environment::Test,
+        other => anyhow::bail!("--environment must be PRODUCTION or TEST, got {other}"),
+    };
+    Ok(v1::CaseContent {
+        external_id: external_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        reference,
+        environment: environment as i32,
+        currency,
+        line_items: vec![v1::LineItem {
+            unique_id: "1".into(),
+            name: "debt".into(),
+            quantity: 1,
+            amount_minor,
+        }],
+        due_date: due_date.unwrap_or_else(|| {
+            (Utc::now() - Duration::days(1))
+                .format("%Y-%m-%d")
+                .to_string()
+        }),
+        ..Default::default()
+    })
+}
+
+/// `cases list`: one page of cases from the read model, and the token of the next.
+async fn list(
+    query: &mut QueryClient<Channel>,
+    tenant: &str,
+    state: Option<String>,
+    page_size: u32,
+    page_token: String,
+) -> anyhow::Result<()> {
+    let state = match state {
+        None => v1::CaseState::Unspecified,
+        Some(s) => v1::CaseState::from_str_name(&format!("CASE_STATE_{s}"))
+            .with_context(|| format!("unknown state {s}"))?,
+    };
+    let list = v1::ListCasesRequest {
+        state: state as i32,
+        page_size,
+        page_token,
+    };
+    let page = query.list_cases(request(tenant, list)?).await?.into_inner();
+    for case in &page.cases {
+        print_case(case);
+    }
+    if !page.next_page_token.is_empty() {
+        println!("next page: --page-token {}", page.next_page_token);
+    }
+    Ok(())
+}
+
+/// `cases stats`: count and totals per state and currency.
+async fn stats(query: &mut QueryClient<Channel>, tenant: &str) -> anyhow::Result<()> {
+    let stats = query
+        .case_stats(request(tenant, v1::CaseStatsRequest {})?)
+        .await?
+        .into_inner();
+    for s in stats.states {
+        let totals: Vec<String> = s
+            .totals
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} (collected {})",
+                    c.amount_minor, c.currency, c.collected_minor
+                )
+            })
+            .collect();
+        println!(
+            "{}\t{}\t{}",
+            state_name(s.state),
+            s.count,
+            totals.join(", ")
+        );
     }
     Ok(())
 }

@@ -12,12 +12,15 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::{Stream, StreamExt};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use recoup_proto::tenant::{TENANT_METADATA_KEY, validate_tenant};
+use recoup_proto::snapshots::{ERRORS_CSV_HEADER, error_csv_record};
+use recoup_proto::tenant::validate_tenant;
 use recoup_proto::v1;
 use recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+
+use crate::client::request;
 
 /// Bytes per upload message: well below the server's 8 MiB message limit.
 const CHUNK_BYTES: u64 = 1024 * 1024;
@@ -389,20 +392,14 @@ async fn write_errors(
     let shown = path.display();
     let mut writer = csv::Writer::from_path(&path).with_context(|| shown.to_string())?;
     writer
-        .write_record(["row", "column", "value", "rule", "message"])
+        .write_record(ERRORS_CSV_HEADER)
         .with_context(|| shown.to_string())?;
     let mut written = 0;
     let mut page = report;
     loop {
         for e in &page.errors {
             writer
-                .write_record([
-                    e.row.to_string().as_str(),
-                    &e.column,
-                    &e.value,
-                    &e.rule,
-                    &e.message,
-                ])
+                .write_record(error_csv_record(e))
                 .with_context(|| shown.to_string())?;
             written += 1;
         }
@@ -424,14 +421,6 @@ async fn write_errors(
     }
     writer.flush().with_context(|| shown.to_string())?;
     Ok(written)
-}
-
-fn request<T>(tenant: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(TENANT_METADATA_KEY, tenant.parse().context("tenant")?);
-    Ok(request)
 }
 
 /// A refusal as one line: the file, the gRPC code as the protocol names it, the message, and

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::platform::Services;
+use crate::services::Services;
 
 /// The link the services use, and what keeps it alive.
 pub struct Connected {

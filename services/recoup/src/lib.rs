@@ -5,4 +5,5 @@ mod kafka;
 pub mod metrics;
 pub mod platform;
 mod serve;
+mod services;
 pub mod settings;

@@ -208,92 +208,18 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Up(args) => up(args).await,
         Command::Pull(args) => return pull_cli::run_pull(args).await,
         Command::ExportSim(args) => pull_cli::run_sim(args).await,
-        Command::CaseLifecycle(args) => {
-            serve(
-                args,
-                Services {
-                    case_lifecycle: true,
-                    ..Services::NONE
-                },
-            )
-            .await
-        }
-        Command::Projection(args) => {
-            serve(
-                args,
-                Services {
-                    projection: true,
-                    ..Services::NONE
-                },
-            )
-            .await
-        }
-        Command::SnapshotImporter(args) => {
-            serve(
-                args,
-                Services {
-                    snapshot_importer: true,
-                    ..Services::NONE
-                },
-            )
-            .await
-        }
+        Command::CaseLifecycle(args) => serve(args, Services::CASE_LIFECYCLE).await,
+        Command::Projection(args) => serve(args, Services::PROJECTION).await,
+        Command::SnapshotImporter(args) => serve(args, Services::SNAPSHOT_IMPORTER).await,
         Command::Topics(TopicsCommand::List) => {
-            for t in event_backbone::topics::ALL {
-                println!(
-                    "{}\tpartitions={}\tcompacted={}\t{}",
-                    t.name, t.partitions, t.compacted, t.description
-                );
-            }
+            list_topics();
             Ok(())
         }
         Command::Topics(TopicsCommand::Ensure {
             kafka_brokers,
             kafka_properties,
             replication,
-        }) => {
-            let mut kafka = event_backbone::KafkaConfig::external(kafka_brokers);
-            kafka.properties = kafka_properties;
-            let outcomes = event_backbone::admin::ensure_topics(
-                &kafka,
-                event_backbone::topics::ALL,
-                replication,
-                Duration::from_secs(15),
-            )
-            .await
-            .with_context(|| format!("creating topics on {}", kafka.brokers))?;
-            let states = tokio::task::spawn_blocking(move || {
-                event_backbone::admin::describe_topics(
-                    &kafka,
-                    event_backbone::topics::ALL,
-                    Duration::from_secs(15),
-                )
-            })
-            .await?
-            .context("reading the topics back")?;
-            let mut differ = false;
-            for ((name, outcome), state) in outcomes.iter().zip(&states) {
-                let note = match state.partitions {
-                    Some(n) if n == state.wanted_partitions => format!("partitions={n}"),
-                    Some(n) => {
-                        differ = true;
-                        format!(
-                            "partitions={n} (recoup creates {}; keys keep their partition, so this works, but spreads load differently)",
-                            state.wanted_partitions
-                        )
-                    }
-                    None => {
-                        differ = true;
-                        "not visible in the cluster's metadata yet".to_owned()
-                    }
-                };
-                println!("{name}\t{outcome:?}\t{note}");
-            }
-            if differ {
-                tracing::warn!("some topics differ from what recoup creates; see above");
-            }
-            Ok(())
-        }
+        }) => ensure_topics(kafka_brokers, kafka_properties, replication).await,
         Command::Health { server, service } => return health(server, service).await,
         // Rejected rows are no error of the command, yet they fail it.
         Command::Import(args) => return import_cli::run(args).await,
@@ -306,6 +232,65 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }),
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// `recoup topics list`.
+fn list_topics() {
+    for t in event_backbone::topics::ALL {
+        println!(
+            "{}\tpartitions={}\tcompacted={}\t{}",
+            t.name, t.partitions, t.compacted, t.description
+        );
+    }
+}
+
+/// `recoup topics ensure`: creates what is missing, then says of each topic how it stands.
+async fn ensure_topics(
+    brokers: String,
+    properties: Vec<(String, String)>,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let mut kafka = event_backbone::KafkaConfig::external(brokers);
+    kafka.properties = properties;
+    let outcomes = event_backbone::admin::ensure_topics(
+        &kafka,
+        event_backbone::topics::ALL,
+        replication,
+        Duration::from_secs(15),
+    )
+    .await
+    .with_context(|| format!("creating topics on {}", kafka.brokers))?;
+    let states = tokio::task::spawn_blocking(move || {
+        event_backbone::admin::describe_topics(
+            &kafka,
+            event_backbone::topics::ALL,
+            Duration::from_secs(15),
+        )
+    })
+    .await?
+    .context("reading the topics back")?;
+    let mut differ = false;
+    for ((name, outcome), state) in outcomes.iter().zip(&states) {
+        let note = match state.partitions {
+            Some(n) if n == state.wanted_partitions => format!("partitions={n}"),
+            Some(n) => {
+                differ = true;
+                format!(
+                    "partitions={n} (recoup creates {}; keys keep their partition, so this works, but spreads load differently)",
+                    state.wanted_partitions
+                )
+            }
+            None => {
+                differ = true;
+                "not visible in the cluster's metadata yet".to_owned()
+            }
+        };
+        println!("{name}\t{outcome:?}\t{note}");
+    }
+    if differ {
+        tracing::warn!("some topics differ from what recoup creates; see above");
+    }
+    Ok(())
 }
 
 /// `recoup health`: the serving status of a process or one of its services.

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use event_backbone::TopicSpec;
 use event_backbone::reachability::ProbeSettings;
-use event_backbone::topics::{self, COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
 use export_puller::schedule::StreamOutcome;
 use recoup_runtime::{Clock, Context, KafkaLink};
 use tokio::sync::watch;
@@ -17,44 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::kafka::{self, Connected};
 use crate::serve::{self, Addresses, Servers};
-
-/// Which services this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Services {
-    pub case_lifecycle: bool,
-    pub projection: bool,
-    pub snapshot_importer: bool,
-    /// Runs only when sources to pull are configured ([`PlatformConfig::pull`]).
-    pub export_puller: bool,
-}
-
-impl Services {
-    /// Every service (`recoup up`).
-    pub const ALL: Services = Services {
-        case_lifecycle: true,
-        projection: true,
-        snapshot_importer: true,
-        export_puller: true,
-    };
-    /// No service; set the ones wanted.
-    pub const NONE: Services = Services {
-        case_lifecycle: false,
-        projection: false,
-        snapshot_importer: false,
-        export_puller: false,
-    };
-
-    /// The topics these services write or read.
-    pub fn topics(&self) -> Vec<TopicSpec> {
-        let uses = |topic: &TopicSpec| match topic.name {
-            n if n == DEBT_CASES.name => self.case_lifecycle || self.projection,
-            n if n == PAYGO_SNAPSHOTS.name => self.snapshot_importer || self.projection,
-            n if n == COLLECTIONS_DEALS.name => self.export_puller || self.projection,
-            _ => self.snapshot_importer || self.export_puller,
-        };
-        topics::ALL.iter().filter(|t| uses(t)).copied().collect()
-    }
-}
+pub use crate::services::Services;
 
 /// Everything a process needs to start.
 #[derive(Clone)]

@@ -181,10 +181,7 @@ pub async fn run_pull(args: PullArgs) -> anyhow::Result<ExitCode> {
         "nothing to pull: give --api-host with --lender, --email and a password, or --sources-file",
     )?;
     let mut config = PlatformConfig::new(args.data_dir);
-    config.services = Services {
-        export_puller: true,
-        ..Services::NONE
-    };
+    config.services = Services::EXPORT_PULLER;
     config.grpc_addr = None;
     config.http_addr = None;
     config.metrics_addr = args.metrics_addr;

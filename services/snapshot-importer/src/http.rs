@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::SecondsFormat;
 use futures::StreamExt;
+use recoup_proto::snapshots::{ERRORS_CSV_HEADER, error_csv_record};
 use recoup_proto::tenant::{DEFAULT_TENANT, TENANT_METADATA_KEY, validate_tenant};
 use recoup_proto::{from_timestamp, v1};
 use serde::{Deserialize, Serialize};
@@ -356,18 +357,12 @@ fn csv_records(errors: &[v1::RowError], header: bool) -> io::Result<Bytes> {
         .from_writer(Vec::with_capacity(64 + errors.len() * 96));
     if header {
         writer
-            .write_record(["row", "column", "value", "rule", "message"])
+            .write_record(ERRORS_CSV_HEADER)
             .map_err(io::Error::other)?;
     }
     for e in errors {
         writer
-            .write_record([
-                e.row.to_string().as_str(),
-                &e.column,
-                &e.value,
-                &e.rule,
-                &e.message,
-            ])
+            .write_record(error_csv_record(e))
             .map_err(io::Error::other)?;
     }
     let bytes = writer.into_inner().map_err(|e| e.into_error())?;

@@ -3,7 +3,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::NaiveDate;
 use event_backbone::producer::ProducerSettings;
@@ -61,11 +60,7 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     let _ = std::fs::remove_dir_all(&spool_dir);
     let producer = ctx
         .kafka
-        .producer(&ProducerSettings {
-            // Imports are batches: a little more lingering fills Kafka batches better.
-            linger: Duration::from_millis(5),
-            ..ProducerSettings::default()
-        })
+        .producer(&ProducerSettings::bulk())
         .starting("kafka producer")?;
     let mut importer = Importer::new(
         store,

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use debt_cases::DebtCase;
-use event_backbone::consumer::ReceivedEvent;
 use event_backbone::envelope::{decode_envelope, occurred_at};
 use prost::Message;
 use recoup_proto::contract::aggregate::DEBT_CASE as DEBT_CASE_AGGREGATE;
@@ -32,10 +31,7 @@ use recoup_proto::v1;
 use self::keys::{
     case_key, parked_rejected_key, pending_key, state_key, stats_key, upgraded, version_key,
 };
-use crate::kernel::{
-    BatchOutcome, Projection, ReadModelError, Step, apply_each, decode_counters, encode_counters,
-    reason_and, stage_offsets,
-};
+use crate::kernel::{Counters, Projection, ReadModelError, Step, reason_and};
 
 /// The tree of the case read model.
 const TREE: &str = "cases";
@@ -52,9 +48,8 @@ pub struct Totals {
     pub collected_minor: i64,
 }
 
-impl Totals {
-    fn decode(bytes: &[u8]) -> Totals {
-        let [count, amount_minor, collected_minor] = decode_counters(bytes);
+impl Counters<3> for Totals {
+    fn from_counters([count, amount_minor, collected_minor]: [i64; 3]) -> Self {
         Totals {
             count,
             amount_minor,
@@ -62,10 +57,12 @@ impl Totals {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
-        encode_counters([self.count, self.amount_minor, self.collected_minor])
+    fn counters(&self) -> [i64; 3] {
+        [self.count, self.amount_minor, self.collected_minor]
     }
+}
 
+impl Totals {
     fn add(&mut self, case: &DebtCase, sign: i64) {
         self.count += sign;
         self.amount_minor += sign * case.amount_minor;
@@ -84,7 +81,7 @@ pub struct CaseReadModel {
 
 /// Changes of one batch, before they are written.
 #[derive(Default)]
-struct Staged {
+pub struct Staged {
     cases: HashMap<(String, String), Option<DebtCase>>,
     versions: HashMap<(String, String), u64>,
     stats: BTreeMap<Vec<u8>, Totals>,
@@ -117,84 +114,6 @@ impl CaseReadModel {
     /// The database, for read models kept beside this one.
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
-    }
-
-    fn apply_message(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
-        let envelope = match decode_envelope(bytes) {
-            Ok(e) => e,
-            Err(e) => return Ok(Step::Rejected(e.to_string())),
-        };
-        if envelope.aggregate_type != DEBT_CASE_AGGREGATE {
-            return Ok(Step::Rejected(format!(
-                "aggregate type {:?} does not belong on this topic",
-                envelope.aggregate_type
-            )));
-        }
-        let id = (envelope.tenant.clone(), envelope.aggregate_id.clone());
-        let applied = self.applied_version_staged(&id, staged)?;
-        let version = envelope.aggregate_version;
-        if version <= applied {
-            return Ok(Step::Duplicate);
-        }
-        if version > applied + 1 {
-            let k = pending_key(&id.0, &id.1, version).into_vec();
-            // The same early event may come twice; count it once.
-            if !staged.pending.contains_key(&k) && !self.tree.contains_key(&k)? {
-                staged.parked_delta += 1;
-            }
-            staged.pending.insert(k.clone(), bytes.to_vec());
-            staged.batch.insert(k, bytes);
-            return Ok(Step::Parked);
-        }
-        let mut count = 0;
-        let mut next: Option<Vec<u8>> = None;
-        let mut current = envelope;
-        loop {
-            if let Err(reason) = self.apply_envelope(&current, &id, staged)? {
-                if count == 0 {
-                    return Ok(Step::Rejected(reason));
-                }
-                // A parked event that cannot be applied either: keep it among the rejects.
-                if let Some(k) = next.take() {
-                    tracing::error!(tenant = %id.0, case_id = %id.1, %reason, "parked event cannot be applied; kept in the read model's rejects");
-                    let value = reason_and(reason, &current.encode_to_vec());
-                    staged.pending.remove(&k);
-                    staged.batch.remove(k);
-                    staged.parked_delta -= 1;
-                    staged.batch.insert(
-                        parked_rejected_key(&id.0, &id.1, current.aggregate_version).into_vec(),
-                        value,
-                    );
-                }
-                return Ok(Step::Applied(count));
-            }
-            count += 1;
-            if let Some(k) = next.take() {
-                staged.pending.remove(&k);
-                staged.batch.remove(k);
-                staged.parked_delta -= 1;
-            }
-            if staged.pending.is_empty() && self.parked.load(Ordering::Relaxed) == 0 {
-                break;
-            }
-            // An event parked earlier may now follow.
-            let k = pending_key(&id.0, &id.1, current.aggregate_version + 1).into_vec();
-            let parked = match staged.pending.get(&k) {
-                Some(bytes) => Some(bytes.clone()),
-                None => self.tree.get(&k)?.map(|v| v.to_vec()),
-            };
-            match parked {
-                Some(bytes) => match decode_envelope(&bytes) {
-                    Ok(e) => {
-                        current = e;
-                        next = Some(k);
-                    }
-                    Err(_) => break,
-                },
-                None => break,
-            }
-        }
-        Ok(Step::Applied(count))
     }
 
     /// Applies one in-order event; `Err(reason)` when it cannot be applied.
@@ -297,7 +216,7 @@ impl CaseReadModel {
     }
 
     /// Moves the batch's changes into its `sled::Batch`.
-    fn stage_writes(&self, staged: &mut Staged) -> Result<(), ReadModelError> {
+    fn stage_cases(&self, staged: &mut Staged) -> Result<(), ReadModelError> {
         for ((tenant, case_id), case) in staged.cases.drain() {
             let k = case_key(&tenant, &case_id).into_vec();
             staged
@@ -369,30 +288,102 @@ impl CaseReadModel {
 }
 
 impl Projection for CaseReadModel {
+    type Staged = Staged;
+    /// Events parked minus events unparked by the batch.
+    type Written = isize;
+
     fn tree(&self) -> &sled::Tree {
         &self.tree
     }
 
-    /// Applies a batch of messages of `topic` and records the offsets after them, atomically.
-    fn apply_batch(
-        &self,
-        cluster: &str,
-        topic: &str,
-        messages: &[ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError> {
-        let mut staged = Staged::default();
-        let (outcome, next_offsets) = apply_each(
-            cluster,
-            topic,
-            messages,
-            &mut staged,
-            |staged| &mut staged.batch,
-            |bytes, staged| self.apply_message(bytes, staged),
-        )?;
-        self.stage_writes(&mut staged)?;
-        let parked_delta = staged.parked_delta;
-        stage_offsets(&mut staged.batch, cluster, topic, next_offsets);
-        self.tree.apply_batch(staged.batch)?;
+    fn apply(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
+        let envelope = match decode_envelope(bytes) {
+            Ok(e) => e,
+            Err(e) => return Ok(Step::Rejected(e.to_string())),
+        };
+        if envelope.aggregate_type != DEBT_CASE_AGGREGATE {
+            return Ok(Step::Rejected(format!(
+                "aggregate type {:?} does not belong on this topic",
+                envelope.aggregate_type
+            )));
+        }
+        let id = (envelope.tenant.clone(), envelope.aggregate_id.clone());
+        let applied = self.applied_version_staged(&id, staged)?;
+        let version = envelope.aggregate_version;
+        if version <= applied {
+            return Ok(Step::Duplicate);
+        }
+        if version > applied + 1 {
+            let k = pending_key(&id.0, &id.1, version).into_vec();
+            // The same early event may come twice; count it once.
+            if !staged.pending.contains_key(&k) && !self.tree.contains_key(&k)? {
+                staged.parked_delta += 1;
+            }
+            staged.pending.insert(k.clone(), bytes.to_vec());
+            staged.batch.insert(k, bytes);
+            return Ok(Step::Parked);
+        }
+        let mut count = 0;
+        let mut next: Option<Vec<u8>> = None;
+        let mut current = envelope;
+        loop {
+            if let Err(reason) = self.apply_envelope(&current, &id, staged)? {
+                if count == 0 {
+                    return Ok(Step::Rejected(reason));
+                }
+                // A parked event that cannot be applied either: keep it among the rejects.
+                if let Some(k) = next.take() {
+                    tracing::error!(tenant = %id.0, case_id = %id.1, %reason, "parked event cannot be applied; kept in the read model's rejects");
+                    let value = reason_and(reason, &current.encode_to_vec());
+                    staged.pending.remove(&k);
+                    staged.batch.remove(k);
+                    staged.parked_delta -= 1;
+                    staged.batch.insert(
+                        parked_rejected_key(&id.0, &id.1, current.aggregate_version).into_vec(),
+                        value,
+                    );
+                }
+                return Ok(Step::Applied(count));
+            }
+            count += 1;
+            if let Some(k) = next.take() {
+                staged.pending.remove(&k);
+                staged.batch.remove(k);
+                staged.parked_delta -= 1;
+            }
+            if staged.pending.is_empty() && self.parked.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            // An event parked earlier may now follow.
+            let k = pending_key(&id.0, &id.1, current.aggregate_version + 1).into_vec();
+            let parked = match staged.pending.get(&k) {
+                Some(bytes) => Some(bytes.clone()),
+                None => self.tree.get(&k)?.map(|v| v.to_vec()),
+            };
+            match parked {
+                Some(bytes) => match decode_envelope(&bytes) {
+                    Ok(e) => {
+                        current = e;
+                        next = Some(k);
+                    }
+                    Err(_) => break,
+                },
+                None => break,
+            }
+        }
+        Ok(Step::Applied(count))
+    }
+
+    fn batch(staged: &mut Staged) -> &mut sled::Batch {
+        &mut staged.batch
+    }
+
+    fn stage_writes(&self, mut staged: Staged) -> Result<(sled::Batch, isize), ReadModelError> {
+        self.stage_cases(&mut staged)?;
+        Ok((staged.batch, staged.parked_delta))
+    }
+
+    fn written(&self, parked_delta: isize) -> Result<(), ReadModelError> {
         if parked_delta >= 0 {
             self.parked
                 .fetch_add(parked_delta as usize, Ordering::Relaxed);
@@ -400,7 +391,7 @@ impl Projection for CaseReadModel {
             self.parked
                 .fetch_sub(parked_delta.unsigned_abs(), Ordering::Relaxed);
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Messages kept because they could not be applied, on arrival or when they were parked

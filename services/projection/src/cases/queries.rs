@@ -8,7 +8,7 @@ use recoup_proto::v1;
 
 use super::keys::{case_key, state_key, state_prefix, tenant_and_case, tenant_prefix};
 use super::{CaseReadModel, Totals};
-use crate::kernel::ReadModelError;
+use crate::kernel::{Counters, ReadModelError};
 
 impl CaseReadModel {
     /// The last version of a case this read model applied (0: none).

@@ -16,7 +16,74 @@ use super::facts::Facts;
 use super::keys::{borrower_key, deal_key, deal_tail, sequence_key};
 use super::watch::{DoNotContactChange, ListChange};
 use super::{DealReadModel, DealTotals, decode_stored, u64_value};
-use crate::kernel::{ReadModelError, Step};
+use crate::kernel::{Counters, Projection, ReadModelError, Step};
+
+/// A `CollectionsDealObserved` event, checked.
+struct ObservedDeal {
+    tenant: String,
+    deal: v1::CollectionsDealObserved,
+    created_at: DateTime<Utc>,
+    /// The event's `occurred_at` (the row's `updated_at`).
+    changed_at: DateTime<Utc>,
+    /// The encoded deal, kept as it came.
+    payload: Vec<u8>,
+}
+
+impl ObservedDeal {
+    /// The deal in `bytes`; `None` for a row of another dataset; why it does not belong in this
+    /// read model otherwise.
+    fn decode(bytes: &[u8]) -> Result<Option<Self>, String> {
+        let envelope = decode_envelope(bytes).map_err(|e| e.to_string())?;
+        if envelope.aggregate_type != DEAL_AGGREGATE {
+            return Err(format!(
+                "aggregate type {:?} does not belong on this topic",
+                envelope.aggregate_type
+            ));
+        }
+        if envelope.event_type != DEAL_EVENT_TYPE {
+            return Err(format!(
+                "event type {:?} is not {DEAL_EVENT_TYPE}",
+                envelope.event_type
+            ));
+        }
+        let deal = v1::CollectionsDealObserved::decode(envelope.payload.as_slice())
+            .map_err(|e| format!("payload does not decode: {e}"))?;
+        if deal.dataset != DEALS_DATASET {
+            return Ok(None);
+        }
+        if deal.public_id.is_empty() {
+            return Err("CollectionsDealObserved without public_id".into());
+        }
+        let created_at = deal
+            .created_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .ok_or("CollectionsDealObserved without a valid created_at")?;
+        if deal.revision != envelope.aggregate_version {
+            return Err(format!(
+                "payload revision {} is not the envelope's version {}",
+                deal.revision, envelope.aggregate_version
+            ));
+        }
+        let changed_at = occurred_at(&envelope).ok_or("occurred_at is missing")?;
+        Ok(Some(Self {
+            tenant: envelope.tenant,
+            deal,
+            created_at,
+            changed_at,
+            payload: envelope.payload,
+        }))
+    }
+}
+
+/// The deal a change is about.
+#[derive(Clone, Copy)]
+struct Change<'a> {
+    tenant: &'a str,
+    public_id: &'a str,
+    tail: &'a [u8],
+    changed_at: DateTime<Utc>,
+}
 
 pub(super) struct StagedDeal {
     pub revision: u64,
@@ -34,115 +101,28 @@ pub(super) struct Borrower {
 
 /// Changes of one batch, before they are written.
 #[derive(Default)]
-pub(super) struct Staged {
-    pub deals: HashMap<Vec<u8>, StagedDeal>,
-    pub totals: BTreeMap<Vec<u8>, DealTotals>,
-    pub borrowers: BTreeMap<(String, String), Borrower>,
-    pub batch: sled::Batch,
+pub struct Staged {
+    pub(super) deals: HashMap<Vec<u8>, StagedDeal>,
+    pub(super) totals: BTreeMap<Vec<u8>, DealTotals>,
+    pub(super) borrowers: BTreeMap<(String, String), Borrower>,
+    pub(super) batch: sled::Batch,
 }
 
 impl DealReadModel {
-    pub(super) fn apply_message(
-        &self,
-        bytes: &[u8],
-        staged: &mut Staged,
-    ) -> Result<Step, ReadModelError> {
-        let envelope = match decode_envelope(bytes) {
-            Ok(e) => e,
-            Err(e) => return Ok(Step::Rejected(e.to_string())),
-        };
-        if envelope.aggregate_type != DEAL_AGGREGATE {
-            return Ok(Step::Rejected(format!(
-                "aggregate type {:?} does not belong on this topic",
-                envelope.aggregate_type
-            )));
-        }
-        if envelope.event_type != DEAL_EVENT_TYPE {
-            return Ok(Step::Rejected(format!(
-                "event type {:?} is not {DEAL_EVENT_TYPE}",
-                envelope.event_type
-            )));
-        }
-        let deal = match v1::CollectionsDealObserved::decode(envelope.payload.as_slice()) {
-            Ok(d) => d,
-            Err(e) => return Ok(Step::Rejected(format!("payload does not decode: {e}"))),
-        };
-        if deal.dataset != DEALS_DATASET {
-            // Another dataset's rows share the event type: they are not collections deals.
-            return Ok(Step::Ignored);
-        }
-        if deal.public_id.is_empty() {
-            return Ok(Step::Rejected(
-                "CollectionsDealObserved without public_id".into(),
-            ));
-        }
-        let Some(created_at) = deal.created_at.as_ref().and_then(from_timestamp) else {
-            return Ok(Step::Rejected(
-                "CollectionsDealObserved without a valid created_at".into(),
-            ));
-        };
-        if deal.revision != envelope.aggregate_version {
-            return Ok(Step::Rejected(format!(
-                "payload revision {} is not the envelope's version {}",
-                deal.revision, envelope.aggregate_version
-            )));
-        }
-        let Some(changed_at) = occurred_at(&envelope) else {
-            return Ok(Step::Rejected("occurred_at is missing".into()));
-        };
-        let tenant = envelope.tenant.as_str();
-        let tail = deal_tail(&deal.public_id, created_at);
-        let key = deal_key(tenant, &tail);
-        let earlier = match staged.deals.get(&key) {
-            Some(d) => Some((d.revision, d.facts.clone())),
-            None => match self.tree.get(&key)? {
-                Some(bytes) => {
-                    let (revision, stored) = decode_stored(&key, &bytes)?;
-                    Some((revision, Facts::of(&stored)))
-                }
-                None => None,
-            },
-        };
-        if earlier
-            .as_ref()
-            .is_some_and(|(revision, _)| *revision >= deal.revision)
-        {
-            return Ok(Step::Duplicate);
-        }
-        let facts = Facts::of(&deal);
-        let before = earlier.map(|(_, facts)| facts);
-        self.stage_move(
-            staged,
-            tenant,
-            &deal.public_id,
-            &tail,
-            before.as_ref(),
-            &facts,
-            changed_at,
-        )?;
-        staged.deals.insert(
-            key,
-            StagedDeal {
-                revision: deal.revision,
-                facts,
-                payload: envelope.payload,
-            },
-        );
-        Ok(Step::Applied(1))
-    }
-
     /// Moves a deal's contributions from its old content (if any) to its new one.
-    #[allow(clippy::too_many_arguments)]
     fn stage_move(
         &self,
         staged: &mut Staged,
-        tenant: &str,
-        public_id: &str,
-        tail: &[u8],
+        change: &Change<'_>,
         before: Option<&Facts>,
         after: &Facts,
-        changed_at: DateTime<Utc>,
     ) -> Result<(), ReadModelError> {
+        let Change {
+            tenant,
+            public_id,
+            tail,
+            changed_at,
+        } = *change;
         if let Some(before) = before {
             let minus = DealTotals {
                 deals: -1,
@@ -274,5 +254,120 @@ impl DealReadModel {
             .tree
             .get(sequence_key(tenant))?
             .map_or(0, |v| u64_value(&v)))
+    }
+}
+
+impl Projection for DealReadModel {
+    type Staged = Staged;
+    /// The do-not-contact list's changes, told to watchers once written.
+    type Written = Vec<DoNotContactChange>;
+
+    fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    fn apply(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
+        let observed = match ObservedDeal::decode(bytes) {
+            Ok(Some(observed)) => observed,
+            // Another dataset's rows share the event type: they are not collections deals.
+            Ok(None) => return Ok(Step::Ignored),
+            Err(reason) => return Ok(Step::Rejected(reason)),
+        };
+        let ObservedDeal {
+            tenant,
+            deal,
+            created_at,
+            changed_at,
+            payload,
+        } = observed;
+        let tail = deal_tail(&deal.public_id, created_at);
+        let key = deal_key(&tenant, &tail);
+        let earlier = match staged.deals.get(&key) {
+            Some(d) => Some((d.revision, d.facts.clone())),
+            None => match self.tree.get(&key)? {
+                Some(bytes) => {
+                    let (revision, stored) = decode_stored(&key, &bytes)?;
+                    Some((revision, Facts::of(&stored)))
+                }
+                None => None,
+            },
+        };
+        if earlier
+            .as_ref()
+            .is_some_and(|(revision, _)| *revision >= deal.revision)
+        {
+            return Ok(Step::Duplicate);
+        }
+        let facts = Facts::of(&deal);
+        let before = earlier.map(|(_, facts)| facts);
+        let change = Change {
+            tenant: &tenant,
+            public_id: &deal.public_id,
+            tail: &tail,
+            changed_at,
+        };
+        self.stage_move(staged, &change, before.as_ref(), &facts)?;
+        staged.deals.insert(
+            key,
+            StagedDeal {
+                revision: deal.revision,
+                facts,
+                payload,
+            },
+        );
+        Ok(Step::Applied(1))
+    }
+
+    fn batch(staged: &mut Staged) -> &mut sled::Batch {
+        &mut staged.batch
+    }
+
+    fn stage_writes(
+        &self,
+        staged: Staged,
+    ) -> Result<(sled::Batch, Vec<DoNotContactChange>), ReadModelError> {
+        let Staged {
+            deals,
+            totals,
+            borrowers,
+            mut batch,
+        } = staged;
+        for (key, deal) in deals {
+            let mut value = Vec::with_capacity(8 + deal.payload.len());
+            value.extend_from_slice(&deal.revision.to_be_bytes());
+            value.extend_from_slice(&deal.payload);
+            batch.insert(key, value);
+        }
+        for (key, totals) in totals {
+            if totals == DealTotals::default() {
+                batch.remove(key);
+            } else {
+                batch.insert(key, totals.encode());
+            }
+        }
+        let changes = self.stage_borrowers(&mut batch, borrowers)?;
+        Ok((batch, changes))
+    }
+
+    /// When the do-not-contact list changed: flushes, then publishes the changes to watchers.
+    fn written(&self, changes: Vec<DoNotContactChange>) -> Result<(), ReadModelError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // Watchers act on a change (a borrower may be contacted again): it must survive a crash
+        // before anyone hears of it.
+        self.tree.flush()?;
+        for change in &changes {
+            tracing::debug!(tenant = %change.tenant, sequence = change.sequence, change = ?change.change, "do-not-contact list changed");
+        }
+        // No watcher is no error.
+        let _ = self.feed.sender.send(changes.into());
+        Ok(())
+    }
+
+    /// Applying (through publishing) and subscribing (with reading the list) take turns, so a
+    /// watcher's snapshot plus the changes it receives are exactly the list.
+    fn hold_turn(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        Some(self.turn())
     }
 }

@@ -40,18 +40,14 @@ mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use event_backbone::consumer::ReceivedEvent;
 use prost::Message;
 use recoup_proto::v1;
 use tokio::sync::broadcast;
 
-use self::apply::Staged;
+pub use self::apply::Staged;
 use self::watch::Feed;
 use crate::cases::CaseReadModel;
-use crate::kernel::{
-    BatchOutcome, Projection, ReadModelError, apply_each, decode_counters, encode_counters,
-    stage_offsets, upgrade_offsets_and_rejects,
-};
+use crate::kernel::{Counters, ReadModelError, upgrade_offsets_and_rejects};
 
 pub use self::facts::{dpd_days, ptp_status};
 pub use self::queries::{DealFilter, DealPage, ListDealsError, ListPosition};
@@ -73,19 +69,20 @@ pub struct DealTotals {
     pub amount_minor: i64,
 }
 
-impl DealTotals {
-    fn decode(bytes: &[u8]) -> Self {
-        let [deals, amount_minor] = decode_counters(bytes);
+impl Counters<2> for DealTotals {
+    fn from_counters([deals, amount_minor]: [i64; 2]) -> Self {
         Self {
             deals,
             amount_minor,
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
-        encode_counters([self.deals, self.amount_minor])
+    fn counters(&self) -> [i64; 2] {
+        [self.deals, self.amount_minor]
     }
+}
 
+impl DealTotals {
     // Saturating: absurd amounts give a capped total, never a panic that would stop the
     // projection on the same batch forever.
     fn add(&mut self, other: DealTotals) {
@@ -175,64 +172,5 @@ impl DealReadModel {
             .turn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Projection for DealReadModel {
-    fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-
-    /// Applies a batch of deal events and records the offsets after them, atomically; then,
-    /// when the do-not-contact list changed, flushes and publishes the changes to watchers.
-    fn apply_batch(
-        &self,
-        cluster: &str,
-        topic: &str,
-        messages: &[ReceivedEvent],
-    ) -> Result<BatchOutcome, ReadModelError> {
-        let _turn = self.turn();
-        let mut staged = Staged::default();
-        let (outcome, next_offsets) = apply_each(
-            cluster,
-            topic,
-            messages,
-            &mut staged,
-            |staged| &mut staged.batch,
-            |bytes, staged| self.apply_message(bytes, staged),
-        )?;
-        let Staged {
-            deals,
-            totals,
-            borrowers,
-            mut batch,
-        } = staged;
-        for (key, deal) in deals {
-            let mut value = Vec::with_capacity(8 + deal.payload.len());
-            value.extend_from_slice(&deal.revision.to_be_bytes());
-            value.extend_from_slice(&deal.payload);
-            batch.insert(key, value);
-        }
-        for (key, totals) in totals {
-            if totals == DealTotals::default() {
-                batch.remove(key);
-            } else {
-                batch.insert(key, totals.encode());
-            }
-        }
-        let changes = self.stage_borrowers(&mut batch, borrowers)?;
-        stage_offsets(&mut batch, cluster, topic, next_offsets);
-        self.tree.apply_batch(batch)?;
-        if !changes.is_empty() {
-            // Watchers act on a change (a borrower may be contacted again): it must survive a
-            // crash before anyone hears of it.
-            self.tree.flush()?;
-            for change in &changes {
-                tracing::debug!(tenant = %change.tenant, sequence = change.sequence, change = ?change.change, "do-not-contact list changed");
-            }
-            // No watcher is no error.
-            let _ = self.feed.sender.send(changes.into());
-        }
-        Ok(outcome)
     }
 }

@@ -12,7 +12,7 @@ use recoup_proto::v1;
 use super::facts::Facts;
 use super::keys::{deal_key, deal_tail, due, funnel_prefix, ptp_prefix, tenant_prefix};
 use super::{DealReadModel, DealTotals, FunnelStage, PtpTotals, corrupt, decode_stored};
-use crate::kernel::ReadModelError;
+use crate::kernel::{Counters, ReadModelError};
 
 /// Which deals to list; every given filter applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@ mod deals;
 use chrono::NaiveDate;
 use paygo_snapshots::par::PAR_BUCKETS;
 use recoup_proto::convert::{case_to_proto, state_from_proto, state_to_proto};
-use recoup_proto::tenant::tenant_of;
+use recoup_proto::tenant::{tenant_and_case, tenant_of};
 use recoup_proto::v1;
 use recoup_proto::v1::query_server::{Query, QueryServer};
 use tokio::sync::watch;
@@ -138,11 +138,7 @@ impl Query for Queries {
         &self,
         request: Request<v1::GetCaseRequest>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let tenant = tenant_of(&request)?;
-        let case_id = &request.get_ref().case_id;
-        if case_id.is_empty() {
-            return Err(Status::invalid_argument("case_id is required"));
-        }
+        let (tenant, case_id) = tenant_and_case(&request)?;
         let case = self
             .read_model
             .case(&tenant, case_id)

@@ -51,6 +51,7 @@ enum Message {
 }
 
 /// One non-empty row of the sheet as text, in column order, without trailing empty cells.
+#[derive(Default)]
 struct SheetRow {
     /// The sheet's row number, from 1.
     row: u64,
@@ -191,19 +192,9 @@ fn read_sheet<RS: Read + Seek>(reader: RS, wanted: Option<&str>, out: &SyncSende
         Ok(workbook) => workbook,
         Err(error) => return fail(not_xlsx(&error)),
     };
-    let sheets = workbook.sheet_names();
-    let sheet = match wanted {
-        None => match sheets.first() {
-            Some(first) => first.clone(),
-            None => return fail(FileError::Empty),
-        },
-        Some(name) if sheets.iter().any(|s| s == name) => name.to_owned(),
-        Some(name) => {
-            return fail(FileError::UnknownSheet {
-                name: name.to_owned(),
-                sheets: sheets.join("`, `"),
-            });
-        }
+    let sheet = match chosen_sheet(&workbook.sheet_names(), wanted) {
+        Ok(sheet) => sheet,
+        Err(error) => return fail(error),
     };
     let mut cells = match workbook.worksheet_cells_reader(&sheet) {
         Ok(cells) => cells,
@@ -216,33 +207,64 @@ fn read_sheet<RS: Read + Seek>(reader: RS, wanted: Option<&str>, out: &SyncSende
     };
     let mut rows = RowAssembler::default();
     let mut next_cell = || cells.next_cell();
-
-    // The first non-empty row is the header.
-    let header = match rows.next(&mut next_cell, &[]) {
-        Ok(Some(row)) => row,
-        Ok(None) => return fail(FileError::Empty),
+    let (columns, datetime_columns) = match read_header(&mut rows, &mut next_cell) {
+        Ok(header) => header,
         Err(error) => return fail(error),
     };
+    if out.send(Message::Header { sheet, columns }).is_err() {
+        return;
+    }
+    send_rows(&mut rows, &mut next_cell, &datetime_columns, out);
+}
+
+/// The name of the sheet to read: `wanted`, which must be one of `sheets`, else the first.
+fn chosen_sheet(sheets: &[String], wanted: Option<&str>) -> Result<String, FileError> {
+    match wanted {
+        None => sheets.first().cloned().ok_or(FileError::Empty),
+        Some(name) if sheets.iter().any(|s| s == name) => Ok(name.to_owned()),
+        Some(name) => Err(FileError::UnknownSheet {
+            name: name.to_owned(),
+            sheets: sheets.join("`, `"),
+        }),
+    }
+}
+
+/// Reads the header, the first non-empty row: its checked columns, and which of them are
+/// datetimes.
+fn read_header<'a, F>(
+    rows: &mut RowAssembler,
+    next_cell: &mut F,
+) -> Result<(Columns, Vec<bool>), FileError>
+where
+    F: FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, XlsxError>,
+{
+    let header = rows.next(next_cell, &[])?.ok_or(FileError::Empty)?;
     let headers: Vec<String> = header
         .cells
         .iter()
         .map(|h| column_name(h).to_owned())
         .collect();
-    let columns = match Columns::checked(&headers) {
-        Ok(columns) => columns,
-        Err(error) => return fail(error.into()),
-    };
+    let columns = Columns::checked(&headers)?;
     let datetime_columns: Vec<bool> = headers
         .iter()
         .map(|name| matches!(field(name), Some((_, f)) if f.ty == FieldType::DateTime))
         .collect();
-    if out.send(Message::Header { sheet, columns }).is_err() {
-        return;
-    }
+    Ok((columns, datetime_columns))
+}
 
+/// Sends the rows after the header in batches of [`ROWS_PER_BATCH`], then the end or the error
+/// that stopped them; stops early when the caller is gone.
+fn send_rows<'a, F>(
+    rows: &mut RowAssembler,
+    next_cell: &mut F,
+    datetime_columns: &[bool],
+    out: &SyncSender<Message>,
+) where
+    F: FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, XlsxError>,
+{
     let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
     loop {
-        match rows.next(&mut next_cell, &datetime_columns) {
+        match rows.next(next_cell, datetime_columns) {
             Ok(Some(row)) => {
                 batch.push(row);
                 if batch.len() == ROWS_PER_BATCH {
@@ -263,7 +285,8 @@ fn read_sheet<RS: Read + Seek>(reader: RS, wanted: Option<&str>, out: &SyncSende
                 if !batch.is_empty() && out.send(Message::Rows(batch)).is_err() {
                     return;
                 }
-                return fail(error);
+                let _ = out.send(Message::Failed(error));
+                return;
             }
         }
     }
@@ -297,45 +320,10 @@ impl RowAssembler {
     where
         F: FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, XlsxError>,
     {
-        let mut row = SheetRow {
-            row: 0,
-            cells: Vec::new(),
-            error_cells: Vec::new(),
-        };
+        let mut row = SheetRow::default();
         let mut current: Option<u32> = None;
         loop {
-            let cell = match self.pending.take() {
-                Some(cell) => Some(cell),
-                None if self.exhausted => None,
-                None => match next_cell() {
-                    Ok(Some(cell)) => {
-                        let (sheet_row, column) = cell.get_position();
-                        let datetime = datetime_columns
-                            .get(usize::try_from(column).unwrap_or(usize::MAX))
-                            .copied()
-                            .unwrap_or(false);
-                        let (text, is_error) = cell_text(cell.get_value(), datetime);
-                        Some(PendingCell {
-                            row: sheet_row,
-                            column,
-                            text,
-                            is_error,
-                        })
-                    }
-                    Ok(None) => {
-                        self.exhausted = true;
-                        None
-                    }
-                    Err(error) => {
-                        let at = current.map_or(self.last_row + 1, |r| u64::from(r) + 1);
-                        return Err(FileError::Unreadable {
-                            row: at,
-                            message: error.to_string(),
-                        });
-                    }
-                },
-            };
-            let Some(cell) = cell else {
+            let Some(cell) = self.next_cell(next_cell, datetime_columns, current)? else {
                 return Ok(finished(row));
             };
             match current {
@@ -344,11 +332,7 @@ impl RowAssembler {
                     if let Some(done) = finished(row) {
                         return Ok(Some(done));
                     }
-                    row = SheetRow {
-                        row: 0,
-                        cells: Vec::new(),
-                        error_cells: Vec::new(),
-                    };
+                    row = SheetRow::default();
                     current = None;
                     continue;
                 }
@@ -357,28 +341,82 @@ impl RowAssembler {
             current = Some(cell.row);
             self.last_row = u64::from(cell.row) + 1;
             row.row = self.last_row;
-            if cell.column >= MAX_COLUMNS {
-                return Err(FileError::Unreadable {
-                    row: row.row,
-                    message: format!(
-                        "a cell in column {} is beyond Excel's last column (XFD)",
-                        u64::from(cell.column) + 1
-                    ),
-                });
+            place_cell(&mut row, cell)?;
+        }
+    }
+
+    /// The next cell as text: the one held back at the end of the previous row, else the
+    /// reader's next; `None` after the sheet's last cell. `current` is the sheet row being
+    /// assembled (from 0), for the row of a read error.
+    fn next_cell<'a, F>(
+        &mut self,
+        next_cell: &mut F,
+        datetime_columns: &[bool],
+        current: Option<u32>,
+    ) -> Result<Option<PendingCell>, FileError>
+    where
+        F: FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, XlsxError>,
+    {
+        if let Some(cell) = self.pending.take() {
+            return Ok(Some(cell));
+        }
+        if self.exhausted {
+            return Ok(None);
+        }
+        match next_cell() {
+            Ok(Some(cell)) => {
+                let (sheet_row, column) = cell.get_position();
+                let datetime = datetime_columns
+                    .get(usize::try_from(column).unwrap_or(usize::MAX))
+                    .copied()
+                    .unwrap_or(false);
+                let (text, is_error) = cell_text(cell.get_value(), datetime);
+                Ok(Some(PendingCell {
+                    row: sheet_row,
+                    column,
+                    text,
+                    is_error,
+                }))
             }
-            if cell.text.trim().is_empty() && !cell.is_error {
-                continue;
+            Ok(None) => {
+                self.exhausted = true;
+                Ok(None)
             }
-            let position = usize::try_from(cell.column).unwrap_or(usize::MAX);
-            if position >= row.cells.len() {
-                row.cells.resize(position + 1, String::new());
-            }
-            row.cells[position] = cell.text;
-            if cell.is_error {
-                row.error_cells.push(position);
+            Err(error) => {
+                let at = current.map_or(self.last_row + 1, |r| u64::from(r) + 1);
+                Err(FileError::Unreadable {
+                    row: at,
+                    message: error.to_string(),
+                })
             }
         }
     }
+}
+
+/// Puts a cell of `row` in its column unless it is blank; a column beyond Excel's last is a
+/// broken file.
+fn place_cell(row: &mut SheetRow, cell: PendingCell) -> Result<(), FileError> {
+    if cell.column >= MAX_COLUMNS {
+        return Err(FileError::Unreadable {
+            row: row.row,
+            message: format!(
+                "a cell in column {} is beyond Excel's last column (XFD)",
+                u64::from(cell.column) + 1
+            ),
+        });
+    }
+    if cell.text.trim().is_empty() && !cell.is_error {
+        return Ok(());
+    }
+    let position = usize::try_from(cell.column).unwrap_or(usize::MAX);
+    if position >= row.cells.len() {
+        row.cells.resize(position + 1, String::new());
+    }
+    row.cells[position] = cell.text;
+    if cell.is_error {
+        row.error_cells.push(position);
+    }
+    Ok(())
 }
 
 /// The row if it has a non-blank cell. Cells are placed only when non-blank, so a row without
