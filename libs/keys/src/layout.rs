@@ -24,14 +24,22 @@ pub fn mark_codec_layout(batch: &mut sled::Batch) {
 pub struct Upgraded {
     /// Entries whose keys were rewritten.
     pub entries: usize,
-    /// Keys the upgrade could not read; their entries are dropped (and logged).
-    pub unreadable: usize,
+}
+
+/// The refusal of an upgrade that met a key of no known layout: nothing is dropped, the old
+/// entries stay where they were, and the tree stays unmarked.
+fn unknown_layout(tree: &str, key: &[u8]) -> sled::Error {
+    sled::Error::Unsupported(format!(
+        "tree {tree}: key {key:?} is of no known layout; the upgrade to the key codec was \
+         refused and nothing was changed (a newer version of recoup may have written this data dir)"
+    ))
 }
 
 /// Tree `name` of `db`, in this codec's layout. When tree `old` (layout 1) exists, its entries
 /// are first copied into `name`, each key through `upgrade`, in batches, and `old` is dropped
 /// once the copy is complete and marked. A copy cut short (a crash) starts again at the next
-/// open, so nothing is half-upgraded.
+/// open, so nothing is half-upgraded. A key `upgrade` cannot read refuses the upgrade (an
+/// error; `old` is kept as it is).
 pub fn open_upgraded(
     db: &sled::Db,
     name: &str,
@@ -55,14 +63,8 @@ pub fn open_upgraded(
         let mut batch = sled::Batch::default();
         for entry in db.open_tree(old)?.iter() {
             let (key, value) = entry?;
-            match upgrade(&key) {
-                Some(key) => batch.insert(key, value),
-                None => {
-                    tracing::error!(tree = old, key = ?key, "a key of no known layout is dropped");
-                    upgraded.unreadable += 1;
-                    continue;
-                }
-            }
+            let key = upgrade(&key).ok_or_else(|| unknown_layout(old, &key))?;
+            batch.insert(key, value);
             upgraded.entries += 1;
             if upgraded.entries % 10_000 == 0 {
                 tree.apply_batch(std::mem::take(&mut batch))?;
@@ -73,7 +75,6 @@ pub fn open_upgraded(
             from = old,
             to = name,
             entries = upgraded.entries,
-            unreadable = upgraded.unreadable,
             "a tree was copied into the key codec's layout"
         );
     }
@@ -89,7 +90,8 @@ pub fn open_upgraded(
 
 /// Rewrites, in one atomic batch, the keys under `prefixes` of a tree of layout 1 through
 /// `upgrade`, and marks the tree as of this codec: for trees whose other keys were always of
-/// it. Nothing happens to a tree already marked.
+/// it. Nothing happens to a tree already marked, nor to one with a key `upgrade` cannot read
+/// (an error).
 pub fn upgrade_in_place(
     tree: &sled::Tree,
     prefixes: &[u8],
@@ -103,22 +105,19 @@ pub fn upgrade_in_place(
     for prefix in prefixes {
         for entry in tree.scan_prefix([*prefix]) {
             let (key, value) = entry?;
-            batch.remove(key.clone());
-            match upgrade(&key) {
-                Some(new) => {
-                    batch.insert(new, value);
-                    upgraded.entries += 1;
-                }
-                None => {
-                    tracing::error!(key = ?key, "a key of no known layout is dropped");
-                    upgraded.unreadable += 1;
-                }
-            }
+            let new = upgrade(&key).ok_or_else(|| unknown_layout(&tree_name(tree), &key))?;
+            batch.remove(key);
+            batch.insert(new, value);
+            upgraded.entries += 1;
         }
     }
     mark_codec_layout(&mut batch);
     tree.apply_batch(batch)?;
     Ok(upgraded)
+}
+
+fn tree_name(tree: &sled::Tree) -> String {
+    String::from_utf8_lossy(&tree.name()).into_owned()
 }
 
 /// The parts of the tail of a layout-1 key that holds `strings` texts separated by 0 bytes,

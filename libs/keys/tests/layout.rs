@@ -34,12 +34,11 @@ fn a_tree_of_layout_one_is_copied_and_a_cut_short_copy_starts_again() {
         old.insert(old_key("acme", &format!("n{i:05}")), &i.to_be_bytes())
             .unwrap();
     }
-    old.insert(b"k\0no-second-part", b"?").unwrap();
     // A copy cut short: entries in the new tree, no layout mark.
     db.open_tree("new").unwrap().insert(b"junk", b"").unwrap();
 
     let (tree, upgraded) = open_upgraded(&db, "new", "old", upgrade).unwrap();
-    assert_eq!((upgraded.entries, upgraded.unreadable), (25_000, 1));
+    assert_eq!(upgraded.entries, 25_000);
     assert_eq!(layout(&tree).unwrap(), CODEC_LAYOUT);
     let copied = entries(&tree);
     assert_eq!(copied.len(), 25_000);
@@ -56,6 +55,50 @@ fn a_tree_of_layout_one_is_copied_and_a_cut_short_copy_starts_again() {
     let (tree, upgraded) = open_upgraded(&db, "new", "old", upgrade).unwrap();
     assert_eq!(upgraded.entries, 0);
     assert_eq!(entries(&tree), copied);
+}
+
+#[test]
+fn a_key_of_no_known_layout_refuses_the_copy_and_keeps_the_old_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let old = db.open_tree("old").unwrap();
+    for i in 0..30_000u32 {
+        old.insert(old_key("acme", &format!("n{i:05}")), &i.to_be_bytes())
+            .unwrap();
+    }
+    old.insert(b"k\0no-second-part", b"?").unwrap();
+
+    let error = open_upgraded(&db, "new", "old", upgrade).unwrap_err();
+    assert!(
+        error.to_string().contains("no known layout"),
+        "the refusal says why: {error}"
+    );
+    assert_eq!(old.len(), 30_001, "the old tree is untouched");
+    assert_eq!(
+        layout(&db.open_tree("new").unwrap()).unwrap(),
+        1,
+        "not marked"
+    );
+
+    // Once the odd key is gone, the next open copies everything.
+    old.remove(b"k\0no-second-part").unwrap();
+    let (tree, upgraded) = open_upgraded(&db, "new", "old", upgrade).unwrap();
+    assert_eq!(upgraded.entries, 30_000);
+    assert_eq!(entries(&tree).len(), 30_000);
+}
+
+#[test]
+fn a_key_of_no_known_layout_leaves_a_tree_upgraded_in_place_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let tree = db.open_tree("t").unwrap();
+    tree.insert(old_key("acme", "a"), b"1").unwrap();
+    tree.insert(b"k\0odd", b"2").unwrap();
+    let before = entries(&tree);
+    let error = upgrade_in_place(&tree, b"k", upgrade).unwrap_err();
+    assert!(error.to_string().contains("tree t: key"), "{error}");
+    assert_eq!(entries(&tree), before);
+    assert_eq!(layout(&tree).unwrap(), 1);
 }
 
 #[test]

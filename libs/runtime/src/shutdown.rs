@@ -23,3 +23,21 @@ pub async fn until_stopped<F: std::future::Future>(
         _ = stopped(&mut stop) => None,
     }
 }
+
+/// A service's task that panicked (or was cancelled) instead of ending.
+#[derive(Debug, thiserror::Error)]
+#[error("the {task} task failed: {source}")]
+pub struct TaskFailed {
+    pub task: &'static str,
+    #[source]
+    source: tokio::task::JoinError,
+}
+
+/// What `handle`'s task returned; a panic becomes an error that names the task, so a
+/// shutdown can finish its other steps and still report it.
+pub async fn join<T>(
+    task: &'static str,
+    handle: tokio::task::JoinHandle<T>,
+) -> Result<T, TaskFailed> {
+    handle.await.map_err(|source| TaskFailed { task, source })
+}

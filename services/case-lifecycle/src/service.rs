@@ -7,6 +7,7 @@ use std::time::Duration;
 use debt_cases::CollectorConfigurations;
 use event_backbone::producer::ProducerSettings;
 use recoup_proto::v1::debt_collection_cases_server::DebtCollectionCasesServer;
+use recoup_runtime::shutdown::{TaskFailed, join};
 use recoup_runtime::{Context, StartError, Starting};
 use tokio::task::JoinHandle;
 
@@ -38,6 +39,15 @@ impl Default for Settings {
             relay_drain_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// Why case-lifecycle did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 /// A started case-lifecycle.
@@ -143,12 +153,14 @@ impl Running {
 
     /// After the process's shutdown signal: waits for the timeout checks to end and the relay
     /// to drain the outbox (bounded), then flushes the store and waits until its writer let go
-    /// of its files.
-    pub async fn shutdown(self) -> Result<(), StoreError> {
-        let _ = self.timeouts.await;
-        if let Some(relay) = self.relay {
-            let _ = relay.await;
-        }
+    /// of its files. A task that panicked is reported after the store was flushed (what the
+    /// relay did not publish stays in the outbox).
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
+        let timeouts = join("processing timeouts", self.timeouts).await;
+        let relay = match self.relay {
+            Some(relay) => join("outbox relay", relay).await,
+            None => Ok(()),
+        };
         self.gauge
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -159,6 +171,8 @@ impl Running {
         if !self.store.close(Duration::from_secs(10)) {
             tracing::warn!("the event store's writer did not end within 10 s");
         }
+        timeouts?;
+        relay?;
         Ok(())
     }
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use event_backbone::producer::ProducerSettings;
 use recoup_runtime::{Context, StartError, Starting};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::client::ExportClient;
-use crate::pull::{PullSettings, Puller, Stream};
+use crate::pull::{PullError, PullSettings, Puller, Stream};
 use crate::recovery::{AppliedDeals, rewind_unprojected};
 use crate::schedule::{self, Mode, StreamOutcome};
 use crate::sources::Sources;
-use crate::store::{PullStore, StoreError};
+use crate::store::{PullStore, StoreError, StreamId};
 
 /// What the puller pulls and how.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct Settings {
 /// A started puller.
 pub struct Running {
     puller: Arc<Puller>,
+    streams: Vec<StreamId>,
+    /// Kept until the schedule ended, so that a wait cut short still leaves it to stop.
     schedule: Option<JoinHandle<Vec<StreamOutcome>>>,
     outcomes: Vec<StreamOutcome>,
 }
@@ -59,6 +61,7 @@ pub async fn start(
         settings.pull,
     ));
     let streams = streams(&settings.sources)?;
+    let ids: Vec<StreamId> = streams.iter().map(|s| s.id()).collect();
     let sources = &settings.sources;
     let mode = if settings.once {
         Mode::Once
@@ -66,7 +69,7 @@ pub async fn start(
         Mode::Every(sources.poll_interval)
     };
     tracing::info!(
-        streams = ?streams.iter().map(|s| s.id().to_string()).collect::<Vec<_>>(),
+        streams = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ?mode,
         sources = ?sources.sources.iter().map(|s| (&s.tenant, &s.client)).collect::<Vec<_>>(),
         "export puller started"
@@ -80,6 +83,7 @@ pub async fn start(
     ));
     Ok(Running {
         puller,
+        streams: ids,
         schedule: Some(schedule),
         outcomes: Vec::new(),
     })
@@ -116,33 +120,50 @@ impl Running {
     }
 
     /// Waits until the schedule ended by itself: every stream pulled once ([`Settings::once`]).
+    /// Cancel-safe: cut short, the schedule is still there for [`Running::stop`].
     pub async fn finished(&mut self) {
-        if let Some(schedule) = self.schedule.take() {
-            self.outcomes = schedule.await.unwrap_or_else(|error| {
-                tracing::error!(%error, "the pull schedule failed");
-                Vec::new()
-            });
+        if let Some(schedule) = &mut self.schedule {
+            let ended = schedule.await;
+            self.schedule = None;
+            self.outcomes = self.ended(ended);
         }
     }
 
     /// After the process's shutdown signal: every pull stops after the page in flight
     /// (committed once acknowledged); a pull stuck on a broker that takes nothing is abandoned
     /// after `timeout` (its page is fetched again next time). Returns how each stream's last
-    /// cycle ended.
+    /// cycle ended; when the schedule failed or was abandoned, every stream's outcome is that
+    /// error.
     pub async fn stop(&mut self, timeout: Duration) -> Vec<StreamOutcome> {
         if let Some(mut schedule) = self.schedule.take() {
-            match tokio::time::timeout(timeout, &mut schedule).await {
-                Ok(Ok(outcomes)) => self.outcomes = outcomes,
-                Ok(Err(error)) => tracing::error!(%error, "the pull schedule failed"),
+            self.outcomes = match tokio::time::timeout(timeout, &mut schedule).await {
+                Ok(ended) => self.ended(ended),
                 Err(_) => {
-                    tracing::warn!(
-                        "the export puller did not stop in time; its pages in flight are pulled again next time"
-                    );
                     schedule.abort();
+                    let error = PullError::Abandoned(timeout);
+                    tracing::warn!(%error, "stopping the export puller");
+                    self.each_failed(|| PullError::Abandoned(timeout))
                 }
-            }
+            };
         }
         std::mem::take(&mut self.outcomes)
+    }
+
+    fn ended(&self, ended: Result<Vec<StreamOutcome>, JoinError>) -> Vec<StreamOutcome> {
+        ended.unwrap_or_else(|error| {
+            tracing::error!(%error, "the pull schedule failed");
+            self.each_failed(|| PullError::Task(format!("the pull schedule failed: {error}")))
+        })
+    }
+
+    fn each_failed(&self, error: impl Fn() -> PullError) -> Vec<StreamOutcome> {
+        self.streams
+            .iter()
+            .map(|stream| StreamOutcome {
+                stream: stream.clone(),
+                result: Err(error()),
+            })
+            .collect()
     }
 
     /// Flushes the store, and marks it clean when `everything_projected` (every deal it

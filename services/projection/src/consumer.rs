@@ -19,6 +19,8 @@ pub enum ProjectionError {
     ReadModel(#[from] ReadModelError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Task(#[from] recoup_runtime::shutdown::TaskFailed),
 }
 
 /// Consumes one topic into a read model.

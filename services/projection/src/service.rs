@@ -7,6 +7,7 @@ use std::path::Path;
 use event_backbone::consumer::EventConsumer;
 use event_backbone::topics::{COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
 use recoup_proto::v1::query_server::QueryServer;
+use recoup_runtime::shutdown::join;
 use recoup_runtime::{Context, StartError, Starting};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -161,14 +162,21 @@ impl Running {
 
     /// Stops every projector at its next batch boundary (its offsets are in its last batch)
     /// and flushes the read models.
+    /// A projector that failed or panicked makes this an error (after every other projector
+    /// stopped): its read model may lack events, so the process must not count as drained.
     pub async fn shutdown(self) -> Result<(), ProjectionError> {
         let _ = self.stop.send(true);
+        let mut first_error = None;
         for projector in self.projectors {
-            match projector.await {
-                Ok(result) => result?,
-                Err(error) => tracing::error!(%error, "a projector task failed"),
+            let result = match join("projector", projector).await {
+                Ok(result) => result,
+                Err(failed) => Err(failed.into()),
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, "a projector did not stop cleanly");
+                first_error.get_or_insert(error);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }

@@ -40,7 +40,7 @@ fn terminate(child: &mut Child) {
     assert!(status.success(), "exits 0 on SIGTERM: {status}");
 }
 
-fn pull_once(kafka: &str, data: &std::path::Path, url: &str, password: Option<&str>) -> Output {
+fn pull_command(kafka: &str, data: &std::path::Path, url: &str, password: Option<&str>) -> Command {
     let mut command = Command::new(BIN);
     command
         .args([
@@ -66,17 +66,23 @@ fn pull_once(kafka: &str, data: &std::path::Path, url: &str, password: Option<&s
     if let Some(password) = password {
         command.env("RECOUP_EXPORT_PASSWORD", password);
     }
-    command.output().unwrap()
+    command
 }
 
-#[test]
-fn export_sim_serves_a_vendor_that_pull_once_pulls() {
-    let (mut sim, _out, ready) = spawn(&[
+fn pull_once(kafka: &str, data: &std::path::Path, url: &str, password: Option<&str>) -> Output {
+    pull_command(kafka, data, url, password).output().unwrap()
+}
+
+/// Starts `recoup export-sim` with `rows` rows for lender acme; returns it with its stdout
+/// (kept open while it runs) and its URL.
+fn export_sim(rows: usize) -> (Child, BufReader<ChildStdout>, String) {
+    let rows = rows.to_string();
+    let (sim, out, ready) = spawn(&[
         "export-sim",
         "--addr",
         "127.0.0.1:0",
         "--rows",
-        "1200",
+        &rows,
         "--lender",
         "acme",
         "--email",
@@ -88,12 +94,27 @@ fn export_sim_serves_a_vendor_that_pull_once_pulls() {
         ready.starts_with("export-sim ready url=http://127.0.0.1:"),
         "{ready}"
     );
-    assert!(ready.ends_with("rows=1200"), "{ready}");
+    assert!(ready.ends_with(&format!("rows={rows}")), "{ready}");
     let url = ready
         .split_whitespace()
         .find_map(|w| w.strip_prefix("url="))
         .unwrap()
         .to_owned();
+    (sim, out, url)
+}
+
+/// `published N` of a stream's outcome line.
+fn published(line: &str) -> u64 {
+    line.split(", ")
+        .find_map(|part| part.strip_prefix("published "))
+        .unwrap_or_else(|| panic!("no published count in {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn export_sim_serves_a_vendor_that_pull_once_pulls() {
+    let (mut sim, _out, url) = export_sim(1200);
     let kafka = EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
     let data = tempfile::tempdir().unwrap();
 
@@ -138,6 +159,66 @@ fn export_sim_serves_a_vendor_that_pull_once_pulls() {
     let stderr = String::from_utf8_lossy(&no_password.stderr);
     assert!(stderr.contains("RECOUP_EXPORT_PASSWORD"), "{stderr}");
 
+    terminate(&mut sim);
+}
+
+/// SIGTERM in the middle of `pull --once`: the pull stops after the page in flight, says so,
+/// and exits 0; the next run pulls exactly the rest.
+#[test]
+fn a_pull_once_told_to_stop_reports_where_it_stopped_and_the_next_run_pulls_the_rest() {
+    let (mut sim, _out, url) = export_sim(2000);
+    let kafka = EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // 20 pages at 5 requests a second: about 4 s, stopped a second after it started.
+    let mut slow = pull_command(kafka.bootstrap_servers(), data.path(), &url, Some("pw-1"));
+    let mut child = slow
+        .args(["--limit", "100", "--requests-per-second", "5"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log says when it is pulling (its signal handlers are in place by then).
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("pulling") {
+                let _ = started_tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    started.recv_timeout(Duration::from_secs(60)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&stopped.stdout);
+    let log = log.join().unwrap();
+    assert!(stopped.status.success(), "{stopped:?}\n{log}");
+    let line = stdout.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with("acme/S3/D16: pages ") && line.ends_with(" (stopped)"),
+        "the stopped pull reports its stream: {stdout:?}"
+    );
+    let first = published(line);
+    assert!(first < 2000, "stopped before the end: {line}");
+
+    let rest = pull_once(kafka.bootstrap_servers(), data.path(), &url, Some("pw-1"));
+    let stdout = String::from_utf8_lossy(&rest.stdout);
+    assert!(rest.status.success(), "{rest:?}");
+    assert_eq!(
+        first + published(&stdout),
+        2000,
+        "nothing lost, nothing twice: {stdout}"
+    );
     terminate(&mut sim);
 }
 

@@ -89,6 +89,11 @@ pub enum PullError {
     },
     #[error("internal: {0}")]
     Task(String),
+    #[error(
+        "did not stop within {0:?} of the shutdown signal (a broker that takes nothing?); \
+         the pages in flight are pulled again next time"
+    )]
+    Abandoned(Duration),
 }
 
 impl PullError {
