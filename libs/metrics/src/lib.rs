@@ -72,6 +72,13 @@ fn grpc_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// Registers each named field of `metrics` in `registry` under its name and help text.
+macro_rules! register {
+    ($registry:ident, $metrics:ident, $($field:ident as $name:literal: $help:literal),* $(,)?) => {
+        $( $registry.register($name, $help, $metrics.$field.clone()); )*
+    };
+}
+
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("recoup");
@@ -88,55 +95,22 @@ impl Metrics {
             kafka_up: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "events_published",
-            "Events Kafka acknowledged",
-            m.events_published.clone(),
-        );
-        registry.register(
-            "events_publish_failed",
-            "Events Kafka did not take (kept and sent again)",
-            m.events_publish_failed.clone(),
-        );
-        registry.register(
-            "events_consumed",
-            "Messages received by the projections",
-            m.events_consumed.clone(),
-        );
-        registry.register(
-            "consumer_lag",
-            "Messages behind the end of each partition this process holds",
-            m.consumer_lag.clone(),
-        );
-        registry.register(
-            "outbox_depth",
-            "Events stored but not yet acknowledged by Kafka",
-            m.outbox_depth.clone(),
-        );
-        registry.register(
-            "import_rows",
-            "Snapshot rows imported, by outcome",
-            m.import_rows.clone(),
-        );
-        registry.register(
-            "pull_pages",
-            "Export API answers, by HTTP status",
-            m.pull_pages.clone(),
-        );
-        registry.register(
-            "pull_rows",
-            "Exported rows pulled, by outcome",
-            m.pull_rows.clone(),
-        );
-        registry.register(
-            "grpc_request_duration_seconds",
-            "gRPC requests: time to the response headers",
-            m.grpc_duration.clone(),
-        );
-        registry.register(
-            "kafka_up",
-            "1 while the Kafka cluster answers the probe",
-            m.kafka_up.clone(),
+        register!(
+            registry,
+            m,
+            events_published as "events_published": "Events Kafka acknowledged",
+            events_publish_failed as "events_publish_failed":
+                "Events Kafka did not take (kept and sent again)",
+            events_consumed as "events_consumed": "Messages received by the projections",
+            consumer_lag as "consumer_lag":
+                "Messages behind the end of each partition this process holds",
+            outbox_depth as "outbox_depth": "Events stored but not yet acknowledged by Kafka",
+            import_rows as "import_rows": "Snapshot rows imported, by outcome",
+            pull_pages as "pull_pages": "Export API answers, by HTTP status",
+            pull_rows as "pull_rows": "Exported rows pulled, by outcome",
+            grpc_duration as "grpc_request_duration_seconds":
+                "gRPC requests: time to the response headers",
+            kafka_up as "kafka_up": "1 while the Kafka cluster answers the probe",
         );
         Self { registry, ..m }
     }

@@ -16,6 +16,12 @@ use std::collections::BTreeMap;
 use event_backbone::consumer::ReceivedEvent;
 use recoup_keys::Key;
 
+/// The start of every key of one tenant under `prefix`: a read model's entries are the
+/// tenant's, and listings scan this prefix.
+pub(crate) fn tenant_prefix(prefix: u8, tenant: &str) -> Key {
+    Key::new(prefix).str(tenant)
+}
+
 /// A technical failure of a read model.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadModelError {

@@ -6,13 +6,10 @@ use recoup_keys::{Key, KeyReader};
 use recoup_proto::convert::state_to_proto;
 
 use crate::kernel::old_offset_or_reject_key;
+pub(super) use crate::kernel::tenant_prefix;
 
 pub(super) fn state_code(state: CaseState) -> u8 {
     state_to_proto(state) as i32 as u8
-}
-
-pub(super) fn tenant_prefix(prefix: u8, tenant: &str) -> Key {
-    Key::new(prefix).str(tenant)
 }
 
 // Case ids and currencies end their keys (`last_str`): listings come in the order of their bytes.

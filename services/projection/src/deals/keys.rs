@@ -3,9 +3,7 @@
 use chrono::{DateTime, Utc};
 use recoup_keys::Key;
 
-pub(super) fn tenant_prefix(prefix: u8, tenant: &str) -> Key {
-    Key::new(prefix).str(tenant)
-}
+pub(super) use crate::kernel::tenant_prefix;
 
 /// The end of every key naming one deal: public_id, created_at.
 pub(super) fn deal_tail(public_id: &str, created_at: DateTime<Utc>) -> Vec<u8> {
