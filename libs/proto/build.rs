@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "recoup/v1/paygo_snapshots.proto",
         "recoup/v1/collections.proto",
         "recoup/v1/query.proto",
+        "recoup/v1/access.proto",
     ];
     let fds = protox::compile(files.iter().map(|f| root.join(f)), [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -1,0 +1,107 @@
+//! The durable record of API keys: a sled tree of the latest record of each key.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use recoup_keys::Key;
+use recoup_keys::layout::{layout, mark_codec_layout};
+use recoup_proto::to_timestamp;
+use recoup_proto::v1;
+
+use crate::api_key::{IssuedKey, KeySpec, issue};
+
+/// Keys: `k` + key id → the encoded [`v1::ApiKey`].
+const KEYS: u8 = b'k';
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("key store: the record of key {id} is unreadable: {source}")]
+    Decode {
+        id: String,
+        source: prost::DecodeError,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no API key {0}")]
+    NotFound(String),
+}
+
+/// API keys kept on disk, each under its id.
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl KeyStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::open(dir)?;
+        let tree = db.open_tree("keys")?;
+        if tree.is_empty() && layout(&tree)? < recoup_keys::layout::CODEC_LAYOUT {
+            let mut batch = sled::Batch::default();
+            mark_codec_layout(&mut batch);
+            tree.apply_batch(batch)?;
+        }
+        Ok(Self { db, tree })
+    }
+
+    /// Makes a key for `spec` and keeps its record (flushed before the key is returned).
+    pub fn create(&self, spec: &KeySpec, now: DateTime<Utc>) -> Result<IssuedKey, StoreError> {
+        let issued = issue(spec, now).map_err(StoreError::Invalid)?;
+        self.put(&issued.record)?;
+        Ok(issued)
+    }
+
+    /// Marks key `id` revoked at `now` (a key revoked before keeps its first revocation).
+    pub fn revoke(&self, id: &str, now: DateTime<Utc>) -> Result<v1::ApiKey, StoreError> {
+        let mut record = self
+            .get(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if record.revoked_at.is_none() {
+            record.revoked_at = Some(to_timestamp(now));
+            self.put(&record)?;
+        }
+        Ok(record)
+    }
+
+    /// Keeps `record` as key `record.id`'s latest (from another process's change, say).
+    pub fn put(&self, record: &v1::ApiKey) -> Result<(), StoreError> {
+        self.tree
+            .insert(key_of(&record.id), record.encode_to_vec())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<v1::ApiKey>, StoreError> {
+        self.tree
+            .get(key_of(id))?
+            .map(|bytes| decode(id, &bytes))
+            .transpose()
+    }
+
+    /// Every key's latest record, by id.
+    pub fn list(&self) -> Result<Vec<v1::ApiKey>, StoreError> {
+        self.tree
+            .scan_prefix([KEYS])
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                decode(&String::from_utf8_lossy(&key[1..]), &bytes)
+            })
+            .collect()
+    }
+}
+
+fn key_of(id: &str) -> Key {
+    Key::new(KEYS).last_str(id)
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<v1::ApiKey, StoreError> {
+    v1::ApiKey::decode(bytes).map_err(|source| StoreError::Decode {
+        id: id.to_owned(),
+        source,
+    })
+}
