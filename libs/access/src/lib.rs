@@ -14,6 +14,7 @@
 pub mod api_key;
 pub mod bearer;
 pub mod error;
+pub mod gate;
 pub mod principal;
 pub mod ring;
 pub mod role;
@@ -21,6 +22,7 @@ pub mod store;
 
 pub use api_key::{IssuedKey, KeySpec, KeyToken};
 pub use error::AccessError;
+pub use gate::{Access, Acting};
 pub use principal::Principal;
 pub use ring::KeyRing;
 pub use role::{Action, Role};

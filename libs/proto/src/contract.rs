@@ -62,4 +62,6 @@ pub mod metadata {
     pub const TENANT: &str = "x-recoup-tenant";
     /// Traces one request through the events it causes.
     pub const CORRELATION_ID: &str = "x-correlation-id";
+    /// The credential: `Bearer <API key>`.
+    pub const AUTHORIZATION: &str = "authorization";
 }

@@ -31,17 +31,32 @@ pub fn tenant_and_case(
     request: &tonic::Request<crate::v1::GetCaseRequest>,
 ) -> Result<(String, &str), tonic::Status> {
     let tenant = tenant_of(request)?;
+    Ok((tenant, case_id_of(request)?))
+}
+
+/// The case a `GetCase` request names, or `INVALID_ARGUMENT`.
+pub fn case_id_of(
+    request: &tonic::Request<crate::v1::GetCaseRequest>,
+) -> Result<&str, tonic::Status> {
     let case_id = request.get_ref().case_id.as_str();
     if case_id.is_empty() {
         return Err(tonic::Status::invalid_argument("case_id is required"));
     }
-    Ok((tenant, case_id))
+    Ok(case_id)
 }
 
 /// The request's tenant, or `INVALID_ARGUMENT` naming the metadata key.
 pub fn tenant_of<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status> {
-    let tenant = match request.metadata().get(TENANT_METADATA_KEY) {
-        None => return Ok(DEFAULT_TENANT.to_owned()),
+    Ok(requested_tenant(request.metadata())?.unwrap_or_else(|| DEFAULT_TENANT.to_owned()))
+}
+
+/// The tenant metadata names (`None`: no metadata `x-recoup-tenant`), or `INVALID_ARGUMENT`
+/// naming the metadata key.
+pub fn requested_tenant(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Option<String>, tonic::Status> {
+    let tenant = match metadata.get(TENANT_METADATA_KEY) {
+        None => return Ok(None),
         Some(value) => value.to_str().map_err(|_| {
             tonic::Status::invalid_argument(format!("metadata {TENANT_METADATA_KEY} must be ASCII"))
         })?,
@@ -49,5 +64,5 @@ pub fn tenant_of<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status
     validate_tenant(tenant).map_err(|e| {
         tonic::Status::invalid_argument(format!("metadata {TENANT_METADATA_KEY}: {e}"))
     })?;
-    Ok(tenant.to_owned())
+    Ok(Some(tenant.to_owned()))
 }

@@ -8,6 +8,7 @@ use event_backbone::consumer::EventConsumer;
 use event_backbone::producer::{EventProducer, ProducerSettings};
 use event_backbone::{FlowGate, KafkaConfig};
 use rdkafka::error::KafkaError;
+use recoup_access::Access;
 use tokio::sync::watch;
 use tonic::service::RoutesBuilder;
 use tonic_health::server::HealthReporter;
@@ -72,6 +73,8 @@ pub struct Context {
     pub shutdown: watch::Receiver<bool>,
     /// The process's `grpc.health.v1` statuses; each service sets its own.
     pub health: HealthReporter,
+    /// Who may call the services' APIs; [`Access::Open`] unless set.
+    pub access: Access,
     routes: Mutex<RoutesBuilder>,
 }
 
@@ -89,6 +92,7 @@ impl Context {
             clock,
             shutdown,
             health,
+            access: Access::Open,
             routes: Mutex::new(RoutesBuilder::default()),
         }
     }

@@ -2,8 +2,9 @@
 
 use debt_cases::{Command, DomainError};
 use event_backbone::envelope::{EventMetadata, new_event_id};
+use recoup_access::{Access, Action};
 use recoup_proto::convert::{case_to_proto, changes_from_proto, content_from_proto};
-use recoup_proto::tenant::{tenant_and_case, tenant_of};
+use recoup_proto::tenant::case_id_of;
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_server::{
     DebtCollectionCases, DebtCollectionCasesServer,
@@ -21,11 +22,20 @@ pub const CORRELATION_METADATA_KEY: &str = recoup_proto::contract::metadata::COR
 #[derive(Clone)]
 pub struct CaseCommands {
     store: EventStore,
+    access: Access,
 }
 
 impl CaseCommands {
     pub fn new(store: EventStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            access: Access::Open,
+        }
+    }
+
+    /// Checks every request's credential against `access` (default: [`Access::Open`]).
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
     }
 
     /// The tonic service, ready to be added to a server.
@@ -38,7 +48,7 @@ impl CaseCommands {
         request: &Request<T>,
         command: CaseCommand,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let tenant = tenant_of(request)?;
+        let tenant = self.access.grpc(request, Action::CaseCommand)?.tenant;
         let metadata = EventMetadata {
             correlation_id: correlation_id(request),
             causation_id: new_event_id(),
@@ -247,7 +257,8 @@ impl DebtCollectionCases for CaseCommands {
         &self,
         request: Request<v1::GetCaseRequest>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let (tenant, case_id) = tenant_and_case(&request)?;
+        let tenant = self.access.grpc(&request, Action::Read)?.tenant;
+        let case_id = case_id_of(&request)?;
         check_case_id(case_id)?;
         let case = self
             .store

@@ -90,8 +90,11 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         ctx.shutdown.clone(),
     ));
     let gauge = register_outbox_gauge(&store);
-    ctx.grpc()
-        .add_service(CaseCommands::new(store.clone()).into_server());
+    ctx.grpc().add_service(
+        CaseCommands::new(store.clone())
+            .with_access(ctx.access.clone())
+            .into_server(),
+    );
     ctx.health
         .set_serving::<DebtCollectionCasesServer<CaseCommands>>()
         .await;

@@ -86,6 +86,7 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         projectors.push(spawn("deal", projector, stopping, ctx.health.clone()));
     }
     let queries = Queries::new(cases.clone(), accounts.clone())
+        .with_access(ctx.access.clone())
         .with_deals(deals.clone(), ctx.clock.clone())
         // Do-not-contact watchers end with the server, rather than holding it open.
         .with_shutdown(ctx.shutdown.clone());

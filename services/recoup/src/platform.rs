@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use event_backbone::reachability::ProbeSettings;
 use export_puller::schedule::StreamOutcome;
+use recoup_access::Access;
 use recoup_runtime::{Clock, Context, KafkaLink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,6 +36,9 @@ pub struct PlatformConfig {
     /// External Kafka: how often it is asked whether it answers (health, imports).
     pub kafka_probe: ProbeSettings,
     pub services: Services,
+    /// Who may call the APIs (default: open, as before API keys; issue #13 makes keys the
+    /// default).
+    pub access: Access,
     pub clock: Clock,
     /// How long shutdown waits for the export puller to stop and, embedded, for the
     /// projection to take what is in flight.
@@ -60,6 +64,7 @@ impl PlatformConfig {
             kafka_probe: ProbeSettings::default(),
             services: Services::ALL,
             clock: recoup_runtime::clock::system(),
+            access: Access::Open,
             drain_timeout: Duration::from_secs(10),
             cases: Default::default(),
             projection: Default::default(),
@@ -119,13 +124,14 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         "starting"
     );
     let (health, health_service) = tonic_health::server::health_reporter();
-    let ctx = Context::new(
+    let mut ctx = Context::new(
         &config.data_dir,
         link.clone(),
         config.clock.clone(),
         shutdown.clone(),
         health.clone(),
     );
+    ctx.access = config.access.clone();
     let services = start_services(&ctx, &config).await?;
     let follow = link.up.clone().map(|up| {
         let brokers = link.config.brokers.clone();

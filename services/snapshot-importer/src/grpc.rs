@@ -2,7 +2,7 @@
 //! Every call counts against its tenant's rate limit first.
 
 use futures::StreamExt;
-use recoup_proto::tenant::tenant_of;
+use recoup_access::{Access, Action};
 use recoup_proto::v1;
 use recoup_proto::v1::snapshot_imports_server::{SnapshotImports, SnapshotImportsServer};
 use tonic::metadata::MetadataValue;
@@ -24,12 +24,22 @@ pub const RETRY_AFTER_METADATA_KEY: &str = "retry-after";
 pub struct ImportService {
     uploads: Uploads,
     limiter: TenantLimiter,
+    access: Access,
 }
 
 impl ImportService {
     /// Imports through `uploads`; every call counts against `limiter`.
     pub fn new(uploads: Uploads, limiter: TenantLimiter) -> Self {
-        Self { uploads, limiter }
+        Self {
+            uploads,
+            limiter,
+            access: Access::Open,
+        }
+    }
+
+    /// Checks every request's credential against `access` (default: [`Access::Open`]).
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
     }
 
     /// The tonic service; messages up to 8 MiB (upload chunks should stay well below).
@@ -37,9 +47,10 @@ impl ImportService {
         SnapshotImportsServer::new(self).max_decoding_message_size(8 * 1024 * 1024)
     }
 
-    /// The request's tenant, once its rate limit allows the request.
-    fn admit<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let tenant = tenant_of(request)?;
+    /// The request's tenant, once its caller may do `action` there and its rate limit allows
+    /// the request.
+    fn admit<T>(&self, request: &Request<T>, action: Action) -> Result<String, Status> {
+        let tenant = self.access.grpc(request, action)?.tenant;
         self.limiter.check(&tenant).map_err(limited_status)?;
         Ok(tenant)
     }
@@ -98,7 +109,7 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<Streaming<v1::UploadRequest>>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = self.admit(&request)?;
+        let tenant = self.admit(&request, Action::Import)?;
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(v1::UploadRequest {
@@ -145,7 +156,7 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<v1::ImportRowsRequest>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = self.admit(&request)?;
+        let tenant = self.admit(&request, Action::Import)?;
         let v1::ImportRowsRequest { data_origin, rows } = request.into_inner();
         let data_origin = non_blank(&data_origin);
         let import_id = rows_import_id(data_origin.as_deref(), &rows);
@@ -171,7 +182,7 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<v1::GetImportRequest>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = self.admit(&request)?;
+        let tenant = self.admit(&request, Action::Read)?;
         let r = request.get_ref();
         if r.import_id.is_empty() {
             return Err(Status::invalid_argument("import_id is required"));

@@ -15,14 +15,16 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::SecondsFormat;
 use futures::StreamExt;
+use recoup_access::{Access, AccessError, Action};
+use recoup_proto::contract::metadata::AUTHORIZATION;
 use recoup_proto::snapshots::{ERRORS_CSV_HEADER, error_csv_record};
-use recoup_proto::tenant::{DEFAULT_TENANT, TENANT_METADATA_KEY, validate_tenant};
+use recoup_proto::tenant::{TENANT_METADATA_KEY, validate_tenant};
 use recoup_proto::{from_timestamp, v1};
 use serde::{Deserialize, Serialize};
 
@@ -50,12 +52,22 @@ const CSV_ERRORS_PAGE: usize = 1000;
 pub struct HttpApi {
     uploads: Uploads,
     limiter: TenantLimiter,
+    access: Access,
 }
 
 impl HttpApi {
     /// Imports through `uploads` (the same as gRPC's); every request counts against `limiter`.
     pub fn new(uploads: Uploads, limiter: TenantLimiter) -> Self {
-        Self { uploads, limiter }
+        Self {
+            uploads,
+            limiter,
+            access: Access::Open,
+        }
+    }
+
+    /// Checks every request's credential against `access` (default: [`Access::Open`]).
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
     }
 
     /// The routes. Bodies are limited by the upload limit alone (axum's default of 2 MB is off).
@@ -169,7 +181,8 @@ impl From<UploadError<axum::Error>> for ApiError {
     }
 }
 
-/// The request's tenant, admitted by its rate limit. Extract it first, so that a refused
+/// The request's tenant, once its caller may act there (an upload needs the importer role,
+/// a report any role) and its rate limit admits it. Extract it first, so that a refused
 /// request costs nothing else.
 struct Tenant(String);
 
@@ -177,16 +190,38 @@ impl FromRequestParts<HttpApi> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &HttpApi) -> Result<Self, ApiError> {
-        let tenant = match parts.headers.get(TENANT_METADATA_KEY) {
-            None => DEFAULT_TENANT,
-            Some(value) => value.to_str().map_err(|_| {
-                ApiError::bad_request(format!("header {TENANT_METADATA_KEY} must be ASCII"))
-            })?,
+        let requested = match parts.headers.get(TENANT_METADATA_KEY) {
+            None => None,
+            Some(value) => {
+                let tenant = value.to_str().map_err(|_| {
+                    ApiError::bad_request(format!("header {TENANT_METADATA_KEY} must be ASCII"))
+                })?;
+                validate_tenant(tenant).map_err(|e| {
+                    ApiError::bad_request(format!("header {TENANT_METADATA_KEY}: {e}"))
+                })?;
+                Some(tenant.to_owned())
+            }
         };
-        validate_tenant(tenant)
-            .map_err(|e| ApiError::bad_request(format!("header {TENANT_METADATA_KEY}: {e}")))?;
-        api.limiter.check(tenant)?;
-        Ok(Self(tenant.to_owned()))
+        let action = if parts.method == Method::POST {
+            Action::Import
+        } else {
+            Action::Read
+        };
+        let authorization = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+        let tenant = api.access.acting(authorization, requested, action)?.tenant;
+        api.limiter.check(&tenant)?;
+        Ok(Self(tenant))
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(error: AccessError) -> Self {
+        match error {
+            AccessError::Unauthenticated(_) => {
+                Self::new(StatusCode::UNAUTHORIZED, error.to_string())
+            }
+            AccessError::PermissionDenied(_) => Self::new(StatusCode::FORBIDDEN, error.to_string()),
+        }
     }
 }
 

@@ -80,14 +80,17 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     let limiter =
         TenantLimiter::with_clock(settings.rate_limit_per_minute, settings.rate_limit_clock);
     let uploads = Uploads::new(importer.clone(), spool_dir, settings.max_upload_bytes);
-    ctx.grpc()
-        .add_service(ImportService::new(uploads.clone(), limiter.clone()).into_server());
+    ctx.grpc().add_service(
+        ImportService::new(uploads.clone(), limiter.clone())
+            .with_access(ctx.access.clone())
+            .into_server(),
+    );
     ctx.health
         .set_serving::<SnapshotImportsServer<ImportService>>()
         .await;
     Ok(Running {
         importer,
-        http: HttpApi::new(uploads, limiter),
+        http: HttpApi::new(uploads, limiter).with_access(ctx.access.clone()),
     })
 }
 

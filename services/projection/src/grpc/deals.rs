@@ -4,7 +4,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use recoup_proto::tenant::tenant_of;
 use recoup_proto::to_timestamp;
 use recoup_proto::v1;
 use recoup_proto::v1::do_not_contact_update::Kind;
@@ -24,7 +23,7 @@ impl Queries {
         request: Request<v1::GetDealRequest>,
     ) -> Result<Response<v1::DealView>, Status> {
         let deals = self.deals()?;
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let r = request.get_ref();
         if r.public_id.is_empty() {
             return Err(Status::invalid_argument("public_id is required"));
@@ -60,7 +59,7 @@ impl Queries {
         request: Request<v1::ListDealsRequest>,
     ) -> Result<Response<v1::ListDealsResponse>, Status> {
         let deals = self.deals()?;
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let r = request.get_ref();
         let dpd_bucket = match r.dpd_bucket.as_str() {
             "" => None,
@@ -112,7 +111,7 @@ impl Queries {
         request: Request<v1::CollectionsFunnelRequest>,
     ) -> Result<Response<v1::CollectionsFunnelResponse>, Status> {
         let deals = self.deals()?;
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let stages = deals.model.funnel(&tenant).map_err(internal)?;
         let mut response = v1::CollectionsFunnelResponse::default();
         for stage in stages {
@@ -136,7 +135,7 @@ impl Queries {
         request: Request<v1::PtpSummaryRequest>,
     ) -> Result<Response<v1::PtpSummaryResponse>, Status> {
         let deals = self.deals()?;
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let as_of = optional_date("as_of", &request.get_ref().as_of)?.unwrap_or(deals.today());
         let totals = deals.model.ptp_summary(&tenant, as_of).map_err(internal)?;
         let count = |n: i64| n.max(0) as u64;
@@ -163,7 +162,7 @@ impl Queries {
         request: Request<v1::WatchDoNotContactRequest>,
     ) -> Result<Response<ReceiverStream<Result<v1::DoNotContactUpdate, Status>>>, Status> {
         let deals = self.deals()?;
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let model = deals.model.clone();
         // Subscribed before the answer: every change after the call returns reaches the stream.
         let first = subscribe(&model, &tenant).await?;

@@ -4,8 +4,9 @@ mod deals;
 
 use chrono::NaiveDate;
 use paygo_snapshots::par::PAR_BUCKETS;
+use recoup_access::{Access, Action};
 use recoup_proto::convert::{case_to_proto, state_from_proto, state_to_proto};
-use recoup_proto::tenant::{tenant_and_case, tenant_of};
+use recoup_proto::tenant::case_id_of;
 use recoup_proto::v1;
 use recoup_proto::v1::query_server::{Query, QueryServer};
 use tokio::sync::watch;
@@ -33,6 +34,7 @@ pub struct Queries {
     accounts: AccountReadModel,
     deals: Option<Deals>,
     shutdown: Option<watch::Receiver<bool>>,
+    access: Access,
 }
 
 #[derive(Clone)]
@@ -54,7 +56,18 @@ impl Queries {
             accounts,
             deals: None,
             shutdown: None,
+            access: Access::Open,
         }
+    }
+
+    /// Checks every request's credential against `access` (default: [`Access::Open`]).
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
+    }
+
+    /// The tenant a reading request acts for, once its caller may read there.
+    fn reader<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        Ok(self.access.grpc(request, Action::Read)?.tenant)
     }
 
     /// Serves the deal RPCs from `deals`; "today" is `clock`'s UTC day. Without it they answer
@@ -138,7 +151,7 @@ impl Query for Queries {
         &self,
         request: Request<v1::GetCaseRequest>,
     ) -> Result<Response<v1::CaseReply>, Status> {
-        let (tenant, case_id) = tenant_and_case(&request)?;
+        let (tenant, case_id) = (self.reader(&request)?, case_id_of(&request)?);
         let case = self
             .read_model
             .case(&tenant, case_id)
@@ -153,7 +166,7 @@ impl Query for Queries {
         &self,
         request: Request<v1::ListCasesRequest>,
     ) -> Result<Response<v1::ListCasesResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let r = request.get_ref();
         let state = match r.state {
             0 => None,
@@ -190,7 +203,7 @@ impl Query for Queries {
         &self,
         request: Request<v1::CaseStatsRequest>,
     ) -> Result<Response<v1::CaseStatsResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let rows = self.read_model.stats(&tenant).map_err(internal)?;
         let mut states: Vec<v1::StateStats> = Vec::new();
         for (state, currency, totals) in rows {
@@ -218,7 +231,7 @@ impl Query for Queries {
         &self,
         request: Request<v1::GetAccountRequest>,
     ) -> Result<Response<v1::AccountSnapshot>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let uid = &request.get_ref().account_uid;
         if uid.is_empty() {
             return Err(Status::invalid_argument("account_uid is required"));
@@ -235,7 +248,7 @@ impl Query for Queries {
         &self,
         request: Request<v1::ListAccountSnapshotsRequest>,
     ) -> Result<Response<v1::ListAccountSnapshotsResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let r = request.get_ref();
         if r.account_uid.is_empty() {
             return Err(Status::invalid_argument("account_uid is required"));
@@ -276,7 +289,7 @@ impl Query for Queries {
         &self,
         request: Request<v1::PortfolioParRequest>,
     ) -> Result<Response<v1::PortfolioParResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = self.reader(&request)?;
         let date = optional_date("snapshot_date", &request.get_ref().snapshot_date)?
             .ok_or_else(|| Status::invalid_argument("snapshot_date is required (YYYY-MM-DD)"))?;
         let totals = self.accounts.par(&tenant, date).map_err(internal)?;
