@@ -18,7 +18,9 @@ impl Principal {
     /// of the principal's, or else the principal's first.
     pub fn tenant_for<'a>(&'a self, requested: Option<&'a str>) -> Result<&'a str, AccessError> {
         match requested {
-            None => Ok(&self.tenants[0]),
+            None => self.tenants.first().map(String::as_str).ok_or_else(|| {
+                AccessError::unauthenticated(format!("{} names no tenant", self.id))
+            }),
             Some(tenant) if self.tenants.iter().any(|t| t == tenant) => Ok(tenant),
             Some(tenant) => Err(AccessError::denied(format!(
                 "{} may not act for tenant {tenant:?}",

@@ -274,3 +274,22 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn a_principal_without_tenants_acts_for_none() {
+    let nobody = Principal {
+        id: "key:0".to_owned(),
+        tenants: Vec::new(),
+        role: Role::Admin,
+    };
+    assert_eq!(
+        nobody.act(None, Action::Read),
+        Err(AccessError::Unauthenticated(
+            "key:0 names no tenant".to_owned()
+        ))
+    );
+    assert!(matches!(
+        nobody.act(Some("acme"), Action::Read),
+        Err(AccessError::PermissionDenied(_))
+    ));
+}

@@ -1,4 +1,5 @@
-//! The tenant of a gRPC request. Until API keys arrive it comes from metadata `x-recoup-tenant`.
+//! The tenant a request names (`x-recoup-tenant`, gRPC metadata or HTTP header) and the rule
+//! of tenant ids. Which tenant a request may act for is `recoup_access`'s decision.
 
 /// The metadata key naming the tenant.
 pub const TENANT_METADATA_KEY: &str = crate::contract::metadata::TENANT;
@@ -26,14 +27,6 @@ pub fn validate_tenant(tenant: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The tenant of a `GetCase` request and the case it names, or `INVALID_ARGUMENT`.
-pub fn tenant_and_case(
-    request: &tonic::Request<crate::v1::GetCaseRequest>,
-) -> Result<(String, &str), tonic::Status> {
-    let tenant = tenant_of(request)?;
-    Ok((tenant, case_id_of(request)?))
-}
-
 /// The case a `GetCase` request names, or `INVALID_ARGUMENT`.
 pub fn case_id_of(
     request: &tonic::Request<crate::v1::GetCaseRequest>,
@@ -45,24 +38,24 @@ pub fn case_id_of(
     Ok(case_id)
 }
 
-/// The request's tenant, or `INVALID_ARGUMENT` naming the metadata key.
-pub fn tenant_of<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status> {
-    Ok(requested_tenant(request.metadata())?.unwrap_or_else(|| DEFAULT_TENANT.to_owned()))
+/// The tenant a request names: `value` of `x-recoup-tenant` (`None`: not sent), checked.
+/// `source` ("metadata", "header") says where in a refusal.
+pub fn named_tenant(value: Option<&[u8]>, source: &str) -> Result<Option<String>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let tenant = std::str::from_utf8(value)
+        .ok()
+        .filter(|t| t.is_ascii())
+        .ok_or_else(|| format!("{source} {TENANT_METADATA_KEY} must be ASCII"))?;
+    validate_tenant(tenant).map_err(|e| format!("{source} {TENANT_METADATA_KEY}: {e}"))?;
+    Ok(Some(tenant.to_owned()))
 }
 
-/// The tenant metadata names (`None`: no metadata `x-recoup-tenant`), or `INVALID_ARGUMENT`
-/// naming the metadata key.
+/// The tenant gRPC metadata names (`None`: no `x-recoup-tenant`), or `INVALID_ARGUMENT`.
 pub fn requested_tenant(
     metadata: &tonic::metadata::MetadataMap,
 ) -> Result<Option<String>, tonic::Status> {
-    let tenant = match metadata.get(TENANT_METADATA_KEY) {
-        None => return Ok(None),
-        Some(value) => value.to_str().map_err(|_| {
-            tonic::Status::invalid_argument(format!("metadata {TENANT_METADATA_KEY} must be ASCII"))
-        })?,
-    };
-    validate_tenant(tenant).map_err(|e| {
-        tonic::Status::invalid_argument(format!("metadata {TENANT_METADATA_KEY}: {e}"))
-    })?;
-    Ok(Some(tenant.to_owned()))
+    let value = metadata.get(TENANT_METADATA_KEY).map(|v| v.as_bytes());
+    named_tenant(value, "metadata").map_err(tonic::Status::invalid_argument)
 }

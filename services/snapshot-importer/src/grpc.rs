@@ -2,14 +2,17 @@
 //! Every call counts against its tenant's rate limit first.
 
 use futures::StreamExt;
-use recoup_access::{Access, Action};
+use recoup_access::Action;
+use recoup_proto::contract::metadata::AUTHORIZATION;
+use recoup_proto::tenant::TENANT_METADATA_KEY;
 use recoup_proto::v1;
 use recoup_proto::v1::snapshot_imports_server::{SnapshotImports, SnapshotImportsServer};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::{Admission, Refused};
 use crate::import::{ImportError, ImportRequest};
-use crate::limits::{RateLimited, TenantLimiter};
+use crate::limits::RateLimited;
 use crate::reports::ErrorsPage;
 use crate::store::StoreError;
 use crate::upload::{
@@ -23,23 +26,13 @@ pub const RETRY_AFTER_METADATA_KEY: &str = "retry-after";
 #[derive(Clone)]
 pub struct ImportService {
     uploads: Uploads,
-    limiter: TenantLimiter,
-    access: Access,
+    admission: Admission,
 }
 
 impl ImportService {
-    /// Imports through `uploads`; every call counts against `limiter`.
-    pub fn new(uploads: Uploads, limiter: TenantLimiter) -> Self {
-        Self {
-            uploads,
-            limiter,
-            access: Access::Open,
-        }
-    }
-
-    /// Checks every request's credential against `access` (default: [`Access::Open`]).
-    pub fn with_access(self, access: Access) -> Self {
-        Self { access, ..self }
+    /// Imports through `uploads`; every call passes `admission` first.
+    pub fn new(uploads: Uploads, admission: Admission) -> Self {
+        Self { uploads, admission }
     }
 
     /// The tonic service; messages up to 8 MiB (upload chunks should stay well below).
@@ -50,9 +43,20 @@ impl ImportService {
     /// The request's tenant, once its caller may do `action` there and its rate limit allows
     /// the request.
     fn admit<T>(&self, request: &Request<T>, action: Action) -> Result<String, Status> {
-        let tenant = self.access.grpc(request, action)?.tenant;
-        self.limiter.check(&tenant).map_err(limited_status)?;
-        Ok(tenant)
+        let metadata = request.metadata();
+        let value = |key: &str| metadata.get(key).map(|v| v.as_bytes());
+        self.admission
+            .admit(
+                value(AUTHORIZATION),
+                value(TENANT_METADATA_KEY),
+                "metadata",
+                action,
+            )
+            .map_err(|refused| match refused {
+                Refused::Tenant(why) => Status::invalid_argument(why),
+                Refused::Access(error) => error.into(),
+                Refused::Limited(limited) => limited_status(limited),
+            })
     }
 }
 

@@ -21,15 +21,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::SecondsFormat;
 use futures::StreamExt;
-use recoup_access::{Access, AccessError, Action};
+use recoup_access::{AccessError, Action};
 use recoup_proto::contract::metadata::AUTHORIZATION;
 use recoup_proto::snapshots::{ERRORS_CSV_HEADER, error_csv_record};
-use recoup_proto::tenant::{TENANT_METADATA_KEY, validate_tenant};
+use recoup_proto::tenant::TENANT_METADATA_KEY;
 use recoup_proto::{from_timestamp, v1};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{Admission, Refused};
 use crate::import::ImportError;
-use crate::limits::{RateLimited, TenantLimiter};
+use crate::limits::RateLimited;
 use crate::reports::ErrorsPage;
 use crate::store::{ImportStore, StoreError};
 use crate::upload::{FileUpload, SpoolError, UploadError, Uploads};
@@ -51,23 +52,13 @@ const CSV_ERRORS_PAGE: usize = 1000;
 #[derive(Clone)]
 pub struct HttpApi {
     uploads: Uploads,
-    limiter: TenantLimiter,
-    access: Access,
+    admission: Admission,
 }
 
 impl HttpApi {
-    /// Imports through `uploads` (the same as gRPC's); every request counts against `limiter`.
-    pub fn new(uploads: Uploads, limiter: TenantLimiter) -> Self {
-        Self {
-            uploads,
-            limiter,
-            access: Access::Open,
-        }
-    }
-
-    /// Checks every request's credential against `access` (default: [`Access::Open`]).
-    pub fn with_access(self, access: Access) -> Self {
-        Self { access, ..self }
+    /// Imports through `uploads` (the same as gRPC's); every request passes `admission` first.
+    pub fn new(uploads: Uploads, admission: Admission) -> Self {
+        Self { uploads, admission }
     }
 
     /// The routes. Bodies are limited by the upload limit alone (axum's default of 2 MB is off).
@@ -190,38 +181,36 @@ impl FromRequestParts<HttpApi> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &HttpApi) -> Result<Self, ApiError> {
-        let requested = match parts.headers.get(TENANT_METADATA_KEY) {
-            None => None,
-            Some(value) => {
-                let tenant = value.to_str().map_err(|_| {
-                    ApiError::bad_request(format!("header {TENANT_METADATA_KEY} must be ASCII"))
-                })?;
-                validate_tenant(tenant).map_err(|e| {
-                    ApiError::bad_request(format!("header {TENANT_METADATA_KEY}: {e}"))
-                })?;
-                Some(tenant.to_owned())
-            }
-        };
         let action = if parts.method == Method::POST {
             Action::Import
         } else {
             Action::Read
         };
-        let authorization = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
-        let tenant = api.access.acting(authorization, requested, action)?.tenant;
-        api.limiter.check(&tenant)?;
+        let value = |key: &str| parts.headers.get(key).map(|v| v.as_bytes());
+        let tenant = api
+            .admission
+            .admit(
+                value(AUTHORIZATION),
+                value(TENANT_METADATA_KEY),
+                "header",
+                action,
+            )
+            .map_err(|refused| match refused {
+                Refused::Tenant(why) => ApiError::bad_request(why),
+                Refused::Access(error) => error.into(),
+                Refused::Limited(limited) => limited.into(),
+            })?;
         Ok(Self(tenant))
     }
 }
 
 impl From<AccessError> for ApiError {
     fn from(error: AccessError) -> Self {
-        match error {
-            AccessError::Unauthenticated(_) => {
-                Self::new(StatusCode::UNAUTHORIZED, error.to_string())
-            }
-            AccessError::PermissionDenied(_) => Self::new(StatusCode::FORBIDDEN, error.to_string()),
-        }
+        let status = match error {
+            AccessError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AccessError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        };
+        Self::new(status, error.to_string())
     }
 }
 

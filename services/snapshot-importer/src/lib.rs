@@ -11,6 +11,7 @@
 //! - [`service`]: all of it started in a process, with its health while Kafka is away.
 //! - [`store`]: what the importer remembers (content fingerprints, reports, errors) in sled.
 
+pub mod admission;
 pub mod filter;
 pub mod grpc;
 pub mod http;

@@ -12,6 +12,7 @@ use recoup_runtime::{Context, StartError, Starting};
 use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 
+use crate::admission::Admission;
 use crate::grpc::ImportService;
 use crate::http::HttpApi;
 use crate::import::{ImportSettings, Importer};
@@ -79,18 +80,16 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     // One budget per tenant, whether it speaks gRPC or HTTP.
     let limiter =
         TenantLimiter::with_clock(settings.rate_limit_per_minute, settings.rate_limit_clock);
+    let admission = Admission::new(ctx.access.clone(), limiter);
     let uploads = Uploads::new(importer.clone(), spool_dir, settings.max_upload_bytes);
-    ctx.grpc().add_service(
-        ImportService::new(uploads.clone(), limiter.clone())
-            .with_access(ctx.access.clone())
-            .into_server(),
-    );
+    ctx.grpc()
+        .add_service(ImportService::new(uploads.clone(), admission.clone()).into_server());
     ctx.health
         .set_serving::<SnapshotImportsServer<ImportService>>()
         .await;
     Ok(Running {
         importer,
-        http: HttpApi::new(uploads, limiter).with_access(ctx.access.clone()),
+        http: HttpApi::new(uploads, admission),
     })
 }
 
