@@ -94,7 +94,7 @@ impl OutboxRelay {
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
             }
             if *shutdown.borrow() {
                 break;

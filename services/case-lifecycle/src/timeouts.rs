@@ -62,7 +62,8 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => {}
+            // A sender gone without a word means the process is going away: stop too.
+            changed = shutdown.changed() => if changed.is_err() { return },
         }
         if *shutdown.borrow() {
             return;

@@ -1064,3 +1064,23 @@ async fn a_store_of_the_old_key_layout_opens_with_every_case_index_timeout_and_o
         [(TENANT.to_owned(), processing.id.clone())]
     );
 }
+
+/// A timeout checker whose stop sender is gone (its process is going away) stops, instead of
+/// checking in a busy loop.
+#[tokio::test]
+async fn the_timeout_checks_stop_when_their_stop_sender_is_gone() {
+    let dir = TempDir::new().unwrap();
+    let clock = TestClock::new();
+    let store = open(dir.path(), &clock);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    drop(stop);
+    let checks = case_lifecycle::timeouts::run(
+        store.clone(),
+        clock.as_fn(),
+        StdDuration::from_secs(3600),
+        stopped,
+    );
+    tokio::time::timeout(StdDuration::from_secs(30), checks)
+        .await
+        .expect("the checks end");
+}

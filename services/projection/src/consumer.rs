@@ -125,7 +125,8 @@ impl<P: Projection> Projector<P> {
                     }
                     Err(e) => return Err(e),
                 },
-                _ = shutdown.changed() => {}
+                // A sender gone without a word means the process is going away: stop too.
+                changed = shutdown.changed() => if changed.is_err() { break },
             }
             if *shutdown.borrow() {
                 break;
