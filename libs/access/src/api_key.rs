@@ -138,11 +138,11 @@ pub(crate) fn check_valid(record: &v1::ApiKey, now: DateTime<Utc>) -> Result<(),
             "API key {id} was revoked"
         )));
     }
+    // An expiry this version cannot read counts as passed.
     let expired = record
         .expires_at
         .as_ref()
-        .and_then(recoup_proto::from_timestamp)
-        .is_some_and(|at| at <= now);
+        .is_some_and(|at| recoup_proto::from_timestamp(at).is_none_or(|at| at <= now));
     if expired {
         return Err(AccessError::unauthenticated(format!(
             "API key {id} has expired"

@@ -27,7 +27,7 @@ pub enum Access {
 pub struct Acting {
     pub tenant: String,
     /// Who is calling; `None` when access is [`Access::Open`].
-    pub principal: Option<Principal>,
+    pub principal: Option<Arc<Principal>>,
 }
 
 impl Access {
@@ -46,7 +46,13 @@ impl Access {
             }),
             Access::Keys(ring) => {
                 let principal = ring.authenticate(authorization, Utc::now())?;
-                let tenant = principal.act(requested.as_deref(), action)?.to_owned();
+                let tenant = match requested {
+                    Some(tenant) => {
+                        principal.act(Some(&tenant), action)?;
+                        tenant
+                    }
+                    None => principal.act(None, action)?.to_owned(),
+                };
                 Ok(Acting {
                     tenant,
                     principal: Some(principal),

@@ -5,7 +5,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use recoup_keys::Key;
-use recoup_keys::layout::{layout, mark_codec_layout};
+use recoup_keys::layout::mark_codec_layout;
 use recoup_proto::to_timestamp;
 use recoup_proto::v1;
 
@@ -41,7 +41,7 @@ impl KeyStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::open(dir)?;
         let tree = db.open_tree("keys")?;
-        if tree.is_empty() && layout(&tree)? < recoup_keys::layout::CODEC_LAYOUT {
+        if tree.is_empty() {
             let mut batch = sled::Batch::default();
             mark_codec_layout(&mut batch);
             tree.apply_batch(batch)?;

@@ -26,7 +26,7 @@ fn bearer(key: &str) -> Vec<u8> {
     format!("Bearer {key}").into_bytes()
 }
 
-fn unauthenticated(result: Result<Principal, AccessError>) -> String {
+fn unauthenticated<P: std::fmt::Debug>(result: Result<P, AccessError>) -> String {
     match result {
         Err(AccessError::Unauthenticated(why)) => why,
         other => panic!("expected UNAUTHENTICATED, got {other:?}"),
@@ -292,4 +292,28 @@ fn a_principal_without_tenants_acts_for_none() {
         nobody.act(Some("acme"), Action::Read),
         Err(AccessError::PermissionDenied(_))
     ));
+}
+
+#[test]
+fn records_this_version_cannot_read_name_nobody() {
+    let ring = KeyRing::new();
+    let unknown_role = issue(&spec(Role::Viewer, &["acme"]), now()).unwrap();
+    let mut record = unknown_role.record.clone();
+    record.role = 99;
+    ring.upsert(record);
+    let why = unauthenticated(ring.authenticate(Some(&bearer(&unknown_role.key)), now()));
+    assert!(why.ends_with("has no role this version knows"), "{why}");
+
+    let odd_expiry = issue(&spec(Role::Viewer, &["acme"]), now()).unwrap();
+    let mut record = odd_expiry.record.clone();
+    record.expires_at = Some(prost_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 0,
+    });
+    ring.upsert(record);
+    let why = unauthenticated(ring.authenticate(Some(&bearer(&odd_expiry.key)), now()));
+    assert!(
+        why.ends_with("has expired"),
+        "an unreadable expiry counts as passed: {why}"
+    );
 }
