@@ -4,7 +4,6 @@ use debt_cases::{Command, DomainError};
 use event_backbone::envelope::{EventMetadata, new_event_id};
 use recoup_access::{Access, Action};
 use recoup_proto::convert::{case_to_proto, changes_from_proto, content_from_proto};
-use recoup_proto::tenant::case_id_of;
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_server::{
     DebtCollectionCases, DebtCollectionCasesServer,
@@ -258,7 +257,7 @@ impl DebtCollectionCases for CaseCommands {
         request: Request<v1::GetCaseRequest>,
     ) -> Result<Response<v1::CaseReply>, Status> {
         let tenant = self.access.grpc(&request, Action::Read)?.tenant;
-        let case_id = case_id_of(&request)?;
+        let case_id = request.get_ref().case_id.as_str();
         check_case_id(case_id)?;
         let case = self
             .store

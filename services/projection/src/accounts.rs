@@ -25,14 +25,16 @@ use recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREG
 use recoup_proto::v1;
 
 use crate::cases::CaseReadModel;
-use crate::kernel::{Counters, Projection, ReadModelError, Step, upgrade_offsets_and_rejects};
+use crate::kernel::{
+    Counters, Projection, ReadModelError, Step, tenant_prefix, upgrade_offsets_and_rejects,
+};
 
 /// Amounts in the PAR view are summed as integers of this many units per 1, so that an update
 /// (subtract the old row, add the new) leaves no floating-point residue.
 const AMOUNT_SCALE: f64 = 10_000.0;
 
 fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Key {
-    Key::new(prefix).str(tenant).str(account_uid)
+    tenant_prefix(prefix, tenant).str(account_uid)
 }
 
 fn series_key(tenant: &str, account_uid: &str, date: NaiveDate) -> Key {
@@ -40,7 +42,7 @@ fn series_key(tenant: &str, account_uid: &str, date: NaiveDate) -> Key {
 }
 
 fn par_key(tenant: &str, date: NaiveDate, bucket: u8) -> Key {
-    Key::new(b'q').str(tenant).day(date).u8(bucket)
+    tenant_prefix(b'q', tenant).day(date).u8(bucket)
 }
 
 /// The latest entry's value: its date (as a key part), then the snapshot.
@@ -225,10 +227,7 @@ impl AccountReadModel {
                 staged.par.entry(key).or_insert(current)
             }
         };
-        // Saturating: absurd amounts (beyond 9e14) give a capped total, never a panic that
-        // would stop the projection on the same batch forever.
-        totals.accounts = totals.accounts.saturating_add(accounts);
-        totals.outstanding_units = totals.outstanding_units.saturating_add(outstanding);
+        totals.add_counters([accounts, outstanding]);
         Ok(())
     }
 

@@ -236,6 +236,16 @@ pub trait Counters<const N: usize>: Sized {
         }))
     }
 
+    /// Adds `delta` counter by counter. Saturating: absurd amounts give a capped total, never
+    /// an overflow that would stop the projection on the same batch forever.
+    fn add_counters(&mut self, delta: [i64; N]) {
+        let mut counters = self.counters();
+        for (counter, delta) in counters.iter_mut().zip(delta) {
+            *counter = counter.saturating_add(delta);
+        }
+        *self = Self::from_counters(counters);
+    }
+
     fn encode(&self) -> Vec<u8> {
         self.counters()
             .iter()

@@ -64,9 +64,11 @@ impl Counters<3> for Totals {
 
 impl Totals {
     fn add(&mut self, case: &DebtCase, sign: i64) {
-        self.count += sign;
-        self.amount_minor += sign * case.amount_minor;
-        self.collected_minor += sign * case.collected_minor;
+        self.add_counters([
+            sign,
+            sign.saturating_mul(case.amount_minor),
+            sign.saturating_mul(case.collected_minor),
+        ]);
     }
 }
 

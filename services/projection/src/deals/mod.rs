@@ -83,11 +83,8 @@ impl Counters<2> for DealTotals {
 }
 
 impl DealTotals {
-    // Saturating: absurd amounts give a capped total, never a panic that would stop the
-    // projection on the same batch forever.
     fn add(&mut self, other: DealTotals) {
-        self.deals = self.deals.saturating_add(other.deals);
-        self.amount_minor = self.amount_minor.saturating_add(other.amount_minor);
+        self.add_counters(other.counters());
     }
 }
 
