@@ -2,6 +2,7 @@
 code): it creates a case, drives it to CLOSED, gets ABORTED on a stale version, and reads the case
 from recoup.v1.Query within a second. Usage: reflection_client.py HOST:PORT"""
 
+import os
 import sys
 import time
 
@@ -12,7 +13,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-TENANT = [("x-recoup-tenant", "reflection")]
+KEY = os.environ.get("RECOUP_API_KEY")
+METADATA = [("authorization", f"Bearer {KEY}")] if KEY else [("x-recoup-tenant", "reflection")]
 
 
 def main(addr: str, catch_up_seconds: float) -> None:
@@ -23,7 +25,7 @@ def main(addr: str, catch_up_seconds: float) -> None:
         assert expected in services, f"{expected} not listed: {sorted(services)}"
     pool = DescriptorPool(database)
 
-    def call(service: str, method: str, body: dict) -> dict:
+    def call(service: str, method: str, body: dict, metadata=METADATA) -> dict:
         descriptor = pool.FindMethodByName(f"{service}.{method}")
         request_type = message_factory.GetMessageClass(descriptor.input_type)
         response_type = message_factory.GetMessageClass(descriptor.output_type)
@@ -32,10 +34,16 @@ def main(addr: str, catch_up_seconds: float) -> None:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response_type.FromString,
         )
-        reply = stub(json_format.ParseDict(body, request_type()), metadata=TENANT, timeout=10)
+        reply = stub(json_format.ParseDict(body, request_type()), metadata=metadata, timeout=10)
         return json_format.MessageToDict(reply, preserving_proto_field_name=True)
 
     cases = "recoup.v1.DebtCollectionCases"
+    if KEY:
+        try:
+            call("recoup.v1.Query", "ListCases", {}, metadata=[])
+            raise AssertionError("a call without a credential was served")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
     case = call(cases, "CreateCase", {"content": {
         "external_id": f"reflection-{time.time_ns()}",
         "reference": f"REFL-{time.time_ns()}",

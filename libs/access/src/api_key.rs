@@ -105,11 +105,21 @@ pub fn issue(spec: &KeySpec, now: DateTime<Utc>) -> Result<IssuedKey, String> {
         revoked_at: None,
         secret_sha256: Sha256::digest(secret.as_bytes()).to_vec(),
         created_by: spec.created_by.clone(),
+        revoked_by: String::new(),
     };
     Ok(IssuedKey {
         record,
         key: format!("{KEY_PREFIX}{id}_{secret}"),
     })
+}
+
+/// `record` revoked at `now` by `by`; a key revoked before keeps its first revocation.
+pub fn revoked(mut record: v1::ApiKey, now: DateTime<Utc>, by: &str) -> v1::ApiKey {
+    if record.revoked_at.is_none() {
+        record.revoked_at = Some(to_timestamp(now));
+        by.clone_into(&mut record.revoked_by);
+    }
+    record
 }
 
 fn check(spec: &KeySpec, now: DateTime<Utc>) -> Result<(), String> {

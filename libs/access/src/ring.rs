@@ -31,13 +31,37 @@ impl KeyRing {
         Self::default()
     }
 
-    /// Takes the latest record of a key: new, changed or revoked.
-    pub fn upsert(&self, record: v1::ApiKey) {
-        let principal = principal_of(&record);
-        self.keys
+    /// Takes a record of a key: new, changed or revoked. A revocation is final: a record
+    /// without one (an older record arriving late, a stale copy published again) does not
+    /// bring a revoked key back, and a key revoked twice keeps its first time. Returns the
+    /// record now kept when this changed it, `None` when the ring knew it already.
+    pub fn upsert(&self, record: v1::ApiKey) -> Option<v1::ApiKey> {
+        let mut keys = self
+            .keys
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(record.id.clone(), Known { record, principal });
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = merge(keys.get(&record.id).map(|k| &k.record), record)?;
+        let principal = principal_of(&kept);
+        keys.insert(
+            kept.id.clone(),
+            Known {
+                record: kept.clone(),
+                principal,
+            },
+        );
+        Some(kept)
+    }
+
+    /// Every key's latest record, in id order.
+    pub fn records(&self) -> Vec<v1::ApiKey> {
+        let mut records: Vec<v1::ApiKey> = self.read().values().map(|k| k.record.clone()).collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        records
+    }
+
+    /// The latest record of key `id`.
+    pub fn get(&self, id: &str) -> Option<v1::ApiKey> {
+        self.read().get(id).map(|k| k.record.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -80,6 +104,23 @@ impl KeyRing {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// What `incoming` makes of a key known as `known`: the incoming record, with the earliest
+/// revocation of the two. `None` when that is what is known already.
+fn merge(known: Option<&v1::ApiKey>, mut incoming: v1::ApiKey) -> Option<v1::ApiKey> {
+    let Some(known) = known else {
+        return Some(incoming);
+    };
+    let earlier = |a: &v1::ApiKey, b: &v1::ApiKey| match (&a.revoked_at, &b.revoked_at) {
+        (Some(x), Some(y)) => (x.seconds, x.nanos) <= (y.seconds, y.nanos),
+        (x, _) => x.is_some(),
+    };
+    if earlier(known, &incoming) {
+        incoming.revoked_at = known.revoked_at;
+        incoming.revoked_by.clone_from(&known.revoked_by);
+    }
+    (incoming != *known).then_some(incoming)
 }
 
 fn principal_of(record: &v1::ApiKey) -> Result<Arc<Principal>, String> {

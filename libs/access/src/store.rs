@@ -1,15 +1,13 @@
-//! The durable record of API keys: a sled tree of the latest record of each key.
+//! The process's durable copy of API keys: a sled tree of the latest record of each key, as the
+//! process's [`crate::KeyRing`] took it. It lets a process check credentials from its first
+//! request, before it has read the access topic again; in embedded mode it is the record itself.
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
 use prost::Message;
 use recoup_keys::Key;
 use recoup_keys::layout::mark_codec_layout;
-use recoup_proto::to_timestamp;
 use recoup_proto::v1;
-
-use crate::api_key::{IssuedKey, KeySpec, issue};
 
 /// Keys: `k` + key id → the encoded [`v1::ApiKey`].
 const KEYS: u8 = b'k';
@@ -23,10 +21,6 @@ pub enum StoreError {
         id: String,
         source: prost::DecodeError,
     },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no API key {0}")]
-    NotFound(String),
 }
 
 /// API keys kept on disk, each under its id.
@@ -47,25 +41,6 @@ impl KeyStore {
             tree.apply_batch(batch)?;
         }
         Ok(Self { db, tree })
-    }
-
-    /// Makes a key for `spec` and keeps its record (flushed before the key is returned).
-    pub fn create(&self, spec: &KeySpec, now: DateTime<Utc>) -> Result<IssuedKey, StoreError> {
-        let issued = issue(spec, now).map_err(StoreError::Invalid)?;
-        self.put(&issued.record)?;
-        Ok(issued)
-    }
-
-    /// Marks key `id` revoked at `now` (a key revoked before keeps its first revocation).
-    pub fn revoke(&self, id: &str, now: DateTime<Utc>) -> Result<v1::ApiKey, StoreError> {
-        let mut record = self
-            .get(id)?
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        if record.revoked_at.is_none() {
-            record.revoked_at = Some(to_timestamp(now));
-            self.put(&record)?;
-        }
-        Ok(record)
     }
 
     /// Keeps `record` as key `record.id`'s latest (from another process's change, say).

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
-use recoup_access::api_key::{KEY_PREFIX, issue};
+use recoup_access::api_key::{KEY_PREFIX, issue, revoked};
 use recoup_access::bearer::MAX_AUTHORIZATION_BYTES;
 use recoup_access::{AccessError, Action, KeyRing, KeySpec, KeyStore, Principal, Role};
 
@@ -225,15 +225,14 @@ fn the_store_keeps_hashes_only_and_revocations_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (issued, kept) = {
         let store = KeyStore::open(dir.path()).unwrap();
-        let issued = store
-            .create(&spec(Role::Importer, &["acme"]), now())
+        let issued = issue(&spec(Role::Importer, &["acme"]), now()).unwrap();
+        let kept = issue(&spec(Role::Viewer, &["acme"]), now()).unwrap();
+        store.put(&issued.record).unwrap();
+        store.put(&kept.record).unwrap();
+        store
+            .put(&revoked(issued.record.clone(), now(), "test"))
             .unwrap();
-        let kept = store.create(&spec(Role::Viewer, &["acme"]), now()).unwrap();
-        store.revoke(&issued.record.id, now()).unwrap();
-        assert!(matches!(
-            store.revoke("0000000000000000", now()),
-            Err(recoup_access::store::StoreError::NotFound(_))
-        ));
+        assert_eq!(store.get("0000000000000000").unwrap(), None);
         (issued, kept)
     };
     // Nothing of the secrets is on disk.
@@ -260,6 +259,30 @@ fn the_store_keeps_hashes_only_and_revocations_survive_a_restart() {
     assert!(why.ends_with("was revoked"), "{why}");
     let principal = ring.authenticate(Some(&bearer(&kept.key)), now()).unwrap();
     assert_eq!(principal.role, Role::Viewer);
+}
+
+/// Processes receive a key's records again and out of order (a stale copy republished, a
+/// follower reading the topic from its start): a revocation is final whatever comes after it.
+#[test]
+fn a_revocation_is_final_whatever_record_comes_later() {
+    let ring = KeyRing::new();
+    let issued = issue(&spec(Role::Agent, &["acme"]), now()).unwrap();
+    let first = revoked(issued.record.clone(), now(), "test");
+    let later = revoked(issued.record.clone(), now() + Duration::hours(1), "later");
+    assert_eq!(
+        ring.upsert(issued.record.clone()),
+        Some(issued.record.clone())
+    );
+    assert_eq!(ring.upsert(issued.record.clone()), None, "known already");
+    assert_eq!(ring.upsert(later.clone()), Some(later.clone()));
+    // An earlier revocation wins; the stale active record and a later revocation change nothing.
+    assert_eq!(ring.upsert(first.clone()), Some(first.clone()));
+    assert_eq!(ring.upsert(issued.record.clone()), None);
+    assert_eq!(ring.upsert(later), None);
+    assert_eq!(ring.get(&issued.record.id), Some(first));
+    let why = unauthenticated(ring.authenticate(Some(&bearer(&issued.key)), now()));
+    assert!(why.ends_with("was revoked"), "{why}");
+    assert_eq!(ring.records().len(), 1);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -58,5 +58,23 @@ pub const REJECTS: TopicSpec = TopicSpec {
     description: "rejected rows with raw values and reasons (RowRejected, key = import id; ExportRowRejected, key = tenant/dataset)",
 };
 
+/// API keys: the latest record of each key; key = key id, value = `EventEnvelope` carrying
+/// `ApiKey` (its secret only as SHA-256). Every process that serves requests follows it.
+pub const ACCESS: TopicSpec = TopicSpec {
+    name: topic::ACCESS,
+    // Few records, read whole by every process: one partition keeps them in order.
+    partitions: 1,
+    // A changelog: the latest record of a key is the key (a revocation replaces it).
+    compacted: true,
+    retention_ms: -1,
+    description: "API keys, latest record per key (ApiKey, secrets only as SHA-256; key = key id)",
+};
+
 /// Every recoup topic.
-pub const ALL: &[TopicSpec] = &[DEBT_CASES, PAYGO_SNAPSHOTS, COLLECTIONS_DEALS, REJECTS];
+pub const ALL: &[TopicSpec] = &[
+    DEBT_CASES,
+    PAYGO_SNAPSHOTS,
+    COLLECTIONS_DEALS,
+    REJECTS,
+    ACCESS,
+];

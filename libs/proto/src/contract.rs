@@ -11,6 +11,9 @@ pub mod topic {
     pub const COLLECTIONS_DEALS: &str = "recoup.collections-deals.v1";
     /// Rows that were not accepted, with their raw values and reasons.
     pub const REJECTS: &str = "recoup.rejects.v1";
+    /// API keys, latest record per key (compacted); key = key id. Every serving process
+    /// follows it.
+    pub const ACCESS: &str = "recoup.access.v1";
 }
 
 /// The `aggregate_type` of an envelope: what kind of thing its `aggregate_id` names.
@@ -25,6 +28,8 @@ pub mod aggregate {
     pub const COLLECTIONS_DEAL: &str = "collections_deal";
     /// One export stream (its rejects), versioned by its count of rejects.
     pub const EXPORT_STREAM: &str = "export_stream";
+    /// An API key, versioned by its changes (created, revoked).
+    pub const API_KEY: &str = "api_key";
 }
 
 /// The `event_type` of an envelope: the name of its payload's message in `recoup.v1`.
@@ -46,6 +51,8 @@ pub mod event_type {
     pub const COLLECTIONS_DEAL_OBSERVED: &str = "CollectionsDealObserved";
     /// An exported row that could not be normalised: `ExportRowRejected`.
     pub const EXPORT_ROW_REJECTED: &str = "ExportRowRejected";
+    /// The latest record of an API key (created, revoked): `ApiKey`.
+    pub const API_KEY_RECORDED: &str = "ApiKeyRecorded";
 }
 
 /// Kafka record headers every recoup event carries.

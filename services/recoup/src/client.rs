@@ -7,16 +7,17 @@ use recoup_proto::tenant::TENANT_METADATA_KEY;
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use recoup_proto::v1::query_client::QueryClient;
-use tonic::transport::Channel;
+
+use crate::credential::{Link, ServerArgs};
 
 #[derive(Args)]
 pub struct CasesArgs {
-    /// The recoup gRPC endpoint.
-    #[arg(long, env = "RECOUP_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
-    /// Tenant sent as x-recoup-tenant.
-    #[arg(long, env = "RECOUP_TENANT", default_value = "default")]
-    tenant: String,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Tenant sent as x-recoup-tenant; unset: the first tenant of the API key (the tenant
+    /// "default" when the server runs with --insecure).
+    #[arg(long, global = true, env = "RECOUP_TENANT")]
+    tenant: Option<String>,
     #[command(subcommand)]
     command: CasesCommand,
 }
@@ -107,12 +108,14 @@ impl Versioned {
     }
 }
 
-/// A request of `tenant` (metadata `x-recoup-tenant`).
-pub(crate) fn request<T>(tenant: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+/// A request of `tenant` (metadata `x-recoup-tenant`; `None`: the credential's tenant).
+pub(crate) fn request<T>(tenant: Option<&str>, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(TENANT_METADATA_KEY, tenant.parse().context("tenant")?);
+    if let Some(tenant) = tenant {
+        request
+            .metadata_mut()
+            .insert(TENANT_METADATA_KEY, tenant.parse().context("tenant")?);
+    }
     Ok(request)
 }
 
@@ -136,14 +139,10 @@ fn print_case(case: &v1::DebtCase) {
 }
 
 pub async fn run(args: CasesArgs) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(args.server.clone())
-        .context("--server is not a URI")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach recoup at {}", args.server))?;
+    let channel = args.server.connect().await?;
     let mut cases = DebtCollectionCasesClient::new(channel.clone());
     let mut query = QueryClient::new(channel);
-    let t = args.tenant.as_str();
+    let t = args.tenant.as_deref();
     let reply = match args.command {
         CasesCommand::Create {
             reference,
@@ -252,8 +251,8 @@ fn case_content(
 
 /// `cases list`: one page of cases from the read model, and the token of the next.
 async fn list(
-    query: &mut QueryClient<Channel>,
-    tenant: &str,
+    query: &mut QueryClient<Link>,
+    tenant: Option<&str>,
     state: Option<String>,
     page_size: u32,
     page_token: String,
@@ -279,7 +278,7 @@ async fn list(
 }
 
 /// `cases stats`: count and totals per state and currency.
-async fn stats(query: &mut QueryClient<Channel>, tenant: &str) -> anyhow::Result<()> {
+async fn stats(query: &mut QueryClient<Link>, tenant: Option<&str>) -> anyhow::Result<()> {
     let stats = query
         .case_stats(request(tenant, v1::CaseStatsRequest {})?)
         .await?

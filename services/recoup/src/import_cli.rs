@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::client::request;
+use crate::credential::{CredentialArgs, Link, connect};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::{Stream, StreamExt};
@@ -18,9 +20,6 @@ use recoup_proto::v1;
 use recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
-use tonic::transport::Channel;
-
-use crate::client::request;
 
 /// Bytes per upload message: well below the server's 8 MiB message limit.
 const CHUNK_BYTES: u64 = 1024 * 1024;
@@ -52,9 +51,12 @@ struct SnapshotsArgs {
     /// The files to import.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Tenant sent as x-recoup-tenant.
-    #[arg(long, env = "RECOUP_TENANT", default_value = "default")]
-    tenant: String,
+    /// Tenant sent as x-recoup-tenant; unset: the first tenant of the API key (the tenant
+    /// "default" when the server runs with --insecure).
+    #[arg(long, env = "RECOUP_TENANT")]
+    tenant: Option<String>,
+    #[command(flatten)]
+    credential: CredentialArgs,
     /// The name the source gives itself (data_origin, part of every account_uid); unset:
     /// "generic".
     #[arg(long, value_name = "NAME")]
@@ -136,28 +138,21 @@ impl SnapshotFile {
     }
 }
 
-type Imports = SnapshotImportsClient<Channel>;
+type Imports = SnapshotImportsClient<Link>;
 
 /// Imports every file in order. `Ok(FAILURE)` when a row was rejected or a file could not be
 /// read whole (after the other files); `Err` stops at a refusal or a transport error.
 pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let ImportCommand::Snapshots(args) = args.command;
-    validate_tenant(&args.tenant).map_err(|e| anyhow!("--tenant: {e}"))?;
+    if let Some(tenant) = &args.tenant {
+        validate_tenant(tenant).map_err(|e| anyhow!("--tenant: {e}"))?;
+    }
     let files = args
         .files
         .iter()
         .map(|path| SnapshotFile::check(path, args.format))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let uri = if args.grpc_addr.contains("://") {
-        args.grpc_addr.clone()
-    } else {
-        format!("http://{}", args.grpc_addr)
-    };
-    let channel = Channel::from_shared(uri)
-        .context("--grpc-addr is not host:port")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach recoup at {}", args.grpc_addr))?;
+    let channel = connect(&args.grpc_addr, &args.credential).await?;
     let mut imports = SnapshotImportsClient::new(channel);
     let mut any_failed = false;
     for file in &files {
@@ -166,7 +161,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         println!("{}", summary(file, &report, started.elapsed()));
         any_failed |= report.rejected > 0 || !report.file_error.is_empty();
         if report.rejected > 0 {
-            let errors = write_errors(&mut imports, &args.tenant, file, report).await?;
+            let errors = write_errors(&mut imports, args.tenant.as_deref(), file, report).await?;
             println!(
                 "{}: {errors} error{} written to {}",
                 file.path.display(),
@@ -236,7 +231,7 @@ async fn upload(
         part: Some(v1::upload_request::Part::Header(header)),
     }])
     .chain(chunks.into_stream());
-    let call = imports.upload(request(&args.tenant, messages)?);
+    let call = imports.upload(request(args.tenant.as_deref(), messages)?);
     let outcome = tokio::select! {
         reply = call => reply.map(tonic::Response::into_inner).map_err(|status| refusal(&shown, &status)),
         // Dropping the call cancels the upload: the server imports nothing.
@@ -384,7 +379,7 @@ impl FileChunks {
 /// Fetches every error of the import, page by page, into `FILE.errors.csv`; returns how many.
 async fn write_errors(
     imports: &mut Imports,
-    tenant: &str,
+    tenant: Option<&str>,
     file: &SnapshotFile,
     report: v1::ImportReport,
 ) -> anyhow::Result<u64> {

@@ -9,7 +9,7 @@ use event_backbone::consumer::EventConsumer;
 use event_backbone::flow::{EMBEDDED_BUDGET_BYTES, FlowGate};
 use event_backbone::reachability::{ProbeSettings, watch_cluster};
 use event_backbone::topics::{self, COLLECTIONS_DEALS};
-use event_backbone::{EmbeddedKafka, KafkaConfig};
+use event_backbone::{EmbeddedKafka, KafkaConfig, TopicSpec};
 use recoup_runtime::KafkaLink;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,11 +28,12 @@ pub struct Connected {
 }
 
 /// Starts the embedded cluster (`brokers` `None`; only with every service in the process) or
-/// checks the external one: every topic the services use must exist.
+/// checks the external one: every topic the process uses (`topics`) must exist.
 pub async fn connect(
     brokers: Option<&str>,
     properties: &[(String, String)],
     services: Services,
+    topics: Vec<TopicSpec>,
     probe: ProbeSettings,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Connected> {
@@ -60,13 +61,10 @@ pub async fn connect(
     };
     let mut config = KafkaConfig::external(brokers);
     config.properties = properties.to_vec();
-    require_topics(&config, services).await?;
+    let topic = topics.first().map_or(COLLECTIONS_DEALS.name, |t| t.name);
+    require_topics(&config, topics.clone()).await?;
     let cluster_id = cluster_id_of(&config).await?;
     // External Kafka can go away and come back: health says so while it lasts.
-    let topic = services
-        .topics()
-        .first()
-        .map_or(COLLECTIONS_DEALS.name, |t| t.name);
     let (up, probe) = watch_cluster(&config, topic, probe, shutdown).context("kafka client")?;
     Ok(Connected {
         link: KafkaLink {
@@ -80,9 +78,8 @@ pub async fn connect(
     })
 }
 
-/// Fails, naming them, when the cluster lacks topics the services use.
-async fn require_topics(kafka: &KafkaConfig, services: Services) -> anyhow::Result<()> {
-    let needed = services.topics();
+/// Fails, naming them, when the cluster lacks topics the process uses.
+async fn require_topics(kafka: &KafkaConfig, needed: Vec<TopicSpec>) -> anyhow::Result<()> {
     let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || {
         event_backbone::admin::check_topics(&kafka, &needed, Duration::from_secs(10))

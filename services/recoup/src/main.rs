@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use recoup::platform::{self, PlatformConfig, Services};
+use recoup::platform::{self, PlatformConfig, Security, Services};
 use recoup::settings::load_collectors;
 
 // mimalloc: an import frees its rows on another thread than the one that made them, which
@@ -16,7 +16,9 @@ use recoup::settings::load_collectors;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
+mod credential;
 mod import_cli;
+mod keys_cli;
 mod pull_cli;
 
 /// recoup: one consistent, real-time picture of who owes what — debt collection cases, PAYGo
@@ -64,6 +66,10 @@ enum Command {
     Topics(TopicsCommand),
     /// Talk to a running recoup over gRPC.
     Cases(client::CasesArgs),
+    /// Make, list and revoke API keys (through a running process with an admin key, or on the
+    /// access topic with --kafka-brokers).
+    #[command(subcommand_required = true)]
+    Keys(keys_cli::KeysArgs),
     /// Import files into a running recoup over gRPC, with progress and a summary per file.
     Import(import_cli::ImportArgs),
     /// Ask a running recoup process for its health (grpc.health.v1): prints the status, exits 0
@@ -83,9 +89,18 @@ struct RunArgs {
     /// Directory for every service's files (sled databases).
     #[arg(long, env = "RECOUP_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Address the gRPC API listens on. Loopback by default: no authentication exists yet.
+    /// Address the gRPC API listens on. Off loopback it needs TLS, or
+    /// --tls-terminated-upstream.
     #[arg(long, env = "RECOUP_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
+    /// Turn authentication off: every request acts for the tenant it names, with every right.
+    /// Accepted only when every listener is on a loopback address (trying recoup on a laptop).
+    #[arg(long, env = "RECOUP_INSECURE")]
+    insecure: bool,
+    /// A proxy or service mesh in front of recoup terminates TLS: listeners off loopback may
+    /// then serve plaintext. Credentials are still required.
+    #[arg(long, env = "RECOUP_TLS_TERMINATED_UPSTREAM")]
+    tls_terminated_upstream: bool,
     /// Kafka bootstrap servers (host:port,...). Unset: the embedded cluster (`up` only).
     #[arg(long, env = "RECOUP_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
@@ -112,8 +127,8 @@ struct RunArgs {
     /// 413).
     #[arg(long, env = "RECOUP_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_upload_bytes: u64,
-    /// Address the snapshot importer's HTTP API listens on (`up`, `snapshot-importer`).
-    /// Loopback by default: no authentication exists yet.
+    /// Address the snapshot importer's HTTP API listens on (`up`, `snapshot-importer`). Off
+    /// loopback it needs TLS, or --tls-terminated-upstream.
     #[arg(long, env = "RECOUP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
     /// Requests per minute each tenant may make to the snapshot importer, gRPC and HTTP
@@ -134,7 +149,7 @@ struct UpArgs {
     #[command(flatten)]
     pull: pull_cli::SourceArgs,
     /// Also run a simulated export API in this process, with changing rows, and pull it as
-    /// tenant "demo": data flows into the deals read models without credentials.
+    /// the default tenant: data flows into the deals read models without vendor credentials.
     #[arg(long)]
     demo: bool,
     /// --demo: rows of the simulated dataset.
@@ -226,10 +241,11 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Cases(args) => client::run(args).await.map_err(|error| {
             // A refusal is an answer: name its gRPC code.
             match error.downcast_ref::<tonic::Status>() {
-                Some(status) => anyhow::anyhow!("{:?}: {}", status.code(), status.message()),
+                Some(status) => credential::refusal(status),
                 None => error,
             }
         }),
+        Command::Keys(args) => keys_cli::run(args).await,
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
 }
@@ -334,12 +350,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         config.pull = Some(pull_cli::continuously(sources));
         demo = Some(sim);
     }
+    let header = match config.security.authentication {
+        true => format!(
+            "-H \"authorization: Bearer $(cat {})\" ",
+            config.data_dir.join("admin.key").display()
+        ),
+        false => String::new(),
+    };
     let running = platform::start(config).await?;
     println!("{}", running.ready_line());
     if let (Some(demo), Some(grpc)) = (&demo, running.grpc_addr) {
         println!(
-            "demo: export simulator at {} pulled as tenant demo (try: grpcurl -plaintext -H 'x-recoup-tenant: demo' {grpc} recoup.v1.Query/CollectionsFunnel)",
-            demo.url
+            "demo: export simulator at {} pulled as tenant {} (try: grpcurl -plaintext {header}{grpc} recoup.v1.Query/CollectionsFunnel)",
+            demo.url,
+            pull_cli::DEMO_TENANT,
         );
     }
     wait_for_signal().await?;
@@ -371,6 +395,16 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
         );
     }
     let mut config = PlatformConfig::new(args.data_dir);
+    config.security = match args.insecure {
+        true => Security::insecure(),
+        // Only `up` makes the first key: the services of a cluster get theirs from
+        // `recoup keys create --kafka-brokers`.
+        false => Security {
+            first_admin_key: services == Services::ALL,
+            tls_terminated_upstream: args.tls_terminated_upstream,
+            ..Security::default()
+        },
+    };
     config.grpc_addr = Some(args.grpc_addr);
     config.http_addr = Some(args.http_addr);
     config.kafka_brokers = args.kafka_brokers;

@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use event_backbone::reachability::ProbeSettings;
 use export_puller::schedule::StreamOutcome;
 use recoup_access::Access;
@@ -36,9 +37,8 @@ pub struct PlatformConfig {
     /// External Kafka: how often it is asked whether it answers (health, imports).
     pub kafka_probe: ProbeSettings,
     pub services: Services,
-    /// Who may call the APIs (default: open, as before API keys; issue #13 makes keys the
-    /// default).
-    pub access: Access,
+    /// Who may call the APIs (default: API keys, the first admin key made at first start).
+    pub security: Security,
     pub clock: Clock,
     /// How long shutdown waits for the export puller to stop and, embedded, for the
     /// projection to take what is in flight.
@@ -64,12 +64,48 @@ impl PlatformConfig {
             kafka_probe: ProbeSettings::default(),
             services: Services::ALL,
             clock: recoup_runtime::clock::system(),
-            access: Access::Open,
+            security: Security::default(),
             drain_timeout: Duration::from_secs(10),
             cases: Default::default(),
             projection: Default::default(),
             importer: Default::default(),
             pull: None,
+        }
+    }
+}
+
+/// Who may call a process's APIs, and on which addresses it may serve them.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// False (`--insecure`): no credentials; a request acts for the tenant it names with
+    /// every right. Accepted only when every listener is on a loopback address.
+    pub authentication: bool,
+    /// When no key exists at all, make an admin key for the default tenant and write it to
+    /// `{data_dir}/admin.key`, readable only by its owner (`recoup up`).
+    pub first_admin_key: bool,
+    /// A proxy or mesh in front of the process terminates TLS, so listeners on non-loopback
+    /// addresses may serve plaintext (`--tls-terminated-upstream`).
+    pub tls_terminated_upstream: bool,
+}
+
+impl Default for Security {
+    /// Credentials required, the first admin key made when none exists.
+    fn default() -> Self {
+        Self {
+            authentication: true,
+            first_admin_key: true,
+            tls_terminated_upstream: false,
+        }
+    }
+}
+
+impl Security {
+    /// No credentials at all (`--insecure`; loopback listeners only).
+    pub fn insecure() -> Self {
+        Self {
+            authentication: false,
+            first_admin_key: false,
+            tls_terminated_upstream: false,
         }
     }
 }
@@ -92,6 +128,7 @@ pub struct RunningPlatform {
     projection: Option<projection::service::Running>,
     importer: Option<snapshot_importer::service::Running>,
     puller: Option<export_puller::service::Running>,
+    keys: Option<api_keys::service::Running>,
     /// The Kafka probe and the health it drives; they end with the shutdown signal.
     background: Vec<JoinHandle<()>>,
     embedded: Option<event_backbone::EmbeddedKafka>,
@@ -99,6 +136,7 @@ pub struct RunningPlatform {
 
 /// Starts the configured services and serves them; returns once every service is serving.
 pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
+    check_listeners(&config)?;
     let (stop, shutdown) = watch::channel(false);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -110,6 +148,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         config.kafka_brokers.as_deref(),
         &config.kafka_properties,
         config.services,
+        topics(&config),
         config.kafka_probe,
         shutdown.clone(),
     )
@@ -131,7 +170,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         shutdown.clone(),
         health.clone(),
     );
-    ctx.access = config.access.clone();
+    let keys = start_keys(&mut ctx, &config).await?;
     let services = start_services(&ctx, &config).await?;
     let follow = link.up.clone().map(|up| {
         let brokers = link.config.brokers.clone();
@@ -158,9 +197,84 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         projection,
         importer,
         puller,
+        keys,
         background: probe.into_iter().chain(follow).collect(),
         embedded,
     })
+}
+
+/// The topics this process uses: its services', and the access topic when it checks keys.
+fn topics(config: &PlatformConfig) -> Vec<event_backbone::TopicSpec> {
+    let mut topics = config.services.topics();
+    if checks_keys(config) {
+        topics.push(event_backbone::topics::ACCESS);
+    }
+    topics
+}
+
+/// True when the process checks credentials: keys on, and requests of its own to serve.
+fn checks_keys(config: &PlatformConfig) -> bool {
+    config.security.authentication && config.services.serves_requests()
+}
+
+/// The listeners this process serves requests on: gRPC, and HTTP with the importer.
+fn listeners(config: &PlatformConfig) -> Vec<(&'static str, SocketAddr)> {
+    let http = config
+        .http_addr
+        .filter(|_| config.services.snapshot_importer);
+    [("gRPC", config.grpc_addr), ("HTTP", http)]
+        .into_iter()
+        .filter_map(|(name, addr)| addr.map(|a| (name, a)))
+        .collect()
+}
+
+/// Refuses what would carry credentials or tenants' data in clear over a network: `--insecure`
+/// off loopback, and a plaintext listener off loopback unless TLS is terminated in front.
+fn check_listeners(config: &PlatformConfig) -> anyhow::Result<()> {
+    let security = &config.security;
+    for (name, addr) in listeners(config) {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        if !security.authentication {
+            bail!(
+                "--insecure turns authentication off and is accepted only when every listener \
+                 is on a loopback address; {name} is on {addr}"
+            );
+        }
+        if !security.tls_terminated_upstream {
+            bail!(
+                "{name} on {addr} is not a loopback address, and credentials and borrowers' data \
+                 would cross the network in clear: serve TLS (--tls-cert and --tls-key), or, \
+                 when a proxy or service mesh terminates TLS in front of recoup, say so with \
+                 --tls-terminated-upstream"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// API keys, before any service that checks them: the ring every request is checked
+/// against, followed from the access topic. Not with `--insecure`, nor in a process that
+/// serves no requests of its own (the export puller).
+async fn start_keys(
+    ctx: &mut Context,
+    config: &PlatformConfig,
+) -> anyhow::Result<Option<api_keys::service::Running>> {
+    if !checks_keys(config) {
+        return Ok(None);
+    }
+    let settings = api_keys::service::Settings {
+        first_admin_key: config.security.first_admin_key.then(|| {
+            config
+                .data_dir
+                .join(api_keys::service::FIRST_ADMIN_KEY_FILE)
+        }),
+        ..Default::default()
+    };
+    let keys = api_keys::service::start(ctx, settings).await?;
+    ctx.access = Access::Keys(keys.ring());
+    Ok(Some(keys))
 }
 
 type Started = (
@@ -229,6 +343,11 @@ impl RunningPlatform {
         )
     }
 
+    /// The process's API keys (`None` with `--insecure`).
+    pub fn keys(&self) -> Option<&Arc<api_keys::Registry>> {
+        self.keys.as_ref().map(|k| k.registry())
+    }
+
     pub fn store(&self) -> Option<&case_lifecycle::EventStore> {
         self.cases.as_ref().map(|c| c.store())
     }
@@ -290,6 +409,9 @@ impl RunningPlatform {
         }
         if let Some(puller) = self.puller.take() {
             puller.close(projected)?;
+        }
+        if let Some(keys) = self.keys.take() {
+            keys.shutdown().await?;
         }
         // Kafka clients go before the embedded cluster, or librdkafka reports its brokers down.
         drop(self.embedded.take());

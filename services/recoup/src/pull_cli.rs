@@ -415,11 +415,11 @@ impl Drop for Demo {
     }
 }
 
-/// Tenant of the demo's data.
-pub const DEMO_TENANT: &str = "demo";
+/// Tenant of the demo's data: the default one, which the first admin key acts for.
+pub const DEMO_TENANT: &str = recoup_proto::tenant::DEFAULT_TENANT;
 
 /// Starts a simulator of `rows` D16 rows on a free loopback port, whose rows change every 5
-/// seconds, and the sources that pull it every 5 seconds as tenant `demo`.
+/// seconds, and the sources that pull it every 5 seconds as the default tenant.
 pub async fn start_demo(rows: usize) -> anyhow::Result<(Sources, Demo)> {
     let config = SimConfig {
         rows,

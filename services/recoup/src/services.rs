@@ -1,7 +1,7 @@
 //! Which services a process runs, and the topics they use.
 
 use event_backbone::TopicSpec;
-use event_backbone::topics::{self, COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
+use event_backbone::topics::{self, ACCESS, COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +50,20 @@ impl Services {
         ..Services::NONE
     };
 
+    /// True when the process serves requests of its own (gRPC or HTTP APIs), so checks
+    /// credentials: every service but the export puller.
+    pub fn serves_requests(&self) -> bool {
+        self.case_lifecycle || self.projection || self.snapshot_importer
+    }
+
     /// The topics these services write or read.
     pub fn topics(&self) -> Vec<TopicSpec> {
         let uses = |topic: &TopicSpec| match topic.name {
             n if n == DEBT_CASES.name => self.case_lifecycle || self.projection,
             n if n == PAYGO_SNAPSHOTS.name => self.snapshot_importer || self.projection,
             n if n == COLLECTIONS_DEALS.name => self.export_puller || self.projection,
+            // Only with API keys on: see `platform::topics`.
+            n if n == ACCESS.name => false,
             _ => self.snapshot_importer || self.export_puller,
         };
         topics::ALL.iter().filter(|t| uses(t)).copied().collect()

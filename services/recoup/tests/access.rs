@@ -6,13 +6,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use chrono::Utc;
 use common::{channel, config, content, start};
+use recoup::platform::{RunningPlatform, Security};
 use recoup_access::api_key::issue;
-use recoup_access::{Access, Action, KeyRing, KeySpec, Role};
+use recoup_access::{Action, KeySpec, Role};
 use recoup_proto::v1;
+use recoup_proto::v1::api_keys_client::ApiKeysClient;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use recoup_proto::v1::query_client::QueryClient;
 use recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient;
@@ -77,23 +78,33 @@ struct Keys {
     unknown: String,
 }
 
-fn keys(ring: &KeyRing) -> Keys {
-    let make = |role| KeySpec {
+fn spec(role: Role, tenants: &[&str]) -> KeySpec {
+    KeySpec {
         name: format!("{role}-key"),
-        tenants: vec!["acme".to_owned()],
+        tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
         role,
         expires_at: None,
         created_by: "test".to_owned(),
-    };
-    let by_role = Role::ALL
-        .into_iter()
-        .map(|role| {
-            let issued = issue(&make(role), Utc::now()).unwrap();
-            ring.upsert(issued.record);
-            (role, issued.key)
-        })
-        .collect();
-    // Made like the others, never added to the ring.
+    }
+}
+
+/// A key of `role` for `tenants`, made through the platform's registry (the access topic).
+async fn make_key(platform: &RunningPlatform, role: Role, tenants: &[&str]) -> String {
+    let registry = platform.keys().expect("API keys are on");
+    registry
+        .create(&spec(role, tenants), Utc::now())
+        .await
+        .unwrap()
+        .key
+}
+
+async fn keys(platform: &RunningPlatform) -> Keys {
+    let mut by_role = Vec::new();
+    for role in Role::ALL {
+        by_role.push((role, make_key(platform, role, &["acme"]).await));
+    }
+    let make = |role| spec(role, &["acme"]);
+    // Made like the others, never published.
     let unknown = issue(&make(Role::Admin), Utc::now()).unwrap().key;
     Keys { by_role, unknown }
 }
@@ -228,14 +239,21 @@ async fn call(
     }
 }
 
+/// A platform with API keys on, as `recoup up` runs by default, without the first admin key.
+fn secured(dir: &std::path::Path) -> recoup::platform::PlatformConfig {
+    let mut cfg = config(dir);
+    cfg.security = Security {
+        first_admin_key: false,
+        ..Security::default()
+    };
+    cfg
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_checks_the_credential_its_tenant_and_its_role() {
     let dir = TempDir::new().unwrap();
-    let ring = Arc::new(KeyRing::new());
-    let keys = keys(&ring);
-    let mut cfg = config(dir.path());
-    cfg.access = Access::Keys(ring);
-    let platform = start(cfg).await;
+    let platform = start(secured(dir.path())).await;
+    let keys = keys(&platform).await;
     let ch = channel(&platform).await;
     let http = platform.http_addr.unwrap();
 
@@ -264,7 +282,7 @@ async fn every_call_checks_the_credential_its_tenant_and_its_role() {
     platform.shutdown().await.unwrap();
 }
 
-/// Without keys (`Access::Open`, today's default) the same calls are served as before.
+/// Without keys (`--insecure`) the same calls are served for the tenant they name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_access_serves_every_call_for_the_tenant_named() {
     let dir = TempDir::new().unwrap();
@@ -278,5 +296,180 @@ async fn open_access_serves_every_call_for_the_tenant_named() {
             "{c:?}"
         );
     }
+    platform.shutdown().await.unwrap();
+}
+
+fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+/// The keys `key` may see, through `recoup.v1.ApiKeys`.
+async fn keys_seen(platform: &RunningPlatform, key: &str) -> Vec<v1::ApiKey> {
+    let mut admin = ApiKeysClient::new(channel(platform).await);
+    let list = admin.list_keys(with_key(v1::ListKeysRequest {}, key));
+    list.await.unwrap().into_inner().keys
+}
+
+/// `recoup up` with no configuration: the first start makes an admin key for the default
+/// tenant, in a file only its owner may read; a restart keeps it (and makes no other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_makes_an_admin_key_only_its_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.security = Security::default();
+    let platform = start(cfg.clone()).await;
+    let path = dir.path().join("admin.key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let key = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    let listed = keys_seen(&platform, &key).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tenants, ["default"]);
+    assert_eq!(listed[0].role, v1::Role::Admin as i32);
+    assert_eq!(listed[0].created_by, "bootstrap");
+    assert!(listed[0].secret_sha256.is_empty(), "no hash is answered");
+    platform.shutdown().await.unwrap();
+
+    // Again, on a new embedded broker: the key store is the record, published again.
+    let platform = start(cfg).await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().trim(),
+        key,
+        "no second key"
+    );
+    let listed = keys_seen(&platform, &key).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(platform.keys().unwrap().list().len(), 1);
+    platform.shutdown().await.unwrap();
+}
+
+/// `recoup.v1.ApiKeys`: an admin makes, sees and revokes the keys of its own tenants, nobody
+/// else's; other roles are refused; a revoked key is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_manage_the_keys_of_their_tenants_only() {
+    let dir = TempDir::new().unwrap();
+    let platform = start(secured(dir.path())).await;
+    let admin_key = make_key(&platform, Role::Admin, &["acme"]).await;
+    let foreign = make_key(&platform, Role::Viewer, &["globex"]).await;
+    let foreign_id = foreign[4..20].to_owned();
+    let ch = channel(&platform).await;
+    let mut keys = ApiKeysClient::new(ch.clone());
+    let create = |role: v1::Role, tenants: &[&str]| v1::CreateKeyRequest {
+        name: "dash".to_owned(),
+        tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+        role: role as i32,
+        expires_in_days: 30,
+    };
+
+    let made = keys
+        .create_key(with_key(create(v1::Role::Viewer, &[]), &admin_key))
+        .await
+        .unwrap()
+        .into_inner();
+    let record = made.record.unwrap();
+    assert_eq!(record.tenants, ["acme"], "the admin's tenant");
+    assert!(record.expires_at.is_some());
+    assert!(record.created_by.starts_with("key:"));
+    let mut query = QueryClient::new(ch.clone());
+    let list = v1::ListCasesRequest::default();
+    query.list_cases(with_key(list, &made.key)).await.unwrap();
+
+    let refused = keys
+        .create_key(with_key(create(v1::Role::Viewer, &["globex"]), &admin_key))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = keys
+        .create_key(with_key(create(v1::Role::Admin, &[]), &made.key))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused.message().contains("needs the admin role"),
+        "{refused:?}"
+    );
+    let refused = keys
+        .create_key(with_key(create(v1::Role::Unspecified, &[]), &admin_key))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    let listed = keys_seen(&platform, &admin_key).await;
+    assert_eq!(
+        listed.len(),
+        2,
+        "the admin's own and the viewer: not globex's"
+    );
+    assert!(listed.iter().all(|k| k.tenants == ["acme"]));
+    assert!(listed.iter().all(|k| k.secret_sha256.is_empty()));
+    let revoke = |id: &str| v1::RevokeKeyRequest { id: id.to_owned() };
+    let refused = keys
+        .revoke_key(with_key(revoke(&foreign_id), &admin_key))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::NotFound,
+        "another tenant's key is not named"
+    );
+
+    let revoked = keys
+        .revoke_key(with_key(revoke(&record.id), &admin_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked_at.is_some());
+    let list = v1::ListCasesRequest::default();
+    let refused = query
+        .list_cases(with_key(list, &made.key))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().ends_with("was revoked"), "{refused:?}");
+    let again = keys
+        .revoke_key(with_key(revoke(&record.id), &admin_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.revoked_at, revoked.revoked_at,
+        "the first revocation stays"
+    );
+    platform.shutdown().await.unwrap();
+}
+
+/// Off loopback: `--insecure` is refused, and plaintext is refused unless a proxy terminates
+/// TLS in front; the messages name the flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_off_loopback_need_tls_or_a_proxy_that_terminates_it() {
+    let dir = TempDir::new().unwrap();
+    let everywhere: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.grpc_addr = Some(everywhere);
+    let refused = recoup::platform::start(cfg.clone()).await.err().unwrap();
+    let refused = format!("{refused:#}");
+    assert!(
+        refused.contains("--insecure") && refused.contains("loopback"),
+        "{refused}"
+    );
+
+    cfg.security = Security::default();
+    let refused = recoup::platform::start(cfg.clone()).await.err().unwrap();
+    let refused = format!("{refused:#}");
+    for flag in ["--tls-cert", "--tls-key", "--tls-terminated-upstream"] {
+        assert!(refused.contains(flag), "{flag}: {refused}");
+    }
+
+    cfg.security.tls_terminated_upstream = true;
+    let platform = start(cfg).await;
+    let refused = QueryClient::new(channel(&platform).await)
+        .list_cases(v1::ListCasesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "credentials stay on");
     platform.shutdown().await.unwrap();
 }

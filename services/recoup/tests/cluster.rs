@@ -795,3 +795,106 @@ async fn a_snapshot_importer_killed_mid_import_loses_no_row() {
         "each account once"
     );
 }
+
+/// `recoup keys ...` against the test's processes; stdout, or a panic with stderr.
+fn keys_cli(args: &[&str]) -> String {
+    let out = Command::new(RECOUP)
+        .arg("keys")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "recoup keys {args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether `process` serves a read with `key` (false: UNAUTHENTICATED, with its message).
+async fn reads_with(process: &ServiceProcess, key: &str, query: bool) -> Result<(), String> {
+    let mut request = tonic::Request::new(v1::GetCaseRequest {
+        case_id: uuid::Uuid::now_v7().to_string(),
+    });
+    let bearer = format!("Bearer {key}").parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let channel = process.channel().await;
+    let answer = match query {
+        true => Query::new(channel).get_case(request).await,
+        false => Cases::new(channel).get_case(request).await,
+    };
+    match answer {
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            Err(status.message().to_owned())
+        }
+        // NOT_FOUND: past the boundary, and no such case.
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => panic!("unexpected answer {status:?}"),
+    }
+}
+
+/// API keys reach every process through the access topic: the first key of a cluster is
+/// written on the topic by an operator; a key made through one process works in another; a
+/// key revoked through one process is refused by every process within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_through_one_process_is_refused_by_every_process_within_5_s() {
+    let s = Setup::new();
+    let start = |service: &str, name: &str, extra: &[&str]| {
+        ServiceProcess::start_with_keys(service, &s.dir.path().join(name), &s.broker, extra)
+            .unwrap_or_else(|log| panic!("recoup {service} did not start:\n{log}"))
+    };
+    let group = format!("test-{}", s.tenant);
+    let commands = start("case-lifecycle", "c", &[]);
+    let queries = start("projection", "p", &["--consumer-group", &group]);
+
+    let admin_file = s.dir.path().join("admin.key");
+    let admin_path = admin_file.to_str().unwrap();
+    let brokers = ["--kafka-brokers", &s.broker.brokers];
+    let create = [
+        "create", "--tenant", &s.tenant, "--role", "admin", "--out", admin_path,
+    ];
+    keys_cli(&[&brokers[..], &create].concat());
+    let admin = std::fs::read_to_string(&admin_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let known = eventually(Duration::from_secs(10), || async {
+        reads_with(&commands, &admin, false).await.is_ok()
+    })
+    .await;
+    assert!(known, "the process took the key written on the topic");
+    let through = ["--server", &commands.grpc, "--api-key", &admin];
+    let agent = keys_cli(&[&through[..], &["create", "--role", "agent"]].concat());
+    let agent = agent.trim();
+    let agent_id = &agent[4..20];
+
+    for (process, query) in [(&commands, false), (&queries, true)] {
+        let known = eventually(Duration::from_secs(10), || async {
+            reads_with(process, agent, query).await.is_ok()
+        })
+        .await;
+        assert!(known, "{} took the new key", process.grpc);
+    }
+
+    keys_cli(&[&through[..], &["revoke", agent_id]].concat());
+    let revoked = std::time::Instant::now();
+    let why = reads_with(&commands, agent, false).await.unwrap_err();
+    assert!(why.ends_with("was revoked"), "{why}");
+    let mut refused = reads_with(&queries, agent, true).await;
+    while refused.is_ok() && revoked.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        refused = reads_with(&queries, agent, true).await;
+    }
+    let took = revoked.elapsed();
+    assert!(refused.unwrap_err().ends_with("was revoked"));
+    // The bound: a revoked key stops working everywhere within 5 s.
+    assert!(
+        took < Duration::from_secs(5),
+        "the other process refused it after {took:?}"
+    );
+    eprintln!(
+        "revocation reached the other process in {took:?} ({})",
+        s.broker.name()
+    );
+    let listed = keys_cli(&[&through[..], &["list"]].concat());
+    assert!(listed.contains(&format!("{agent_id}\tagent")), "{listed}");
+}

@@ -180,6 +180,8 @@ fn spawn_recoup(data_dir: &std::path::Path, port: u16) -> Child {
         .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
         // Any free port: parallel tests must not fight over the default 8080.
         .args(["--http-addr", "127.0.0.1:0"])
+        // Crashes are the subject here, not credentials (tests/access.rs).
+        .arg("--insecure")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

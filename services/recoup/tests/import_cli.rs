@@ -114,7 +114,9 @@ fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
     .unwrap();
     std::fs::write(files.join("notes.txt"), "not a snapshot file\n").unwrap();
 
-    let args = ["good.csv", "bad.json", "--tenant", "t1", "--origin", "crm"];
+    // No --tenant, no --api-key: the CLI finds the first admin key `up` wrote to ./data and
+    // acts for its tenant.
+    let args = ["good.csv", "bad.json", "--origin", "crm"];
     let (code, stdout, stderr) = import(files, &server.grpc_addr, &args);
     assert_eq!(
         code, 1,
@@ -151,7 +153,7 @@ fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
     assert!(rows[0][4].contains("not a whole number"), "{:?}", &rows[0]);
 
     // The same file again: recognised, nothing rejected, success.
-    let again = ["good.csv", "--tenant", "t1", "--origin", "crm"];
+    let again = ["good.csv", "--tenant", "default", "--origin", "crm"];
     let (code, stdout, stderr) = import(files, &server.grpc_addr, &again);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let (again_id, again) = summary(&stdout, "good.csv");

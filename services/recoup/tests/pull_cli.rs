@@ -237,6 +237,7 @@ async fn up_demo_pulls_a_simulated_vendor_into_the_read_models() {
         "127.0.0.1:0",
         "--http-addr",
         "127.0.0.1:0",
+        "--insecure",
     ]);
     assert!(ready.starts_with("recoup ready grpc=127.0.0.1:"), "{ready}");
     let mut demo = String::new();
@@ -256,7 +257,7 @@ async fn up_demo_pulls_a_simulated_vendor_into_the_read_models() {
     let arrived = eventually(Duration::from_secs(30), || {
         let mut q = query.clone();
         async move {
-            q.collections_funnel(req("demo", v1::CollectionsFunnelRequest {}))
+            q.collections_funnel(req("default", v1::CollectionsFunnelRequest {}))
                 .await
                 .is_ok_and(|f| f.into_inner().deals >= 2950)
         }

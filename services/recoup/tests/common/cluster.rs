@@ -240,9 +240,34 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts `recoup <service> --data-dir DIR ...` on free ports and waits for its ready
-    /// line (or its exit).
+    /// Starts `recoup <service> --data-dir DIR ... --insecure` on free ports and waits for its
+    /// ready line (or its exit). Without credentials: these tests are about Kafka and
+    /// processes; [`ServiceProcess::start_with_keys`] checks them.
     pub fn start(
+        service: &str,
+        data_dir: &Path,
+        broker: &TestBroker,
+        extra: &[&str],
+    ) -> Result<Self, String> {
+        Self::start_inner(
+            service,
+            data_dir,
+            broker,
+            &[extra, &["--insecure"]].concat(),
+        )
+    }
+
+    /// [`ServiceProcess::start`] with API keys on (the default of the binary).
+    pub fn start_with_keys(
+        service: &str,
+        data_dir: &Path,
+        broker: &TestBroker,
+        extra: &[&str],
+    ) -> Result<Self, String> {
+        Self::start_inner(service, data_dir, broker, extra)
+    }
+
+    fn start_inner(
         service: &str,
         data_dir: &Path,
         broker: &TestBroker,

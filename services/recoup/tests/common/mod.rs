@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{Duration as Days, Utc};
-use recoup::platform::{self, PlatformConfig, RunningPlatform, Services};
+use recoup::platform::{self, PlatformConfig, RunningPlatform, Security, Services};
 use recoup_proto::tenant::TENANT_METADATA_KEY;
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
@@ -17,9 +17,11 @@ use tonic::transport::Channel;
 pub type Cases = DebtCollectionCasesClient<Channel>;
 pub type Query = QueryClient<Channel>;
 
-/// A config for a platform on a free loopback port with its files in `dir`.
+/// A config for a platform on a free loopback port with its files in `dir`, without
+/// credentials (`--insecure`): the tests of credentials (`tests/access.rs`) turn them on.
 pub fn config(dir: &Path) -> PlatformConfig {
     let mut c = PlatformConfig::new(dir.to_path_buf());
+    c.security = Security::insecure();
     c.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
     c.http_addr = Some("127.0.0.1:0".parse().unwrap());
     c.cases.timeout_check_interval = Duration::from_millis(200);
