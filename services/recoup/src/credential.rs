@@ -9,7 +9,7 @@ use clap::Args;
 use recoup_proto::contract::metadata::AUTHORIZATION;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Where the clients' credential comes from.
 #[derive(Args, Clone, Debug)]
@@ -49,6 +49,63 @@ impl CredentialArgs {
     }
 }
 
+/// TLS towards a process that serves it (`recoup up --tls-cert ...`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsClientArgs {
+    /// PEM: the CA that signed the server's certificate; set, the connection is TLS (https).
+    #[arg(long, global = true, env = "RECOUP_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// PEM: this client's certificate, for a server that requires one (mTLS).
+    #[arg(
+        long,
+        global = true,
+        env = "RECOUP_CLIENT_CERT",
+        value_name = "PEM",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// PEM: the key of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "RECOUP_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
+}
+
+impl TlsClientArgs {
+    /// The endpoint of `server` (`http(s)://host:port` or `host:port`), with TLS when a CA is
+    /// given or the address says https.
+    pub fn endpoint(&self, server: &str) -> anyhow::Result<Endpoint> {
+        let tls = self.ca_cert.is_some() || server.starts_with("https://");
+        let uri = match server.split_once("://") {
+            Some((_, rest)) if tls => format!("https://{rest}"),
+            Some(_) => server.to_owned(),
+            None if tls => format!("https://{server}"),
+            None => format!("http://{server}"),
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .with_context(|| format!("not a server address: {server}"))?
+            .connect_timeout(Duration::from_secs(5));
+        if !tls {
+            return Ok(endpoint);
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(ca) = &self.ca_cert {
+            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint.tls_config(config).context("TLS settings")
+    }
+}
+
 /// A running process to ask, and the credential to ask it with.
 #[derive(Args, Clone, Debug)]
 pub struct ServerArgs {
@@ -62,12 +119,14 @@ pub struct ServerArgs {
     pub server: String,
     #[command(flatten)]
     pub credential: CredentialArgs,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 impl ServerArgs {
     /// A channel to the server whose requests carry the credential.
     pub async fn connect(&self) -> anyhow::Result<Link> {
-        connect(&self.server, &self.credential).await
+        connect(&self.server, &self.credential, &self.tls).await
     }
 }
 
@@ -90,16 +149,16 @@ impl tonic::service::Interceptor for Authorize {
 /// A channel whose requests carry the credential.
 pub type Link = InterceptedService<Channel, Authorize>;
 
-/// Connects to `server` (`http://host:port`, or `host:port`) with the credential of `args`.
-pub async fn connect(server: &str, args: &CredentialArgs) -> anyhow::Result<Link> {
+/// Connects to `server` (`http(s)://host:port`, or `host:port`) with the credential of
+/// `args`, over TLS as `tls` says.
+pub async fn connect(
+    server: &str,
+    args: &CredentialArgs,
+    tls: &TlsClientArgs,
+) -> anyhow::Result<Link> {
     let authorization = args.authorization()?;
-    let uri = match server.contains("://") {
-        true => server.to_owned(),
-        false => format!("http://{server}"),
-    };
-    let channel = Endpoint::from_shared(uri)
-        .with_context(|| format!("not a server address: {server}"))?
-        .connect_timeout(Duration::from_secs(5))
+    let channel = tls
+        .endpoint(server)?
         .connect()
         .await
         .with_context(|| format!("cannot reach recoup at {server}"))?;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::client::request;
-use crate::credential::{CredentialArgs, Link, connect};
+use crate::credential::{CredentialArgs, Link, TlsClientArgs, connect};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::{Stream, StreamExt};
@@ -57,6 +57,8 @@ struct SnapshotsArgs {
     tenant: Option<String>,
     #[command(flatten)]
     credential: CredentialArgs,
+    #[command(flatten)]
+    tls: TlsClientArgs,
     /// The name the source gives itself (data_origin, part of every account_uid); unset:
     /// "generic".
     #[arg(long, value_name = "NAME")]
@@ -152,7 +154,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|path| SnapshotFile::check(path, args.format))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let channel = connect(&args.grpc_addr, &args.credential).await?;
+    let channel = connect(&args.grpc_addr, &args.credential, &args.tls).await?;
     let mut imports = SnapshotImportsClient::new(channel);
     let mut any_failed = false;
     for file in &files {

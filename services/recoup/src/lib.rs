@@ -7,3 +7,4 @@ pub mod platform;
 mod serve;
 mod services;
 pub mod settings;
+pub mod tls;

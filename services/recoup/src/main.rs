@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use recoup::platform::{self, PlatformConfig, Security, Services};
 use recoup::settings::load_collectors;
+use recoup::tls::TlsFiles;
 
 // mimalloc: an import frees its rows on another thread than the one that made them, which
 // glibc's allocator handles poorly (the snapshot import benchmark runs 40 % faster with it).
@@ -81,6 +82,8 @@ enum Command {
         /// One service (e.g. recoup.v1.SnapshotImports); empty: the process as a whole.
         #[arg(long, default_value = "")]
         service: String,
+        #[command(flatten)]
+        tls: credential::TlsClientArgs,
     },
 }
 
@@ -89,10 +92,35 @@ struct RunArgs {
     /// Directory for every service's files (sled databases).
     #[arg(long, env = "RECOUP_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Address the gRPC API listens on. Off loopback it needs TLS, or
+    /// Address the gRPC API listens on. Off loopback it needs TLS (--tls-cert, --tls-key), or
     /// --tls-terminated-upstream.
     #[arg(long, env = "RECOUP_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
+    /// PEM: the certificate chain the gRPC and HTTP listeners serve TLS with (rustls).
+    #[arg(
+        long,
+        env = "RECOUP_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM: the private key of --tls-cert.
+    #[arg(
+        long,
+        env = "RECOUP_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// PEM: CAs of client certificates; set, every client must present one signed by them
+    /// (mTLS), on top of its API key.
+    #[arg(
+        long,
+        env = "RECOUP_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
     /// Turn authentication off: every request acts for the tenant it names, with every right.
     /// Accepted only when every listener is on a loopback address (trying recoup on a laptop).
     #[arg(long, env = "RECOUP_INSECURE")]
@@ -235,7 +263,11 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             kafka_properties,
             replication,
         }) => ensure_topics(kafka_brokers, kafka_properties, replication).await,
-        Command::Health { server, service } => return health(server, service).await,
+        Command::Health {
+            server,
+            service,
+            tls,
+        } => return health(server, service, tls).await,
         // Rejected rows are no error of the command, yet they fail it.
         Command::Import(args) => return import_cli::run(args).await,
         Command::Cases(args) => client::run(args).await.map_err(|error| {
@@ -310,9 +342,13 @@ async fn ensure_topics(
 }
 
 /// `recoup health`: the serving status of a process or one of its services.
-async fn health(server: String, service: String) -> anyhow::Result<std::process::ExitCode> {
-    let channel = tonic::transport::Endpoint::from_shared(server.clone())
-        .with_context(|| format!("not a server address: {server}"))?
+async fn health(
+    server: String,
+    service: String,
+    tls: credential::TlsClientArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let channel = tls
+        .endpoint(&server)?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(5))
         .connect()
@@ -394,6 +430,9 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
              (or RECOUP_KAFKA_BROKERS); `recoup up` runs everything on the embedded cluster"
         );
     }
+    if args.insecure && args.tls_cert.is_some() {
+        bail!("--insecure turns authentication and TLS off: it does not go with --tls-cert");
+    }
     let mut config = PlatformConfig::new(args.data_dir);
     config.security = match args.insecure {
         true => Security::insecure(),
@@ -402,6 +441,11 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
         false => Security {
             first_admin_key: services == Services::ALL,
             tls_terminated_upstream: args.tls_terminated_upstream,
+            tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca,
+            }),
             ..Security::default()
         },
     };

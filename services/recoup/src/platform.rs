@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::kafka::{self, Connected};
 use crate::serve::{self, Addresses, Servers};
 pub use crate::services::Services;
+use crate::tls::TlsFiles;
 
 /// Everything a process needs to start.
 #[derive(Clone)]
@@ -86,6 +87,8 @@ pub struct Security {
     /// A proxy or mesh in front of the process terminates TLS, so listeners on non-loopback
     /// addresses may serve plaintext (`--tls-terminated-upstream`).
     pub tls_terminated_upstream: bool,
+    /// TLS on the gRPC and HTTP listeners (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Security {
@@ -95,6 +98,7 @@ impl Default for Security {
             authentication: true,
             first_admin_key: true,
             tls_terminated_upstream: false,
+            tls: None,
         }
     }
 }
@@ -106,6 +110,7 @@ impl Security {
             authentication: false,
             first_admin_key: false,
             tls_terminated_upstream: false,
+            tls: None,
         }
     }
 }
@@ -137,6 +142,12 @@ pub struct RunningPlatform {
 /// Starts the configured services and serves them; returns once every service is serving.
 pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     check_listeners(&config)?;
+    let tls = config
+        .security
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
     let (stop, shutdown) = watch::channel(false);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -182,7 +193,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         http: config.http_addr,
         metrics: config.metrics_addr,
     };
-    let servers = serve::serve(ctx.take_routes(), health_service, http, at, shutdown).await?;
+    let servers = serve::serve(ctx.take_routes(), health_service, http, at, tls, shutdown).await?;
     let (cases, projection, importer, puller) = services;
     Ok(RunningPlatform {
         grpc_addr: servers.bound.grpc,
@@ -229,9 +240,13 @@ fn listeners(config: &PlatformConfig) -> Vec<(&'static str, SocketAddr)> {
 }
 
 /// Refuses what would carry credentials or tenants' data in clear over a network: `--insecure`
-/// off loopback, and a plaintext listener off loopback unless TLS is terminated in front.
+/// off loopback, and a plaintext listener off loopback unless TLS is terminated in front. TLS
+/// with `--insecure` is refused too: it would encrypt requests nobody checks.
 fn check_listeners(config: &PlatformConfig) -> anyhow::Result<()> {
     let security = &config.security;
+    if !security.authentication && security.tls.is_some() {
+        bail!("--insecure turns authentication off: it does not go with --tls-cert");
+    }
     for (name, addr) in listeners(config) {
         if addr.ip().is_loopback() {
             continue;
@@ -242,7 +257,7 @@ fn check_listeners(config: &PlatformConfig) -> anyhow::Result<()> {
                  is on a loopback address; {name} is on {addr}"
             );
         }
-        if !security.tls_terminated_upstream {
+        if security.tls.is_none() && !security.tls_terminated_upstream {
             bail!(
                 "{name} on {addr} is not a loopback address, and credentials and borrowers' data \
                  would cross the network in clear: serve TLS (--tls-cert and --tls-key), or, \

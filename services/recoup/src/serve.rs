@@ -2,6 +2,7 @@
 //! the snapshot importer's HTTP API, and `/metrics` alone for a process without gRPC.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt;
@@ -9,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::RoutesBuilder;
+
+use crate::tls::TlsListener;
 
 /// Where each listener serves, when it does.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,7 +31,8 @@ pub struct Servers {
 }
 
 /// Binds and serves: gRPC with `routes` (plus health and reflection) on `at.grpc`, `http` on
-/// `at.http`, metrics on `at.metrics`.
+/// `at.http` — both over TLS with `tls` —, metrics on `at.metrics` (plaintext: no credential
+/// and no tenant's data cross it).
 pub async fn serve(
     mut routes: RoutesBuilder,
     health: tonic_health::pb::health_server::HealthServer<
@@ -36,6 +40,7 @@ pub async fn serve(
     >,
     http: Option<axum::Router>,
     at: Addresses,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Servers> {
     let mut bound = Addresses::default();
@@ -59,18 +64,24 @@ pub async fn serve(
             .layer(axum::middleware::from_fn(crate::metrics::time_grpc))
             .route("/metrics", axum::routing::get(crate::metrics::serve));
         let mut stop = shutdown.clone();
-        grpc = Some(tokio::spawn(
-            tonic::transport::Server::builder()
-                .accept_http1(true)
-                .add_routes(tonic::service::Routes::from(router))
-                .serve_with_incoming_shutdown(
-                    // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async move {
-                        let _ = stop.wait_for(|stop| *stop).await;
-                    },
-                ),
-        ));
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router));
+        grpc = Some(match &tls {
+            Some(config) => {
+                let incoming = TlsListener::new(listener, config.clone(), shutdown.clone())?;
+                tokio::spawn(server.serve_with_incoming_shutdown(incoming.into_incoming(), stopped))
+            }
+            // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(server.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        });
     }
     let mut servers = Vec::new();
     let metrics = at.metrics.map(|addr| {
@@ -84,12 +95,19 @@ pub async fn serve(
     for (addr, router, what) in http.into_iter().chain(metrics) {
         let listener = bind(addr, what).await?;
         let local = Some(listener.local_addr()?);
+        let tls = tls.as_ref().filter(|_| what == "HTTP");
         if what == "HTTP" {
             bound.http = local;
         } else {
             bound.metrics = local;
         }
-        servers.push(serve_http(listener, router, shutdown.clone()));
+        servers.push(match tls {
+            Some(config) => {
+                let listener = TlsListener::new(listener, config.clone(), shutdown.clone())?;
+                serve_router(listener, router, shutdown.clone())
+            }
+            None => serve_http(listener, router, shutdown.clone()),
+        });
     }
     Ok(Servers {
         bound,
@@ -107,12 +125,24 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 fn serve_http(
     listener: TcpListener,
     router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
     let listener = listener.tap_io(|tcp| {
         // As for gRPC: small answers should not wait for delayed ACKs.
         let _ = tcp.set_nodelay(true);
     });
+    serve_router(listener, router, shutdown)
+}
+
+fn serve_router<L>(
+    listener: L,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     });
