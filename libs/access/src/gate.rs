@@ -6,20 +6,77 @@ use chrono::Utc;
 use recoup_proto::contract::metadata;
 use recoup_proto::tenant::{DEFAULT_TENANT, requested_tenant};
 
+use crate::api_key::KEY_PREFIX;
+use crate::bearer::bearer_credential;
 use crate::error::AccessError;
+use crate::jwt::JwtVerifier;
 use crate::principal::Principal;
 use crate::ring::KeyRing;
 use crate::role::Action;
 
 /// How a process decides who may do what.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub enum Access {
-    /// No credentials: a request acts for the tenant it names, with every right (today's
-    /// behaviour; servers bind to loopback by default).
+    /// No credentials (`--insecure`, loopback only): a request acts for the tenant it names,
+    /// with every right.
     #[default]
     Open,
-    /// Every request needs an API key of the ring.
-    Keys(Arc<KeyRing>),
+    /// Every request needs a credential: an API key of the ring, or a token the verifier takes.
+    Checked(Arc<Credentials>),
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Open => f.write_str("Open"),
+            Access::Checked(c) => write!(
+                f,
+                "Checked(keys: {}, tokens: {})",
+                c.keys.len(),
+                c.tokens.is_some()
+            ),
+        }
+    }
+}
+
+/// What a credential is checked against.
+pub struct Credentials {
+    /// API keys (`rk1_…`).
+    pub keys: Arc<KeyRing>,
+    /// Bearer tokens of an identity provider, when one is configured.
+    pub tokens: Option<Arc<JwtVerifier>>,
+}
+
+impl Credentials {
+    /// The principal of an `authorization` value (`None`: no header) at `now`.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Arc<Principal>, AccessError> {
+        let credential = bearer_credential(authorization)?;
+        if credential.starts_with(KEY_PREFIX) {
+            return self.keys.check(credential, now);
+        }
+        match &self.tokens {
+            Some(tokens) if credential.split('.').count() == 3 => {
+                tokens.verify(credential).map(Arc::new)
+            }
+            Some(_) => Err(AccessError::unauthenticated(
+                "the bearer credential is neither an API key (rk1_…) nor a JWT",
+            )),
+            None => Err(AccessError::unauthenticated(
+                "the bearer credential is not an API key (rk1_…)",
+            )),
+        }
+    }
+}
+
+impl Access {
+    /// Credentials checked against `keys` only.
+    pub fn keys(keys: Arc<KeyRing>) -> Self {
+        Access::Checked(Arc::new(Credentials { keys, tokens: None }))
+    }
 }
 
 /// What a request acts as.
@@ -44,8 +101,8 @@ impl Access {
                 tenant: requested.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
                 principal: None,
             }),
-            Access::Keys(ring) => {
-                let principal = ring.authenticate(authorization, Utc::now())?;
+            Access::Checked(credentials) => {
+                let principal = credentials.authenticate(authorization, Utc::now())?;
                 let tenant = match requested {
                     Some(tenant) => {
                         principal.act(Some(&tenant), action)?;

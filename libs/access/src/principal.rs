@@ -3,14 +3,15 @@
 use crate::error::AccessError;
 use crate::role::{Action, Role};
 
-/// Who is calling: what audit records (`id`), which tenants it acts for, and its role.
+/// Who is calling: what audit records (`id`), which tenants it acts for, and its roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// `key:<key id>` for an API key, the token's subject for a bearer token.
+    /// `key:<key id>` for an API key, `jwt:<subject>` for a bearer token.
     pub id: String,
     /// Never empty; the first is the tenant of requests that name none.
     pub tenants: Vec<String>,
-    pub role: Role,
+    /// Never empty: one for an API key, those a token grants. Any of them may allow an action.
+    pub roles: Vec<Role>,
 }
 
 impl Principal {
@@ -29,18 +30,24 @@ impl Principal {
         }
     }
 
-    /// Refuses `action` when the role does not allow it, naming the role needed.
+    /// Refuses `action` when no role allows it, naming the role needed.
     pub fn require(&self, action: Action) -> Result<(), AccessError> {
-        if self.role.allows(action) {
-            Ok(())
-        } else {
-            Err(AccessError::denied(format!(
-                "this call needs {}; {} has the {} role",
-                action.needs(),
-                self.id,
-                self.role
-            )))
+        if self.roles.iter().any(|role| role.allows(action)) {
+            return Ok(());
         }
+        let has = match self.roles.as_slice() {
+            [one] => format!("the {one} role"),
+            [] => "no role".to_owned(),
+            many => {
+                let names: Vec<&str> = many.iter().map(|r| r.name()).collect();
+                format!("the roles {}", names.join(", "))
+            }
+        };
+        Err(AccessError::denied(format!(
+            "this call needs {}; {} has {has}",
+            action.needs(),
+            self.id
+        )))
     }
 
     /// The tenant `action` is done for, once both the tenant and the role allow it.

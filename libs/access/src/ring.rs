@@ -78,7 +78,15 @@ impl KeyRing {
         authorization: Option<&[u8]>,
         now: DateTime<Utc>,
     ) -> Result<Arc<Principal>, AccessError> {
-        let credential = bearer_credential(authorization)?;
+        self.check(bearer_credential(authorization)?, now)
+    }
+
+    /// The principal of an API key at `now`.
+    pub fn check(
+        &self,
+        credential: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Principal>, AccessError> {
         let token = KeyToken::parse(credential).ok_or_else(|| {
             AccessError::unauthenticated("the bearer credential is not an API key (rk1_…)")
         })?;
@@ -133,6 +141,6 @@ fn principal_of(record: &v1::ApiKey) -> Result<Arc<Principal>, String> {
     Ok(Arc::new(Principal {
         id: format!("key:{id}"),
         tenants: record.tenants.clone(),
-        role,
+        roles: vec![role],
     }))
 }

@@ -71,7 +71,7 @@ fn a_key_names_its_principal_and_acts_only_for_its_tenants_and_role() {
         .authenticate(Some(&bearer(&issued.key)), now())
         .unwrap();
     assert_eq!(principal.id, format!("key:{}", issued.record.id));
-    assert_eq!(principal.role, Role::Agent);
+    assert_eq!(principal.roles, [Role::Agent]);
 
     assert_eq!(principal.act(None, Action::CaseCommand).unwrap(), "acme");
     assert_eq!(
@@ -258,7 +258,7 @@ fn the_store_keeps_hashes_only_and_revocations_survive_a_restart() {
     let why = unauthenticated(ring.authenticate(Some(&bearer(&issued.key)), now()));
     assert!(why.ends_with("was revoked"), "{why}");
     let principal = ring.authenticate(Some(&bearer(&kept.key)), now()).unwrap();
-    assert_eq!(principal.role, Role::Viewer);
+    assert_eq!(principal.roles, [Role::Viewer]);
 }
 
 /// Processes receive a key's records again and out of order (a stale copy republished, a
@@ -303,7 +303,7 @@ fn a_principal_without_tenants_acts_for_none() {
     let nobody = Principal {
         id: "key:0".to_owned(),
         tenants: Vec::new(),
-        role: Role::Admin,
+        roles: vec![Role::Admin],
     };
     assert_eq!(
         nobody.act(None, Action::Read),

@@ -22,8 +22,8 @@ pub struct KeyAdmin {
 }
 
 impl KeyAdmin {
-    pub fn new(registry: Arc<Registry>, clock: Clock) -> Self {
-        let access = Access::Keys(registry.ring());
+    /// `access`: what requests are checked against (the registry's keys, and tokens).
+    pub fn new(registry: Arc<Registry>, access: Access, clock: Clock) -> Self {
         Self {
             registry,
             access,

@@ -11,10 +11,12 @@
 //! - [`registry`]: the keys of a process — a change is published first, then taken.
 //! - [`follow`]: the topic into the registry: caught up at start, then followed.
 //! - [`grpc`]: `recoup.v1.ApiKeys` for admins.
+//! - [`jwks`]: the identity provider's keys for bearer tokens, kept fresh.
 //! - [`service`]: the service's start and stop, and the first admin key.
 
 pub mod follow;
 pub mod grpc;
+pub mod jwks;
 pub mod registry;
 pub mod service;
 

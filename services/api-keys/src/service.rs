@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use event_backbone::EventConsumer;
 use event_backbone::topics::ACCESS;
-use recoup_access::{KeyRing, KeySpec, KeyStore, Role};
+use recoup_access::{Access, Credentials, KeySpec, KeyStore, Role};
 use recoup_proto::tenant::DEFAULT_TENANT;
 use recoup_proto::v1::api_keys_server::ApiKeysServer;
 use recoup_runtime::shutdown::join;
@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::follow;
 use crate::grpc::KeyAdmin;
+use crate::jwks::{self, Tokens};
 use crate::registry::Registry;
 
 /// The follower's consumer group id (it is assigned its partitions, it joins no group).
@@ -35,6 +36,8 @@ pub struct Settings {
     pub first_admin_key: Option<PathBuf>,
     /// How long the start waits to read the access topic to its end.
     pub catch_up_timeout: Duration,
+    /// Bearer tokens of an identity provider, besides API keys; `None`: API keys only.
+    pub tokens: Option<Tokens>,
 }
 
 impl Default for Settings {
@@ -42,6 +45,7 @@ impl Default for Settings {
         Self {
             first_admin_key: None,
             catch_up_timeout: Duration::from_secs(15),
+            tokens: None,
         }
     }
 }
@@ -49,7 +53,9 @@ impl Default for Settings {
 /// A started key service.
 pub struct Running {
     registry: Arc<Registry>,
-    follower: JoinHandle<()>,
+    access: Access,
+    /// The follower of the access topic, and the JWKS refresher when tokens are on.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// Opens the key store in `{data_dir}/access`, publishes it again in embedded mode, reads the
@@ -86,15 +92,39 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         );
     }
     tracing::info!(keys, "API keys on: every request needs a credential");
-    let follower = tokio::spawn(follow::follow(
+    let mut tasks = vec![tokio::spawn(follow::follow(
         registry.clone(),
         consumer,
         ctx.shutdown.clone(),
-    ));
-    ctx.grpc()
-        .add_service(KeyAdmin::new(registry.clone(), ctx.clock.clone()).into_server());
+    ))];
+    let tokens = match &settings.tokens {
+        Some(tokens) => {
+            let (verifier, client) = jwks::verifier(tokens)
+                .await
+                .map_err(|why| StartError::new("reading the identity provider's keys", why))?;
+            let refresh = jwks::keep_fresh(
+                verifier.clone(),
+                tokens.jwks.clone(),
+                client,
+                ctx.shutdown.clone(),
+            );
+            tasks.push(tokio::spawn(refresh));
+            Some(verifier)
+        }
+        None => None,
+    };
+    let access = Access::Checked(Arc::new(Credentials {
+        keys: registry.ring(),
+        tokens,
+    }));
+    let admin = KeyAdmin::new(registry.clone(), access.clone(), ctx.clock.clone());
+    ctx.grpc().add_service(admin.into_server());
     ctx.health.set_serving::<ApiKeysServer<KeyAdmin>>().await;
-    Ok(Running { registry, follower })
+    Ok(Running {
+        registry,
+        access,
+        tasks,
+    })
 }
 
 /// Makes an admin key for the default tenant and writes it to `path`, readable only by its
@@ -153,9 +183,9 @@ pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 }
 
 impl Running {
-    /// The ring the process's requests are checked against.
-    pub fn ring(&self) -> Arc<KeyRing> {
-        self.registry.ring()
+    /// What the process's requests are checked against: the keys, and tokens when on.
+    pub fn access(&self) -> Access {
+        self.access.clone()
     }
 
     /// The registry: make and revoke keys from within the process (tests, tools).
@@ -163,10 +193,14 @@ impl Running {
         &self.registry
     }
 
-    /// Waits for the follower, which ends with the process's shutdown signal.
+    /// Waits for the follower and the JWKS refresher, which end with the process's shutdown
+    /// signal.
     pub async fn shutdown(self) -> Result<(), StartError> {
-        join("access topic follower", self.follower)
-            .await
-            .starting("stopping the access topic follower")
+        for task in self.tasks {
+            join("access topic follower or JWKS refresher", task)
+                .await
+                .starting("stopping the key service")?;
+        }
+        Ok(())
     }
 }

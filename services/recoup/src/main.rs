@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use api_keys::jwks::{JwksSource, Tokens};
 use clap::{Args, Parser, Subcommand};
 use recoup::platform::{self, PlatformConfig, Security, Services};
 use recoup::settings::load_collectors;
 use recoup::tls::TlsFiles;
+use recoup_access::JwtSettings;
 
 // mimalloc: an import frees its rows on another thread than the one that made them, which
 // glibc's allocator handles poorly (the snapshot import benchmark runs 40 % faster with it).
@@ -35,6 +37,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run every service in this process. Without --kafka-brokers an embedded Kafka cluster
@@ -125,6 +129,29 @@ struct RunArgs {
     /// Accepted only when every listener is on a loopback address (trying recoup on a laptop).
     #[arg(long, env = "RECOUP_INSECURE")]
     insecure: bool,
+    /// Also take bearer tokens (JWT) of an identity provider, checked against its keys: a JWKS
+    /// file, or an https:// URL (read again every 5 minutes and when a token names a new key).
+    #[arg(long, env = "RECOUP_JWT_JWKS", value_name = "FILE|URL", requires_all = ["jwt_issuer", "jwt_audience"])]
+    jwt_jwks: Option<String>,
+    /// The issuer (`iss`) a token must name.
+    #[arg(long, env = "RECOUP_JWT_ISSUER", requires = "jwt_jwks")]
+    jwt_issuer: Option<String>,
+    /// The audience (`aud`) a token must be for.
+    #[arg(long, env = "RECOUP_JWT_AUDIENCE", requires = "jwt_jwks")]
+    jwt_audience: Option<String>,
+    /// The claim with a token's tenants (a string or an array).
+    #[arg(
+        long,
+        env = "RECOUP_JWT_TENANT_CLAIM",
+        default_value = "recoup_tenants"
+    )]
+    jwt_tenant_claim: String,
+    /// The claim with a token's roles (viewer, agent, importer, admin; a string or an array).
+    #[arg(long, env = "RECOUP_JWT_ROLE_CLAIM", default_value = "recoup_roles")]
+    jwt_role_claim: String,
+    /// Seconds a token is still taken after its expiry (clock skew).
+    #[arg(long, env = "RECOUP_JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    jwt_leeway_seconds: u64,
     /// A proxy or service mesh in front of recoup terminates TLS: listeners off loopback may
     /// then serve plaintext. Credentials are still required.
     #[arg(long, env = "RECOUP_TLS_TERMINATED_UPSTREAM")]
@@ -430,9 +457,22 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
              (or RECOUP_KAFKA_BROKERS); `recoup up` runs everything on the embedded cluster"
         );
     }
-    if args.insecure && args.tls_cert.is_some() {
-        bail!("--insecure turns authentication and TLS off: it does not go with --tls-cert");
+    if args.insecure && (args.tls_cert.is_some() || args.jwt_jwks.is_some()) {
+        bail!(
+            "--insecure turns authentication and TLS off: it does not go with --tls-cert or \
+             --jwt-jwks"
+        );
     }
+    let tokens = args.jwt_jwks.as_deref().map(|jwks| Tokens {
+        settings: JwtSettings {
+            issuer: args.jwt_issuer.clone().unwrap_or_default(),
+            audience: args.jwt_audience.clone().unwrap_or_default(),
+            tenant_claim: args.jwt_tenant_claim.clone(),
+            role_claim: args.jwt_role_claim.clone(),
+            leeway_seconds: args.jwt_leeway_seconds,
+        },
+        jwks: JwksSource::parse(jwks),
+    });
     let mut config = PlatformConfig::new(args.data_dir);
     config.security = match args.insecure {
         true => Security::insecure(),
@@ -446,6 +486,7 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
                 key,
                 client_ca: args.tls_client_ca,
             }),
+            tokens,
             ..Security::default()
         },
     };

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use event_backbone::reachability::ProbeSettings;
 use export_puller::schedule::StreamOutcome;
-use recoup_access::Access;
 use recoup_runtime::{Clock, Context, KafkaLink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -89,6 +88,8 @@ pub struct Security {
     pub tls_terminated_upstream: bool,
     /// TLS on the gRPC and HTTP listeners (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub tls: Option<TlsFiles>,
+    /// Bearer tokens (JWT) of an identity provider, besides API keys (`--jwt-jwks`, ...).
+    pub tokens: Option<api_keys::jwks::Tokens>,
 }
 
 impl Default for Security {
@@ -99,6 +100,7 @@ impl Default for Security {
             first_admin_key: true,
             tls_terminated_upstream: false,
             tls: None,
+            tokens: None,
         }
     }
 }
@@ -111,6 +113,7 @@ impl Security {
             first_admin_key: false,
             tls_terminated_upstream: false,
             tls: None,
+            tokens: None,
         }
     }
 }
@@ -285,10 +288,11 @@ async fn start_keys(
                 .data_dir
                 .join(api_keys::service::FIRST_ADMIN_KEY_FILE)
         }),
+        tokens: config.security.tokens.clone(),
         ..Default::default()
     };
     let keys = api_keys::service::start(ctx, settings).await?;
-    ctx.access = Access::Keys(keys.ring());
+    ctx.access = keys.access();
     Ok(Some(keys))
 }
 
