@@ -102,18 +102,11 @@ impl Access {
                 principal: None,
             }),
             Access::Checked(credentials) => {
-                let principal = credentials.authenticate(authorization, Utc::now())?;
-                let tenant = match requested {
-                    Some(tenant) => {
-                        principal.act(Some(&tenant), action)?;
-                        tenant
-                    }
-                    None => principal.act(None, action)?.to_owned(),
-                };
-                Ok(Acting {
-                    tenant,
-                    principal: Some(principal),
-                })
+                let acting = check(credentials, authorization, requested, action);
+                if let Err(refusal) = &acting {
+                    count_refusal(authorization, refusal);
+                }
+                acting
             }
         }
     }
@@ -134,6 +127,56 @@ impl Access {
         self.acting(authorization, requested, action)
             .map_err(tonic::Status::from)
     }
+}
+
+fn check(
+    credentials: &Credentials,
+    authorization: Option<&[u8]>,
+    requested: Option<String>,
+    action: Action,
+) -> Result<Acting, AccessError> {
+    let principal = credentials.authenticate(authorization, Utc::now())?;
+    let tenant = match requested {
+        Some(tenant) => {
+            principal.act(Some(&tenant), action)?;
+            tenant
+        }
+        None => principal.act(None, action)?.to_owned(),
+    };
+    Ok(Acting {
+        tenant,
+        principal: Some(principal),
+    })
+}
+
+/// Counts and logs a refusal. The message names the key id or token subject where known and
+/// never the secret; the labels name only the kind of credential and of refusal.
+fn count_refusal(authorization: Option<&[u8]>, refusal: &AccessError) {
+    let credential = match authorization {
+        None => "none",
+        Some(value) => {
+            let credential = value.splitn(2, |b| *b == b' ').nth(1).unwrap_or_default();
+            if credential.starts_with(KEY_PREFIX.as_bytes()) {
+                "api_key"
+            } else if credential.iter().filter(|b| **b == b'.').count() == 2 {
+                "token"
+            } else {
+                "other"
+            }
+        }
+    };
+    let outcome = match refusal {
+        AccessError::Unauthenticated(_) => "unauthenticated",
+        AccessError::PermissionDenied(_) => "permission_denied",
+    };
+    recoup_metrics::metrics()
+        .auth_failures
+        .get_or_create(&recoup_metrics::AuthLabel {
+            credential,
+            outcome,
+        })
+        .inc();
+    tracing::warn!(credential, %refusal, "request refused");
 }
 
 impl From<AccessError> for tonic::Status {

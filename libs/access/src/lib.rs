@@ -21,6 +21,7 @@ pub mod principal;
 pub mod ring;
 pub mod role;
 pub mod store;
+pub mod throttle;
 
 pub use api_key::{IssuedKey, KeySpec, KeyToken};
 pub use error::AccessError;
@@ -30,3 +31,4 @@ pub use principal::Principal;
 pub use ring::KeyRing;
 pub use role::{Action, Role};
 pub use store::KeyStore;
+pub use throttle::{Throttle, ThrottleSettings};

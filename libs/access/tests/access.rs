@@ -340,3 +340,45 @@ fn records_this_version_cannot_read_name_nobody() {
         "an unreadable expiry counts as passed: {why}"
     );
 }
+
+/// Repeated failures from one peer make its requests wait, doubling to a cap; a quiet window
+/// forgets it; other peers never wait; memory stays bounded.
+#[test]
+fn a_peer_that_keeps_failing_is_slowed_down() {
+    use recoup_access::{Throttle, ThrottleSettings};
+    use std::time::{Duration as Wait, Instant};
+    let settings = ThrottleSettings {
+        max_peers: 3,
+        ..ThrottleSettings::default()
+    };
+    let throttle = Throttle::new(settings);
+    let t0 = Instant::now();
+    let peer: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        throttle.failed(peer, t0);
+        waits.push(throttle.wait(peer, t0).as_millis());
+    }
+    assert_eq!(
+        waits,
+        [0, 0, 0, 0, 0, 100, 200, 400, 800, 1600, 3200, 5000],
+        "5 free, then doubling to 5 s"
+    );
+    assert_eq!(throttle.wait(other, t0), Wait::ZERO);
+    assert_eq!(
+        throttle.wait(peer, t0 + Wait::from_secs(61)),
+        Wait::ZERO,
+        "a quiet minute"
+    );
+    throttle.failed(peer, t0 + Wait::from_secs(61));
+    assert_eq!(
+        throttle.wait(peer, t0 + Wait::from_secs(61)),
+        Wait::ZERO,
+        "counted anew"
+    );
+    for i in 0..10u8 {
+        throttle.failed(std::net::IpAddr::from([198, 51, 100, i]), t0);
+    }
+    assert!(throttle.peers() <= 3, "bounded: {}", throttle.peers());
+}

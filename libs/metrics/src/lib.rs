@@ -50,6 +50,14 @@ pub struct GrpcLabel {
     pub code: String,
 }
 
+/// A refused credential: its kind (`api_key`, `token`, `none`, `other`) and the refusal
+/// (`unauthenticated`, `permission_denied`). No tenant, no key id: the labels stay few.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabel {
+    pub credential: &'static str,
+    pub outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric of a process.
@@ -64,6 +72,8 @@ pub struct Metrics {
     pub pull_rows: Family<OutcomeLabel, Counter>,
     pub grpc_duration: HistogramFamily<GrpcLabel>,
     pub kafka_up: Gauge,
+    pub auth_failures: Family<AuthLabel, Counter>,
+    pub auth_throttled: Counter,
     registry: Registry,
 }
 
@@ -93,6 +103,8 @@ impl Metrics {
             pull_rows: Family::default(),
             grpc_duration: Family::new_with_constructor(grpc_histogram),
             kafka_up: Gauge::default(),
+            auth_failures: Family::default(),
+            auth_throttled: Counter::default(),
             registry: Registry::default(),
         };
         register!(
@@ -111,6 +123,10 @@ impl Metrics {
             grpc_duration as "grpc_request_duration_seconds":
                 "gRPC requests: time to the response headers",
             kafka_up as "kafka_up": "1 while the Kafka cluster answers the probe",
+            auth_failures as "auth_failures":
+                "Requests refused at the trust boundary, by kind of credential and refusal",
+            auth_throttled as "auth_throttled":
+                "Requests held back because their peer failed to authenticate again and again",
         );
         Self { registry, ..m }
     }

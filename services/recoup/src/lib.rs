@@ -7,4 +7,5 @@ pub mod platform;
 mod serve;
 mod services;
 pub mod settings;
+mod throttle;
 pub mod tls;

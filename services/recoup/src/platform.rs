@@ -18,6 +18,7 @@ use crate::kafka::{self, Connected};
 use crate::serve::{self, Addresses, Servers};
 pub use crate::services::Services;
 use crate::tls::TlsFiles;
+use recoup_access::ThrottleSettings;
 
 /// Everything a process needs to start.
 #[derive(Clone)]
@@ -90,6 +91,8 @@ pub struct Security {
     pub tls: Option<TlsFiles>,
     /// Bearer tokens (JWT) of an identity provider, besides API keys (`--jwt-jwks`, ...).
     pub tokens: Option<api_keys::jwks::Tokens>,
+    /// How a peer that keeps failing to authenticate is slowed down.
+    pub throttle: ThrottleSettings,
 }
 
 impl Default for Security {
@@ -101,6 +104,7 @@ impl Default for Security {
             tls_terminated_upstream: false,
             tls: None,
             tokens: None,
+            throttle: ThrottleSettings::default(),
         }
     }
 }
@@ -114,6 +118,7 @@ impl Security {
             tls_terminated_upstream: false,
             tls: None,
             tokens: None,
+            throttle: ThrottleSettings::default(),
         }
     }
 }
@@ -196,7 +201,12 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         http: config.http_addr,
         metrics: config.metrics_addr,
     };
-    let servers = serve::serve(ctx.take_routes(), health_service, http, at, tls, shutdown).await?;
+    let guard = serve::Guard {
+        tls,
+        throttle: config.security.throttle,
+    };
+    let servers =
+        serve::serve(ctx.take_routes(), health_service, http, at, guard, shutdown).await?;
     let (cases, projection, importer, puller) = services;
     Ok(RunningPlatform {
         grpc_addr: servers.bound.grpc,

@@ -5,13 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt;
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::RoutesBuilder;
 
+use crate::throttle::{Peer, PlainListener};
 use crate::tls::TlsListener;
+use recoup_access::{Throttle, ThrottleSettings};
 
 /// Where each listener serves, when it does.
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,6 +22,14 @@ pub struct Addresses {
     pub grpc: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+}
+
+/// What stands in front of the gRPC and HTTP routes.
+pub struct Guard {
+    /// TLS on both listeners, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The slow-down of peers that keep failing to authenticate.
+    pub throttle: ThrottleSettings,
 }
 
 /// The running listeners; each finishes the requests it is answering after the shutdown
@@ -31,7 +42,7 @@ pub struct Servers {
 }
 
 /// Binds and serves: gRPC with `routes` (plus health and reflection) on `at.grpc`, `http` on
-/// `at.http` — both over TLS with `tls` —, metrics on `at.metrics` (plaintext: no credential
+/// `at.http` — both behind the `guard`: TLS when configured, the slow-down —, metrics on `at.metrics` (plaintext: no credential
 /// and no tenant's data cross it).
 pub async fn serve(
     mut routes: RoutesBuilder,
@@ -40,11 +51,16 @@ pub async fn serve(
     >,
     http: Option<axum::Router>,
     at: Addresses,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    guard: Guard,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Servers> {
+    let tls = guard.tls;
     let mut bound = Addresses::default();
     let mut grpc = None;
+    // One per process: gRPC and HTTP failures of a peer add up.
+    let throttle = Arc::new(Throttle::new(guard.throttle));
+    let slow_down =
+        || axum::middleware::from_fn_with_state(throttle.clone(), crate::throttle::slow_down);
     if let Some(addr) = at.grpc {
         let listener = bind(addr, "gRPC").await?;
         bound.grpc = Some(listener.local_addr()?);
@@ -61,6 +77,7 @@ pub async fn serve(
         let router = routes
             .routes()
             .into_axum_router()
+            .layer(slow_down())
             .layer(axum::middleware::from_fn(crate::metrics::time_grpc))
             .route("/metrics", axum::routing::get(crate::metrics::serve));
         let mut stop = shutdown.clone();
@@ -91,7 +108,7 @@ pub async fn serve(
     });
     let http = http
         .zip(at.http)
-        .map(|(router, addr)| (addr, router, "HTTP"));
+        .map(|(router, addr)| (addr, router.layer(slow_down()), "HTTP"));
     for (addr, router, what) in http.into_iter().chain(metrics) {
         let listener = bind(addr, what).await?;
         let local = Some(listener.local_addr()?);
@@ -127,11 +144,7 @@ fn serve_http(
     router: axum::Router,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
-    let listener = listener.tap_io(|tcp| {
-        // As for gRPC: small answers should not wait for delayed ACKs.
-        let _ = tcp.set_nodelay(true);
-    });
-    serve_router(listener, router, shutdown)
+    serve_router(PlainListener(listener), router, shutdown)
 }
 
 fn serve_router<L>(
@@ -140,10 +153,12 @@ fn serve_router<L>(
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> Peer: Connected<IncomingStream<'a, L>>,
 {
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+    // The peer's address reaches the slow-down as ConnectInfo.
+    let app = router.into_make_service_with_connect_info::<Peer>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     });
     tokio::spawn(serve.into_future())

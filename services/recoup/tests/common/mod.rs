@@ -28,6 +28,22 @@ pub fn config(dir: &Path) -> PlatformConfig {
     c
 }
 
+/// A platform with API keys on, as `recoup up` runs by default, without the first admin key,
+/// and without holding back a peer that fails (the tests of credentials fail on purpose,
+/// many times).
+pub fn secured(dir: &Path) -> PlatformConfig {
+    let mut cfg = config(dir);
+    cfg.security = Security {
+        first_admin_key: false,
+        throttle: recoup_access::ThrottleSettings {
+            free: u32::MAX,
+            ..Default::default()
+        },
+        ..Security::default()
+    };
+    cfg
+}
+
 /// Only the given services, against the brokers given.
 pub fn config_for(dir: &Path, brokers: &str, services: Services) -> PlatformConfig {
     let mut c = config(dir);
