@@ -1,5 +1,6 @@
-//! Command throughput and latency through gRPC on loopback with durable appends, beside a bare
-//! sled loop that writes the same keys with the same flush policy, measured in the same run.
+//! Command throughput and latency through gRPC on loopback with durable appends, with API keys
+//! checked (the default) and without (`--insecure`), beside a bare sled loop that writes the
+//! same keys with the same flush policy, all measured in the same run.
 //!
 //! `cargo bench -p recoup --bench commands` (BENCH_CASES, BENCH_CLIENTS to change the load).
 #![allow(clippy::unwrap_used)]
@@ -7,9 +8,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use recoup::platform::{self, PlatformConfig};
+use recoup::platform::{self, PlatformConfig, Security};
+use recoup_access::{KeySpec, Role};
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -43,20 +46,36 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// A request with the API key, when there is one.
+fn request<T>(message: T, key: &Option<AsciiMetadataValue>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        request.metadata_mut().insert("authorization", key.clone());
+    }
+    request
+}
+
 /// Drives `cases` cases through create, review, prepare, close from `clients` connections.
-async fn grpc_load(channel: Channel, cases: usize, clients: usize) -> (Vec<Duration>, Duration) {
+async fn grpc_load(
+    channel: Channel,
+    cases: usize,
+    clients: usize,
+    key: Option<AsciiMetadataValue>,
+) -> (Vec<Duration>, Duration) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let mut client = DebtCollectionCasesClient::new(channel.clone());
+        let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             for i in (c..cases).step_by(clients) {
                 let t = Instant::now();
+                let create = v1::CreateCaseRequest {
+                    content: Some(content(i)),
+                };
                 let case = client
-                    .create_case(v1::CreateCaseRequest {
-                        content: Some(content(i)),
-                    })
+                    .create_case(request(create, &key))
                     .await
                     .unwrap()
                     .into_inner()
@@ -70,6 +89,7 @@ async fn grpc_load(channel: Channel, cases: usize, clients: usize) -> (Vec<Durat
                         expected_version: version,
                     };
                     let t = Instant::now();
+                    let command = request(command, &key);
                     let reply = match step {
                         0 => client.mark_reviewed(command).await,
                         1 => client.mark_prepared(command).await,
@@ -125,6 +145,72 @@ fn bare_sled(commands: usize, group: usize, event_bytes: usize) -> Duration {
     started.elapsed()
 }
 
+/// One run of the load against a platform in `dir`, with API keys on or off: the latencies,
+/// the elapsed time, the store's groups and requests, the mean event size.
+async fn run(
+    dir: &std::path::Path,
+    keys: bool,
+    cases: usize,
+    clients: usize,
+) -> (Vec<Duration>, Duration, u64, u64, usize) {
+    let mut config = PlatformConfig::new(dir.to_path_buf());
+    config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.security = match keys {
+        true => Security {
+            first_admin_key: false,
+            ..Security::default()
+        },
+        false => Security::insecure(),
+    };
+    let p = platform::start(config).await.unwrap();
+    let key = match p.keys() {
+        Some(registry) => {
+            let spec = KeySpec {
+                name: "bench".to_owned(),
+                tenants: vec!["default".to_owned()],
+                role: Role::Agent,
+                expires_at: None,
+                created_by: "bench".to_owned(),
+            };
+            let issued = registry.create(&spec, Utc::now()).await.unwrap();
+            Some(format!("Bearer {}", issued.key).parse().unwrap())
+        }
+        None => None,
+    };
+    let channel = Channel::from_shared(format!("http://{}", p.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (mut latencies, elapsed) = grpc_load(channel, cases, clients, key).await;
+    eprintln!("load (keys {keys}) done in {elapsed:?}");
+    latencies.sort();
+    let store = p.store().unwrap();
+    let (groups, requests) = store.write_stats();
+    let first = store.heads().next().unwrap().unwrap();
+    let events = store.events_after(&first.0, &first.1, 0).unwrap();
+    let event_bytes = events.iter().map(Vec::len).sum::<usize>() / events.len();
+    p.shutdown().await.unwrap();
+    (latencies, elapsed, groups, requests, event_bytes)
+}
+
+fn report(what: &str, latencies: &[Duration], elapsed: Duration, clients: usize) -> f64 {
+    let commands = latencies.len();
+    let rate = commands as f64 / elapsed.as_secs_f64();
+    println!(
+        "commands through gRPC (durable, {clients} clients, {what}): {commands} in {:.2} s = {rate:.0} commands/s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    rate
+}
+
 fn main() {
     let cases = env_or("BENCH_CASES", 10_000);
     let clients = env_or("BENCH_CLIENTS", 64);
@@ -133,49 +219,31 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (latencies, elapsed, groups, requests, event_bytes) = runtime.block_on(async {
-        let mut config = PlatformConfig::new(dir.path().to_path_buf());
-        config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
-        let p = platform::start(config).await.unwrap();
-        let channel = Channel::from_shared(format!("http://{}", p.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let (mut latencies, elapsed) = grpc_load(channel, cases, clients).await;
-        eprintln!("load done in {elapsed:?}");
-        latencies.sort();
-        let (groups, requests) = p.store().unwrap().write_stats();
-        let store = p.store().unwrap();
-        let first = store.heads().next().unwrap().unwrap();
-        let events = store.events_after(&first.0, &first.1, 0).unwrap();
-        let event_bytes = events.iter().map(Vec::len).sum::<usize>() / events.len();
-        let t = Instant::now();
-        p.shutdown().await.unwrap();
-        eprintln!("shutdown took {:?}", t.elapsed());
-        (latencies, elapsed, groups, requests, event_bytes)
-    });
+    let (on, off) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Keys off first, then on: each on a fresh data dir.
+    let (open, open_elapsed, ..) = runtime.block_on(run(off.path(), false, cases, clients));
+    let (latencies, elapsed, groups, requests, event_bytes) =
+        runtime.block_on(run(on.path(), true, cases, clients));
+    let open_rate = report("no credentials (--insecure)", &open, open_elapsed, clients);
+    let rate = report(
+        "API key checked on every call",
+        &latencies,
+        elapsed,
+        clients,
+    );
+    println!("ratio with API keys / without: {:.2}", rate / open_rate);
     let commands = latencies.len();
-    let rate = commands as f64 / elapsed.as_secs_f64();
     let group = (requests as f64 / groups.max(1) as f64).round().max(1.0) as usize;
     let bare = bare_sled(commands, group, event_bytes);
     let bare_rate = commands as f64 / bare.as_secs_f64();
-    println!(
-        "commands through gRPC (durable, {clients} clients): {commands} in {:.2} s = {rate:.0} commands/s",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
-    );
     println!(
         "  group commit: {requests} requests in {groups} flushed batches (average {group} per flush)"
     );
     println!(
         "bare sled loop, same keys, one batch + flush per {group} commands: {bare_rate:.0} commands/s"
     );
-    println!("ratio recoup / bare sled: {:.2}", rate / bare_rate);
+    println!(
+        "ratio recoup (with API keys) / bare sled: {:.2}",
+        rate / bare_rate
+    );
 }
