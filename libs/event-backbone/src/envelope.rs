@@ -21,7 +21,13 @@ pub fn new_event_id() -> String {
 pub struct EventMetadata {
     pub correlation_id: String,
     pub causation_id: String,
+    /// The principal whose request caused it (`key:<id>`, `jwt:<sub>`), `recoup:<part>` for
+    /// recoup acting on its own, or [`ANONYMOUS`].
+    pub actor: String,
 }
+
+/// The actor of a request to a process without credentials (`--insecure`).
+pub const ANONYMOUS: &str = "anonymous";
 
 /// Everything of an envelope but the ids it gets when recorded.
 #[derive(Debug, Clone)]
@@ -54,6 +60,7 @@ impl NewEnvelope<'_> {
             event_type: self.event_type.to_owned(),
             schema_version: self.schema_version,
             payload: self.payload,
+            actor: self.metadata.actor.clone(),
         }
     }
 
@@ -96,6 +103,7 @@ impl NewEnvelope<'_> {
             encode_varint(self.payload.len() as u64, &mut buf);
             buf.extend_from_slice(&self.payload);
         }
+        string(&mut buf, 13, &self.metadata.actor);
         buf
     }
 }
@@ -173,6 +181,7 @@ mod tests {
         let full = EventMetadata {
             correlation_id: "import-1".into(),
             causation_id: "import-1".into(),
+            actor: "key:0123456789abcdef".into(),
         };
         let empty = EventMetadata::default();
         for (metadata, payload, version) in [

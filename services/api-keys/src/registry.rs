@@ -171,7 +171,14 @@ pub fn envelope_of(record: &v1::ApiKey, now: DateTime<Utc>) -> v1::EventEnvelope
         event_type: event_type::API_KEY_RECORDED,
         schema_version: 1,
         payload: record.encode_to_vec(),
-        metadata: &EventMetadata::default(),
+        metadata: &EventMetadata {
+            // Who made the change this record is.
+            actor: match record.revoked_at {
+                Some(_) => record.revoked_by.clone(),
+                None => record.created_by.clone(),
+            },
+            ..EventMetadata::default()
+        },
     }
     .build()
 }

@@ -108,6 +108,7 @@ fn metadata() -> EventMetadata {
     EventMetadata {
         correlation_id: "test-correlation".into(),
         causation_id: "test-causation".into(),
+        actor: "key:0123456789abcdef".into(),
     }
 }
 

@@ -282,3 +282,118 @@ async fn failed_attempts_are_counted_and_slow_their_peer_down() {
     }
     platform.shutdown().await.unwrap();
 }
+
+/// The envelopes of the topic `topic` on the platform's embedded broker, `n` of them.
+async fn envelopes(platform: &RunningPlatform, topic: &str, n: usize) -> Vec<v1::EventEnvelope> {
+    use event_backbone::{EventConsumer, KafkaConfig};
+    use prost::Message;
+    let kafka = KafkaConfig::external(platform.kafka_bootstrap.clone());
+    let consumer = EventConsumer::new(&kafka, "actors-test", topic, None).unwrap();
+    let partitions = consumer
+        .partitions(std::time::Duration::from_secs(10))
+        .unwrap();
+    let start: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
+    consumer.assign(&start).unwrap();
+    let mut found = Vec::new();
+    while found.len() < n {
+        let batch =
+            tokio::time::timeout(std::time::Duration::from_secs(20), consumer.recv_batch(100))
+                .await
+                .expect("the events arrive")
+                .unwrap();
+        found.extend(
+            batch
+                .iter()
+                .map(|e| v1::EventEnvelope::decode(e.value.as_slice()).unwrap()),
+        );
+    }
+    found
+}
+
+/// Every event names who caused it: the key of the request (commands, imports, key changes),
+/// and each credential has its own rate limit in a tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_name_their_actor_and_each_credential_has_its_own_rate_limit() {
+    use prost::Message;
+    use recoup_proto::contract::topic;
+    let dir = TempDir::new().unwrap();
+    let mut cfg = secured(dir.path());
+    cfg.importer.rate_limit_per_minute = std::num::NonZeroU32::new(2).unwrap();
+    let platform = start(cfg).await;
+    let agent = make_key(&platform, Role::Agent, &["acme"]).await;
+    let importer = make_key(&platform, Role::Importer, &["acme"]).await;
+    let other = make_key(&platform, Role::Importer, &["acme"]).await;
+    let id_of = |key: &str| format!("key:{}", &key[4..20]);
+    let ch = channel(&platform).await;
+
+    let create = v1::CreateCaseRequest {
+        content: Some(common::content("ACT-1", 100)),
+    };
+    let mut cases =
+        recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient::new(ch.clone());
+    let case = cases
+        .create_case(with_key(create, &agent))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let stored = platform
+        .store()
+        .unwrap()
+        .events_after("acme", &case.id, 0)
+        .unwrap();
+    let created = v1::EventEnvelope::decode(stored[0].as_slice()).unwrap();
+    assert_eq!(created.actor, id_of(&agent));
+    let published = envelopes(&platform, topic::DEBT_CASES, 1).await;
+    assert_eq!(
+        published[0].actor,
+        id_of(&agent),
+        "the outbox keeps the actor"
+    );
+
+    let mut imports = recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient::new(ch);
+    let rows = |id: &str| v1::ImportRowsRequest {
+        data_origin: "crm".into(),
+        rows: vec![v1::Row {
+            cells: [("snapshot_date", "2024-05-01"), ("account_external_id", id)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }],
+    };
+    imports
+        .import_rows(with_key(rows("A-1"), &importer))
+        .await
+        .unwrap();
+    let snapshot = envelopes(&platform, topic::PAYGO_SNAPSHOTS, 1).await;
+    assert_eq!(snapshot[0].actor, id_of(&importer));
+    let keys = envelopes(&platform, topic::ACCESS, 3).await;
+    assert!(
+        keys.iter().all(|k| k.actor == "test"),
+        "made by the test's registry calls"
+    );
+
+    // A budget of 2 a minute per credential: the importer's third call waits, the other
+    // importer key of the same tenant still has its own.
+    imports
+        .import_rows(with_key(rows("A-2"), &importer))
+        .await
+        .unwrap();
+    let limited = imports
+        .import_rows(with_key(rows("A-3"), &importer))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert!(
+        limited
+            .message()
+            .contains(&format!("credential {}", id_of(&importer))),
+        "{limited:?}"
+    );
+    imports
+        .import_rows(with_key(rows("A-3"), &other))
+        .await
+        .unwrap();
+    platform.shutdown().await.unwrap();
+}

@@ -364,6 +364,15 @@ async fn without_credentials_every_call_is_served_for_the_tenant_named() {
             "{c:?}"
         );
     }
+    // The case CreateCase made was caused by nobody known.
+    let store = platform.store().unwrap();
+    let (tenant, case, _) = store.heads().next().unwrap().unwrap();
+    let first = store.events_after(&tenant, &case, 0).unwrap();
+    let envelope = <v1::EventEnvelope as prost::Message>::decode(first[0].as_slice()).unwrap();
+    assert_eq!(
+        (tenant.as_str(), envelope.actor.as_str()),
+        ("globex", "anonymous")
+    );
     platform.shutdown().await.unwrap();
 }
 

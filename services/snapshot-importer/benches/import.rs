@@ -145,6 +145,7 @@ fn reset_peak_rss() {
 fn request(import_id: &str) -> ImportRequest {
     ImportRequest {
         tenant: "bench".into(),
+        actor: "key:0123456789abcdef".into(),
         import_id: import_id.into(),
         format: v1::FileFormat::Csv,
         data_origin: Some("crm".into()),
@@ -286,6 +287,7 @@ fn main() {
         .block_on(importer.import(
             ImportRequest {
                 tenant: "bench".into(),
+                actor: "key:0123456789abcdef".into(),
                 import_id: "bench-xlsx".into(),
                 format: v1::FileFormat::Xlsx,
                 data_origin: Some("sheet".into()),

@@ -1,16 +1,26 @@
 //! The one check both front ends (gRPC and HTTP) put a request through before it costs
 //! anything: who calls, for which tenant, with which right, and that tenant's rate limit.
 
+use event_backbone::envelope::ANONYMOUS;
 use recoup_access::{Access, AccessError, Action};
 use recoup_proto::tenant::named_tenant;
 
 use crate::limits::{RateLimited, TenantLimiter};
 
-/// Access and the per-tenant rate limit, shared by gRPC and HTTP.
+/// Access and the rate limit (per credential and tenant), shared by gRPC and HTTP.
 #[derive(Clone)]
 pub struct Admission {
     access: Access,
     limiter: TenantLimiter,
+}
+
+/// Who a request acts as, once admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub tenant: String,
+    /// The principal (`key:<id>`, `jwt:<sub>`), or `anonymous` without credentials: the
+    /// actor of the events the request causes.
+    pub actor: String,
 }
 
 /// Why a request was not admitted.
@@ -35,14 +45,25 @@ impl Admission {
         tenant: Option<&[u8]>,
         source: &str,
         action: Action,
-    ) -> Result<String, Refused> {
+    ) -> Result<Admitted, Refused> {
         let requested = named_tenant(tenant, source).map_err(Refused::Tenant)?;
-        let tenant = self
+        let acting = self
             .access
             .acting(authorization, requested, action)
-            .map_err(Refused::Access)?
-            .tenant;
-        self.limiter.check(&tenant).map_err(Refused::Limited)?;
-        Ok(tenant)
+            .map_err(Refused::Access)?;
+        let actor = acting
+            .principal
+            .map_or_else(|| ANONYMOUS.to_owned(), |p| p.id.clone());
+        // Each credential has its own budget in each tenant: one noisy script does not use
+        // up the others'.
+        let budget = match actor.as_str() {
+            ANONYMOUS => acting.tenant.clone(),
+            _ => format!("{}, credential {actor}", acting.tenant),
+        };
+        self.limiter.check(&budget).map_err(Refused::Limited)?;
+        Ok(Admitted {
+            tenant: acting.tenant,
+            actor,
+        })
     }
 }

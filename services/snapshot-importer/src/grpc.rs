@@ -10,7 +10,7 @@ use recoup_proto::v1::snapshot_imports_server::{SnapshotImports, SnapshotImports
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission::{Admission, Refused};
+use crate::admission::{Admission, Admitted, Refused};
 use crate::import::{ImportError, ImportRequest};
 use crate::limits::RateLimited;
 use crate::reports::ErrorsPage;
@@ -42,7 +42,7 @@ impl ImportService {
 
     /// The request's tenant, once its caller may do `action` there and its rate limit allows
     /// the request.
-    fn admit<T>(&self, request: &Request<T>, action: Action) -> Result<String, Status> {
+    fn admit<T>(&self, request: &Request<T>, action: Action) -> Result<Admitted, Status> {
         let metadata = request.metadata();
         let value = |key: &str| metadata.get(key).map(|v| v.as_bytes());
         self.admission
@@ -113,7 +113,7 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<Streaming<v1::UploadRequest>>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = self.admit(&request, Action::Import)?;
+        let admitted = self.admit(&request, Action::Import)?;
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(v1::UploadRequest {
@@ -150,7 +150,7 @@ impl SnapshotImports for ImportService {
         });
         let report = self
             .uploads
-            .import(tenant, upload, chunks)
+            .import(admitted, upload, chunks)
             .await
             .map_err(upload_status)?;
         Ok(Response::new(report))
@@ -160,7 +160,7 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<v1::ImportRowsRequest>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = self.admit(&request, Action::Import)?;
+        let Admitted { tenant, actor } = self.admit(&request, Action::Import)?;
         let v1::ImportRowsRequest { data_origin, rows } = request.into_inner();
         let data_origin = non_blank(&data_origin);
         let import_id = rows_import_id(data_origin.as_deref(), &rows);
@@ -170,6 +170,7 @@ impl SnapshotImports for ImportService {
             .import(
                 ImportRequest {
                     tenant,
+                    actor,
                     import_id,
                     format: v1::FileFormat::Rows,
                     data_origin,
@@ -186,7 +187,7 @@ impl SnapshotImports for ImportService {
         &self,
         request: Request<v1::GetImportRequest>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        let tenant = self.admit(&request, Action::Read)?;
+        let tenant = self.admit(&request, Action::Read)?.tenant;
         let r = request.get_ref();
         if r.import_id.is_empty() {
             return Err(Status::invalid_argument("import_id is required"));

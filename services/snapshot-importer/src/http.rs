@@ -28,7 +28,7 @@ use recoup_proto::tenant::TENANT_METADATA_KEY;
 use recoup_proto::{from_timestamp, v1};
 use serde::{Deserialize, Serialize};
 
-use crate::admission::{Admission, Refused};
+use crate::admission::{Admission, Admitted, Refused};
 use crate::import::ImportError;
 use crate::limits::RateLimited;
 use crate::reports::ErrorsPage;
@@ -175,7 +175,7 @@ impl From<UploadError<axum::Error>> for ApiError {
 /// The request's tenant, once its caller may act there (an upload needs the importer role,
 /// a report any role) and its rate limit admits it. Extract it first, so that a refused
 /// request costs nothing else.
-struct Tenant(String);
+struct Tenant(Admitted);
 
 impl FromRequestParts<HttpApi> for Tenant {
     type Rejection = ApiError;
@@ -187,7 +187,7 @@ impl FromRequestParts<HttpApi> for Tenant {
             Action::Read
         };
         let value = |key: &str| parts.headers.get(key).map(|v| v.as_bytes());
-        let tenant = api
+        let admitted = api
             .admission
             .admit(
                 value(AUTHORIZATION),
@@ -200,7 +200,7 @@ impl FromRequestParts<HttpApi> for Tenant {
                 Refused::Access(error) => error.into(),
                 Refused::Limited(limited) => limited.into(),
             })?;
-        Ok(Self(tenant))
+        Ok(Self(admitted))
     }
 }
 
@@ -268,7 +268,7 @@ fn format_of(headers: &HeaderMap) -> Result<v1::FileFormat, ApiError> {
 /// `POST /v1/paygo_snapshots_ts`: the body streamed to the spool, then imported.
 async fn upload(
     State(api): State<HttpApi>,
-    Tenant(tenant): Tenant,
+    Tenant(admitted): Tenant,
     params: Result<Query<UploadParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -293,7 +293,7 @@ async fn upload(
     );
     let report = api
         .uploads
-        .import(tenant, upload, body.into_data_stream())
+        .import(admitted, upload, body.into_data_stream())
         .await?;
     Ok(Json(ImportReportJson::from(report)))
 }
@@ -301,7 +301,7 @@ async fn upload(
 /// `GET /v1/imports/{id}`: the report with one page of its errors.
 async fn report(
     State(api): State<HttpApi>,
-    Tenant(tenant): Tenant,
+    Tenant(Admitted { tenant, .. }): Tenant,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<ImportReportJson>, ApiError> {
@@ -325,7 +325,7 @@ fn not_found(id: &str) -> ApiError {
 /// the answer is sent.
 async fn errors_csv(
     State(api): State<HttpApi>,
-    Tenant(tenant): Tenant,
+    Tenant(Admitted { tenant, .. }): Tenant,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|r| ApiError::bad_request(r.body_text()))?;

@@ -11,6 +11,7 @@ use paygo_snapshots::{Columns, ImportContext};
 use recoup_proto::v1;
 use tokio::io::AsyncWriteExt;
 
+use crate::admission::Admitted;
 use crate::import::{ImportError, ImportHasher, ImportRequest, Importer};
 use crate::readers::csv::CsvSnapshots;
 use crate::readers::json::JsonSnapshots;
@@ -194,11 +195,11 @@ impl Uploads {
     }
 
     /// Spools the chunks as they arrive (never more than one in memory), then imports the file
-    /// for `tenant`. An upload over the limit stops at the chunk that crosses it and imports
-    /// nothing.
+    /// for the tenant it was admitted for. An upload over the limit stops at the chunk that
+    /// crosses it and imports nothing.
     pub async fn import<S, B, E>(
         &self,
-        tenant: String,
+        admitted: Admitted,
         upload: FileUpload,
         chunks: S,
     ) -> Result<v1::ImportReport, UploadError<E>>
@@ -239,7 +240,8 @@ impl Uploads {
             .importer
             .import(
                 ImportRequest {
-                    tenant,
+                    tenant: admitted.tenant,
+                    actor: admitted.actor,
                     import_id: spooled.import_id.clone(),
                     format,
                     data_origin,

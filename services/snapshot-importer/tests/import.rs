@@ -29,6 +29,7 @@ fn importer(dir: &TempDir, kafka: &EmbeddedKafka) -> Importer {
 fn request(id: &str) -> ImportRequest {
     ImportRequest {
         tenant: "acme".into(),
+        actor: "key:0123456789abcdef".into(),
         import_id: id.into(),
         format: v1::FileFormat::Csv,
         data_origin: None,

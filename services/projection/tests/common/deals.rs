@@ -149,6 +149,7 @@ impl Row {
         let metadata = EventMetadata {
             correlation_id: "pull-1".into(),
             causation_id: "pull-1".into(),
+            actor: "recoup:export-puller".into(),
         };
         NewEnvelope {
             tenant: &self.tenant,

@@ -156,6 +156,7 @@ impl Case {
         let metadata = EventMetadata {
             correlation_id: "corr".into(),
             causation_id: "cause".into(),
+            actor: "key:0123456789abcdef".into(),
         };
         NewEnvelope {
             tenant: &self.tenant,

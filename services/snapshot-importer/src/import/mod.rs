@@ -59,6 +59,8 @@ impl Default for ImportSettings {
 #[derive(Debug, Clone)]
 pub struct ImportRequest {
     pub tenant: String,
+    /// Who asked for it: the actor of its events.
+    pub actor: String,
     /// The content hash of the upload (see [`import_id`]).
     pub import_id: String,
     pub format: v1::FileFormat,
@@ -309,6 +311,7 @@ impl Importer {
                 metadata: EventMetadata {
                     correlation_id: request.import_id.clone(),
                     causation_id: request.import_id.clone(),
+                    actor: request.actor.clone(),
                 },
                 store: &store,
                 pending: &pending,
