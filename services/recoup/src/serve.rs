@@ -42,8 +42,8 @@ pub struct Servers {
 }
 
 /// Binds and serves: gRPC with `routes` (plus health and reflection) on `at.grpc`, `http` on
-/// `at.http` — both behind the `guard`: TLS when configured, the slow-down —, metrics on `at.metrics` (plaintext: no credential
-/// and no tenant's data cross it).
+/// `at.http` — both behind the `guard`: TLS when configured, the slow-down —, metrics on
+/// `at.metrics` (plaintext: no credential and no tenant's data cross it).
 pub async fn serve(
     mut routes: RoutesBuilder,
     health: tonic_health::pb::health_server::HealthServer<
@@ -80,25 +80,7 @@ pub async fn serve(
             .layer(slow_down())
             .layer(axum::middleware::from_fn(crate::metrics::time_grpc))
             .route("/metrics", axum::routing::get(crate::metrics::serve));
-        let mut stop = shutdown.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        };
-        let server = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(router));
-        grpc = Some(match &tls {
-            Some(config) => {
-                let incoming = TlsListener::new(listener, config.clone(), shutdown.clone())?;
-                tokio::spawn(server.serve_with_incoming_shutdown(incoming.into_incoming(), stopped))
-            }
-            // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
-            None => {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                tokio::spawn(server.serve_with_incoming_shutdown(incoming, stopped))
-            }
-        });
+        grpc = Some(serve_grpc(listener, router, tls.clone(), shutdown.clone())?);
     }
     let mut servers = Vec::new();
     let metrics = at.metrics.map(|addr| {
@@ -130,6 +112,34 @@ pub async fn serve(
         bound,
         grpc,
         http: servers,
+    })
+}
+
+/// Serves the gRPC router (HTTP/1.1 too, for `/metrics`) on `listener`, over TLS with `tls`.
+fn serve_grpc(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
+    let mut stop = shutdown.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router));
+    Ok(match tls {
+        Some(config) => {
+            let incoming = TlsListener::new(listener, config, shutdown)?;
+            tokio::spawn(server.serve_with_incoming_shutdown(incoming.into_incoming(), stopped))
+        }
+        // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(server.serve_with_incoming_shutdown(incoming, stopped))
+        }
     })
 }
 
