@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use recoup_proto::contract::metadata;
+use recoup_proto::contract::{actor, metadata};
 use recoup_proto::tenant::{DEFAULT_TENANT, requested_tenant};
 
 use crate::api_key::KEY_PREFIX;
@@ -55,19 +55,44 @@ impl Credentials {
         now: chrono::DateTime<Utc>,
     ) -> Result<Arc<Principal>, AccessError> {
         let credential = bearer_credential(authorization)?;
-        if credential.starts_with(KEY_PREFIX) {
-            return self.keys.check(credential, now);
-        }
-        match &self.tokens {
-            Some(tokens) if credential.split('.').count() == 3 => {
-                tokens.verify(credential).map(Arc::new)
-            }
-            Some(_) => Err(AccessError::unauthenticated(
+        match (Kind::of(credential.as_bytes()), &self.tokens) {
+            (Kind::ApiKey, _) => self.keys.check(credential, now),
+            (Kind::Token, Some(tokens)) => tokens.verify(credential).map(Arc::new),
+            (_, Some(_)) => Err(AccessError::unauthenticated(
                 "the bearer credential is neither an API key (rk1_…) nor a JWT",
             )),
-            None => Err(AccessError::unauthenticated(
+            (_, None) => Err(AccessError::unauthenticated(
                 "the bearer credential is not an API key (rk1_…)",
             )),
+        }
+    }
+}
+
+/// What a bearer credential looks like: the one rule both the check and the metrics use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ApiKey,
+    /// Three dot-separated parts: a JWT.
+    Token,
+    Other,
+}
+
+impl Kind {
+    fn of(credential: &[u8]) -> Self {
+        if credential.starts_with(KEY_PREFIX.as_bytes()) {
+            Kind::ApiKey
+        } else if credential.iter().filter(|b| **b == b'.').count() == 2 {
+            Kind::Token
+        } else {
+            Kind::Other
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::ApiKey => "api_key",
+            Kind::Token => "token",
+            Kind::Other => "other",
         }
     }
 }
@@ -85,6 +110,16 @@ pub struct Acting {
     pub tenant: String,
     /// Who is calling; `None` when access is [`Access::Open`].
     pub principal: Option<Arc<Principal>>,
+}
+
+impl Acting {
+    /// The actor of the events this request causes: the principal's id, or
+    /// [`actor::ANONYMOUS`] without credentials.
+    pub fn actor(&self) -> &str {
+        self.principal
+            .as_ref()
+            .map_or(actor::ANONYMOUS, |p| p.id.as_str())
+    }
 }
 
 impl Access {
@@ -152,18 +187,10 @@ fn check(
 /// Counts and logs a refusal. The message names the key id or token subject where known and
 /// never the secret; the labels name only the kind of credential and of refusal.
 fn count_refusal(authorization: Option<&[u8]>, refusal: &AccessError) {
+    // The part after the scheme, however malformed the value is.
     let credential = match authorization {
         None => "none",
-        Some(value) => {
-            let credential = value.splitn(2, |b| *b == b' ').nth(1).unwrap_or_default();
-            if credential.starts_with(KEY_PREFIX.as_bytes()) {
-                "api_key"
-            } else if credential.iter().filter(|b| **b == b'.').count() == 2 {
-                "token"
-            } else {
-                "other"
-            }
-        }
+        Some(value) => Kind::of(value.splitn(2, |b| *b == b' ').nth(1).unwrap_or_default()).label(),
     };
     let outcome = match refusal {
         AccessError::Unauthenticated(_) => "unauthenticated",

@@ -56,6 +56,8 @@ struct VerifyKey {
 /// Checks bearer tokens against the provider's current keys.
 pub struct JwtVerifier {
     settings: JwtSettings,
+    /// The checks of a token, per algorithm this verifier takes: made once, not per request.
+    validations: HashMap<Algorithm, Validation>,
     keys: RwLock<HashMap<String, VerifyKey>>,
     /// Woken when a token names a key id the JWKS lacks: the provider may have rotated.
     unknown_key: Notify,
@@ -73,7 +75,22 @@ const RSA: [Algorithm; 6] = [
 impl JwtVerifier {
     /// A verifier without keys yet ([`JwtVerifier::set_keys`]).
     pub fn new(settings: JwtSettings) -> Self {
+        let validation = |alg| {
+            let mut v = Validation::new(alg);
+            v.leeway = settings.leeway_seconds;
+            v.validate_nbf = true;
+            v.set_issuer(&[&settings.issuer]);
+            v.set_audience(&[&settings.audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            (alg, v)
+        };
+        let validations = RSA
+            .into_iter()
+            .chain([Algorithm::ES256, Algorithm::ES384])
+            .map(validation)
+            .collect();
         Self {
+            validations,
             settings,
             keys: RwLock::default(),
             unknown_key: Notify::new(),
@@ -153,13 +170,14 @@ impl JwtVerifier {
                 header.alg
             )));
         }
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = self.settings.leeway_seconds;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_audience(&[&self.settings.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let claims = decode::<Value>(token, &key.key, &validation)
+        // Every algorithm a key may sign with has its validation.
+        let Some(validation) = self.validations.get(&header.alg) else {
+            return Err(unauthenticated(format!(
+                "algorithm {:?} is not taken",
+                header.alg
+            )));
+        };
+        let claims = decode::<Value>(token, &key.key, validation)
             .map_err(|e| unauthenticated(refusal(e.kind())))?
             .claims;
         drop(keys);

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How failures turn into waiting.
@@ -47,6 +48,8 @@ struct Strikes {
 pub struct Throttle {
     settings: ThrottleSettings,
     peers: Mutex<HashMap<IpAddr, Strikes>>,
+    /// How many peers `peers` holds, read without the lock.
+    remembered: AtomicUsize,
 }
 
 impl Throttle {
@@ -54,20 +57,28 @@ impl Throttle {
         Self {
             settings,
             peers: Mutex::default(),
+            remembered: AtomicUsize::new(0),
         }
     }
 
     /// How long a request of `peer` waits before it is handled.
     pub fn wait(&self, peer: IpAddr, now: Instant) -> Duration {
-        let peers = self
-            .peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(strikes) = peers.get(&peer) else {
+        // Every request asks: while no peer failed lately, the lock is not taken.
+        if self.remembered.load(Ordering::Relaxed) == 0 {
+            return Duration::ZERO;
+        }
+        let s = &self.settings;
+        let mut peers = self.lock();
+        let Some(strikes) = peers.get(&peer).copied() else {
             return Duration::ZERO;
         };
-        let s = &self.settings;
-        if now.duration_since(strikes.last) > s.window || strikes.failures <= s.free {
+        if now.duration_since(strikes.last) > s.window {
+            // Quiet long enough: forgotten.
+            peers.remove(&peer);
+            self.remembered.store(peers.len(), Ordering::Relaxed);
+            return Duration::ZERO;
+        }
+        if strikes.failures <= s.free {
             return Duration::ZERO;
         }
         let doublings = (strikes.failures - s.free - 1).min(16);
@@ -77,10 +88,7 @@ impl Throttle {
     /// `peer` failed to authenticate at `now`.
     pub fn failed(&self, peer: IpAddr, now: Instant) {
         let s = &self.settings;
-        let mut peers = self
-            .peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut peers = self.lock();
         if peers.len() >= s.max_peers && !peers.contains_key(&peer) {
             peers.retain(|_, strikes| now.duration_since(strikes.last) <= s.window);
             if peers.len() >= s.max_peers {
@@ -96,13 +104,17 @@ impl Throttle {
         }
         strikes.failures = strikes.failures.saturating_add(1);
         strikes.last = now;
+        self.remembered.store(peers.len(), Ordering::Relaxed);
     }
 
     /// Peers remembered now.
     pub fn peers(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Strikes>> {
         self.peers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
     }
 }

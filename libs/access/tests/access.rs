@@ -371,6 +371,7 @@ fn a_peer_that_keeps_failing_is_slowed_down() {
         Wait::ZERO,
         "a quiet minute"
     );
+    assert_eq!(throttle.peers(), 0, "and forgotten");
     throttle.failed(peer, t0 + Wait::from_secs(61));
     assert_eq!(
         throttle.wait(peer, t0 + Wait::from_secs(61)),

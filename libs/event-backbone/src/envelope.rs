@@ -21,13 +21,10 @@ pub fn new_event_id() -> String {
 pub struct EventMetadata {
     pub correlation_id: String,
     pub causation_id: String,
-    /// The principal whose request caused it (`key:<id>`, `jwt:<sub>`), `recoup:<part>` for
-    /// recoup acting on its own, or [`ANONYMOUS`].
+    /// The principal whose request caused it (`key:<id>`, `jwt:<sub>`), or one of
+    /// `recoup_proto::contract::actor`.
     pub actor: String,
 }
-
-/// The actor of a request to a process without credentials (`--insecure`).
-pub const ANONYMOUS: &str = "anonymous";
 
 /// Everything of an envelope but the ids it gets when recorded.
 #[derive(Debug, Clone)]

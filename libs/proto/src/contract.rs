@@ -55,6 +55,17 @@ pub mod event_type {
     pub const API_KEY_RECORDED: &str = "ApiKeyRecorded";
 }
 
+/// The `actor` of an envelope when no principal caused the event (a principal's is its id:
+/// `key:<API key id>`, `jwt:<token subject>`).
+pub mod actor {
+    /// A request to a process without credentials (`--insecure`).
+    pub const ANONYMOUS: &str = "anonymous";
+    /// The processing-timeout checks of case-lifecycle.
+    pub const TIMEOUTS: &str = "recoup:timeouts";
+    /// The export puller, pulling on its own schedule.
+    pub const EXPORT_PULLER: &str = "recoup:export-puller";
+}
+
 /// Kafka record headers every recoup event carries.
 pub mod header {
     /// The envelope's `event_id`.

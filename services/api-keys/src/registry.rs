@@ -203,6 +203,6 @@ pub fn record_of(key: &[u8], value: &[u8]) -> Result<v1::ApiKey, String> {
 }
 
 /// The error of a Kafka client that could not be made.
-pub fn kafka_error(error: KafkaError) -> RegistryError {
+fn kafka_error(error: KafkaError) -> RegistryError {
     RegistryError::Publish(PublishError::Kafka(error))
 }

@@ -80,11 +80,11 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         .await
         .starting("reading the access topic")?;
     if let Some(path) = &settings.first_admin_key
-        && registry.list().is_empty()
+        && registry.ring().is_empty()
     {
         first_admin_key(&registry, path, now).await?;
     }
-    let keys = registry.list().len();
+    let keys = registry.ring().len();
     if keys == 0 {
         tracing::warn!(
             "no API key exists yet: every request is refused until one is made \

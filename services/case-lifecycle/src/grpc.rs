@@ -1,7 +1,7 @@
 //! gRPC service `recoup.v1.DebtCollectionCases`.
 
 use debt_cases::{Command, DomainError};
-use event_backbone::envelope::{ANONYMOUS, EventMetadata, new_event_id};
+use event_backbone::envelope::{EventMetadata, new_event_id};
 use recoup_access::{Access, Action};
 use recoup_proto::convert::{case_to_proto, changes_from_proto, content_from_proto};
 use recoup_proto::v1;
@@ -48,14 +48,12 @@ impl CaseCommands {
         command: CaseCommand,
     ) -> Result<Response<v1::CaseReply>, Status> {
         let acting = self.access.grpc(request, Action::CaseCommand)?;
-        let tenant = acting.tenant;
         let metadata = EventMetadata {
             correlation_id: correlation_id(request),
             causation_id: new_event_id(),
-            actor: acting
-                .principal
-                .map_or_else(|| ANONYMOUS.to_owned(), |p| p.id.clone()),
+            actor: acting.actor().to_owned(),
         };
+        let tenant = acting.tenant;
         let (name, case_id) = match &command {
             CaseCommand::Create(_) => ("CreateCase", String::new()),
             CaseCommand::Existing {

@@ -36,7 +36,7 @@ pub async fn fail_timed_out(store: &EventStore, now: DateTime<Utc>) -> Result<us
         let metadata = EventMetadata {
             correlation_id: new_event_id(),
             causation_id: "processing-timeout".to_owned(),
-            actor: "recoup:timeouts".to_owned(),
+            actor: recoup_proto::contract::actor::TIMEOUTS.to_owned(),
         };
         match store.execute(&tenant, command, metadata).await {
             Ok(_) => {

@@ -457,12 +457,6 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
              (or RECOUP_KAFKA_BROKERS); `recoup up` runs everything on the embedded cluster"
         );
     }
-    if args.insecure && (args.tls_cert.is_some() || args.jwt_jwks.is_some()) {
-        bail!(
-            "--insecure turns authentication and TLS off: it does not go with --tls-cert or \
-             --jwt-jwks"
-        );
-    }
     let tokens = args.jwt_jwks.as_deref().map(|jwks| Tokens {
         settings: JwtSettings {
             issuer: args.jwt_issuer.clone().unwrap_or_default(),
@@ -474,21 +468,21 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
         jwks: JwksSource::parse(jwks),
     });
     let mut config = PlatformConfig::new(args.data_dir);
-    config.security = match args.insecure {
-        true => Security::insecure(),
+    // The platform refuses what does not go together (--insecure with TLS or tokens, or off
+    // loopback).
+    config.security = Security {
+        authentication: !args.insecure,
         // Only `up` makes the first key: the services of a cluster get theirs from
         // `recoup keys create --kafka-brokers`.
-        false => Security {
-            first_admin_key: services == Services::ALL,
-            tls_terminated_upstream: args.tls_terminated_upstream,
-            tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
-                cert,
-                key,
-                client_ca: args.tls_client_ca,
-            }),
-            tokens,
-            ..Security::default()
-        },
+        first_admin_key: !args.insecure && services == Services::ALL,
+        tls_terminated_upstream: args.tls_terminated_upstream,
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }),
+        tokens,
+        ..Security::default()
     };
     config.grpc_addr = Some(args.grpc_addr);
     config.http_addr = Some(args.http_addr);

@@ -115,10 +115,7 @@ impl Security {
         Self {
             authentication: false,
             first_admin_key: false,
-            tls_terminated_upstream: false,
-            tls: None,
-            tokens: None,
-            throttle: ThrottleSettings::default(),
+            ..Self::default()
         }
     }
 }
@@ -257,8 +254,11 @@ fn listeners(config: &PlatformConfig) -> Vec<(&'static str, SocketAddr)> {
 /// with `--insecure` is refused too: it would encrypt requests nobody checks.
 fn check_listeners(config: &PlatformConfig) -> anyhow::Result<()> {
     let security = &config.security;
-    if !security.authentication && security.tls.is_some() {
-        bail!("--insecure turns authentication off: it does not go with --tls-cert");
+    if !security.authentication && (security.tls.is_some() || security.tokens.is_some()) {
+        bail!(
+            "--insecure turns authentication and TLS off: it does not go with --tls-cert or \
+             --jwt-jwks"
+        );
     }
     for (name, addr) in listeners(config) {
         if addr.ip().is_loopback() {

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use chrono::Utc;
-use common::{channel, config, secured, start};
+use common::{bearer, channel, config, req_as, secured, start};
 use recoup::platform::{RunningPlatform, Security};
 use recoup_access::{KeySpec, Role, ThrottleSettings};
 use recoup_proto::v1;
@@ -37,26 +37,10 @@ async fn make_key(platform: &RunningPlatform, role: Role, tenants: &[&str]) -> S
         .key
 }
 
-fn request<T>(message: T, tenant: &str, authorization: Option<&str>) -> tonic::Request<T> {
-    let mut r = common::req(tenant, message);
-    if let Some(value) = authorization {
-        r.metadata_mut()
-            .insert("authorization", value.parse().unwrap());
-    }
-    r
-}
-
-fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
-
 /// The keys `key` may see, through `recoup.v1.ApiKeys`.
 async fn keys_seen(platform: &RunningPlatform, key: &str) -> Vec<v1::ApiKey> {
     let mut admin = ApiKeysClient::new(channel(platform).await);
-    let list = admin.list_keys(with_key(v1::ListKeysRequest {}, key));
+    let list = admin.list_keys(bearer(v1::ListKeysRequest {}, key));
     list.await.unwrap().into_inner().keys
 }
 
@@ -113,7 +97,7 @@ async fn admins_manage_the_keys_of_their_tenants_only() {
     };
 
     let made = keys
-        .create_key(with_key(create(v1::Role::Viewer, &[]), &admin_key))
+        .create_key(bearer(create(v1::Role::Viewer, &[]), &admin_key))
         .await
         .unwrap()
         .into_inner();
@@ -123,15 +107,15 @@ async fn admins_manage_the_keys_of_their_tenants_only() {
     assert!(record.created_by.starts_with("key:"));
     let mut query = QueryClient::new(ch.clone());
     let list = v1::ListCasesRequest::default();
-    query.list_cases(with_key(list, &made.key)).await.unwrap();
+    query.list_cases(bearer(list, &made.key)).await.unwrap();
 
     let refused = keys
-        .create_key(with_key(create(v1::Role::Viewer, &["globex"]), &admin_key))
+        .create_key(bearer(create(v1::Role::Viewer, &["globex"]), &admin_key))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     let refused = keys
-        .create_key(with_key(create(v1::Role::Admin, &[]), &made.key))
+        .create_key(bearer(create(v1::Role::Admin, &[]), &made.key))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -140,7 +124,7 @@ async fn admins_manage_the_keys_of_their_tenants_only() {
         "{refused:?}"
     );
     let refused = keys
-        .create_key(with_key(create(v1::Role::Unspecified, &[]), &admin_key))
+        .create_key(bearer(create(v1::Role::Unspecified, &[]), &admin_key))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
@@ -155,7 +139,7 @@ async fn admins_manage_the_keys_of_their_tenants_only() {
     assert!(listed.iter().all(|k| k.secret_sha256.is_empty()));
     let revoke = |id: &str| v1::RevokeKeyRequest { id: id.to_owned() };
     let refused = keys
-        .revoke_key(with_key(revoke(&foreign_id), &admin_key))
+        .revoke_key(bearer(revoke(&foreign_id), &admin_key))
         .await
         .unwrap_err();
     assert_eq!(
@@ -165,20 +149,17 @@ async fn admins_manage_the_keys_of_their_tenants_only() {
     );
 
     let revoked = keys
-        .revoke_key(with_key(revoke(&record.id), &admin_key))
+        .revoke_key(bearer(revoke(&record.id), &admin_key))
         .await
         .unwrap()
         .into_inner();
     assert!(revoked.revoked_at.is_some());
     let list = v1::ListCasesRequest::default();
-    let refused = query
-        .list_cases(with_key(list, &made.key))
-        .await
-        .unwrap_err();
+    let refused = query.list_cases(bearer(list, &made.key)).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert!(refused.message().ends_with("was revoked"), "{refused:?}");
     let again = keys
-        .revoke_key(with_key(revoke(&record.id), &admin_key))
+        .revoke_key(bearer(revoke(&record.id), &admin_key))
         .await
         .unwrap()
         .into_inner();
@@ -249,9 +230,9 @@ async fn failed_attempts_are_counted_and_slow_their_peer_down() {
     let mut query = QueryClient::new(channel(&platform).await);
     let list = v1::ListCasesRequest::default();
     query
-        .list_cases(request(
-            list.clone(),
+        .list_cases(req_as(
             "globex",
+            list.clone(),
             Some(&format!("Bearer {viewer}")),
         ))
         .await
@@ -259,7 +240,7 @@ async fn failed_attempts_are_counted_and_slow_their_peer_down() {
     let wrong = format!("Bearer {}", &viewer[..viewer.len() - 1]);
     for _ in 0..8 {
         let refused = query
-            .list_cases(request(list.clone(), "acme", Some(&wrong)))
+            .list_cases(req_as("acme", list.clone(), Some(&wrong)))
             .await
             .unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated);
@@ -332,7 +313,7 @@ async fn events_name_their_actor_and_each_credential_has_its_own_rate_limit() {
     let mut cases =
         recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient::new(ch.clone());
     let case = cases
-        .create_case(with_key(create, &agent))
+        .create_case(bearer(create, &agent))
         .await
         .unwrap()
         .into_inner()
@@ -363,7 +344,7 @@ async fn events_name_their_actor_and_each_credential_has_its_own_rate_limit() {
         }],
     };
     imports
-        .import_rows(with_key(rows("A-1"), &importer))
+        .import_rows(bearer(rows("A-1"), &importer))
         .await
         .unwrap();
     let snapshot = envelopes(&platform, topic::PAYGO_SNAPSHOTS, 1).await;
@@ -377,11 +358,11 @@ async fn events_name_their_actor_and_each_credential_has_its_own_rate_limit() {
     // A budget of 2 a minute per credential: the importer's third call waits, the other
     // importer key of the same tenant still has its own.
     imports
-        .import_rows(with_key(rows("A-2"), &importer))
+        .import_rows(bearer(rows("A-2"), &importer))
         .await
         .unwrap();
     let limited = imports
-        .import_rows(with_key(rows("A-3"), &importer))
+        .import_rows(bearer(rows("A-3"), &importer))
         .await
         .unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted);
@@ -392,7 +373,7 @@ async fn events_name_their_actor_and_each_credential_has_its_own_rate_limit() {
         "{limited:?}"
     );
     imports
-        .import_rows(with_key(rows("A-3"), &other))
+        .import_rows(bearer(rows("A-3"), &other))
         .await
         .unwrap();
     platform.shutdown().await.unwrap();

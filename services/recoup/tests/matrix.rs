@@ -97,12 +97,7 @@ fn grpc<T>(result: Result<T, tonic::Status>) -> Outcome {
 }
 
 fn req<T>(message: T, tenant: &str, auth: Option<&str>) -> tonic::Request<T> {
-    let mut r = common::req(tenant, message);
-    if let Some(value) = auth {
-        r.metadata_mut()
-            .insert("authorization", value.parse().unwrap());
-    }
-    r
+    common::req_as(tenant, message, auth)
 }
 
 const CASE_ID: &str = "0190e3f4-0000-7000-8000-000000000000";

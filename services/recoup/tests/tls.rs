@@ -275,6 +275,18 @@ async fn tls_allows_listeners_off_loopback_and_bad_files_are_named() {
     let platform = start(cfg.clone()).await;
     platform.shutdown().await.unwrap();
 
+    // --insecure does not go with TLS: requests would be encrypted and checked by nobody.
+    let mut insecure = cfg.clone();
+    insecure.security.authentication = false;
+    let refused = format!(
+        "{:#}",
+        recoup::platform::start(insecure).await.err().unwrap()
+    );
+    assert!(
+        refused.contains("--insecure") && refused.contains("--tls-cert"),
+        "{refused}"
+    );
+
     let not_pem = pki.write("not.pem", "hello\n");
     cfg.security.tls = Some(TlsFiles {
         cert: not_pem.clone(),

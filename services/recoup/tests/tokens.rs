@@ -70,15 +70,12 @@ async fn jwks_server(keys: Arc<Mutex<Vec<Value>>>) -> String {
     url
 }
 
+/// A request with `token`, naming `tenant` when given.
 fn bearer<T>(message: T, token: &str, tenant: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    let value = format!("Bearer {token}").parse().unwrap();
-    r.metadata_mut().insert("authorization", value);
-    if let Some(tenant) = tenant {
-        r.metadata_mut()
-            .insert("x-recoup-tenant", tenant.parse().unwrap());
+    match tenant {
+        Some(tenant) => common::req_as(tenant, message, Some(&format!("Bearer {token}"))),
+        None => common::bearer(message, token),
     }
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,6 @@
 //! The one check both front ends (gRPC and HTTP) put a request through before it costs
 //! anything: who calls, for which tenant, with which right, and that tenant's rate limit.
 
-use event_backbone::envelope::ANONYMOUS;
 use recoup_access::{Access, AccessError, Action};
 use recoup_proto::tenant::named_tenant;
 
@@ -51,14 +50,12 @@ impl Admission {
             .access
             .acting(authorization, requested, action)
             .map_err(Refused::Access)?;
-        let actor = acting
-            .principal
-            .map_or_else(|| ANONYMOUS.to_owned(), |p| p.id.clone());
+        let actor = acting.actor().to_owned();
         // Each credential has its own budget in each tenant: one noisy script does not use
         // up the others'.
-        let budget = match actor.as_str() {
-            ANONYMOUS => acting.tenant.clone(),
-            _ => format!("{}, credential {actor}", acting.tenant),
+        let budget = match &acting.principal {
+            None => acting.tenant.clone(),
+            Some(_) => format!("{}, credential {actor}", acting.tenant),
         };
         self.limiter.check(&budget).map_err(Refused::Limited)?;
         Ok(Admitted {

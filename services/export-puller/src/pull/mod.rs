@@ -44,9 +44,6 @@ use crate::page::ClassifiedPage;
 use crate::readback::read_back;
 use crate::store::{Checkpoint, Marks, PullStore, StreamId};
 
-/// The actor of the events the puller publishes: recoup, acting on its own schedule.
-pub const ACTOR: &str = "recoup:export-puller";
-
 /// One dataset of one tenant, and the client of the lender it comes from.
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -270,7 +267,7 @@ impl<'a> Cycle<'a> {
             metadata: EventMetadata {
                 correlation_id: format!("pull-{}", uuid::Uuid::now_v7()),
                 causation_id: String::new(),
-                actor: ACTOR.to_owned(),
+                actor: recoup_proto::contract::actor::EXPORT_PULLER.to_owned(),
             },
             puller,
             stream,

@@ -79,6 +79,27 @@ pub fn req<T>(tenant: &str, message: T) -> tonic::Request<T> {
     r
 }
 
+/// A request of `tenant` with `authorization` (e.g. `Bearer rk1_…`; `None`: no header).
+pub fn req_as<T>(tenant: &str, message: T, authorization: Option<&str>) -> tonic::Request<T> {
+    let mut r = req(tenant, message);
+    if let Some(value) = authorization {
+        r.metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    r
+}
+
+/// A request with API key or token `credential` and no tenant header: it acts for the
+/// credential's tenant.
+pub fn bearer<T>(message: T, credential: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    r
+}
+
 /// Valid content for a case of `amount_minor` EUR with the given reference.
 pub fn content(reference: &str, amount_minor: i64) -> v1::CaseContent {
     v1::CaseContent {
