@@ -23,6 +23,8 @@ pub const MAX_LABELS: usize = 100;
 pub struct DecisionContext<'a> {
     pub now: DateTime<Utc>,
     pub collectors: &'a CollectorConfigurations,
+    /// Who asks: recorded as the case's creator and reviewer.
+    pub actor: &'a str,
 }
 
 /// Decides `Create`: the case does not exist yet, `case_id` and `tenant` are assigned by the caller.
@@ -70,6 +72,7 @@ pub fn decide_create(
         content: content.clone(),
         collector_configuration_id: collector.id.clone(),
         state,
+        creator: ctx.actor.to_owned(),
         at: ctx.now,
     }])
 }
@@ -164,7 +167,10 @@ fn decide_transition(
         Command::Create(_) => Err(illegal()),
         Command::Update(changes) => decide_update(case, changes, ctx),
         Command::MarkReviewed => match case.state {
-            CaseState::Reviewing => Ok(DebtCaseEvent::Reviewed { at: now }),
+            CaseState::Reviewing => Ok(DebtCaseEvent::Reviewed {
+                reviewer: ctx.actor.to_owned(),
+                at: now,
+            }),
             _ => Err(illegal()),
         },
         Command::MarkPrepared => match case.state {
@@ -419,6 +425,7 @@ impl DebtCase {
             content,
             collector_configuration_id,
             state,
+            creator,
             at,
         } = event
         else {
@@ -455,6 +462,8 @@ impl DebtCase {
             failed_on: None,
             failure_reason: None,
             deleted_on: None,
+            creator: creator.clone(),
+            reviewer: None,
         })
     }
 
@@ -486,9 +495,10 @@ impl DebtCase {
                     self.labels = v.clone();
                 }
             }
-            DebtCaseEvent::Reviewed { at } => {
+            DebtCaseEvent::Reviewed { reviewer, at } => {
                 self.state = CaseState::Preparing;
                 self.reviewed_on = Some(*at);
+                self.reviewer = Some(reviewer.clone());
             }
             DebtCaseEvent::Prepared { at } => {
                 self.state = CaseState::Pending;

@@ -183,6 +183,10 @@ pub struct DebtCase {
     pub failure_reason: Option<String>,
     /// Set by `Delete`: the case is gone from every read model.
     pub deleted_on: Option<DateTime<Utc>>,
+    /// The actor of `Create` (empty for a case created before recoup recorded it).
+    pub creator: String,
+    /// The actor of `MarkReviewed`; `None` until the case is reviewed.
+    pub reviewer: Option<String>,
 }
 
 /// What a client asks of a case. Every command but `Create` names the version it expects.
@@ -232,6 +236,8 @@ pub enum DebtCaseEvent {
         collector_configuration_id: String,
         /// `REVIEWING`, or `PREPARING` when the configuration skips review.
         state: CaseState,
+        /// Who created the case.
+        creator: String,
         at: DateTime<Utc>,
     },
     Updated {
@@ -239,6 +245,8 @@ pub enum DebtCaseEvent {
         at: DateTime<Utc>,
     },
     Reviewed {
+        /// Who marked the case reviewed.
+        reviewer: String,
         at: DateTime<Utc>,
     },
     Prepared {
@@ -269,7 +277,7 @@ impl DebtCaseEvent {
         match self {
             DebtCaseEvent::Created { at, .. }
             | DebtCaseEvent::Updated { at, .. }
-            | DebtCaseEvent::Reviewed { at }
+            | DebtCaseEvent::Reviewed { at, .. }
             | DebtCaseEvent::Prepared { at }
             | DebtCaseEvent::ProcessingStarted { at, .. }
             | DebtCaseEvent::Closed { at }

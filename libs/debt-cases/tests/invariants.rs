@@ -299,6 +299,12 @@ fn check_case_invariants(case: &DebtCase, accepted: u64) -> Result<(), TestCaseE
     prop_assert_eq!(Some(case.amount_minor), items, "amount = sum of line items");
     prop_assert!(case.amount_minor > 0);
     prop_assert!(case.receipts.iter().all(|r| r.amount_minor > 0));
+    prop_assert_eq!(&case.creator, "key:creator", "the creator never changes");
+    prop_assert_eq!(
+        case.reviewer.as_deref(),
+        case.reviewed_on.map(|_| "key:agent"),
+        "a reviewed case names its reviewer, an unreviewed one none"
+    );
     for (i, r) in case.receipts.iter().enumerate() {
         prop_assert!(
             case.receipts[..i]
@@ -327,6 +333,7 @@ fn run(creation: &NewCase, steps: &[Step]) -> Result<(), TestCaseError> {
         DecisionContext {
             now: base_now(),
             collectors: &collectors,
+            actor: "key:creator",
         },
     );
     prop_assert!(created.is_ok(), "valid create refused: {:?}", created);
@@ -341,6 +348,7 @@ fn run(creation: &NewCase, steps: &[Step]) -> Result<(), TestCaseError> {
         let ctx = DecisionContext {
             now: base_now() + Duration::minutes(i as i64 + 1),
             collectors: &collectors,
+            actor: "key:agent",
         };
         let before = case.clone();
         let expected_version = step.version.pick(before.version);

@@ -15,6 +15,8 @@ use debt_cases::{
 
 const CASE_ID: &str = "case-1";
 const TENANT: &str = "tenant-a";
+/// Who asks for every decision of these tests.
+const ACTOR: &str = "key:agent-1";
 
 /// The fixed clock of every decision.
 fn now() -> DateTime<Utc> {
@@ -101,6 +103,7 @@ fn created_with(config: &str, state: CaseState) -> DebtCaseEvent {
         content: new_case(),
         collector_configuration_id: config.into(),
         state,
+        creator: "key:creator".into(),
         at: earlier(0),
     }
 }
@@ -113,7 +116,10 @@ fn history(state: CaseState) -> Vec<DebtCaseEvent> {
     }
     let mut events = vec![created_with("default", Reviewing)];
     if matches!(state, Preparing | Pending | Processing | Closed | Failed) {
-        events.push(DebtCaseEvent::Reviewed { at: earlier(1) });
+        events.push(DebtCaseEvent::Reviewed {
+            reviewer: "key:reviewer".into(),
+            at: earlier(1),
+        });
     }
     if matches!(state, Pending | Processing | Closed | Failed) {
         events.push(DebtCaseEvent::Prepared { at: earlier(2) });
@@ -174,6 +180,7 @@ fn when_at(
         DecisionContext {
             now: now(),
             collectors: &collectors,
+            actor: ACTOR,
         },
     )
 }
@@ -187,6 +194,7 @@ fn when_create(content: &NewCase) -> Result<Vec<DebtCaseEvent>, DomainError> {
         DecisionContext {
             now: now(),
             collectors: &collectors,
+            actor: ACTOR,
         },
     )
 }
@@ -290,11 +298,14 @@ fn create_goes_to_reviewing() {
             content: new_case(),
             collector_configuration_id: "default".into(),
             state: CaseState::Reviewing,
+            creator: ACTOR.into(),
             at: now(),
         }]
     );
     let case = given(&events);
     assert_eq!(case.state, CaseState::Reviewing);
+    assert_eq!(case.creator, ACTOR);
+    assert_eq!(case.reviewer, None);
     assert_eq!(case.version, 1);
     assert_eq!(case.amount_minor, AMOUNT);
     assert_eq!(case.collected_minor, 0);
@@ -311,10 +322,21 @@ fn create_is_refused_on_an_existing_case_in_every_state() {
 fn mark_reviewed_moves_reviewing_to_preparing() {
     let case = in_state(CaseState::Reviewing);
     let events = when(&case, &Command::MarkReviewed).unwrap();
-    assert_eq!(events, vec![DebtCaseEvent::Reviewed { at: now() }]);
+    assert_eq!(
+        events,
+        vec![DebtCaseEvent::Reviewed {
+            reviewer: ACTOR.into(),
+            at: now()
+        }]
+    );
     let case = then_case(&case, &events);
     assert_eq!(case.state, CaseState::Preparing);
     assert_eq!(case.reviewed_on, Some(now()));
+    assert_eq!(case.reviewer.as_deref(), Some(ACTOR));
+    assert_eq!(
+        case.creator, "key:creator",
+        "the creator stays who created it"
+    );
 }
 
 #[test]
@@ -593,11 +615,16 @@ fn create_goes_to_preparing_when_the_collector_configuration_skips_review() {
             content: content.clone(),
             collector_configuration_id: "fast".into(),
             state: CaseState::Preparing,
+            creator: ACTOR.into(),
             at: now(),
         }]
     );
     let case = given(&events);
     assert_eq!(case.state, CaseState::Preparing);
+    assert_eq!(
+        case.reviewer, None,
+        "a case that skips review has no reviewer"
+    );
     assert_eq!(case.review_started_on, None);
     assert_eq!(case.version, 1);
 }

@@ -162,6 +162,8 @@ pub fn case_to_proto(c: &DebtCase) -> v1::DebtCase {
         failed_on: ts(c.failed_on),
         failure_reason: c.failure_reason.clone().unwrap_or_default(),
         deleted_on: ts(c.deleted_on),
+        creator: c.creator.clone(),
+        reviewer: c.reviewer.clone().unwrap_or_default(),
     }
 }
 
@@ -269,18 +271,23 @@ pub fn event_to_payload(event: &DebtCaseEvent) -> Vec<u8> {
             content,
             collector_configuration_id,
             state,
+            creator,
             ..
         } => v1::DebtCaseCreated {
             content: Some(content_to_proto(content)),
             collector_configuration_id: collector_configuration_id.clone(),
             state: state_to_proto(*state) as i32,
+            creator: creator.clone(),
         }
         .encode_to_vec(),
         DebtCaseEvent::Updated { changes, .. } => v1::DebtCaseUpdated {
             changes: Some(changes_to_proto(changes)),
         }
         .encode_to_vec(),
-        DebtCaseEvent::Reviewed { .. } => v1::DebtCaseReviewed {}.encode_to_vec(),
+        DebtCaseEvent::Reviewed { reviewer, .. } => v1::DebtCaseReviewed {
+            reviewer: reviewer.clone(),
+        }
+        .encode_to_vec(),
         DebtCaseEvent::Prepared { .. } => v1::DebtCasePrepared {}.encode_to_vec(),
         DebtCaseEvent::ProcessingStarted { timeout_on, .. } => v1::DebtCaseProcessingStarted {
             timeout_on: Some(to_timestamp(*timeout_on)),
@@ -345,6 +352,7 @@ pub fn event_from_payload(
                 collector_configuration_id: m.collector_configuration_id,
                 state: state_from_proto(m.state)
                     .ok_or_else(|| invalid(format!("state {} is not a case state", m.state)))?,
+                creator: m.creator,
                 at,
             }
         }
@@ -356,7 +364,13 @@ pub fn event_from_payload(
                 at,
             }
         }
-        types::DEBT_CASE_REVIEWED => DebtCaseEvent::Reviewed { at },
+        types::DEBT_CASE_REVIEWED => {
+            let m: v1::DebtCaseReviewed = decode(event_type, payload)?;
+            DebtCaseEvent::Reviewed {
+                reviewer: m.reviewer,
+                at,
+            }
+        }
         types::DEBT_CASE_PREPARED => DebtCaseEvent::Prepared { at },
         types::DEBT_CASE_PROCESSING_STARTED => {
             let m: v1::DebtCaseProcessingStarted = decode(event_type, payload)?;
@@ -436,6 +450,8 @@ pub fn case_from_proto(c: v1::DebtCase) -> Result<DebtCase, DomainError> {
             .collect::<Result<_, DomainError>>()?,
         version: c.version,
         review_started_on: ts(c.review_started_on),
+        // A reviewed case has a reviewer, empty when reviewed before recoup recorded it.
+        reviewer: c.reviewed_on.is_some().then_some(c.reviewer),
         reviewed_on: ts(c.reviewed_on),
         prepared_on: ts(c.prepared_on),
         processing_started_on: ts(c.processing_started_on),
@@ -444,5 +460,6 @@ pub fn case_from_proto(c: v1::DebtCase) -> Result<DebtCase, DomainError> {
         failed_on: ts(c.failed_on),
         failure_reason: Some(c.failure_reason).filter(|r| !r.is_empty()),
         deleted_on: ts(c.deleted_on),
+        creator: c.creator,
     })
 }

@@ -31,7 +31,11 @@ pub fn validate_tenant(tenant: &str) -> Result<(), String> {
 pub fn case_id_of(
     request: &tonic::Request<crate::v1::GetCaseRequest>,
 ) -> Result<&str, tonic::Status> {
-    let case_id = request.get_ref().case_id.as_str();
+    required_case_id(&request.get_ref().case_id)
+}
+
+/// A case id a request names, or `INVALID_ARGUMENT` when it names none.
+pub fn required_case_id(case_id: &str) -> Result<&str, tonic::Status> {
     if case_id.is_empty() {
         return Err(tonic::Status::invalid_argument("case_id is required"));
     }

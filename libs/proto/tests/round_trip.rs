@@ -44,6 +44,7 @@ fn every_event_survives_the_wire() {
             content: content(),
             collector_configuration_id: "default".into(),
             state: CaseState::Reviewing,
+            creator: "key:creator".into(),
             at,
         },
         DebtCaseEvent::Updated {
@@ -58,7 +59,10 @@ fn every_event_survives_the_wire() {
             },
             at,
         },
-        DebtCaseEvent::Reviewed { at },
+        DebtCaseEvent::Reviewed {
+            reviewer: "key:reviewer".into(),
+            at,
+        },
         DebtCaseEvent::Prepared { at },
         DebtCaseEvent::ProcessingStarted {
             at,
@@ -101,10 +105,14 @@ fn a_case_survives_the_wire() {
         content: content(),
         collector_configuration_id: "default".into(),
         state: CaseState::Reviewing,
+        creator: "key:creator".into(),
         at,
     })
     .expect("created");
-    case.apply(&DebtCaseEvent::Reviewed { at });
+    case.apply(&DebtCaseEvent::Reviewed {
+        reviewer: "key:reviewer".into(),
+        at,
+    });
     case.apply(&DebtCaseEvent::Prepared { at });
     case.apply(&DebtCaseEvent::ProcessingStarted {
         at,

@@ -49,9 +49,13 @@ fn events(cases: usize) -> Vec<ReceivedEvent> {
                 },
                 collector_configuration_id: "default".into(),
                 state: CaseState::Reviewing,
+                creator: "key:bench".into(),
                 at: now,
             },
-            DebtCaseEvent::Reviewed { at: now },
+            DebtCaseEvent::Reviewed {
+                reviewer: "key:bench".into(),
+                at: now,
+            },
             DebtCaseEvent::Prepared { at: now },
             DebtCaseEvent::Closed { at: now },
         ];

@@ -47,7 +47,8 @@ fn layout_one(key: &[u8]) -> Option<Vec<u8>> {
                 part(&r.i64()?.to_be_bytes());
             }
         }
-        // The layout mark itself: layout 1 had none.
+        // The layout mark itself, and the history (`h`, younger than the codec): layout 1 had
+        // neither.
         _ => return None,
     }
     assert!(r.is_done());
@@ -132,6 +133,10 @@ fn a_case_read_model_of_layout_one_is_copied_into_the_codec_layout() {
         db.flush().unwrap();
     }
     let rm = reopen_read_model(old_dir.path());
+    let before: BTreeMap<_, _> = before
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(b"h"))
+        .collect();
     assert_eq!(entries(rm.tree()), before);
 
     // It reads and applies as the original does.

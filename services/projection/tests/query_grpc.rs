@@ -350,3 +350,136 @@ async fn case_stats_groups_per_state_with_per_currency_totals() {
         .into_inner();
     assert!(reply.states.is_empty());
 }
+
+fn history(case_id: &str, page_size: u32, page_token: &str) -> v1::GetCaseHistoryRequest {
+    v1::GetCaseHistoryRequest {
+        case_id: case_id.into(),
+        page_size,
+        page_token: page_token.into(),
+    }
+}
+
+#[tokio::test]
+async fn get_case_history_pages_through_every_event_in_order_with_who_and_why() {
+    let mut f = start().await;
+    // case-05: created, reviewed, prepared, started, a receipt.
+    let case = f.acme[0].clone();
+    let mut entries = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = f
+            .client
+            .get_case_history(req("acme", history(&case.id, 2, &token)))
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert!(page.entries.len() <= 2);
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let types: Vec<&str> = entries.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "DebtCaseCreated",
+            "DebtCaseReviewed",
+            "DebtCasePrepared",
+            "DebtCaseProcessingStarted",
+            "DebtCasePaymentReceiptAdded"
+        ]
+    );
+    for (i, e) in entries.iter().enumerate() {
+        let version = i as u64 + 1;
+        assert_eq!(e.version, version);
+        assert_eq!(e.actor, common::actor(version));
+        assert_eq!(e.correlation_id, common::correlation(version));
+        assert!(!e.event_id.is_empty());
+        let at = case.events[i].at();
+        assert_eq!(
+            e.occurred_at.map(|t| (t.seconds, t.nanos as u32)),
+            Some((at.timestamp(), at.timestamp_subsec_nanos()))
+        );
+    }
+    // The case names the same creator and reviewer as its history.
+    let reply = f
+        .client
+        .get_case(req("acme", get(&case.id)))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = reply.case.unwrap();
+    assert_eq!(shown.creator, entries[0].actor);
+    assert_eq!(shown.reviewer, entries[1].actor);
+    // One page of everything without a token to follow.
+    let all = f
+        .client
+        .get_case_history(req("acme", history(&case.id, 0, "")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.entries, entries);
+    assert_eq!(all.next_page_token, "");
+}
+
+#[tokio::test]
+async fn get_case_history_of_an_unknown_or_another_tenants_case_is_not_found() {
+    let mut f = start().await;
+    for (tenant, case_id) in [
+        ("acme", "case-08"),
+        ("other", "case-04"),
+        ("acme", "case-99"),
+    ] {
+        let status = f
+            .client
+            .get_case_history(req(tenant, history(case_id, 0, "")))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "{tenant}/{case_id}: {status:?}"
+        );
+    }
+    let status = f
+        .client
+        .get_case_history(req("acme", history("", 0, "")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(f.other.id, "case-99");
+}
+
+#[tokio::test]
+async fn get_case_history_rejects_a_page_token_it_did_not_issue_and_a_page_too_large() {
+    let mut f = start().await;
+    for token in [
+        "garbage",
+        "version:",
+        "version:x",
+        "after:case-01",
+        "version:-1",
+    ] {
+        let status = f
+            .client
+            .get_case_history(req("acme", history("case-05", 2, token)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{token:?}: {status:?}"
+        );
+    }
+    let status = f
+        .client
+        .get_case_history(req("acme", history("case-05", 1001, "")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}

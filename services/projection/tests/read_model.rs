@@ -501,7 +501,7 @@ fn a_deleted_case_is_gone_but_its_version_is_remembered() {
 }
 
 #[test]
-fn a_case_created_and_deleted_in_one_batch_leaves_no_trace_but_its_version() {
+fn a_case_created_and_deleted_in_one_batch_leaves_no_trace_but_its_version_and_history() {
     let dir = TempDir::new().unwrap();
     let rm = open(dir.path());
     let gone = Case::new("acme", "brief", "CHF", &[5_000]).delete();
@@ -513,6 +513,50 @@ fn a_case_created_and_deleted_in_one_batch_leaves_no_trace_but_its_version() {
     assert_eq!(rm.applied_version("acme", "brief").unwrap(), 2);
     assert_eq!(apply(&rm, &feed.batch(gone.all())), outcome(0, 2, 0, 0));
     assert_eq!(case(&rm, &gone), None);
+    // The audit trail outlives the case: who created it and who deleted it.
+    let trail = rm.history("acme", "brief", 0, 10).unwrap();
+    let types: Vec<&str> = trail.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["DebtCaseCreated", "DebtCaseDeleted"]);
+    assert_eq!(trail[1].actor, common::actor(2));
+}
+
+#[test]
+fn the_history_holds_each_applied_event_once_in_version_order_across_parking_and_restarts() {
+    let dir = TempDir::new().unwrap();
+    let rm = open(dir.path());
+    let c = Case::new("acme", "audited", "EUR", &[5_000])
+        .review()
+        .prepare()
+        .start();
+    let mut feed = Feed::new();
+    // Versions 3 and 4 come first and wait for 1 and 2; then everything comes again.
+    assert_eq!(
+        apply(&rm, &feed.batch([c.envelope(4), c.envelope(3)])),
+        outcome(0, 0, 2, 0)
+    );
+    assert!(rm.history("acme", "audited", 0, 10).unwrap().is_empty());
+    assert_eq!(
+        apply(&rm, &feed.batch([c.envelope(1), c.envelope(2)])),
+        outcome(4, 0, 0, 0)
+    );
+    assert_eq!(apply(&rm, &feed.batch(c.all())), outcome(0, 4, 0, 0));
+    // A bogus fifth event (a second creation) is rejected and leaves no entry.
+    let bogus = c.envelope_of(5, &c.events[0], "debt_case");
+    assert_eq!(apply(&rm, &feed.batch([bogus])), outcome(0, 0, 0, 1));
+    let rm = reopen(rm, dir.path());
+    let trail = rm.history("acme", "audited", 0, 10).unwrap();
+    let versions: Vec<u64> = trail.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    for e in &trail {
+        assert_eq!(e.actor, common::actor(e.version));
+        assert_eq!(e.correlation_id, common::correlation(e.version));
+    }
+    assert_eq!(rm.history("acme", "audited", 2, 1).unwrap(), trail[2..3]);
+    assert!(rm.history("acme", "audited", 4, 10).unwrap().is_empty());
+    assert!(rm.history("other", "audited", 0, 10).unwrap().is_empty());
+    let held = case(&rm, &c).unwrap();
+    assert_eq!(held.creator, common::actor(1));
+    assert_eq!(held.reviewer, Some(common::actor(2)));
 }
 
 #[test]
@@ -522,7 +566,10 @@ fn an_event_after_a_deletion_is_rejected_and_the_case_stays_deleted() {
     let dir = TempDir::new().unwrap();
     let rm = open(dir.path());
     let earlier = Case::new("acme", "earlier", "EUR", &[5_000]).delete();
-    let bogus = DebtCaseEvent::Reviewed { at: at(10) };
+    let bogus = DebtCaseEvent::Reviewed {
+        reviewer: "key:bogus".into(),
+        at: at(10),
+    };
     let after_earlier = earlier.envelope_of(3, &bogus, "debt_case");
     let same = Case::new("acme", "same", "EUR", &[7_000]).delete();
     let after_same = same.envelope_of(3, &bogus, "debt_case");

@@ -62,6 +62,9 @@ enum CasesCommand {
     },
     /// Count and totals per state from the read model.
     Stats,
+    /// The case's audit trail from the read model: every event with its time, who caused it
+    /// and the request's correlation id, oldest first.
+    History { case_id: String },
     /// REVIEWING → PREPARING.
     Review(Versioned),
     /// PREPARING → PENDING.
@@ -126,16 +129,26 @@ fn state_name(state: i32) -> &'static str {
 }
 
 fn print_case(case: &v1::DebtCase) {
-    println!(
-        "{}\t{}\tversion={}\tamount={} {}\tcollected={}\treference={}",
+    let mut line = format!(
+        "{}\t{}\tversion={}\tamount={} {}\tcollected={}\treference={}\tcreator={}",
         case.id,
         state_name(case.state),
         case.version,
         case.amount_minor,
         case.currency,
         case.collected_minor,
-        case.reference
+        case.reference,
+        or_unknown(&case.creator),
     );
+    if case.reviewed_on.is_some() {
+        line.push_str(&format!("\treviewer={}", or_unknown(&case.reviewer)));
+    }
+    println!("{line}");
+}
+
+/// An actor as a person reads it: `?` where recoup did not record one.
+fn or_unknown(actor: &str) -> &str {
+    if actor.is_empty() { "?" } else { actor }
 }
 
 pub async fn run(args: CasesArgs) -> anyhow::Result<()> {
@@ -182,6 +195,7 @@ pub async fn run(args: CasesArgs) -> anyhow::Result<()> {
             page_token,
         } => return list(&mut query, t, state, page_size, page_token).await,
         CasesCommand::Stats => return stats(&mut query, t).await,
+        CasesCommand::History { case_id } => return history(&mut query, t, case_id).await,
         CasesCommand::Review(v) => cases.mark_reviewed(request(t, v.command())?).await?,
         CasesCommand::Prepare(v) => cases.mark_prepared(request(t, v.command())?).await?,
         CasesCommand::Start(v) => cases.start_processing(request(t, v.command())?).await?,
@@ -275,6 +289,44 @@ async fn list(
         println!("next page: --page-token {}", page.next_page_token);
     }
     Ok(())
+}
+
+/// `cases history`: every page of a case's audit trail, one event per line.
+async fn history(
+    query: &mut QueryClient<Link>,
+    tenant: Option<&str>,
+    case_id: String,
+) -> anyhow::Result<()> {
+    let mut page_token = String::new();
+    loop {
+        let r = v1::GetCaseHistoryRequest {
+            case_id: case_id.clone(),
+            page_size: 0,
+            page_token,
+        };
+        let page = query
+            .get_case_history(request(tenant, r)?)
+            .await?
+            .into_inner();
+        for e in &page.entries {
+            let at = e
+                .occurred_at
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_else(|| "?".into());
+            println!(
+                "{}\t{at}\t{}\tactor={}\tcorrelation={}",
+                e.version,
+                e.event_type,
+                or_unknown(&e.actor),
+                e.correlation_id
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// `cases stats`: count and totals per state and currency.

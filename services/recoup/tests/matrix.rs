@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use chrono::Utc;
-use common::{channel, config, content, secured, start};
+use common::{channel, config, content, eventually, secured, start};
 use recoup::platform::RunningPlatform;
 use recoup_access::api_key::issue;
 use recoup_access::{Action, KeySpec, Role};
@@ -18,6 +18,7 @@ use recoup_proto::v1::api_keys_client::ApiKeysClient;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use recoup_proto::v1::query_client::QueryClient;
 use recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient;
+use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -40,7 +41,7 @@ calls![
     CreateCase, UpdateCase, MarkReviewed, MarkPrepared, StartProcessing, AddPaymentReceipt,
     CloseCase, FailCase, DeleteCase, CommandsGetCase,
     /// recoup.v1.Query
-    GetCase, ListCases, CaseStats, GetAccount, ListAccountSnapshots, PortfolioPar, GetDeal,
+    GetCase, ListCases, CaseStats, GetCaseHistory, GetAccount, ListAccountSnapshots, PortfolioPar, GetDeal,
     ListDeals, CollectionsFunnel, PtpSummary, WatchDoNotContact,
     /// recoup.v1.SnapshotImports
     Upload, ImportRows, GetImport,
@@ -169,6 +170,13 @@ async fn query_call(ch: &Channel, call: Call, t: &str, auth: Option<&str>) -> Ou
         }
         ListCases => grpc(q.list_cases(req(Default::default(), t, auth)).await),
         CaseStats => grpc(q.case_stats(req(v1::CaseStatsRequest {}, t, auth)).await),
+        GetCaseHistory => {
+            let history = v1::GetCaseHistoryRequest {
+                case_id: CASE_ID.to_owned(),
+                ..Default::default()
+            };
+            grpc(q.get_case_history(req(history, t, auth)).await)
+        }
         GetAccount => {
             let get = v1::GetAccountRequest {
                 account_uid: "crm/A1".to_owned(),
@@ -333,7 +341,7 @@ async fn every_rpc_and_route_checks_the_credential_its_tenant_and_its_role() {
             }
         }
     }
-    assert_eq!(cells, 6 * 2 * 30);
+    assert_eq!(cells, 6 * 2 * 31);
     platform.shutdown().await.unwrap();
 }
 
@@ -438,10 +446,27 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
         auth("acme", Role::Importer).unwrap().parse().unwrap(),
     );
     let import = imports.import_rows(r).await.unwrap().into_inner().import_id;
+    let history = || v1::GetCaseHistoryRequest {
+        case_id: case.id.clone(),
+        ..Default::default()
+    };
+    let reader = query.clone();
+    let trail = |n: usize| {
+        let mut q = reader.clone();
+        let r = req(history(), "acme", auth("acme", Role::Viewer));
+        async move {
+            q.get_case_history(r)
+                .await
+                .is_ok_and(|h| h.into_inner().entries.len() == n)
+        }
+    };
+    assert!(eventually(Duration::from_secs(10), || trail(1)).await);
 
     // globex, with every role of its own, naming acme's ids.
     for role in Role::ALL {
         let a = auth("globex", role);
+        let got = query.get_case_history(req(history(), "globex", a)).await;
+        assert_eq!(got.unwrap_err().code(), Code::NotFound, "{role}");
         let get = || v1::GetCaseRequest {
             case_id: case.id.clone(),
         };
@@ -499,5 +524,59 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
         .await
         .unwrap();
     assert_eq!(mine.into_inner().case.unwrap().version, 1);
+
+    // Who did it: acme's admin reviews what acme's agent created.
+    let key_of = |role| format!("key:{}", keys[&("acme", role)].0);
+    let mut review = req(
+        v1::CaseCommand {
+            case_id: case.id.clone(),
+            expected_version: 1,
+        },
+        "acme",
+        auth("acme", Role::Admin),
+    );
+    review
+        .metadata_mut()
+        .insert("x-correlation-id", "audit-42".parse().unwrap());
+    let reviewed = cases.mark_reviewed(review).await.unwrap().into_inner();
+    let reviewed = reviewed.case.unwrap();
+    assert_eq!(reviewed.creator, key_of(Role::Agent));
+    assert_eq!(reviewed.reviewer, key_of(Role::Admin));
+    assert!(eventually(Duration::from_secs(10), || trail(2)).await);
+    let trail = query
+        .get_case_history(req(history(), "acme", auth("acme", Role::Viewer)))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let seen: Vec<(u64, &str, String)> = trail
+        .iter()
+        .map(|e| (e.version, e.event_type.as_str(), e.actor.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "DebtCaseCreated", key_of(Role::Agent)),
+            (2, "DebtCaseReviewed", key_of(Role::Admin)),
+        ]
+    );
+    assert_eq!(trail[1].correlation_id, "audit-42");
+    let projected = query
+        .get_case(req(
+            v1::GetCaseRequest {
+                case_id: case.id.clone(),
+            },
+            "acme",
+            auth("acme", Role::Viewer),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_eq!(
+        (projected.creator, projected.reviewer),
+        (key_of(Role::Agent), key_of(Role::Admin))
+    );
     platform.shutdown().await.unwrap();
 }

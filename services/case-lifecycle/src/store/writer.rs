@@ -169,6 +169,7 @@ impl Writer {
         let ctx = DecisionContext {
             now,
             collectors: &self.settings.collectors,
+            actor: &metadata.actor,
         };
         match command {
             CaseCommand::Create(content) => {

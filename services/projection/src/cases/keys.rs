@@ -40,6 +40,14 @@ pub(super) fn pending_key(tenant: &str, case_id: &str, version: u64) -> Key {
     tenant_prefix(b'p', tenant).str(case_id).u64(version)
 }
 
+pub(super) fn history_prefix(tenant: &str, case_id: &str) -> Key {
+    tenant_prefix(b'h', tenant).str(case_id)
+}
+
+pub(super) fn history_key(tenant: &str, case_id: &str, version: u64) -> Key {
+    history_prefix(tenant, case_id).u64(version)
+}
+
 pub(super) fn parked_rejected_key(tenant: &str, case_id: &str, version: u64) -> Key {
     tenant_prefix(b'y', tenant).str(case_id).u64(version)
 }

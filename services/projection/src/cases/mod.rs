@@ -9,6 +9,7 @@
 //! | `v` | tenant, case id | last applied version (u64 BE) of a deleted case (a held case carries its own) |
 //! | `p` | tenant, case id, version (u64) | envelope that arrived before its predecessor |
 //! | `y` | tenant, case id, version (u64) | a parked event that could not be applied when its turn came, with the reason |
+//! | `h` | tenant, case id, version (u64) | encoded `recoup.v1.CaseHistoryEntry`: the audit trail, kept after a deletion |
 //!
 //! and the offsets and rejects of [`crate::kernel`]. Keys are of `recoup_keys`; a tree written
 //! before that codec (layout 1, tree `read_model`) is copied into this one when opened.
@@ -29,7 +30,8 @@ use recoup_proto::convert::{case_to_proto, event_from_payload};
 use recoup_proto::v1;
 
 use self::keys::{
-    case_key, parked_rejected_key, pending_key, state_key, stats_key, upgraded, version_key,
+    case_key, history_key, parked_rejected_key, pending_key, state_key, stats_key, upgraded,
+    version_key,
 };
 use crate::kernel::{Counters, Projection, ReadModelError, Step, reason_and};
 
@@ -185,6 +187,10 @@ impl CaseReadModel {
                     .insert(state_key(&id.0, state, &id.1).into_vec(), &[] as &[u8]);
             }
         }
+        staged.batch.insert(
+            history_key(&id.0, &id.1, after.version).into_vec(),
+            history_entry(envelope).encode_to_vec(),
+        );
         staged.versions.insert(id.clone(), after.version);
         if deleted {
             staged.cases.insert(id.clone(), None);
@@ -286,6 +292,18 @@ impl CaseReadModel {
             return Ok(c);
         }
         self.case(&id.0, &id.1)
+    }
+}
+
+/// The audit trail's entry of an applied event.
+fn history_entry(envelope: &v1::EventEnvelope) -> v1::CaseHistoryEntry {
+    v1::CaseHistoryEntry {
+        version: envelope.aggregate_version,
+        event_type: envelope.event_type.clone(),
+        occurred_at: envelope.occurred_at,
+        actor: envelope.actor.clone(),
+        correlation_id: envelope.correlation_id.clone(),
+        event_id: envelope.event_id.clone(),
     }
 }
 

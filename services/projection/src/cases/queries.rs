@@ -6,7 +6,9 @@ use recoup_keys::KeyReader;
 use recoup_proto::convert::case_from_proto;
 use recoup_proto::v1;
 
-use super::keys::{case_key, state_key, state_prefix, tenant_and_case, tenant_prefix};
+use super::keys::{
+    case_key, history_key, history_prefix, state_key, state_prefix, tenant_and_case, tenant_prefix,
+};
 use super::{CaseReadModel, Totals};
 use crate::kernel::{Counters, ReadModelError};
 
@@ -74,6 +76,27 @@ impl CaseReadModel {
             } else {
                 out.push(decode_case(&k, &v)?);
             }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` entries of a case's audit trail after version `after`, oldest first.
+    pub fn history(
+        &self,
+        tenant: &str,
+        case_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<v1::CaseHistoryEntry>, ReadModelError> {
+        let prefix = history_prefix(tenant, case_id);
+        let start = history_key(tenant, case_id, after.saturating_add(1)).into_vec();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in self.tree.range(start..prefix.prefix_end()).take(limit) {
+            let (k, v) = entry?;
+            out.push(
+                v1::CaseHistoryEntry::decode(v.as_ref())
+                    .map_err(|e| ReadModelError::corrupt(&k, &e.to_string()))?,
+            );
         }
         Ok(out)
     }

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use paygo_snapshots::par::PAR_BUCKETS;
 use recoup_access::{Access, Action};
 use recoup_proto::convert::{case_to_proto, state_from_proto, state_to_proto};
-use recoup_proto::tenant::case_id_of;
+use recoup_proto::tenant::{case_id_of, required_case_id};
 use recoup_proto::v1;
 use recoup_proto::v1::query_server::{Query, QueryServer};
 use tokio::sync::watch;
@@ -199,6 +199,51 @@ impl Query for Queries {
         }))
     }
 
+    async fn get_case_history(
+        &self,
+        request: Request<v1::GetCaseHistoryRequest>,
+    ) -> Result<Response<v1::GetCaseHistoryResponse>, Status> {
+        let tenant = self.reader(&request)?;
+        let r = request.get_ref();
+        let case_id = required_case_id(&r.case_id)?;
+        let page_size = page_size(r.page_size)?;
+        let after = match r.page_token.as_str() {
+            "" => 0,
+            token => token
+                .strip_prefix(HISTORY_TOKEN_PREFIX)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(not_issued)?,
+        };
+        let mut entries = self
+            .read_model
+            .history(&tenant, case_id, after, page_size + 1)
+            .map_err(internal)?;
+        // A case applied before the read model kept histories has none, but it exists.
+        if entries.is_empty()
+            && after == 0
+            && self
+                .read_model
+                .applied_version(&tenant, case_id)
+                .map_err(internal)?
+                == 0
+        {
+            return Err(Status::not_found(format!("case {case_id} not found")));
+        }
+        let next_page_token = if entries.len() > page_size {
+            entries.truncate(page_size);
+            entries
+                .last()
+                .map(|e| format!("{HISTORY_TOKEN_PREFIX}{}", e.version))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::GetCaseHistoryResponse {
+            entries,
+            next_page_token,
+        }))
+    }
+
     async fn case_stats(
         &self,
         request: Request<v1::CaseStatsRequest>,
@@ -347,6 +392,8 @@ fn optional_date(field: &str, text: &str) -> Result<Option<NaiveDate>, Status> {
 }
 
 const PAGE_TOKEN_PREFIX: &str = "after:";
+/// A history page token: the last version listed.
+const HISTORY_TOKEN_PREFIX: &str = "version:";
 
 fn encode_page_token(case_id: &str) -> String {
     format!("{PAGE_TOKEN_PREFIX}{case_id}")

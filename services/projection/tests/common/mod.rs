@@ -69,6 +69,7 @@ impl Case {
                 content,
                 collector_configuration_id: "default".into(),
                 state: CaseState::Reviewing,
+                creator: actor(1),
                 at: at(0),
             }],
         }
@@ -90,7 +91,8 @@ impl Case {
 
     pub fn review(self) -> Self {
         let at = self.next_at();
-        self.push(DebtCaseEvent::Reviewed { at })
+        let reviewer = actor(self.version() + 1);
+        self.push(DebtCaseEvent::Reviewed { reviewer, at })
     }
 
     pub fn prepare(self) -> Self {
@@ -154,9 +156,9 @@ impl Case {
         aggregate_type: &str,
     ) -> Vec<u8> {
         let metadata = EventMetadata {
-            correlation_id: "corr".into(),
+            correlation_id: correlation(version),
             causation_id: "cause".into(),
-            actor: "key:0123456789abcdef".into(),
+            actor: actor(version),
         };
         NewEnvelope {
             tenant: &self.tenant,
@@ -193,6 +195,16 @@ impl Case {
     pub fn replay(&self) -> DebtCase {
         self.replay_to(self.version())
     }
+}
+
+/// The actor of version `version` of every test stream (each version has another one).
+pub fn actor(version: u64) -> String {
+    format!("key:actor-{version}")
+}
+
+/// The correlation id of version `version` of every test stream.
+pub fn correlation(version: u64) -> String {
+    format!("corr-{version}")
 }
 
 pub fn line_items(amounts: &[i64]) -> Vec<LineItem> {
