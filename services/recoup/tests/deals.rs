@@ -315,3 +315,183 @@ async fn deals_the_store_forgot_count_on_from_the_read_models_revision() {
     assert!(converged(&query, &sim).await, "the changed deals arrive");
     platform.shutdown().await.unwrap();
 }
+
+/// A do-not-contact watch and the list it has shown so far.
+struct Watched {
+    stream: tonic::Streaming<v1::DoNotContactUpdate>,
+    list: BTreeSet<String>,
+    snapshot_done: bool,
+}
+
+/// Follows `watch` until, after a whole snapshot, `until` holds of the list it shows (or 30 s
+/// pass: `None`).
+async fn watched_list(
+    watch: &mut Watched,
+    mut until: impl FnMut(&BTreeSet<String>) -> bool,
+) -> Option<BTreeSet<String>> {
+    use v1::do_not_contact_update::Kind;
+    let Watched {
+        stream,
+        list,
+        snapshot_done,
+    } = watch;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if *snapshot_done && until(list) {
+            return Some(list.clone());
+        }
+        let update = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .ok()?
+            .unwrap()?;
+        match Kind::try_from(update.kind).unwrap() {
+            Kind::SnapshotBegin => {
+                list.clear();
+                *snapshot_done = false;
+            }
+            Kind::Listed | Kind::Added => {
+                list.insert(update.public_id);
+            }
+            Kind::Removed => {
+                list.remove(&update.public_id);
+            }
+            Kind::SnapshotEnd => *snapshot_done = true,
+            Kind::Unspecified => panic!("an update without a kind"),
+        }
+    }
+}
+
+/// The borrowers of the tenant of `authorization` whose deals say do-not-contact.
+async fn dnc_list(mut query: Query, authorization: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let list = v1::ListDealsRequest {
+            page_size: 1000,
+            page_token: token,
+            ..Default::default()
+        };
+        let page = query
+            .list_deals(req_as(TENANT, list, Some(authorization)))
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(
+            page.deals
+                .into_iter()
+                .filter_map(|v| v.deal)
+                .filter(|d| d.do_not_contact == Some(true))
+                .map(|d| d.public_id),
+        );
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Two tenants on a platform with keys: one's deals arrive and change, the other's viewer sees
+/// none of them, through the deal queries or its do-not-contact watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_deals_and_do_not_contact_list_stay_out_of_sight() {
+    use recoup_access::{KeySpec, Role};
+    let sim_config = sim_config(300);
+    let sim = Simulator::new(sim_config.clone());
+    let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let mut config = secured(dir.path());
+    config.pull = Some(sources(&running, &sim_config));
+    let platform = start(config).await;
+    let registry = platform.keys().unwrap();
+    let mut viewer = BTreeMap::new();
+    for tenant in [TENANT, "globex"] {
+        let spec = KeySpec {
+            name: format!("{tenant}-viewer"),
+            tenants: vec![tenant.to_owned()],
+            role: Role::Viewer,
+            expires_at: None,
+            created_by: "test".to_owned(),
+        };
+        let issued = registry.create(&spec, chrono::Utc::now()).await.unwrap();
+        viewer.insert(tenant, format!("Bearer {}", issued.key));
+    }
+    let (acme, globex) = (
+        Some(viewer[TENANT].as_str()),
+        Some(viewer["globex"].as_str()),
+    );
+    let (_, mut query) = clients(&platform).await;
+
+    // acme's list, as the deals say and as its watch shows it, once every deal arrived.
+    let want = expected(&sim).len() as u64;
+    let arrived = eventually(Duration::from_secs(30), || {
+        let mut q = query.clone();
+        let r = req_as(TENANT, v1::CollectionsFunnelRequest {}, acme);
+        async move { q.collections_funnel(r).await.unwrap().into_inner().deals == want }
+    })
+    .await;
+    assert!(arrived, "acme's deals arrive");
+    let before = dnc_list(query.clone(), &viewer[TENANT]).await;
+    assert!(!before.is_empty(), "the simulator lists some borrowers");
+    let watch = |tenant: &str, auth| {
+        let mut q = query.clone();
+        let r = req_as(tenant, v1::WatchDoNotContactRequest {}, auth);
+        async move {
+            Watched {
+                stream: q.watch_do_not_contact(r).await.unwrap().into_inner(),
+                list: BTreeSet::new(),
+                snapshot_done: false,
+            }
+        }
+    };
+    let mut acme_watch = watch(TENANT, acme).await;
+    let shown = watched_list(&mut acme_watch, |l| *l == before).await;
+    assert_eq!(shown.as_ref(), Some(&before));
+
+    // globex's viewer: an empty snapshot, no deals, no funnel.
+    let mut globex_watch = watch("globex", globex).await;
+    let empty = watched_list(&mut globex_watch, |_| true).await;
+    assert_eq!(empty, Some(BTreeSet::new()));
+    let listed = query
+        .list_deals(req_as("globex", v1::ListDealsRequest::default(), globex))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.deals.is_empty());
+    let funnel = query
+        .collections_funnel(req_as("globex", v1::CollectionsFunnelRequest {}, globex))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(funnel.deals, 0);
+    let ((public_id, created_at), _) = expected(&sim).into_iter().next().unwrap();
+    let get = v1::GetDealRequest {
+        public_id,
+        created_at,
+    };
+    let refused = query
+        .get_deal(req_as("globex", get, globex))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+
+    // acme's list changes: its watch follows, globex's stays silent.
+    sim.mutate(300);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let q = query.clone();
+            let before = before.clone();
+            let auth = viewer[TENANT].clone();
+            async move { dnc_list(q, &auth).await != before }
+        })
+        .await,
+        "some borrower's do-not-contact flag changes"
+    );
+    let after = dnc_list(query.clone(), &viewer[TENANT]).await;
+    let followed = watched_list(&mut acme_watch, |l| *l == after).await;
+    assert_eq!(followed.as_ref(), Some(&after), "acme's watch follows");
+    let silent =
+        tokio::time::timeout(Duration::from_millis(500), globex_watch.stream.message()).await;
+    assert!(silent.is_err(), "globex's watch showed {silent:?}");
+    drop((acme_watch, globex_watch));
+    platform.shutdown().await.unwrap();
+}
