@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -77,6 +77,9 @@ enum Command {
     Keys(keys_cli::KeysArgs),
     /// Import files into a running recoup over gRPC, with progress and a summary per file.
     Import(import_cli::ImportArgs),
+    /// Make TLS certificates for recoup's listeners.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Ask a running recoup process for its health (grpc.health.v1): prints the status, exits 0
     /// when SERVING, 1 otherwise (for container health checks).
     Health {
@@ -213,6 +216,29 @@ struct UpArgs {
 }
 
 #[derive(Subcommand)]
+enum TlsCommand {
+    /// Write a new private CA (ca.pem) and a server certificate it signs (server.pem, and
+    /// server.key readable only by you) into --out-dir, for the hosts given. Serve them with
+    /// --tls-cert/--tls-key; clients trust ca.pem (--ca-cert). For a stack whose clients can be
+    /// handed ca.pem (the compose stack, a trial); with a PKI of your own, serve its
+    /// certificates instead. The CA's key is not kept: to renew, run it again (a new CA).
+    Init {
+        /// Directory for the three files (made if missing).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// A host name or IP address clients reach the server by (repeat for more).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Do nothing when the three files are already there (a job run at every start).
+        #[arg(long)]
+        if_absent: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TopicsCommand {
     /// List recoup's topics with partitions and purpose.
     List,
@@ -305,8 +331,35 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             }
         }),
         Command::Keys(args) => keys_cli::run(args).await,
+        Command::Tls(TlsCommand::Init {
+            out_dir,
+            hosts,
+            days,
+            if_absent,
+        }) => tls_init(&out_dir, hosts, days, if_absent),
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// `recoup tls init`.
+fn tls_init(dir: &Path, hosts: Vec<String>, days: u32, if_absent: bool) -> anyhow::Result<()> {
+    use recoup::certs::{CertFiles, CertSpec};
+    let existing = CertFiles::in_dir(dir);
+    if if_absent && existing.exist() {
+        eprintln!(
+            "{} holds a CA and a server certificate already: left as they are",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let files = recoup::certs::init(dir, &CertSpec { hosts, days })?;
+    eprintln!(
+        "wrote {} (trust it: --ca-cert), {} (--tls-cert) and {} (--tls-key, mode 0600), valid {days} days",
+        files.ca.display(),
+        files.cert.display(),
+        files.key.display()
+    );
+    Ok(())
 }
 
 /// `recoup topics list`.

@@ -308,3 +308,79 @@ async fn tls_allows_listeners_off_loopback_and_bad_files_are_named() {
         "{refused}"
     );
 }
+
+/// `recoup tls init` in `dir` for localhost and 127.0.0.1, with `extra` flags.
+fn tls_init(dir: &Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_recoup"))
+        .args(["tls", "init", "--out-dir"])
+        .arg(dir)
+        .args(["--host", "localhost", "--host", "127.0.0.1"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `recoup tls init` makes a CA and a server certificate that a platform serves and a client
+/// trusting only that CA accepts, by name and by address; the key is its owner's alone; with
+/// `--if-absent` a second run leaves the files as they are, without it a new CA replaces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_init_makes_certificates_that_the_platform_serves_and_clients_trust() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new().unwrap();
+    let certs = dir.path().join("tls");
+    let made = tls_init(&certs, &[]);
+    assert!(made.status.success(), "{made:?}");
+    let mode = |name: &str| {
+        std::fs::metadata(certs.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("server.key"), 0o600);
+    let ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let kept = tls_init(&certs, &["--if-absent"]);
+    assert!(kept.status.success(), "{kept:?}");
+    assert_eq!(std::fs::read_to_string(certs.join("ca.pem")).unwrap(), ca);
+
+    let mut cfg = config(&dir.path().join("data"));
+    cfg.security = Security {
+        first_admin_key: false,
+        tls: Some(TlsFiles {
+            cert: certs.join("server.pem"),
+            key: certs.join("server.key"),
+            client_ca: None,
+        }),
+        ..Security::default()
+    };
+    let platform = start(cfg).await;
+    let grpc = platform.grpc_addr.unwrap().port();
+    let health = |host: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_recoup"))
+            .args(["health", "--server", &format!("https://{host}:{grpc}")])
+            .arg("--ca-cert")
+            .arg(certs.join("ca.pem"))
+            .output()
+            .unwrap()
+    };
+    for host in ["localhost", "127.0.0.1"] {
+        let out = health(host);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "SERVING",
+            "{host}: {out:?}"
+        );
+    }
+    let trusting_it = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
+    let refused = list_cases(grpc, Some(trusting_it), "").await.unwrap_err();
+    assert!(refused.contains("Unauthenticated"), "TLS holds: {refused}");
+
+    // Run again without --if-absent: a new CA replaces the old one.
+    let again = tls_init(&certs, &[]);
+    assert!(again.status.success(), "{again:?}");
+    assert_ne!(std::fs::read_to_string(certs.join("ca.pem")).unwrap(), ca);
+    let bad = tls_init(&dir.path().join("none"), &["--days", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--days"));
+    platform.shutdown().await.unwrap();
+}
