@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use chrono::Utc;
-use common::{channel, config, content, eventually, secured, start};
+use common::{channel, config, content, eventually, on_broker, secured, start, tansu_if_asked};
 use recoup::platform::RunningPlatform;
 use recoup_access::api_key::issue;
 use recoup_access::{Action, KeySpec, Role};
@@ -306,7 +306,8 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_and_route_checks_the_credential_its_tenant_and_its_role() {
     let dir = TempDir::new().unwrap();
-    let platform = start(secured(dir.path())).await;
+    let broker = tansu_if_asked();
+    let platform = start(on_broker(secured(dir.path()), broker.as_ref())).await;
     let registry = platform.keys().unwrap();
     let spec = |role: Role| KeySpec {
         name: format!("{role}"),
@@ -350,7 +351,8 @@ async fn every_rpc_and_route_checks_the_credential_its_tenant_and_its_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_credentials_every_call_is_served_for_the_tenant_named() {
     let dir = TempDir::new().unwrap();
-    let platform = start(config(dir.path())).await;
+    let broker = tansu_if_asked();
+    let platform = start(on_broker(config(dir.path()), broker.as_ref())).await;
     let ch = channel(&platform).await;
     for &c in ALL {
         if c.action() == Action::ManageKeys {
@@ -384,7 +386,8 @@ async fn without_credentials_every_call_is_served_for_the_tenant_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_see_and_touch_nothing_of_each_other() {
     let dir = TempDir::new().unwrap();
-    let platform = start(secured(dir.path())).await;
+    let broker = tansu_if_asked();
+    let platform = start(on_broker(secured(dir.path()), broker.as_ref())).await;
     let registry = platform.keys().unwrap();
     let mut keys = std::collections::HashMap::new();
     for tenant in ["acme", "globex"] {
@@ -460,7 +463,7 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
                 .is_ok_and(|h| h.into_inner().entries.len() == n)
         }
     };
-    assert!(eventually(Duration::from_secs(10), || trail(1)).await);
+    assert!(eventually(Duration::from_secs(30), || trail(1)).await);
 
     // globex, with every role of its own, naming acme's ids.
     for role in Role::ALL {
@@ -542,7 +545,7 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
     let reviewed = reviewed.case.unwrap();
     assert_eq!(reviewed.creator, key_of(Role::Agent));
     assert_eq!(reviewed.reviewer, key_of(Role::Admin));
-    assert!(eventually(Duration::from_secs(10), || trail(2)).await);
+    assert!(eventually(Duration::from_secs(30), || trail(2)).await);
     let trail = query
         .get_case_history(req(history(), "acme", auth("acme", Role::Viewer)))
         .await

@@ -8,7 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use common::{config, start};
+use common::cluster::TestBroker;
+use common::{config, on_broker, start, tansu_if_asked};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -98,15 +99,21 @@ impl Pki {
     }
 }
 
-/// A platform with API keys and TLS (mTLS with `mtls`), and a viewer key of tenant acme.
-async fn platform(dir: &Path, pki: &Pki, mtls: bool) -> (RunningPlatform, String) {
+/// A platform with API keys and TLS (mTLS with `mtls`) on `broker` (`None`: the embedded
+/// one), and a viewer key of tenant acme.
+async fn platform(
+    dir: &Path,
+    pki: &Pki,
+    mtls: bool,
+    broker: Option<&TestBroker>,
+) -> (RunningPlatform, String) {
     let mut cfg = config(dir);
     cfg.security = Security {
         first_admin_key: false,
         tls: Some(pki.files(mtls)),
         ..Security::default()
     };
-    let platform = start(cfg).await;
+    let platform = start(on_broker(cfg, broker)).await;
     let spec = KeySpec {
         name: "tls".to_owned(),
         tenants: vec!["acme".to_owned()],
@@ -166,7 +173,8 @@ fn https_client(pki: &Pki, identity: Option<(String, String)>) -> reqwest::Clien
 async fn grpc_and_http_serve_tls_with_the_certificate_given() {
     let pki = Pki::new();
     let dir = TempDir::new().unwrap();
-    let (platform, key) = platform(dir.path(), &pki, false).await;
+    let broker = tansu_if_asked();
+    let (platform, key) = platform(dir.path(), &pki, false, broker.as_ref()).await;
     let grpc = platform.grpc_addr.unwrap().port();
     let http = platform.http_addr.unwrap().port();
 
@@ -220,7 +228,8 @@ async fn grpc_and_http_serve_tls_with_the_certificate_given() {
 async fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
     let pki = Pki::new();
     let dir = TempDir::new().unwrap();
-    let (platform, key) = platform(dir.path(), &pki, true).await;
+    let broker = tansu_if_asked();
+    let (platform, key) = platform(dir.path(), &pki, true, broker.as_ref()).await;
     let grpc = platform.grpc_addr.unwrap().port();
     let http = platform.http_addr.unwrap().port();
     let client = || {

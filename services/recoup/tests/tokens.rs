@@ -12,7 +12,7 @@ use api_keys::jwks::{JwksSource, Tokens};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use common::{channel, config, content, eventually, start};
+use common::{channel, config, content, eventually, on_broker, start, tansu_if_asked};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use recoup::platform::Security;
 use recoup_access::JwtSettings;
@@ -94,7 +94,8 @@ async fn a_token_acts_for_its_tenants_with_its_roles_and_rotated_keys_are_fetche
         }),
         ..Security::default()
     };
-    let platform = start(cfg).await;
+    let broker = tansu_if_asked();
+    let platform = start(on_broker(cfg, broker.as_ref())).await;
     let ch = channel(&platform).await;
     let mut cases = DebtCollectionCasesClient::new(ch.clone());
     let mut query = QueryClient::new(ch);

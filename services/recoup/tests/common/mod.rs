@@ -52,6 +52,26 @@ pub fn config_for(dir: &Path, brokers: &str, services: Services) -> PlatformConf
     c
 }
 
+/// For the tests that run on either broker: with `RECOUP_TEST_TANSU` set (and no
+/// `KAFKA_BROKERS`), a tansu broker of the test's own with recoup's topics, for [`on_broker`];
+/// otherwise `None`: the platform runs its embedded broker.
+pub fn tansu_if_asked() -> Option<cluster::TestBroker> {
+    let asked = std::env::var_os("RECOUP_TEST_TANSU").is_some()
+        && std::env::var_os("KAFKA_BROKERS").is_none();
+    asked.then(cluster::TestBroker::start)
+}
+
+/// `config` on `broker` when there is one, else as it is (the embedded broker).
+pub fn on_broker(
+    mut config: PlatformConfig,
+    broker: Option<&cluster::TestBroker>,
+) -> PlatformConfig {
+    if let Some(broker) = broker {
+        config.kafka_brokers = Some(broker.brokers.clone());
+    }
+    config
+}
+
 pub async fn start(config: PlatformConfig) -> RunningPlatform {
     platform::start(config).await.expect("platform starts")
 }
