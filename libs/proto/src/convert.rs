@@ -321,6 +321,13 @@ pub enum PayloadError {
     Invalid { event_type: String, reason: String },
 }
 
+fn decode<M: Message + Default>(event_type: &str, payload: &[u8]) -> Result<M, PayloadError> {
+    M::decode(payload).map_err(|source| PayloadError::Decode {
+        event_type: event_type.to_owned(),
+        source,
+    })
+}
+
 /// Rebuilds a domain event from an envelope's parts.
 pub fn event_from_payload(
     event_type: &str,
@@ -329,12 +336,6 @@ pub fn event_from_payload(
     tenant: &str,
     occurred_at: DateTime<Utc>,
 ) -> Result<DebtCaseEvent, PayloadError> {
-    fn decode<M: Message + Default>(event_type: &str, payload: &[u8]) -> Result<M, PayloadError> {
-        M::decode(payload).map_err(|source| PayloadError::Decode {
-            event_type: event_type.to_owned(),
-            source,
-        })
-    }
     let invalid = |reason: String| PayloadError::Invalid {
         event_type: event_type.to_owned(),
         reason,
