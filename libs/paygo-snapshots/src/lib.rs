@@ -2,6 +2,8 @@
 //! no I/O, no clock, no async.
 //!
 //! - [`par`]: the portfolio-at-risk buckets of consecutive days in arrears.
+//! - [`credit`]: recoup's PAYGo credit model: an account's snapshots in, the `_calculated`
+//!   fields of each day out.
 //! - [`catalogue`]: every column of the seed with its type and flags ([`FIELDS`]).
 //! - [`value`]: one cell's rules ([`parse_cell`]): integers without fractions, `.` as the only
 //!   decimal delimiter, `YYYY-MM-DD` dates, `YYYY-MM-DD H:MM:SS` / ISO-8601 datetimes in UTC,
@@ -12,6 +14,7 @@
 //! Readers (CSV, XLSX, JSON), events and read models build on this crate and live elsewhere.
 
 pub mod catalogue;
+pub mod credit;
 pub mod par;
 pub mod row;
 pub mod value;
