@@ -221,6 +221,28 @@ impl Metrics {
             ),
             float("days_expected_loan_duration_calculated", self.duration),
             int("num_expected_repayments_calculated", self.repayments),
+        ];
+        cells.extend(self.money_cells());
+        if let Some(date) = self.actual_maturity_date {
+            cells.push(("actual_maturity_date_calculated", Value::Date(date)));
+        }
+        if let Some(at) = self.next_payment_due_at {
+            cells.push(("next_payment_due_at_calculated", Value::DateTime(at)));
+        }
+        for (variant, a) in [("nf", &self.nf), ("f", &self.f)] {
+            cells.extend(a.cells(variant));
+        }
+        debug_assert!(cells.iter().all(|(name, _)| field(name).is_some()));
+        cells
+    }
+}
+
+impl Metrics {
+    /// The flows of the day, the sums and what is expected.
+    fn money_cells(&self) -> Vec<(&'static str, Value)> {
+        let float = |name, v: f64| (name, Value::Float(v));
+        let int = |name, v: i64| (name, Value::Integer(v));
+        vec![
             float("amt_payments_daily_calculated", self.payments_daily),
             float("amt_refunds_daily_calculated", self.refunds_daily),
             float("amt_discounts_daily_calculated", self.discounts_daily),
@@ -266,18 +288,7 @@ impl Metrics {
                 "percent_paid_vs_financed_calculated",
                 self.percent_paid_vs_financed,
             ),
-        ];
-        if let Some(date) = self.actual_maturity_date {
-            cells.push(("actual_maturity_date_calculated", Value::Date(date)));
-        }
-        if let Some(at) = self.next_payment_due_at {
-            cells.push(("next_payment_due_at_calculated", Value::DateTime(at)));
-        }
-        for (variant, a) in [("nf", &self.nf), ("f", &self.f)] {
-            cells.extend(a.cells(variant));
-        }
-        debug_assert!(cells.iter().all(|(name, _)| field(name).is_some()));
-        cells
+        ]
     }
 }
 
