@@ -70,6 +70,16 @@ pub const ACCESS: TopicSpec = TopicSpec {
     description: "API keys, latest record per key (ApiKey, secrets only as SHA-256; key = key id)",
 };
 
+/// recoup's PAYGo metrics: `AccountMetricsCalculated` per account-day, keyed by account_uid.
+pub const PAYGO_METRICS: TopicSpec = TopicSpec {
+    name: topic::PAYGO_METRICS,
+    partitions: 6,
+    // One key holds an account's results of many days: compaction would keep only the last.
+    compacted: false,
+    retention_ms: -1,
+    description: "recoup's PAYGo metrics per account-day (AccountMetricsCalculated; key = account_uid)",
+};
+
 /// Every recoup topic.
 pub const ALL: &[TopicSpec] = &[
     DEBT_CASES,
@@ -77,4 +87,5 @@ pub const ALL: &[TopicSpec] = &[
     COLLECTIONS_DEALS,
     REJECTS,
     ACCESS,
+    PAYGO_METRICS,
 ];

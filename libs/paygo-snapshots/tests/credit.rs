@@ -396,7 +396,7 @@ proptest! {
     }
 
     #[test]
-    fn any_order_gives_the_series_of_the_sorted_days_and_a_kept_state_resumes_it(
+    fn any_order_gives_the_series_of_the_sorted_days_and_a_stored_state_resumes_it(
         days in series(), seed in any::<u64>()
     ) {
         let mut sorted = days.clone();
@@ -414,16 +414,22 @@ proptest! {
         let whole = compute(&sorted);
         prop_assert_eq!(&compute(&shuffled), &whole);
         prop_assert_eq!(&compute(&days), &whole);
-        // Stepping to the middle, cloning the state and stepping on gives the same days.
+        // Stepping to the middle, keeping the state and stepping on gives the same days.
         let start = start_of(&sorted).unwrap();
         let mut state = AccountState::new(start);
         let mid = sorted.len() / 2;
         for d in &sorted[..mid] {
             state.step(d);
         }
-        let mut resumed = state.clone();
+        // Kept as bytes and read back, as a stage keeps it between days.
+        let mut resumed = AccountState::decode(&state.encode()).unwrap();
+        prop_assert_eq!(&resumed, &state);
         for (i, d) in sorted[mid..].iter().enumerate() {
             prop_assert_eq!(&resumed.step(d), &whole[mid + i].1);
+            let read_back = AccountState::decode(&resumed.encode());
+            prop_assert_eq!(read_back.as_ref(), Some(&resumed));
         }
+        let bytes = resumed.encode();
+        prop_assert_eq!(AccountState::decode(&bytes[..bytes.len() - 1]), None);
     }
 }

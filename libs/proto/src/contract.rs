@@ -14,6 +14,9 @@ pub mod topic {
     /// API keys, latest record per key (compacted); key = key id. Every serving process
     /// follows it.
     pub const ACCESS: &str = "recoup.access.v1";
+    /// recoup's PAYGo metrics of each account-day, computed from the snapshots; key =
+    /// account_uid.
+    pub const PAYGO_METRICS: &str = "recoup.paygo-metrics.v1";
 }
 
 /// The `aggregate_type` of an envelope: what kind of thing its `aggregate_id` names.
@@ -30,6 +33,9 @@ pub mod aggregate {
     pub const EXPORT_STREAM: &str = "export_stream";
     /// An API key, versioned by its changes (created, revoked).
     pub const API_KEY: &str = "api_key";
+    /// recoup's metrics of one account on one day (`{account_uid}@{snapshot_date}`), versioned
+    /// by revision.
+    pub const PAYGO_ACCOUNT_METRICS: &str = "paygo_account_metrics";
 }
 
 /// The `event_type` of an envelope: the name of its payload's message in `recoup.v1`.
@@ -53,6 +59,8 @@ pub mod event_type {
     pub const EXPORT_ROW_REJECTED: &str = "ExportRowRejected";
     /// The latest record of an API key (created, revoked): `ApiKey`.
     pub const API_KEY_RECORDED: &str = "ApiKeyRecorded";
+    /// recoup's calculated fields of one account-day: `AccountMetricsCalculated`.
+    pub const ACCOUNT_METRICS_CALCULATED: &str = "AccountMetricsCalculated";
 }
 
 /// The `actor` of an envelope when no principal caused the event (a principal's is its id:
@@ -64,6 +72,8 @@ pub mod actor {
     pub const TIMEOUTS: &str = "recoup:timeouts";
     /// The export puller, pulling on its own schedule.
     pub const EXPORT_PULLER: &str = "recoup:export-puller";
+    /// The PAYGo credit model, computing metrics from snapshots.
+    pub const PAYGO_METRICS: &str = "recoup:paygo-metrics";
 }
 
 /// Kafka record headers every recoup event carries.

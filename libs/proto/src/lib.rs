@@ -9,6 +9,7 @@ pub mod v1 {
 
 pub mod contract;
 pub mod convert;
+pub mod metrics;
 pub mod snapshots;
 mod time;
 

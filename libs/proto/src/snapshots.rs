@@ -73,15 +73,21 @@ fn encode_fields(snapshot: &AccountSnapshot, buf: &mut Vec<u8>, include: impl Fn
             }
             continue;
         }
-        match value {
-            None => {}
-            Some(Value::Integer(n)) => encoding::int64::encode(tag, n, buf),
-            Some(Value::Float(x)) => encoding::double::encode(tag, x, buf),
-            Some(Value::String(s)) => encoding::string::encode(tag, s, buf),
-            Some(Value::Date(d)) => encoding::string::encode(tag, &format_date(*d), buf),
-            Some(Value::DateTime(t)) => encoding::message::encode(tag, &to_timestamp(*t), buf),
-            Some(Value::Json(json)) => encoding::string::encode(tag, &json.to_string(), buf),
+        if let Some(value) = value {
+            encode_value(tag, value, buf);
         }
+    }
+}
+
+/// Encodes one cell as field `tag` of a `recoup.v1.AccountSnapshot`.
+pub fn encode_value(tag: u32, value: &Value, buf: &mut Vec<u8>) {
+    match value {
+        Value::Integer(n) => encoding::int64::encode(tag, n, buf),
+        Value::Float(x) => encoding::double::encode(tag, x, buf),
+        Value::String(s) => encoding::string::encode(tag, s, buf),
+        Value::Date(d) => encoding::string::encode(tag, &format_date(*d), buf),
+        Value::DateTime(t) => encoding::message::encode(tag, &to_timestamp(*t), buf),
+        Value::Json(json) => encoding::string::encode(tag, &json.to_string(), buf),
     }
 }
 

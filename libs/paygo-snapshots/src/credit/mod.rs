@@ -12,6 +12,7 @@
 //! Values are f64. Whole-day results (`ceil`, `floor`) forgive a relative error of
 //! [`TOLERANCE`], so that 3 × 0.1 days of credit count as 0.3 days, not a day more.
 
+mod codec;
 mod metrics;
 mod state;
 

@@ -7,12 +7,12 @@ use super::{DayInputs, Outcome, at_least, ceil_tol};
 
 /// The plan in force on a day: the latest value of each input given on or before it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Carried {
-    contract_value: Option<f64>,
-    add_ons: Option<f64>,
-    expected_deposits: Option<f64>,
-    duration: Option<f64>,
-    repayments: Option<i64>,
+pub(super) struct Carried {
+    pub contract_value: Option<f64>,
+    pub add_ons: Option<f64>,
+    pub expected_deposits: Option<f64>,
+    pub duration: Option<f64>,
+    pub repayments: Option<i64>,
 }
 
 /// A complete, usable plan and what follows from it.
@@ -86,13 +86,40 @@ impl Carried {
 /// Money and delay days not yet turned into credit: flows of days before the start or without
 /// a plan, credited on the next day that has both.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Pending {
+pub(super) struct Pending {
     payments: f64,
     deposits: f64,
     refunds: f64,
     discounts: f64,
     delays: f64,
     penalties: f64,
+}
+
+impl Pending {
+    pub(super) fn values(&self) -> [f64; 6] {
+        let p = self;
+        [
+            p.payments,
+            p.deposits,
+            p.refunds,
+            p.discounts,
+            p.delays,
+            p.penalties,
+        ]
+    }
+
+    pub(super) fn from_values(
+        [payments, deposits, refunds, discounts, delays, penalties]: [f64; 6],
+    ) -> Self {
+        Self {
+            payments,
+            deposits,
+            refunds,
+            discounts,
+            delays,
+            penalties,
+        }
+    }
 }
 
 /// Running figures of one paid-until clock.
@@ -165,10 +192,55 @@ pub(super) struct Sums {
 }
 
 impl Sums {
+    pub(super) fn values(&self) -> [f64; 7] {
+        let s = self;
+        [
+            s.paid_installments,
+            s.paid_deposits,
+            s.paid_plan,
+            s.refunds,
+            s.discounts,
+            s.penalties,
+            s.delays,
+        ]
+    }
+
+    pub(super) fn from_values(
+        [
+            paid_installments,
+            paid_deposits,
+            paid_plan,
+            refunds,
+            discounts,
+            penalties,
+            delays,
+        ]: [f64; 7],
+    ) -> Self {
+        Self {
+            paid_installments,
+            paid_deposits,
+            paid_plan,
+            refunds,
+            discounts,
+            penalties,
+            delays,
+        }
+    }
+
     /// `max(0, R − paid installments − Σ disc)`.
     pub(super) fn remaining(&self, plan: &Plan) -> f64 {
         (plan.financed - self.paid_installments - self.discounts).max(0.0)
     }
+}
+
+/// The scalar parts of an [`AccountState`], for its codec.
+pub(super) struct Parts {
+    pub start: NaiveDate,
+    pub counted_to: Option<i64>,
+    pub carried: Carried,
+    pub plan_in_force: bool,
+    pub deposits_seen: f64,
+    pub settled_on: Option<NaiveDate>,
 }
 
 /// One account's model after its last stepped day. Step the snapshot days in date order.
@@ -206,6 +278,43 @@ impl AccountState {
             f: Clock::default(),
             sums: Sums::default(),
             settled_on: None,
+        }
+    }
+
+    pub(super) fn parts(&self) -> (Parts, &[(i64, Pending)]) {
+        let parts = Parts {
+            start: self.start,
+            counted_to: self.counted_to,
+            carried: self.carried,
+            plan_in_force: self.plan.is_some(),
+            deposits_seen: self.deposits_seen,
+            settled_on: self.settled_on,
+        };
+        (parts, &self.pending)
+    }
+
+    /// The state of [`AccountState::parts`]; the plan in force is the carried one's.
+    pub(super) fn from_parts(
+        parts: Parts,
+        pending: Vec<(i64, Pending)>,
+        nf: Clock,
+        f: Clock,
+        sums: Sums,
+    ) -> Self {
+        Self {
+            start: parts.start,
+            counted_to: parts.counted_to,
+            carried: parts.carried,
+            plan: parts
+                .plan_in_force
+                .then(|| parts.carried.plan().ok())
+                .flatten(),
+            deposits_seen: parts.deposits_seen,
+            pending,
+            nf,
+            f,
+            sums,
+            settled_on: parts.settled_on,
         }
     }
 
