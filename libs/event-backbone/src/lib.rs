@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod envelope;
 pub mod finalizer;
 pub mod flow;
+pub mod outbox;
 pub mod producer;
 pub mod reachability;
 pub mod topics;

@@ -93,6 +93,33 @@ pub fn recorded_day(payload: &[u8]) -> Result<RecordedDay, String> {
     })
 }
 
+/// `day` encoded as [`recorded_day`] reads it (an `AccountSnapshotRecorded` with only the
+/// model's fields): how a stage keeps the inputs of each day.
+pub fn encode_day(day: &RecordedDay) -> Vec<u8> {
+    let i = &day.inputs;
+    let snapshot = SnapshotInputs {
+        snapshot_date: Some(format_date(i.date)),
+        days_elapsed_payment_plan_source: i.days_elapsed,
+        days_delays_daily_source: i.delay_days,
+        num_expected_repayments_source: i.repayments,
+        days_expected_loan_duration_source: i.duration,
+        amt_lump_sum_add_ons_source: i.add_ons,
+        amt_paid_deposits_cumulative_source: i.paid_deposits_cumulative,
+        amt_payments_daily_source: i.payment,
+        amt_contract_value_without_discounts_source: i.contract_value,
+        account_uid: Some(day.account_uid.clone()),
+        amt_refunds_daily_source: i.refund,
+        amt_penalties_daily_source: i.penalty,
+        amt_discounts_daily_source: i.discount,
+        amt_expected_deposits_cumulative_source: i.expected_deposits,
+    };
+    RecordedInputs {
+        snapshot: Some(snapshot),
+        revision: day.revision,
+    }
+    .encode_to_vec()
+}
+
 /// The calculated fields of an outcome as an encoded `recoup.v1.AccountSnapshot` (only
 /// `*_calculated` fields set), or why there are none.
 pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, String> {

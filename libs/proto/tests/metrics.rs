@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use paygo_snapshots::credit::{DayInputs, MODEL_VERSION, Outcome, compute};
 use paygo_snapshots::{Columns, ImportContext};
 use prost::Message;
-use recoup_proto::metrics::{encode_calculated, encode_outcome, recorded_day};
+use recoup_proto::metrics::{encode_calculated, encode_day, encode_outcome, recorded_day};
 use recoup_proto::snapshots::{encode_recorded, encode_snapshot};
 use recoup_proto::v1;
 
@@ -67,6 +67,11 @@ fn the_models_inputs_are_read_from_a_recorded_snapshot_as_the_domain_reads_them(
     assert_eq!(want.penalty, Some(14.5));
     assert_eq!(want.repayments, Some(3));
 
+    assert_eq!(
+        recorded_day(&encode_day(&day)).unwrap(),
+        day,
+        "kept as it came"
+    );
     assert!(recorded_day(b"\xff\xff").is_err());
     let no_uid = encode_recorded(&[], "import-1", 2, 1);
     assert!(recorded_day(&no_uid).unwrap_err().contains("account_uid"));

@@ -5,7 +5,9 @@
 //! offsets after the batch in one atomic `sled::Batch`, skipping what was applied before. The
 //! read models: [`cases::CaseReadModel`] (debt cases), [`accounts::AccountReadModel`] (PAYGo
 //! snapshots) and [`deals::DealReadModel`] (collections deals), each a tree of one database.
-//! [`grpc::Queries`] serves `recoup.v1.Query`; [`service`] starts all of it in a process.
+//! [`metrics::MetricsStage`] follows the snapshots too and publishes recoup's PAYGo metrics
+//! through an outbox. [`grpc::Queries`] serves `recoup.v1.Query`; [`service`] starts all of it
+//! in a process.
 
 pub mod accounts;
 pub mod cases;
@@ -13,6 +15,7 @@ pub mod consumer;
 pub mod deals;
 pub mod grpc;
 pub mod kernel;
+pub mod metrics;
 pub mod service;
 
 pub use accounts::AccountReadModel;
@@ -20,3 +23,4 @@ pub use cases::{CaseReadModel, Totals};
 pub use consumer::{ProjectionError, Projector};
 pub use deals::DealReadModel;
 pub use kernel::{BatchOutcome, Projection, ReadModelError};
+pub use metrics::MetricsStage;

@@ -97,19 +97,7 @@ enum Outcome {
 }
 
 /// The record the relay publishes; kept in the outbox until the broker acknowledged it.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct OutboxRecord {
-    #[prost(string, tag = "1")]
-    pub topic: String,
-    #[prost(string, tag = "2")]
-    pub key: String,
-    #[prost(string, tag = "3")]
-    pub event_id: String,
-    #[prost(string, tag = "4")]
-    pub event_type: String,
-    #[prost(bytes = "vec", tag = "5")]
-    pub envelope: Vec<u8>,
-}
+pub use event_backbone::outbox::OutboxRecord;
 
 /// Where the store keeps its files and how it decides.
 #[derive(Debug, Clone)]

@@ -1,0 +1,455 @@
+//! The PAYGo metrics stage: follows `recoup.paygo-snapshots.v1`, keeps each account's credit
+//! model (`paygo_snapshots::credit`), and publishes each account-day's result as
+//! `AccountMetricsCalculated` on `recoup.paygo-metrics.v1` through an outbox.
+//!
+//! A day after the account's last one steps the kept state (the common case: snapshots arrive
+//! day by day). A day that arrives late, earlier, as a changed revision, or that moves the
+//! plan's start recomputes the account from its stored days; only the days whose result
+//! changed are published again, each with the next revision. So the results published are
+//! always those of the account's final series computed from scratch.
+//!
+//! No loss, no double effect: the inputs, the states, the results' fingerprints, the outbox
+//! records and the consumer offsets of a batch are one atomic `sled::Batch`; the backbone's
+//! relay (`event_backbone::outbox::OutboxRelay` over this stage) publishes the outbox and
+//! removes what Kafka acknowledged. After a
+//! crash the relay sends what is left again, with the same event ids (derived from tenant,
+//! account, day and revision): consumers keep the highest revision of each account-day.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `i` | tenant, account_uid, date | the day's inputs: an `AccountSnapshotRecorded` with only the model's fields |
+//! | `a` | tenant, account_uid | [`Cursor`]: the last day, whether a day fixes the start, the state after the last day |
+//! | `m` | tenant, account_uid, date | revision (u64 BE) and fingerprint (u128 BE) of the result last published |
+//! | `O` | sequence (u64) | an `event_backbone::outbox::OutboxRecord` |
+//!
+//! and the offsets and rejects of [`crate::kernel`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use event_backbone::envelope::decode_envelope;
+use event_backbone::outbox::{Outbox, OutboxRecord};
+use paygo_snapshots::credit::{AccountState, DayInputs, MODEL_VERSION, Outcome, start_of};
+use prost::Message;
+use recoup_keys::{Key, KeyReader};
+use recoup_proto::contract::{actor, aggregate, event_type, topic};
+use recoup_proto::metrics::{
+    RecordedDay, encode_calculated, encode_day, encode_outcome, recorded_day,
+};
+use recoup_proto::snapshots::format_date;
+use recoup_proto::v1;
+use tokio::sync::Notify;
+
+use crate::cases::CaseReadModel;
+use crate::kernel::{Projection, ReadModelError, Step, tenant_prefix};
+
+/// The tree of the stage.
+const TREE: &str = "paygo_metrics";
+
+fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Key {
+    tenant_prefix(prefix, tenant).str(account_uid)
+}
+
+fn day_key(prefix: u8, tenant: &str, account_uid: &str, date: NaiveDate) -> Vec<u8> {
+    account_key(prefix, tenant, account_uid)
+        .day(date)
+        .into_vec()
+}
+
+fn outbox_key(sequence: u64) -> Vec<u8> {
+    Key::new(b'O').u64(sequence).into_vec()
+}
+
+/// Where an account's model stands.
+#[derive(Debug, Clone, PartialEq)]
+struct Cursor {
+    /// The last day stepped.
+    last: NaiveDate,
+    /// Whether a day so far has `days_elapsed_payment_plan_source`, which fixes the start: a
+    /// later day cannot move it then.
+    anchored: bool,
+    state: AccountState,
+}
+
+impl Cursor {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Key::parts().day(self.last).into_vec();
+        v.push(u8::from(self.anchored));
+        v.extend_from_slice(&self.state.encode());
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let last = KeyReader::tail(bytes).day()?;
+        let rest = bytes.get(4..)?;
+        let (&anchored, state) = rest.split_first()?;
+        Some(Self {
+            last,
+            anchored: anchored == 1,
+            state: AccountState::decode(state)?,
+        })
+    }
+}
+
+/// The result last published for a day: its revision and a fingerprint of its content.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Published {
+    revision: u64,
+    fingerprint: u128,
+}
+
+impl Published {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.revision.to_be_bytes().to_vec();
+        v.extend_from_slice(&self.fingerprint.to_be_bytes());
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            revision: u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?),
+            fingerprint: u128::from_be_bytes(bytes.get(8..24)?.try_into().ok()?),
+        })
+    }
+}
+
+/// One account's days as this batch sees them: stored, then replaced by the batch's.
+type Days = BTreeMap<NaiveDate, RecordedDay>;
+
+/// The changes of one batch.
+#[derive(Default)]
+pub struct Staged {
+    /// Days received by this batch, per account.
+    days: HashMap<(String, String), Days>,
+    cursors: HashMap<(String, String), Option<Cursor>>,
+    published: HashMap<Vec<u8>, Published>,
+    /// Outbox records, in order.
+    outbox: Vec<Vec<u8>>,
+    batch: sled::Batch,
+}
+
+/// The stage: its tree, and the relay's wake-up.
+#[derive(Clone)]
+pub struct MetricsStage {
+    db: sled::Db,
+    tree: sled::Tree,
+    appended: Arc<Notify>,
+}
+
+fn corrupt(key: impl AsRef<[u8]>, what: &str) -> ReadModelError {
+    ReadModelError::corrupt(key, what)
+}
+
+impl MetricsStage {
+    /// Opens the stage's tree in the database of `cases`.
+    pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
+        let db = cases.db().clone();
+        let tree = db.open_tree(TREE)?;
+        Ok(Self {
+            db,
+            tree,
+            appended: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The result last published for one account-day: its revision (`None`: none yet).
+    pub fn published_revision(
+        &self,
+        tenant: &str,
+        account_uid: &str,
+        date: NaiveDate,
+    ) -> Result<Option<u64>, ReadModelError> {
+        let key = day_key(b'm', tenant, account_uid, date);
+        match self.tree.get(&key)? {
+            Some(bytes) => Ok(Some(
+                Published::decode(&bytes)
+                    .ok_or_else(|| corrupt(&key, "published result"))?
+                    .revision,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The day as stored or staged.
+    fn stored_day(
+        &self,
+        staged: &Staged,
+        id: &(String, String),
+        date: NaiveDate,
+    ) -> Result<Option<RecordedDay>, ReadModelError> {
+        if let Some(day) = staged.days.get(id).and_then(|days| days.get(&date)) {
+            return Ok(Some(day.clone()));
+        }
+        let key = day_key(b'i', &id.0, &id.1, date);
+        match self.tree.get(&key)? {
+            Some(bytes) => Ok(Some(recorded_day(&bytes).map_err(|e| corrupt(&key, &e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every day of an account, stored or staged.
+    fn all_days(&self, staged: &Staged, id: &(String, String)) -> Result<Days, ReadModelError> {
+        let mut days = Days::new();
+        for entry in self.tree.scan_prefix(account_key(b'i', &id.0, &id.1)) {
+            let (key, bytes) = entry?;
+            let day = recorded_day(&bytes).map_err(|e| corrupt(&key, &e))?;
+            days.insert(day.inputs.date, day);
+        }
+        if let Some(newer) = staged.days.get(id) {
+            days.extend(newer.iter().map(|(d, day)| (*d, day.clone())));
+        }
+        Ok(days)
+    }
+
+    fn cursor(
+        &self,
+        staged: &mut Staged,
+        id: &(String, String),
+    ) -> Result<Option<Cursor>, ReadModelError> {
+        if let Some(cursor) = staged.cursors.get(id) {
+            return Ok(cursor.clone());
+        }
+        let key = account_key(b'a', &id.0, &id.1);
+        let cursor = match self.tree.get(&key)? {
+            Some(bytes) => Some(Cursor::decode(&bytes).ok_or_else(|| corrupt(&key, "cursor"))?),
+            None => None,
+        };
+        Ok(cursor)
+    }
+
+    /// Publishes the result of one day unless it is the one last published.
+    fn publish(
+        &self,
+        staged: &mut Staged,
+        trigger: &v1::EventEnvelope,
+        id: &(String, String),
+        day: &RecordedDay,
+        outcome: &Outcome,
+    ) -> Result<(), ReadModelError> {
+        let date = day.inputs.date;
+        let calculated = encode_outcome(outcome);
+        let fingerprint = match &calculated {
+            Ok(bytes) => xxhash_rust::xxh3::xxh3_128(bytes),
+            Err(why) => xxhash_rust::xxh3::xxh3_128(why.as_bytes()) ^ 1,
+        };
+        let key = day_key(b'm', &id.0, &id.1, date);
+        let last = match staged.published.get(&key) {
+            Some(p) => Some(*p),
+            None => match self.tree.get(&key)? {
+                Some(bytes) => {
+                    Some(Published::decode(&bytes).ok_or_else(|| corrupt(&key, "result"))?)
+                }
+                None => None,
+            },
+        };
+        if last.is_some_and(|p| p.fingerprint == fingerprint) {
+            return Ok(());
+        }
+        let revision = last.map_or(1, |p| p.revision + 1);
+        staged.published.insert(
+            key,
+            Published {
+                revision,
+                fingerprint,
+            },
+        );
+        let payload = encode_calculated(&id.1, date, day.revision, revision, &calculated);
+        staged
+            .outbox
+            .push(outbox_record(trigger, id, date, revision, payload));
+        Ok(())
+    }
+
+    /// Recomputes an account from all its days and publishes what changed.
+    fn recompute(
+        &self,
+        staged: &mut Staged,
+        trigger: &v1::EventEnvelope,
+        id: &(String, String),
+    ) -> Result<Option<Cursor>, ReadModelError> {
+        let days = self.all_days(staged, id)?;
+        let inputs: Vec<&DayInputs> = days.values().map(|d| &d.inputs).collect();
+        let Some(start) = start_of(inputs.iter().copied()) else {
+            return Ok(None);
+        };
+        let mut state = AccountState::new(start);
+        for day in days.values() {
+            let outcome = state.step(&day.inputs);
+            self.publish(staged, trigger, id, day, &outcome)?;
+        }
+        Ok(days.keys().next_back().map(|last| Cursor {
+            last: *last,
+            anchored: inputs.iter().any(|d| d.days_elapsed.is_some()),
+            state,
+        }))
+    }
+}
+
+/// The outbox record of one result.
+fn outbox_record(
+    trigger: &v1::EventEnvelope,
+    id: &(String, String),
+    date: NaiveDate,
+    revision: u64,
+    payload: Vec<u8>,
+) -> Vec<u8> {
+    let day = format_date(date);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in [id.0.as_bytes(), id.1.as_bytes(), day.as_bytes()] {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.update(&revision.to_be_bytes());
+    hasher.update(&MODEL_VERSION.to_be_bytes());
+    let event_id = uuid::Uuid::from_u128(hasher.digest128()).to_string();
+    let envelope = v1::EventEnvelope {
+        event_id: event_id.clone(),
+        tenant: id.0.clone(),
+        aggregate_type: aggregate::PAYGO_ACCOUNT_METRICS.to_owned(),
+        aggregate_id: format!("{}@{day}", id.1),
+        aggregate_version: revision,
+        // The snapshot event's times: a result computed again carries the same ones.
+        occurred_at: trigger.occurred_at,
+        recorded_at: trigger.recorded_at,
+        correlation_id: trigger.correlation_id.clone(),
+        causation_id: trigger.event_id.clone(),
+        event_type: event_type::ACCOUNT_METRICS_CALCULATED.to_owned(),
+        schema_version: 1,
+        payload,
+        actor: actor::PAYGO_METRICS.to_owned(),
+    };
+    OutboxRecord {
+        topic: topic::PAYGO_METRICS.to_owned(),
+        key: id.1.clone(),
+        event_id,
+        event_type: event_type::ACCOUNT_METRICS_CALCULATED.to_owned(),
+        envelope: envelope.encode_to_vec(),
+    }
+    .encode_to_vec()
+}
+
+impl Outbox for MetricsStage {
+    type Error = ReadModelError;
+
+    fn pending(&self, max: usize) -> Result<Vec<(Vec<u8>, OutboxRecord)>, ReadModelError> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        for entry in self.tree.scan_prefix(b"O").take(max) {
+            let (key, value) = entry?;
+            let record =
+                OutboxRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, &e.to_string()))?;
+            out.push((key.to_vec(), record));
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, keys: &[Vec<u8>]) -> Result<(), ReadModelError> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key.as_slice());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    fn len(&self) -> usize {
+        self.tree.scan_prefix(b"O").count()
+    }
+}
+
+impl Projection for MetricsStage {
+    type Staged = Staged;
+    type Written = usize;
+
+    fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    fn apply(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
+        let envelope = match decode_envelope(bytes) {
+            Ok(e) => e,
+            Err(e) => return Ok(Step::Rejected(e.to_string())),
+        };
+        if envelope.aggregate_type != aggregate::PAYGO_ACCOUNT_SNAPSHOT {
+            return Ok(Step::Rejected(format!(
+                "aggregate type {:?} does not belong on this topic",
+                envelope.aggregate_type
+            )));
+        }
+        let day = match recorded_day(&envelope.payload) {
+            Ok(day) => day,
+            Err(reason) => return Ok(Step::Rejected(reason)),
+        };
+        let id = (envelope.tenant.clone(), day.account_uid.clone());
+        let date = day.inputs.date;
+        if let Some(stored) = self.stored_day(staged, &id, date)?
+            && (stored.revision > day.revision
+                || (stored.revision == day.revision && stored.inputs == day.inputs))
+        {
+            return Ok(Step::Duplicate);
+        }
+        let cursor = self.cursor(staged, &id)?;
+        staged
+            .days
+            .entry(id.clone())
+            .or_default()
+            .insert(date, day.clone());
+        let next = match cursor {
+            // A new last day that cannot move the start: step the kept state.
+            Some(mut c) if date > c.last && (c.anchored || day.inputs.days_elapsed.is_none()) => {
+                let outcome = c.state.step(&day.inputs);
+                self.publish(staged, &envelope, &id, &day, &outcome)?;
+                c.last = date;
+                Some(c)
+            }
+            _ => self.recompute(staged, &envelope, &id)?,
+        };
+        staged.cursors.insert(id, next);
+        Ok(Step::Applied(1))
+    }
+
+    fn batch(staged: &mut Staged) -> &mut sled::Batch {
+        &mut staged.batch
+    }
+
+    fn stage_writes(&self, staged: Staged) -> Result<(sled::Batch, usize), ReadModelError> {
+        let Staged {
+            days,
+            cursors,
+            published,
+            outbox,
+            mut batch,
+        } = staged;
+        for ((tenant, uid), days) in days {
+            for (date, day) in days {
+                batch.insert(day_key(b'i', &tenant, &uid, date), encode_day(&day));
+            }
+        }
+        for ((tenant, uid), cursor) in cursors {
+            let key = account_key(b'a', &tenant, &uid).into_vec();
+            match cursor {
+                Some(c) => batch.insert(key, c.encode()),
+                None => batch.remove(key),
+            }
+        }
+        for (key, p) in published {
+            batch.insert(key, p.encode());
+        }
+        let appended = outbox.len();
+        for record in outbox {
+            batch.insert(outbox_key(self.db.generate_id()?), record);
+        }
+        Ok((batch, appended))
+    }
+
+    fn written(&self, appended: usize) -> Result<(), ReadModelError> {
+        if appended > 0 {
+            self.appended.notify_one();
+        }
+        Ok(())
+    }
+}
