@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
-use event_backbone::envelope::decode_envelope;
 use paygo_snapshots::par::{PAR_BUCKETS, par_bucket};
 use prost::Message;
 use recoup_keys::{Key, KeyReader};
@@ -26,7 +25,8 @@ use recoup_proto::v1;
 
 use crate::cases::CaseReadModel;
 use crate::kernel::{
-    Counters, Projection, ReadModelError, Step, tenant_prefix, upgrade_offsets_and_rejects,
+    Counters, Projection, ReadModelError, Step, envelope_of, tenant_prefix,
+    upgrade_offsets_and_rejects,
 };
 
 /// Amounts in the PAR view are summed as integers of this many units per 1, so that an update
@@ -98,13 +98,7 @@ struct RecordedSnapshot {
 impl RecordedSnapshot {
     /// The event in `bytes`, or why it does not belong in this read model.
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let envelope = decode_envelope(bytes).map_err(|e| e.to_string())?;
-        if envelope.aggregate_type != SNAPSHOT_AGGREGATE {
-            return Err(format!(
-                "aggregate type {:?} does not belong on this topic",
-                envelope.aggregate_type
-            ));
-        }
+        let envelope = envelope_of(bytes, SNAPSHOT_AGGREGATE)?;
         let recorded = v1::AccountSnapshotRecorded::decode(envelope.payload.as_slice())
             .map_err(|e| format!("payload does not decode: {e}"))?;
         let snapshot = recorded

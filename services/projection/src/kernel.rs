@@ -22,6 +22,22 @@ pub(crate) fn tenant_prefix(prefix: u8, tenant: &str) -> Key {
     Key::new(prefix).str(tenant)
 }
 
+/// The envelope in `bytes` when it is one of an aggregate of `aggregate_type`, else why not
+/// (the message is then kept among the rejects).
+pub(crate) fn envelope_of(
+    bytes: &[u8],
+    aggregate_type: &str,
+) -> Result<recoup_proto::v1::EventEnvelope, String> {
+    let envelope = event_backbone::envelope::decode_envelope(bytes).map_err(|e| e.to_string())?;
+    if envelope.aggregate_type != aggregate_type {
+        return Err(format!(
+            "aggregate type {:?} does not belong on this topic",
+            envelope.aggregate_type
+        ));
+    }
+    Ok(envelope)
+}
+
 /// A technical failure of a read model.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadModelError {

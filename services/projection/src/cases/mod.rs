@@ -33,7 +33,7 @@ use self::keys::{
     case_key, history_key, parked_rejected_key, pending_key, state_key, stats_key, upgraded,
     version_key,
 };
-use crate::kernel::{Counters, Projection, ReadModelError, Step, reason_and};
+use crate::kernel::{Counters, Projection, ReadModelError, Step, envelope_of, reason_and};
 
 /// The tree of the case read model.
 const TREE: &str = "cases";
@@ -317,16 +317,10 @@ impl Projection for CaseReadModel {
     }
 
     fn apply(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
-        let envelope = match decode_envelope(bytes) {
+        let envelope = match envelope_of(bytes, DEBT_CASE_AGGREGATE) {
             Ok(e) => e,
-            Err(e) => return Ok(Step::Rejected(e.to_string())),
+            Err(reason) => return Ok(Step::Rejected(reason)),
         };
-        if envelope.aggregate_type != DEBT_CASE_AGGREGATE {
-            return Ok(Step::Rejected(format!(
-                "aggregate type {:?} does not belong on this topic",
-                envelope.aggregate_type
-            )));
-        }
         let id = (envelope.tenant.clone(), envelope.aggregate_id.clone());
         let applied = self.applied_version_staged(&id, staged)?;
         let version = envelope.aggregate_version;

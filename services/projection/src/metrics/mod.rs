@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use event_backbone::envelope::decode_envelope;
 use event_backbone::outbox::{Outbox, OutboxRecord};
 use paygo_snapshots::credit::{AccountState, DayInputs, MODEL_VERSION, Outcome, start_of};
 use prost::Message;
@@ -42,7 +41,7 @@ use recoup_proto::v1;
 use tokio::sync::Notify;
 
 use crate::cases::CaseReadModel;
-use crate::kernel::{Projection, ReadModelError, Step, tenant_prefix};
+use crate::kernel::{Projection, ReadModelError, Step, envelope_of, tenant_prefix};
 
 /// The tree of the stage.
 const TREE: &str = "paygo_metrics";
@@ -370,16 +369,10 @@ impl Projection for MetricsStage {
     }
 
     fn apply(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
-        let envelope = match decode_envelope(bytes) {
+        let envelope = match envelope_of(bytes, aggregate::PAYGO_ACCOUNT_SNAPSHOT) {
             Ok(e) => e,
-            Err(e) => return Ok(Step::Rejected(e.to_string())),
+            Err(reason) => return Ok(Step::Rejected(reason)),
         };
-        if envelope.aggregate_type != aggregate::PAYGO_ACCOUNT_SNAPSHOT {
-            return Ok(Step::Rejected(format!(
-                "aggregate type {:?} does not belong on this topic",
-                envelope.aggregate_type
-            )));
-        }
         let day = match recorded_day(&envelope.payload) {
             Ok(day) => day,
             Err(reason) => return Ok(Step::Rejected(reason)),
