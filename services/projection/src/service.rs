@@ -1,10 +1,14 @@
 //! The projection as a service of a process: the three read models, a projector per topic
-//! (every partition in embedded mode, a consumer-group share on external Kafka) and the query
-//! API.
+//! (every partition in embedded mode, a consumer-group share on external Kafka), the PAYGo
+//! metrics stage with the relay of its outbox, and the query API.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use event_backbone::consumer::EventConsumer;
+use event_backbone::outbox::OutboxRelay;
+use event_backbone::producer::ProducerSettings;
 use event_backbone::topics::{COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
 use recoup_proto::v1::query_server::QueryServer;
 use recoup_runtime::shutdown::join;
@@ -19,6 +23,7 @@ use crate::consumer::{ProjectionError, Projector};
 use crate::deals::DealReadModel;
 use crate::grpc::Queries;
 use crate::kernel::Projection;
+use crate::metrics::MetricsStage;
 
 /// The projection's consumer group unless configured.
 pub const DEFAULT_CONSUMER_GROUP: &str = "recoup-projection";
@@ -35,6 +40,11 @@ pub struct Settings {
     pub accounts: bool,
     /// False leaves the deal projection stopped (likewise for pulled deals).
     pub deals: bool,
+    /// False leaves the PAYGo metrics stage stopped (consumer group `{group}-metrics`).
+    pub metrics: bool,
+    /// How long the metrics outbox may take to drain at shutdown (the rest is sent at the next
+    /// start).
+    pub relay_drain_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +53,8 @@ impl Default for Settings {
             consumer_group: DEFAULT_CONSUMER_GROUP.to_owned(),
             accounts: true,
             deals: true,
+            metrics: true,
+            relay_drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -52,7 +64,10 @@ pub struct Running {
     cases: CaseReadModel,
     accounts: AccountReadModel,
     deals: DealReadModel,
+    metrics: MetricsStage,
     projectors: Vec<JoinHandle<Result<(), ProjectionError>>>,
+    /// Publishes the metrics stage's outbox until the process's shutdown signal, then drains it.
+    relay: Option<JoinHandle<()>>,
     /// Stops the projectors, which run on after the process's shutdown signal until what is in
     /// flight was taken.
     stop: watch::Sender<bool>,
@@ -62,6 +77,7 @@ pub struct Running {
 /// `recoup.v1.Query`.
 pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartError> {
     let (cases, accounts, deals) = open(&ctx.service_dir("projection"))?;
+    let metrics = MetricsStage::open(&cases).starting("opening the PAYGo metrics stage")?;
     let (stop, stopping) = watch::channel(false);
     let group = &settings.consumer_group;
     let mut projectors = vec![spawn(
@@ -80,6 +96,25 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
             ctx.health.clone(),
         ));
     }
+    let mut relay = None;
+    if settings.metrics {
+        let group = format!("{group}-metrics");
+        let projector = projector(ctx, metrics.clone(), &group, PAYGO_SNAPSHOTS.name)?;
+        projectors.push(spawn(
+            "paygo metrics",
+            projector,
+            stopping.clone(),
+            ctx.health.clone(),
+        ));
+        let producer = ctx
+            .kafka
+            .producer(&ProducerSettings::default())
+            .starting("kafka producer")?;
+        let outbox = OutboxRelay::new(metrics.clone(), Arc::new(producer));
+        relay = Some(tokio::spawn(
+            outbox.run(ctx.shutdown.clone(), settings.relay_drain_timeout),
+        ));
+    }
     if settings.deals {
         let group = format!("{group}-deals");
         let projector = projector(ctx, deals.clone(), &group, COLLECTIONS_DEALS.name)?;
@@ -96,7 +131,9 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         cases,
         accounts,
         deals,
+        metrics,
         projectors,
+        relay,
         stop,
     })
 }
@@ -161,6 +198,10 @@ impl Running {
         &self.deals
     }
 
+    pub fn metrics(&self) -> &MetricsStage {
+        &self.metrics
+    }
+
     /// Stops every projector at its next batch boundary (its offsets are in its last batch)
     /// and flushes the read models.
     /// A projector that failed or panicked makes this an error (after every other projector
@@ -177,6 +218,12 @@ impl Running {
                 tracing::error!(%error, "a projector did not stop cleanly");
                 first_error.get_or_insert(error);
             }
+        }
+        if let Some(relay) = self.relay
+            && let Err(failed) = join("metrics outbox relay", relay).await
+        {
+            tracing::error!(error = %failed, "the metrics outbox relay did not stop cleanly");
+            first_error.get_or_insert(failed.into());
         }
         first_error.map_or(Ok(()), Err)
     }

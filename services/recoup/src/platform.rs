@@ -393,6 +393,10 @@ impl RunningPlatform {
         self.projection.as_ref().map(|p| p.deals())
     }
 
+    pub fn metrics(&self) -> Option<&projection::MetricsStage> {
+        self.projection.as_ref().map(|p| p.metrics())
+    }
+
     pub fn importer(&self) -> Option<&snapshot_importer::import::Importer> {
         self.importer.as_ref().map(|i| i.importer())
     }

@@ -1,7 +1,9 @@
 //! Which services a process runs, and the topics they use.
 
 use event_backbone::TopicSpec;
-use event_backbone::topics::{self, ACCESS, COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
+use event_backbone::topics::{
+    self, ACCESS, COLLECTIONS_DEALS, DEBT_CASES, PAYGO_METRICS, PAYGO_SNAPSHOTS,
+};
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,8 @@ impl Services {
             n if n == DEBT_CASES.name => self.case_lifecycle || self.projection,
             n if n == PAYGO_SNAPSHOTS.name => self.snapshot_importer || self.projection,
             n if n == COLLECTIONS_DEALS.name => self.export_puller || self.projection,
+            // The projection's metrics stage publishes PAYGo metrics.
+            n if n == PAYGO_METRICS.name => self.projection,
             // Only with API keys on: see `platform::topics`.
             n if n == ACCESS.name => false,
             _ => self.snapshot_importer || self.export_puller,

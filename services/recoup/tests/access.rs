@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use chrono::Utc;
-use common::{bearer, channel, config, req_as, secured, start};
+use common::{bearer, channel, config, envelopes, req_as, secured, start};
 use recoup::platform::{RunningPlatform, Security};
 use recoup_access::{KeySpec, Role, ThrottleSettings};
 use recoup_proto::v1;
@@ -262,33 +262,6 @@ async fn failed_attempts_are_counted_and_slow_their_peer_down() {
         assert!(!after.contains(tenant), "/metrics names tenant {tenant}");
     }
     platform.shutdown().await.unwrap();
-}
-
-/// The envelopes of the topic `topic` on the platform's embedded broker, `n` of them.
-async fn envelopes(platform: &RunningPlatform, topic: &str, n: usize) -> Vec<v1::EventEnvelope> {
-    use event_backbone::{EventConsumer, KafkaConfig};
-    use prost::Message;
-    let kafka = KafkaConfig::external(platform.kafka_bootstrap.clone());
-    let consumer = EventConsumer::new(&kafka, "actors-test", topic, None).unwrap();
-    let partitions = consumer
-        .partitions(std::time::Duration::from_secs(10))
-        .unwrap();
-    let start: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
-    consumer.assign(&start).unwrap();
-    let mut found = Vec::new();
-    while found.len() < n {
-        let batch =
-            tokio::time::timeout(std::time::Duration::from_secs(20), consumer.recv_batch(100))
-                .await
-                .expect("the events arrive")
-                .unwrap();
-        found.extend(
-            batch
-                .iter()
-                .map(|e| v1::EventEnvelope::decode(e.value.as_slice()).unwrap()),
-        );
-    }
-    found
 }
 
 /// Every event names who caused it: the key of the request (commands, imports, key changes),

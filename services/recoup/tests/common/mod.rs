@@ -267,3 +267,34 @@ pub async fn stats_of(query: &mut Query, tenant: &str, state: v1::CaseState) -> 
         .next()
         .unwrap_or((0, 0, 0))
 }
+
+/// The envelopes of the topic `topic` on the platform's embedded broker, `n` of them.
+pub async fn envelopes(
+    platform: &RunningPlatform,
+    topic: &str,
+    n: usize,
+) -> Vec<v1::EventEnvelope> {
+    use event_backbone::{EventConsumer, KafkaConfig};
+    use prost::Message;
+    let kafka = KafkaConfig::external(platform.kafka_bootstrap.clone());
+    let consumer = EventConsumer::new(&kafka, "envelopes-test", topic, None).unwrap();
+    let partitions = consumer
+        .partitions(std::time::Duration::from_secs(10))
+        .unwrap();
+    let start: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
+    consumer.assign(&start).unwrap();
+    let mut found = Vec::new();
+    while found.len() < n {
+        let batch =
+            tokio::time::timeout(std::time::Duration::from_secs(20), consumer.recv_batch(100))
+                .await
+                .expect("the events arrive")
+                .unwrap();
+        found.extend(
+            batch
+                .iter()
+                .map(|e| v1::EventEnvelope::decode(e.value.as_slice()).unwrap()),
+        );
+    }
+    found
+}
