@@ -28,6 +28,7 @@ use crate::kernel::{
     Counters, Projection, ReadModelError, Step, envelope_of, tenant_prefix,
     upgrade_offsets_and_rejects,
 };
+use crate::metrics::{self, MetricsStage};
 
 /// Amounts in the PAR view are summed as integers of this many units per 1, so that an update
 /// (subtract the old row, add the new) leaves no floating-point residue.
@@ -88,6 +89,7 @@ impl SeriesEntry {
 
 /// An `AccountSnapshotRecorded` event, checked.
 struct RecordedSnapshot {
+    envelope: v1::EventEnvelope,
     tenant: String,
     account_uid: String,
     date: NaiveDate,
@@ -112,7 +114,8 @@ impl RecordedSnapshot {
             return Err("snapshot without account_uid or a valid snapshot_date".into());
         };
         Ok(Self {
-            tenant: envelope.tenant,
+            tenant: envelope.tenant.clone(),
+            envelope,
             account_uid,
             date,
             revision: recorded.revision,
@@ -149,10 +152,11 @@ impl ParTotals {
     }
 }
 
-/// The account read models.
+/// The account read models, and the PAYGo metrics stage in the same tree.
 #[derive(Clone)]
 pub struct AccountReadModel {
     tree: sled::Tree,
+    metrics: MetricsStage,
 }
 
 #[derive(Default)]
@@ -160,6 +164,7 @@ pub struct Staged {
     series: HashMap<Vec<u8>, SeriesEntry>,
     latest: HashMap<Vec<u8>, (NaiveDate, Vec<u8>)>,
     par: BTreeMap<Vec<u8>, ParTotals>,
+    metrics: metrics::Staged,
     batch: sled::Batch,
 }
 
@@ -172,7 +177,13 @@ impl AccountReadModel {
     pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
         let tree = cases.db().open_tree("accounts")?;
         upgrade_offsets_and_rejects(&tree)?;
-        Ok(Self { tree })
+        let metrics = MetricsStage::new(cases.db().clone(), tree.clone());
+        Ok(Self { tree, metrics })
+    }
+
+    /// The PAYGo metrics stage, which computes as this read model applies.
+    pub fn metrics(&self) -> &MetricsStage {
+        &self.metrics
     }
 
     /// The snapshot becomes the account's latest unless one of a later day is held.
@@ -301,7 +312,8 @@ impl AccountReadModel {
 
 impl Projection for AccountReadModel {
     type Staged = Staged;
-    type Written = ();
+    /// Records the metrics stage appended to its outbox.
+    type Written = usize;
 
     fn tree(&self) -> &sled::Tree {
         &self.tree
@@ -312,12 +324,19 @@ impl Projection for AccountReadModel {
             Ok(recorded) => recorded,
             Err(reason) => return Ok(Step::Rejected(reason)),
         };
+        if let Err(reason) = self
+            .metrics
+            .apply(&recorded.envelope, &mut staged.metrics)?
+        {
+            return Ok(Step::Rejected(reason));
+        }
         let RecordedSnapshot {
             tenant,
             account_uid,
             date,
             revision,
             snapshot,
+            ..
         } = &recorded;
         let key = series_key(tenant, account_uid, *date).into_vec();
         let earlier = match staged.series.get(&key) {
@@ -354,13 +373,15 @@ impl Projection for AccountReadModel {
         &mut staged.batch
     }
 
-    fn stage_writes(&self, staged: Staged) -> Result<(sled::Batch, ()), ReadModelError> {
+    fn stage_writes(&self, staged: Staged) -> Result<(sled::Batch, usize), ReadModelError> {
         let Staged {
             series,
             latest,
             par,
+            metrics,
             mut batch,
         } = staged;
+        let appended = self.metrics.stage_writes(metrics, &mut batch)?;
         for (key, entry) in series {
             batch.insert(key, entry.encode());
         }
@@ -370,6 +391,11 @@ impl Projection for AccountReadModel {
         for (key, totals) in par {
             batch.insert(key, totals.encode());
         }
-        Ok((batch, ()))
+        Ok((batch, appended))
+    }
+
+    fn written(&self, appended: usize) -> Result<(), ReadModelError> {
+        self.metrics.written(appended);
+        Ok(())
     }
 }

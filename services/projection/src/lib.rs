@@ -5,8 +5,8 @@
 //! offsets after the batch in one atomic `sled::Batch`, skipping what was applied before. The
 //! read models: [`cases::CaseReadModel`] (debt cases), [`accounts::AccountReadModel`] (PAYGo
 //! snapshots) and [`deals::DealReadModel`] (collections deals), each a tree of one database.
-//! [`metrics::MetricsStage`] follows the snapshots too and publishes recoup's PAYGo metrics
-//! through an outbox. [`grpc::Queries`] serves `recoup.v1.Query`; [`service`] starts all of it
+//! The account read model carries [`metrics::MetricsStage`], which computes recoup's PAYGo
+//! metrics as the snapshots are applied and publishes them through an outbox. [`grpc::Queries`] serves `recoup.v1.Query`; [`service`] starts all of it
 //! in a process.
 
 pub mod accounts;

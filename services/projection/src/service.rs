@@ -35,13 +35,11 @@ pub struct Settings {
     /// models use `{group}-accounts` and `{group}-deals`. Processes with the same group share
     /// the partitions.
     pub consumer_group: String,
-    /// False leaves the account projection stopped (tests prove with it that snapshots lost
-    /// with the embedded broker are imported again).
+    /// False leaves the account projection, and with it the PAYGo metrics stage, stopped (tests
+    /// prove with it that snapshots lost with the embedded broker are imported again).
     pub accounts: bool,
     /// False leaves the deal projection stopped (likewise for pulled deals).
     pub deals: bool,
-    /// False leaves the PAYGo metrics stage stopped (consumer group `{group}-metrics`).
-    pub metrics: bool,
     /// How long the metrics outbox may take to drain at shutdown (the rest is sent at the next
     /// start).
     pub relay_drain_timeout: Duration,
@@ -53,7 +51,6 @@ impl Default for Settings {
             consumer_group: DEFAULT_CONSUMER_GROUP.to_owned(),
             accounts: true,
             deals: true,
-            metrics: true,
             relay_drain_timeout: Duration::from_secs(5),
         }
     }
@@ -64,7 +61,6 @@ pub struct Running {
     cases: CaseReadModel,
     accounts: AccountReadModel,
     deals: DealReadModel,
-    metrics: MetricsStage,
     projectors: Vec<JoinHandle<Result<(), ProjectionError>>>,
     /// Publishes the metrics stage's outbox until the process's shutdown signal, then drains it.
     relay: Option<JoinHandle<()>>,
@@ -77,7 +73,6 @@ pub struct Running {
 /// `recoup.v1.Query`.
 pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartError> {
     let (cases, accounts, deals) = open(&ctx.service_dir("projection"))?;
-    let metrics = MetricsStage::open(&cases).starting("opening the PAYGo metrics stage")?;
     let (stop, stopping) = watch::channel(false);
     let group = &settings.consumer_group;
     let mut projectors = vec![spawn(
@@ -86,6 +81,7 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         stopping.clone(),
         ctx.health.clone(),
     )];
+    let mut relay = None;
     if settings.accounts {
         let group = format!("{group}-accounts");
         let projector = projector(ctx, accounts.clone(), &group, PAYGO_SNAPSHOTS.name)?;
@@ -95,22 +91,12 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
             stopping.clone(),
             ctx.health.clone(),
         ));
-    }
-    let mut relay = None;
-    if settings.metrics {
-        let group = format!("{group}-metrics");
-        let projector = projector(ctx, metrics.clone(), &group, PAYGO_SNAPSHOTS.name)?;
-        projectors.push(spawn(
-            "paygo metrics",
-            projector,
-            stopping.clone(),
-            ctx.health.clone(),
-        ));
+        // The account projection computes PAYGo metrics into an outbox: publish it.
         let producer = ctx
             .kafka
             .producer(&ProducerSettings::default())
             .starting("kafka producer")?;
-        let outbox = OutboxRelay::new(metrics.clone(), Arc::new(producer));
+        let outbox = OutboxRelay::new(accounts.metrics().clone(), Arc::new(producer));
         relay = Some(tokio::spawn(
             outbox.run(ctx.shutdown.clone(), settings.relay_drain_timeout),
         ));
@@ -131,7 +117,6 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         cases,
         accounts,
         deals,
-        metrics,
         projectors,
         relay,
         stop,
@@ -199,7 +184,7 @@ impl Running {
     }
 
     pub fn metrics(&self) -> &MetricsStage {
-        &self.metrics
+        self.accounts.metrics()
     }
 
     /// Stops every projector at its next batch boundary (its offsets are in its last batch)

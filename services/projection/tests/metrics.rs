@@ -1,6 +1,7 @@
-//! The PAYGo metrics stage over a real sled database: snapshots in any order, late, changed or
-//! repeated, across restarts, always end with the results of the account's final series
-//! computed from scratch; the outbox goes to a real Kafka-protocol broker.
+//! The PAYGo metrics stage of the account projection over a real sled database: snapshots in
+//! any order, late, changed or repeated, across restarts, always end with the results of the
+//! account's final series computed from scratch; the outbox goes to a real Kafka-protocol
+//! broker.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -16,7 +17,7 @@ use event_backbone::outbox::{Outbox, OutboxRelay};
 use event_backbone::producer::ProducerSettings;
 use event_backbone::{EmbeddedKafka, EventConsumer, EventProducer, topics};
 use paygo_snapshots::credit::{DayInputs, compute};
-use projection::{CaseReadModel, MetricsStage, Projection};
+use projection::{AccountReadModel, CaseReadModel, MetricsStage, Projection};
 use prost::Message;
 use recoup_proto::contract::{aggregate, event_type};
 use recoup_proto::metrics::encode_outcome;
@@ -86,10 +87,10 @@ fn recorded(tenant: &str, uid: &str, inputs: &DayInputs, revision: u64) -> Vec<u
     .encode_to_vec()
 }
 
-fn open(dir: &std::path::Path) -> (CaseReadModel, MetricsStage) {
+fn open(dir: &std::path::Path) -> (CaseReadModel, AccountReadModel) {
     let cases = reopen_read_model(dir);
-    let stage = MetricsStage::open(&cases).unwrap();
-    (cases, stage)
+    let accounts = AccountReadModel::open(&cases).unwrap();
+    (cases, accounts)
 }
 
 /// Every result in the outbox: (tenant, uid, day) → (revision, event id, message), keeping
@@ -159,29 +160,30 @@ fn from_scratch(series: &[DayInputs]) -> Vec<(String, Result<Vec<u8>, String>)> 
 #[test]
 fn days_in_order_publish_one_result_each_as_computed_from_scratch() {
     let dir = TempDir::new().unwrap();
-    let (_cases, stage) = open(dir.path());
+    let (_cases, accounts) = open(dir.path());
+    let stage = accounts.metrics();
     let series: Vec<DayInputs> = (0..40)
         .map(|n| inputs(n, if n % 3 == 0 { 250.0 } else { 0.0 }))
         .collect();
     let mut feed = Feed::new();
     for chunk in series.chunks(7) {
         let values = chunk.iter().map(|d| recorded("acme", "A1", d, 1));
-        let outcome = stage
+        let outcome = accounts
             .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
             .unwrap();
         assert_eq!(outcome.applied, chunk.len());
     }
     assert_eq!(stage.len(), 40, "one result per day");
     let mut all = Results::new();
-    results(&stage, &mut all);
+    results(stage, &mut all);
     assert!(all.values().all(|(revision, ..)| *revision == 1));
     assert_eq!(published(&all, "acme", "A1"), from_scratch(&series));
-    // The same events again change nothing.
+    // The same events again publish nothing (the account read model applies them again).
     let again = series.iter().map(|d| recorded("acme", "A1", d, 1));
-    let outcome = stage
+    let outcome = accounts
         .apply_batch(CLUSTER, TOPIC, &feed.batch(again))
         .unwrap();
-    assert_eq!((outcome.applied, outcome.duplicates), (0, 40));
+    assert_eq!(outcome.rejected, 0);
     assert_eq!(stage.len(), 40);
 }
 
@@ -210,20 +212,21 @@ fn late_earlier_and_changed_days_end_as_the_final_series_from_scratch_across_res
     let mut feed = Feed::new();
     let mut cases_and_stage = Some(open(dir.path()));
     for chunk in events.chunks(9) {
-        let (_, stage) = cases_and_stage.as_ref().unwrap();
+        let (_, accounts) = cases_and_stage.as_ref().unwrap();
         let values = chunk.iter().map(|(d, r)| recorded("acme", "A1", d, *r));
-        stage
+        accounts
             .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
             .unwrap();
-        results(stage, &mut all);
+        results(accounts.metrics(), &mut all);
         // Restart between batches: the state comes back from the tree.
-        let (cases, stage) = cases_and_stage.take().unwrap();
-        stage.flush().unwrap();
-        drop((cases, stage));
+        let (cases, accounts) = cases_and_stage.take().unwrap();
+        accounts.flush().unwrap();
+        drop((cases, accounts));
         cases_and_stage = Some(open(dir.path()));
     }
     assert_eq!(published(&all, "acme", "A1"), from_scratch(&series));
-    let (_, stage) = cases_and_stage.as_ref().unwrap();
+    let (_, accounts) = cases_and_stage.as_ref().unwrap();
+    let stage = accounts.metrics();
     assert!(stage.published_revision("acme", "A1", day(20)).unwrap() > Some(1));
     assert_eq!(
         stage.published_revision("acme", "A9", day(20)).unwrap(),
@@ -234,7 +237,8 @@ fn late_earlier_and_changed_days_end_as_the_final_series_from_scratch_across_res
 #[test]
 fn accounts_and_tenants_are_computed_apart_and_bad_events_are_kept_as_rejects() {
     let dir = TempDir::new().unwrap();
-    let (_cases, stage) = open(dir.path());
+    let (_cases, accounts) = open(dir.path());
+    let stage = accounts.metrics();
     let a: Vec<DayInputs> = (0..10).map(|n| inputs(n, 300.0)).collect();
     let b: Vec<DayInputs> = (0..10).map(|n| inputs(n, 50.0)).collect();
     let mut values = Vec::new();
@@ -244,12 +248,12 @@ fn accounts_and_tenants_are_computed_apart_and_bad_events_are_kept_as_rejects() 
     }
     values.push(b"not an envelope".to_vec());
     let mut feed = Feed::new();
-    let outcome = stage
+    let outcome = accounts
         .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
         .unwrap();
     assert_eq!((outcome.applied, outcome.rejected), (20, 1));
     let mut all = Results::new();
-    results(&stage, &mut all);
+    results(stage, &mut all);
     assert_eq!(published(&all, "acme", "A1"), from_scratch(&a));
     assert_eq!(published(&all, "globex", "A1"), from_scratch(&b));
 }
@@ -257,7 +261,8 @@ fn accounts_and_tenants_are_computed_apart_and_bad_events_are_kept_as_rejects() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_the_outbox_to_kafka_in_order_per_account_and_empties_it() {
     let dir = TempDir::new().unwrap();
-    let (_cases, stage) = open(dir.path());
+    let (_cases, accounts) = open(dir.path());
+    let stage = accounts.metrics();
     let mut feed = Feed::new();
     let mut values = Vec::new();
     for uid in ["A1", "A2", "A3"] {
@@ -267,11 +272,11 @@ async fn the_relay_publishes_the_outbox_to_kafka_in_order_per_account_and_emptie
     }
     // A late change of day 2 of A1 republishes days 2..11 of it.
     values.push(recorded("acme", "A1", &inputs(2, 900.0), 2));
-    stage
+    accounts
         .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
         .unwrap();
     let mut want = Results::new();
-    results(&stage, &mut want);
+    results(stage, &mut want);
     let total = stage.len();
     assert!(total > 36, "{total}");
 
@@ -317,11 +322,12 @@ async fn the_relay_publishes_the_outbox_to_kafka_in_order_per_account_and_emptie
 #[test]
 fn a_new_last_day_that_moves_the_start_recomputes_every_day() {
     let dir = TempDir::new().unwrap();
-    let (_cases, stage) = open(dir.path());
+    let (_cases, accounts) = open(dir.path());
+    let stage = accounts.metrics();
     let mut series: Vec<DayInputs> = (0..10).map(|n| inputs(n, 100.0)).collect();
     let mut feed = Feed::new();
     let values = series.iter().map(|d| recorded("acme", "A1", d, 1));
-    stage
+    accounts
         .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
         .unwrap();
     // Day 10 is the first to say how old the plan is: it began on day −2, not day 0.
@@ -329,11 +335,11 @@ fn a_new_last_day_that_moves_the_start_recomputes_every_day() {
     anchor.days_elapsed = Some(12);
     series.push(anchor.clone());
     let values = [recorded("acme", "A1", &anchor, 1)];
-    stage
+    accounts
         .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
         .unwrap();
     let mut all = Results::new();
-    results(&stage, &mut all);
+    results(stage, &mut all);
     assert_eq!(published(&all, "acme", "A1"), from_scratch(&series));
     assert_eq!(
         stage.published_revision("acme", "A1", day(0)).unwrap(),

@@ -1,6 +1,8 @@
-//! The PAYGo metrics stage: follows `recoup.paygo-snapshots.v1`, keeps each account's credit
-//! model (`paygo_snapshots::credit`), and publishes each account-day's result as
-//! `AccountMetricsCalculated` on `recoup.paygo-metrics.v1` through an outbox.
+//! The PAYGo metrics stage: part of the account projection ([`crate::accounts`]), it keeps each
+//! account's credit model (`paygo_snapshots::credit`) as the snapshots arrive, and publishes
+//! each account-day's result as `AccountMetricsCalculated` on `recoup.paygo-metrics.v1` through
+//! an outbox. Being part of the account projection, it holds the partitions the account read
+//! model holds, and writes in the same batch.
 //!
 //! A day after the account's last one steps the kept state (the common case: snapshots arrive
 //! day by day). A day that arrives late, earlier, as a changed revision, or that moves the
@@ -9,7 +11,8 @@
 //! always those of the account's final series computed from scratch.
 //!
 //! No loss, no double effect: the inputs, the states, the results' fingerprints, the outbox
-//! records and the consumer offsets of a batch are one atomic `sled::Batch`; the backbone's
+//! records, the account read model's changes and the consumer offsets of a batch are one atomic
+//! `sled::Batch`; the backbone's
 //! relay (`event_backbone::outbox::OutboxRelay` over this stage) publishes the outbox and
 //! removes what Kafka acknowledged. After a
 //! crash the relay sends what is left again, with the same event ids (derived from tenant,
@@ -22,7 +25,7 @@
 //! | `m` | tenant, account_uid, date | revision (u64 BE) and fingerprint (u128 BE) of the result last published |
 //! | `O` | sequence (u64) | an `event_backbone::outbox::OutboxRecord` |
 //!
-//! and the offsets and rejects of [`crate::kernel`].
+//! in the account read model's tree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,11 +43,7 @@ use recoup_proto::snapshots::format_date;
 use recoup_proto::v1;
 use tokio::sync::Notify;
 
-use crate::cases::CaseReadModel;
-use crate::kernel::{Projection, ReadModelError, Step, envelope_of, tenant_prefix};
-
-/// The tree of the stage.
-const TREE: &str = "paygo_metrics";
+use crate::kernel::{ReadModelError, tenant_prefix};
 
 fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Key {
     tenant_prefix(prefix, tenant).str(account_uid)
@@ -125,7 +124,6 @@ pub struct Staged {
     published: HashMap<Vec<u8>, Published>,
     /// Outbox records, in order.
     outbox: Vec<Vec<u8>>,
-    batch: sled::Batch,
 }
 
 /// The stage: its tree, and the relay's wake-up.
@@ -141,15 +139,13 @@ fn corrupt(key: impl AsRef<[u8]>, what: &str) -> ReadModelError {
 }
 
 impl MetricsStage {
-    /// Opens the stage's tree in the database of `cases`.
-    pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
-        let db = cases.db().clone();
-        let tree = db.open_tree(TREE)?;
-        Ok(Self {
+    /// The stage in `tree` (the account read model's) of `db`.
+    pub(crate) fn new(db: sled::Db, tree: sled::Tree) -> Self {
+        Self {
             db,
             tree,
             appended: Arc::new(Notify::new()),
-        })
+        }
     }
 
     /// The result last published for one account-day: its revision (`None`: none yet).
@@ -360,22 +356,17 @@ impl Outbox for MetricsStage {
     }
 }
 
-impl Projection for MetricsStage {
-    type Staged = Staged;
-    type Written = usize;
-
-    fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-
-    fn apply(&self, bytes: &[u8], staged: &mut Staged) -> Result<Step, ReadModelError> {
-        let envelope = match envelope_of(bytes, aggregate::PAYGO_ACCOUNT_SNAPSHOT) {
-            Ok(e) => e,
-            Err(reason) => return Ok(Step::Rejected(reason)),
-        };
+impl MetricsStage {
+    /// Takes one `AccountSnapshotRecorded` envelope into the staged changes; `Err` with the
+    /// reason when its payload has no inputs for the model.
+    pub(crate) fn apply(
+        &self,
+        envelope: &v1::EventEnvelope,
+        staged: &mut Staged,
+    ) -> Result<Result<(), String>, ReadModelError> {
         let day = match recorded_day(&envelope.payload) {
             Ok(day) => day,
-            Err(reason) => return Ok(Step::Rejected(reason)),
+            Err(reason) => return Ok(Err(reason)),
         };
         let id = (envelope.tenant.clone(), day.account_uid.clone());
         let date = day.inputs.date;
@@ -383,7 +374,7 @@ impl Projection for MetricsStage {
             && (stored.revision > day.revision
                 || (stored.revision == day.revision && stored.inputs == day.inputs))
         {
-            return Ok(Step::Duplicate);
+            return Ok(Ok(()));
         }
         let cursor = self.cursor(staged, &id)?;
         staged
@@ -395,27 +386,27 @@ impl Projection for MetricsStage {
             // A new last day that cannot move the start: step the kept state.
             Some(mut c) if date > c.last && (c.anchored || day.inputs.days_elapsed.is_none()) => {
                 let outcome = c.state.step(&day.inputs);
-                self.publish(staged, &envelope, &id, &day, &outcome)?;
+                self.publish(staged, envelope, &id, &day, &outcome)?;
                 c.last = date;
                 Some(c)
             }
-            _ => self.recompute(staged, &envelope, &id)?,
+            _ => self.recompute(staged, envelope, &id)?,
         };
         staged.cursors.insert(id, next);
-        Ok(Step::Applied(1))
+        Ok(Ok(()))
     }
 
-    fn batch(staged: &mut Staged) -> &mut sled::Batch {
-        &mut staged.batch
-    }
-
-    fn stage_writes(&self, staged: Staged) -> Result<(sled::Batch, usize), ReadModelError> {
+    /// Puts the staged changes into `batch`; returns how many outbox records it appends.
+    pub(crate) fn stage_writes(
+        &self,
+        staged: Staged,
+        batch: &mut sled::Batch,
+    ) -> Result<usize, ReadModelError> {
         let Staged {
             days,
             cursors,
             published,
             outbox,
-            mut batch,
         } = staged;
         for ((tenant, uid), days) in days {
             for (date, day) in days {
@@ -436,13 +427,13 @@ impl Projection for MetricsStage {
         for record in outbox {
             batch.insert(outbox_key(self.db.generate_id()?), record);
         }
-        Ok((batch, appended))
+        Ok(appended)
     }
 
-    fn written(&self, appended: usize) -> Result<(), ReadModelError> {
+    /// After the batch was written: the relay is told of what it appended.
+    pub(crate) fn written(&self, appended: usize) {
         if appended > 0 {
             self.appended.notify_one();
         }
-        Ok(())
     }
 }
