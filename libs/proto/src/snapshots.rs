@@ -40,6 +40,36 @@ pub fn encode_snapshot_import_fields(snapshot: &AccountSnapshot, buf: &mut Vec<u
     encode_fields(snapshot, buf, describes_import);
 }
 
+/// Whether the catalogue column numbered `tag` is a `*_calculated` one.
+fn is_calculated(tag: u32) -> bool {
+    usize::try_from(tag)
+        .ok()
+        .and_then(|t| t.checked_sub(1))
+        .and_then(|index| paygo_snapshots::FIELDS.get(index))
+        .is_some_and(|f| f.name.ends_with("_calculated"))
+}
+
+/// An encoded `recoup.v1.AccountSnapshot` without its `*_calculated` fields, field by field as
+/// it was (nothing decoded but the keys).
+pub fn without_calculated(snapshot: &[u8]) -> Result<Vec<u8>, prost::DecodeError> {
+    let mut out = Vec::with_capacity(snapshot.len());
+    let mut rest = snapshot;
+    while !rest.is_empty() {
+        let before = rest;
+        let (tag, wire_type) = encoding::decode_key(&mut rest)?;
+        encoding::skip_field(
+            wire_type,
+            tag,
+            &mut rest,
+            encoding::DecodeContext::default(),
+        )?;
+        if !is_calculated(tag) {
+            out.extend_from_slice(&before[..before.len() - rest.len()]);
+        }
+    }
+    Ok(out)
+}
+
 /// `YYYY-MM-DD` without chrono's format parser (this runs for every date of every row).
 pub fn format_date(date: NaiveDate) -> String {
     let mut out = String::with_capacity(10);

@@ -21,6 +21,7 @@ use paygo_snapshots::par::{PAR_BUCKETS, par_bucket};
 use prost::Message;
 use recoup_keys::{Key, KeyReader};
 use recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREGATE;
+use recoup_proto::snapshots::without_calculated;
 use recoup_proto::v1;
 
 use crate::cases::CaseReadModel;
@@ -254,20 +255,39 @@ impl AccountReadModel {
         }
     }
 
-    /// The latest snapshot of an account.
+    /// The latest snapshot of an account, with recoup's calculated fields.
     pub fn account(
         &self,
         tenant: &str,
         account_uid: &str,
     ) -> Result<Option<v1::AccountSnapshot>, ReadModelError> {
         let key = account_key(b'l', tenant, account_uid);
-        match self.tree.get(&key)? {
-            Some(bytes) => Ok(Some(
-                v1::AccountSnapshot::decode(bytes.get(4..).unwrap_or_default())
-                    .map_err(|e| corrupt(&key, &e.to_string()))?,
-            )),
-            None => Ok(None),
-        }
+        let Some(bytes) = self.tree.get(&key)? else {
+            return Ok(None);
+        };
+        let date = latest_date(&bytes).ok_or_else(|| corrupt(&key, "latest entry"))?;
+        let imported = bytes.get(4..).unwrap_or_default();
+        self.shown(tenant, account_uid, date, imported)
+            .map(Some)
+            .map_err(|e| corrupt(&key, &e))
+    }
+
+    /// A snapshot as the read model shows it: as imported, its `*_calculated` fields replaced
+    /// by recoup's (none where recoup computed none).
+    fn shown(
+        &self,
+        tenant: &str,
+        account_uid: &str,
+        date: NaiveDate,
+        imported: &[u8],
+    ) -> Result<v1::AccountSnapshot, String> {
+        let mut bytes = without_calculated(imported).map_err(|e| e.to_string())?;
+        let calculated = self
+            .metrics
+            .calculated(tenant, account_uid, date)
+            .map_err(|e| e.to_string())?;
+        bytes.extend_from_slice(&calculated.unwrap_or_default());
+        v1::AccountSnapshot::decode(bytes.as_slice()).map_err(|e| e.to_string())
     }
 
     /// Up to `limit` snapshots of an account with dates in `[from, to]`, oldest first.
@@ -289,8 +309,9 @@ impl AccountReadModel {
                 .day()
                 .ok_or_else(|| corrupt(&key, "date"))?;
             let entry = SeriesEntry::decode(&value).ok_or_else(|| corrupt(&key, "series entry"))?;
-            let snapshot = v1::AccountSnapshot::decode(entry.snapshot.as_slice())
-                .map_err(|e| corrupt(&key, &e.to_string()))?;
+            let snapshot = self
+                .shown(tenant, account_uid, date, &entry.snapshot)
+                .map_err(|e| corrupt(&key, &e))?;
             out.push((date, snapshot));
         }
         Ok(out)

@@ -91,11 +91,14 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
             stopping.clone(),
             ctx.health.clone(),
         ));
-        // The account projection computes PAYGo metrics into an outbox: publish it.
+        // The account projection computes PAYGo metrics into an outbox: publish it. No
+        // in-process consumer reads them, so without flow control (in embedded mode the oldest
+        // fall out of the mock broker's retention; the topic is for consumers downstream).
         let producer = ctx
             .kafka
-            .producer(&ProducerSettings::default())
-            .starting("kafka producer")?;
+            .producer(&ProducerSettings::bulk())
+            .starting("kafka producer")?
+            .unmetered();
         let outbox = OutboxRelay::new(accounts.metrics().clone(), Arc::new(producer));
         relay = Some(tokio::spawn(
             outbox.run(ctx.shutdown.clone(), settings.relay_drain_timeout),

@@ -17,6 +17,7 @@ use event_backbone::outbox::{Outbox, OutboxRelay};
 use event_backbone::producer::ProducerSettings;
 use event_backbone::{EmbeddedKafka, EventConsumer, EventProducer, topics};
 use paygo_snapshots::credit::{DayInputs, compute};
+use projection::metrics::Basis;
 use projection::{AccountReadModel, CaseReadModel, MetricsStage, Projection};
 use prost::Message;
 use recoup_proto::contract::{aggregate, event_type};
@@ -56,6 +57,9 @@ fn recorded(tenant: &str, uid: &str, inputs: &DayInputs, revision: u64) -> Vec<u
         num_expected_repayments_source: inputs.repayments,
         amt_payments_daily_source: inputs.payment,
         days_elapsed_payment_plan_source: inputs.days_elapsed,
+        // The CRM's figures: kept as given, but the read model shows recoup's calculated ones.
+        days_to_cutoff_source: Some(-7),
+        days_to_cutoff_calculated: Some(99),
         ..Default::default()
     };
     let payload = v1::AccountSnapshotRecorded {
@@ -346,4 +350,93 @@ fn a_new_last_day_that_moves_the_start_recomputes_every_day() {
         Some(2),
         "day 0 is day 2 of the plan now"
     );
+}
+
+#[test]
+fn the_read_model_shows_recoups_calculated_fields_and_par_on_its_numbers() {
+    let dir = TempDir::new().unwrap();
+    let (_cases, accounts) = open(dir.path());
+    let mut feed = Feed::new();
+    // A1 pays for 10 days on day 0 only; A2 every day; A3 has no plan.
+    let a1: Vec<DayInputs> = (0..25)
+        .map(|n| inputs(n, if n == 0 { 1000.0 } else { 0.0 }))
+        .collect();
+    let a2: Vec<DayInputs> = (0..25).map(|n| inputs(n, 100.0)).collect();
+    let a3: Vec<DayInputs> = (0..25)
+        .map(|n| DayInputs {
+            date: day(n),
+            ..DayInputs::default()
+        })
+        .collect();
+    let mut values = Vec::new();
+    for (uid, series) in [("A1", &a1), ("A2", &a2), ("A3", &a3)] {
+        values.extend(series.iter().map(|d| recorded("acme", uid, d, 1)));
+    }
+    accounts
+        .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
+        .unwrap();
+
+    let want = compute(&a1);
+    let latest = accounts.account("acme", "A1").unwrap().unwrap();
+    let m = want[24].1.metrics().unwrap();
+    assert_eq!(
+        latest.days_to_cutoff_source,
+        Some(-7),
+        "the CRM's value as imported"
+    );
+    assert_eq!(
+        latest.days_to_cutoff_calculated,
+        Some(m.days_to_cutoff),
+        "recoup's"
+    );
+    assert_eq!(latest.days_arrears_consecutive_nf_calculated, Some(14));
+    let series = accounts.series("acme", "A1", None, None, 100).unwrap();
+    for ((date, shown), (want_date, outcome)) in series.iter().zip(&want) {
+        assert_eq!(date, want_date);
+        let m = outcome.metrics().unwrap();
+        assert_eq!(
+            shown.days_to_cutoff_calculated,
+            Some(m.days_to_cutoff),
+            "{date}"
+        );
+    }
+    // No plan: recoup shows no calculated field, not the imported one.
+    let none = accounts.account("acme", "A3").unwrap().unwrap();
+    assert_eq!(none.days_to_cutoff_calculated, None);
+    assert_eq!(none.days_to_cutoff_source, Some(-7));
+
+    // PAR on day 24: A1 14 days in arrears (bucket 8-30), A2 none (0), A3 unknown.
+    let par = accounts
+        .metrics()
+        .par("acme", day(24), Basis::NonForgiving)
+        .unwrap();
+    let counts: Vec<i64> = par.iter().map(|t| t.accounts).collect();
+    assert_eq!(counts, [1, 0, 1, 0, 0, 0, 0, 1]);
+    let outstanding_a1 = m_remaining(&want[24].1);
+    assert_eq!(par[2].outstanding(), outstanding_a1);
+    // A late payment of A1 on day 5 moves it out of arrears: the totals move with it.
+    let mut late = inputs(5, 2000.0);
+    late.date = day(5);
+    accounts
+        .apply_batch(
+            CLUSTER,
+            TOPIC,
+            &feed.batch([recorded("acme", "A1", &late, 2)]),
+        )
+        .unwrap();
+    let par = accounts
+        .metrics()
+        .par("acme", day(24), Basis::NonForgiving)
+        .unwrap();
+    let counts: Vec<i64> = par.iter().map(|t| t.accounts).collect();
+    assert_eq!(counts, [2, 0, 0, 0, 0, 0, 0, 1]);
+    let forgiving = accounts
+        .metrics()
+        .par("acme", day(24), Basis::Forgiving)
+        .unwrap();
+    assert_eq!(forgiving.iter().map(|t| t.accounts).sum::<i64>(), 3);
+}
+
+fn m_remaining(outcome: &paygo_snapshots::credit::Outcome) -> f64 {
+    outcome.metrics().unwrap().remaining
 }

@@ -327,6 +327,7 @@ async fn every_malformed_file_gives_its_error_and_its_valid_rows_are_imported() 
             TENANT,
             v1::PortfolioParRequest {
                 snapshot_date: DAY.into(),
+                ..Default::default()
             },
         ))
         .await

@@ -775,6 +775,7 @@ async fn a_snapshot_importer_killed_mid_import_loses_no_row() {
                 &tenant,
                 v1::PortfolioParRequest {
                     snapshot_date: "2024-05-01".into(),
+                    ..Default::default()
                 },
             ))
             .await

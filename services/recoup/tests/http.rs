@@ -391,6 +391,7 @@ async fn csv_json_ndjson_and_xlsx_bodies_are_imported_and_reported() {
                 "acme",
                 v1::PortfolioParRequest {
                     snapshot_date: "2024-05-01".into(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -14,6 +14,7 @@ use prost::Message;
 use recoup_proto::contract::topic;
 use recoup_proto::metrics::encode_outcome;
 use recoup_proto::v1;
+use recoup_proto::v1::query_client::QueryClient;
 use recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient;
 use tempfile::TempDir;
 
@@ -136,5 +137,48 @@ async fn imported_snapshots_come_out_as_the_final_series_computed_from_scratch()
         got == want,
         "the results differ from the final series from scratch"
     );
+
+    // The read models show them: the latest snapshot with recoup's calculated fields, and PAR
+    // on recoup's numbers.
+    let mut query = QueryClient::new(channel(&platform).await);
+    let get = v1::GetAccountRequest {
+        account_uid: "acme_crm_A0".into(),
+    };
+    let shown = query
+        .get_account(req("acme", get))
+        .await
+        .unwrap()
+        .into_inner();
+    let last = compute(&series[&0]).pop().unwrap().1;
+    let last = last.metrics().unwrap();
+    assert_eq!(shown.days_to_cutoff_calculated, Some(last.days_to_cutoff));
+    assert_eq!(
+        shown.amt_remaining_installment_calculated,
+        Some(last.remaining)
+    );
+    let mut want_buckets = [0u64; 8];
+    for days in series.values() {
+        let (_, outcome) = compute(days).pop().unwrap();
+        let consecutive = outcome.metrics().unwrap().nf.consecutive;
+        want_buckets[usize::from(paygo_snapshots::par::par_bucket(Some(consecutive)))] += 1;
+    }
+    let par = v1::PortfolioParRequest {
+        snapshot_date: day(39).format("%Y-%m-%d").to_string(),
+        basis: v1::ParBasis::NonForgiving as i32,
+    };
+    let par = query
+        .portfolio_par(req("acme", par))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(par.basis, v1::ParBasis::NonForgiving as i32);
+    let buckets: Vec<u64> = par.buckets.iter().map(|b| b.accounts).collect();
+    assert_eq!(buckets, want_buckets);
+    let bad = v1::PortfolioParRequest {
+        snapshot_date: "2026-02-09".into(),
+        basis: 7,
+    };
+    let refused = query.portfolio_par(req("acme", bad)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     platform.shutdown().await.unwrap();
 }

@@ -94,6 +94,7 @@ async fn par(query: &mut Query, tenant: &str, date: &str) -> v1::PortfolioParRes
             tenant,
             v1::PortfolioParRequest {
                 snapshot_date: date.into(),
+                ..Default::default()
             },
         ))
         .await

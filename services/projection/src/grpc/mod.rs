@@ -17,6 +17,7 @@ use crate::accounts::AccountReadModel;
 use crate::cases::CaseReadModel;
 use crate::deals::DealReadModel;
 use crate::kernel::ReadModelError;
+use crate::metrics::Basis;
 use recoup_runtime::Clock;
 
 /// Default and largest `ListCases` page.
@@ -335,14 +336,24 @@ impl Query for Queries {
         request: Request<v1::PortfolioParRequest>,
     ) -> Result<Response<v1::PortfolioParResponse>, Status> {
         let tenant = self.reader(&request)?;
-        let date = optional_date("snapshot_date", &request.get_ref().snapshot_date)?
+        let r = request.get_ref();
+        let date = optional_date("snapshot_date", &r.snapshot_date)?
             .ok_or_else(|| Status::invalid_argument("snapshot_date is required (YYYY-MM-DD)"))?;
-        let totals = self.accounts.par(&tenant, date).map_err(internal)?;
+        let basis = v1::ParBasis::try_from(r.basis)
+            .map_err(|_| Status::invalid_argument(format!("basis {} is no ParBasis", r.basis)))?;
+        let metrics = self.accounts.metrics();
+        let totals = match basis {
+            v1::ParBasis::Source => self.accounts.par(&tenant, date),
+            v1::ParBasis::Forgiving => metrics.par(&tenant, date, Basis::Forgiving),
+            v1::ParBasis::NonForgiving => metrics.par(&tenant, date, Basis::NonForgiving),
+        }
+        .map_err(internal)?;
         let mut response = v1::PortfolioParResponse {
             snapshot_date: date.format("%Y-%m-%d").to_string(),
+            basis: basis as i32,
             ..Default::default()
         };
-        let mut over_30 = 0i64;
+        let (mut over_30, mut over_90) = (0i64, 0i64);
         let mut outstanding = 0i64;
         for ((name, min, max), t) in PAR_BUCKETS.iter().zip(&totals) {
             response.buckets.push(v1::ParBucket {
@@ -357,13 +368,20 @@ impl Query for Queries {
             if *min > 30 && *name != "unknown" {
                 over_30 += t.outstanding_units;
             }
+            if *min > 90 && *name != "unknown" {
+                over_90 += t.outstanding_units;
+            }
         }
         response.outstanding = outstanding as f64 / 10_000.0;
-        response.par30_ratio = if outstanding > 0 {
-            over_30 as f64 / outstanding as f64
-        } else {
-            0.0
+        let ratio = |part: i64| {
+            if outstanding > 0 {
+                part as f64 / outstanding as f64
+            } else {
+                0.0
+            }
         };
+        response.par30_ratio = ratio(over_30);
+        response.par90_ratio = ratio(over_90);
         Ok(Response::new(response))
     }
 }

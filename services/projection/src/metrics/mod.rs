@@ -25,7 +25,11 @@
 //! | `m` | tenant, account_uid, date | revision (u64 BE) and fingerprint (u128 BE) of the result last published |
 //! | `O` | sequence (u64) | an `event_backbone::outbox::OutboxRecord` |
 //!
-//! in the account read model's tree.
+//! and what the read models show ([`results`]: `r`, `Q`), in the account read model's tree.
+
+mod results;
+
+pub use results::Basis;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -124,6 +128,7 @@ pub struct Staged {
     published: HashMap<Vec<u8>, Published>,
     /// Outbox records, in order.
     outbox: Vec<Vec<u8>>,
+    results: results::StagedResults,
 }
 
 /// The stage: its tree, and the relay's wake-up.
@@ -249,6 +254,13 @@ impl MetricsStage {
                 fingerprint,
             },
         );
+        self.show(
+            staged,
+            &id.0,
+            &id.1,
+            date,
+            results::Shown::of(outcome, &calculated),
+        )?;
         let payload = encode_calculated(&id.1, date, day.revision, revision, &calculated);
         staged
             .outbox
@@ -407,7 +419,9 @@ impl MetricsStage {
             cursors,
             published,
             outbox,
+            results,
         } = staged;
+        results.write(batch);
         for ((tenant, uid), days) in days {
             for (date, day) in days {
                 batch.insert(day_key(b'i', &tenant, &uid, date), encode_day(&day));
