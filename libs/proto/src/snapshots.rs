@@ -70,6 +70,39 @@ pub fn without_calculated(snapshot: &[u8]) -> Result<Vec<u8>, prost::DecodeError
     Ok(out)
 }
 
+/// The value of the numeric field `tag` (int64 or double) of an encoded
+/// `recoup.v1.AccountSnapshot`, as f64; `None` when absent or not numeric.
+pub fn numeric_field(snapshot: &[u8], tag: u32) -> Option<f64> {
+    let mut rest = snapshot;
+    let mut found = None;
+    while !rest.is_empty() {
+        let (field, wire_type) = encoding::decode_key(&mut rest).ok()?;
+        if field == tag {
+            // The last occurrence counts, as protobuf merges scalars.
+            found = Some(match wire_type {
+                encoding::WireType::Varint => {
+                    encoding::decode_varint(&mut rest).ok()? as i64 as f64
+                }
+                encoding::WireType::SixtyFourBit => {
+                    let (bytes, tail) = rest.split_first_chunk::<8>()?;
+                    rest = tail;
+                    f64::from_le_bytes(*bytes)
+                }
+                _ => return None,
+            });
+            continue;
+        }
+        encoding::skip_field(
+            wire_type,
+            field,
+            &mut rest,
+            encoding::DecodeContext::default(),
+        )
+        .ok()?;
+    }
+    found
+}
+
 /// `YYYY-MM-DD` without chrono's format parser (this runs for every date of every row).
 pub fn format_date(date: NaiveDate) -> String {
     let mut out = String::with_capacity(10);

@@ -113,3 +113,23 @@ fn results_are_encoded_as_account_metrics_calculated_with_only_calculated_fields
     assert_eq!(message.calculated, None);
     assert_eq!(message.not_calculated, "before the plan's start");
 }
+
+#[test]
+fn a_numeric_field_is_read_by_its_number_without_decoding_the_rest() {
+    use recoup_proto::snapshots::{field_number, numeric_field};
+    let mut bytes = Vec::new();
+    encode_snapshot(&row(), &mut bytes);
+    let number = |name: &str| field_number(paygo_snapshots::field(name).unwrap().0);
+    let value = |name: &str| numeric_field(&bytes, number(name));
+    assert_eq!(value("amt_payments_daily_source"), Some(700.0), "a double");
+    assert_eq!(
+        value("days_to_cutoff_source"),
+        Some(-4.0),
+        "a negative int64"
+    );
+    assert_eq!(value("num_expected_repayments_source"), Some(3.0));
+    assert_eq!(value("days_to_cutoff_calculated"), Some(99.0));
+    assert_eq!(value("amt_refunds_cumulative_source"), None, "absent");
+    assert_eq!(value("snapshot_date"), None, "not a number");
+    assert_eq!(numeric_field(b"\xff", 7), None, "not a snapshot");
+}

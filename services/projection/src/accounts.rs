@@ -21,7 +21,7 @@ use paygo_snapshots::par::{PAR_BUCKETS, par_bucket};
 use prost::Message;
 use recoup_keys::{Key, KeyReader};
 use recoup_proto::contract::aggregate::PAYGO_ACCOUNT_SNAPSHOT as SNAPSHOT_AGGREGATE;
-use recoup_proto::snapshots::without_calculated;
+use recoup_proto::snapshots::{numeric_field, without_calculated};
 use recoup_proto::v1;
 
 use crate::cases::CaseReadModel;
@@ -152,6 +152,9 @@ impl ParTotals {
         self.outstanding_units as f64 / AMOUNT_SCALE
     }
 }
+
+/// An account whose CRM and recoup disagree: account_uid, the CRM's value, recoup's.
+pub type Disagreement = (String, f64, f64);
 
 /// The account read models, and the PAYGo metrics stage in the same tree.
 #[derive(Clone)]
@@ -315,6 +318,50 @@ impl AccountReadModel {
             out.push((date, snapshot));
         }
         Ok(out)
+    }
+
+    /// Up to `limit` accounts with a result on `date` after `after` whose `source` field (a
+    /// catalogue column's proto number) differs from recoup's `calculated` one by more than
+    /// `tolerance`: (account_uid, source, calculated). At most `examine` accounts are looked at;
+    /// the second value is the last one looked at when more may follow.
+    pub fn discrepancies(
+        &self,
+        tenant: &str,
+        date: NaiveDate,
+        (source, calculated): (u32, u32),
+        tolerance: f64,
+        after: Option<&str>,
+        (limit, examine): (usize, usize),
+    ) -> Result<(Vec<Disagreement>, Option<String>), ReadModelError> {
+        let mut found = Vec::new();
+        let mut examined = 0;
+        for uid in self.metrics.accounts_on(tenant, date, after) {
+            let uid = uid?;
+            examined += 1;
+            let key = series_key(tenant, &uid, date);
+            let theirs = match self.tree.get(&key)? {
+                Some(bytes) => {
+                    SeriesEntry::decode(&bytes)
+                        .ok_or_else(|| corrupt(&key, "series entry"))?
+                        .snapshot
+                }
+                None => Vec::new(),
+            };
+            let ours = self.metrics.calculated(tenant, &uid, date)?;
+            let values = (
+                numeric_field(&theirs, source),
+                ours.and_then(|o| numeric_field(&o, calculated)),
+            );
+            if let (Some(s), Some(c)) = values
+                && (c - s).abs() > tolerance
+            {
+                found.push((uid.clone(), s, c));
+            }
+            if found.len() >= limit || examined >= examine {
+                return Ok((found, Some(uid)));
+            }
+        }
+        Ok((found, None))
     }
 
     /// The PAR totals of every bucket on one day, in bucket order.

@@ -435,6 +435,31 @@ fn the_read_model_shows_recoups_calculated_fields_and_par_on_its_numbers() {
         .par("acme", day(24), Basis::Forgiving)
         .unwrap();
     assert_eq!(forgiving.iter().map(|t| t.accounts).sum::<i64>(), 3);
+
+    // Where the CRM (days_to_cutoff_source = -7 everywhere) and recoup disagree on day 24: A1
+    // (paid until day 30: 6) and A2 (paid until day 25: 1); A3 has no figure of recoup's.
+    let tags = (7, 8); // days_to_cutoff_source, days_to_cutoff_calculated
+    let (all, more) = accounts
+        .discrepancies("acme", day(24), tags, 0.0, None, (100, 100))
+        .unwrap();
+    assert_eq!(
+        all,
+        [("A1".to_owned(), -7.0, 6.0), ("A2".to_owned(), -7.0, 1.0)]
+    );
+    assert_eq!(more, None);
+    let (within, _) = accounts
+        .discrepancies("acme", day(24), tags, 8.5, None, (100, 100))
+        .unwrap();
+    assert_eq!(within, [("A1".to_owned(), -7.0, 6.0)], "A2 is within 8.5");
+    // One at a time: the page says where to go on.
+    let (first, more) = accounts
+        .discrepancies("acme", day(24), tags, 0.0, None, (1, 100))
+        .unwrap();
+    assert_eq!((first.len(), more.as_deref()), (1, Some("A1")));
+    let (second, _) = accounts
+        .discrepancies("acme", day(24), tags, 0.0, Some("A1"), (1, 100))
+        .unwrap();
+    assert_eq!(second[0].0, "A2");
 }
 
 fn m_remaining(outcome: &paygo_snapshots::credit::Outcome) -> f64 {

@@ -41,7 +41,8 @@ calls![
     CreateCase, UpdateCase, MarkReviewed, MarkPrepared, StartProcessing, AddPaymentReceipt,
     CloseCase, FailCase, DeleteCase, CommandsGetCase,
     /// recoup.v1.Query
-    GetCase, ListCases, CaseStats, GetCaseHistory, GetAccount, ListAccountSnapshots, PortfolioPar, GetDeal,
+    GetCase, ListCases, CaseStats, GetCaseHistory, GetAccount, ListAccountSnapshots, PortfolioPar,
+    ListDiscrepancies, GetDeal,
     ListDeals, CollectionsFunnel, PtpSummary, WatchDoNotContact,
     /// recoup.v1.SnapshotImports
     Upload, ImportRows, GetImport,
@@ -191,6 +192,14 @@ async fn query_call(ch: &Channel, call: Call, t: &str, auth: Option<&str>) -> Ou
             grpc(q.list_account_snapshots(req(list, t, auth)).await)
         }
         PortfolioPar => grpc(q.portfolio_par(req(Default::default(), t, auth)).await),
+        ListDiscrepancies => {
+            let list = v1::ListDiscrepanciesRequest {
+                snapshot_date: "2024-05-01".to_owned(),
+                field: "days_to_cutoff".to_owned(),
+                ..Default::default()
+            };
+            grpc(q.list_discrepancies(req(list, t, auth)).await)
+        }
         GetDeal => grpc(q.get_deal(req(Default::default(), t, auth)).await),
         ListDeals => grpc(q.list_deals(req(Default::default(), t, auth)).await),
         CollectionsFunnel => grpc(q.collections_funnel(req(Default::default(), t, auth)).await),
@@ -342,7 +351,7 @@ async fn every_rpc_and_route_checks_the_credential_its_tenant_and_its_role() {
             }
         }
     }
-    assert_eq!(cells, 6 * 2 * 31);
+    assert_eq!(cells, 6 * 2 * 32);
     platform.shutdown().await.unwrap();
 }
 

@@ -36,6 +36,8 @@ fn snapshot(a: i64, n: i64, payment: f64) -> (DayInputs, v1::Row) {
         ("snapshot_date", day(n).format("%Y-%m-%d").to_string()),
         ("account_external_id", format!("A{a}")),
         ("amt_payments_daily_source", payment.to_string()),
+        // The CRM says every account is exactly at its cutoff.
+        ("days_to_cutoff_source", "0".to_owned()),
     ];
     if n == 0 {
         inputs.contract_value = Some(6000.0);
@@ -180,5 +182,48 @@ async fn imported_snapshots_come_out_as_the_final_series_computed_from_scratch()
     };
     let refused = query.portfolio_par(req("acme", bad)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // Where the CRM and recoup disagree on the last day.
+    let mut want_disagree = Vec::new();
+    for (a, days) in &series {
+        let (_, outcome) = compute(days).pop().unwrap();
+        let cutoff = outcome.metrics().unwrap().days_to_cutoff;
+        if cutoff != 0 {
+            want_disagree.push((format!("acme_crm_A{a}"), cutoff as f64));
+        }
+    }
+    assert!(!want_disagree.is_empty());
+    let ask = |field: &str| v1::ListDiscrepanciesRequest {
+        snapshot_date: day(39).format("%Y-%m-%d").to_string(),
+        field: field.to_owned(),
+        ..Default::default()
+    };
+    let listed = query
+        .list_discrepancies(req("acme", ask("days_to_cutoff")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            listed.source_field.as_str(),
+            listed.calculated_field.as_str()
+        ),
+        ("days_to_cutoff_source", "days_to_cutoff_calculated")
+    );
+    let got: Vec<(String, f64)> = listed
+        .discrepancies
+        .iter()
+        .map(|d| (d.account_uid.clone(), d.calculated))
+        .collect();
+    assert_eq!(got, want_disagree);
+    assert!(listed.discrepancies.iter().all(|d| d.source == 0.0));
+    for field in ["days_par_status", "no_such_thing", ""] {
+        let refused = query.list_discrepancies(req("acme", ask(field))).await;
+        assert_eq!(
+            refused.unwrap_err().code(),
+            tonic::Code::InvalidArgument,
+            "{field}"
+        );
+    }
     platform.shutdown().await.unwrap();
 }

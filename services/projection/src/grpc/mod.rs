@@ -1,5 +1,6 @@
 //! gRPC service `recoup.v1.Query` over the read models.
 
+mod accounts;
 mod deals;
 
 use chrono::NaiveDate;
@@ -198,6 +199,13 @@ impl Query for Queries {
             cases: cases.iter().map(case_to_proto).collect(),
             next_page_token,
         }))
+    }
+
+    async fn list_discrepancies(
+        &self,
+        request: Request<v1::ListDiscrepanciesRequest>,
+    ) -> Result<Response<v1::ListDiscrepanciesResponse>, Status> {
+        self.list_discrepancies_query(request).await
     }
 
     async fn get_case_history(

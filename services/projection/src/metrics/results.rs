@@ -5,8 +5,9 @@
 //! |---|---|---|
 //! | `r` | tenant, account_uid, date | [`Shown`]: the PAR buckets (nf, f) and outstanding, then the calculated fields |
 //! | `Q` | tenant, date, basis (u8: 1 non-forgiving, 2 forgiving), bucket (u8) | accounts (i64 BE) + outstanding in 1/10,000 units (i64 BE) |
+//! | `D` | tenant, date, account_uid | empty: the accounts with a result on a day |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use paygo_snapshots::credit::Outcome;
@@ -14,6 +15,8 @@ use paygo_snapshots::par::{PAR_BUCKETS, UNKNOWN_BUCKET, par_bucket};
 
 use super::{MetricsStage, Staged, corrupt, day_key};
 use crate::accounts::ParTotals;
+use recoup_keys::KeyReader;
+
 use crate::kernel::{Counters, ReadModelError, tenant_prefix};
 
 /// Amounts are summed in units of 1/10,000, as the account read model's PAR.
@@ -24,6 +27,10 @@ const AMOUNT_SCALE: f64 = 10_000.0;
 pub enum Basis {
     NonForgiving = 1,
     Forgiving = 2,
+}
+
+fn day_prefix(tenant: &str, date: NaiveDate) -> recoup_keys::Key {
+    tenant_prefix(b'D', tenant).day(date)
 }
 
 fn par_key(tenant: &str, date: NaiveDate, basis: Basis, bucket: u8) -> Vec<u8> {
@@ -102,12 +109,16 @@ impl Shown {
 pub(super) struct StagedResults {
     shown: BTreeMap<Vec<u8>, Shown>,
     par: BTreeMap<Vec<u8>, ParTotals>,
+    days: BTreeSet<Vec<u8>>,
 }
 
 impl StagedResults {
     pub(super) fn write(self, batch: &mut sled::Batch) {
         for (key, shown) in self.shown {
             batch.insert(key, shown.encode());
+        }
+        for key in self.days {
+            batch.insert(key, &[] as &[u8]);
         }
         for (key, totals) in self.par {
             if totals == ParTotals::default() {
@@ -173,7 +184,36 @@ impl MetricsStage {
             self.add_par(staged, k, [1, shown.outstanding])?;
         }
         staged.results.shown.insert(key, shown);
+        staged
+            .results
+            .days
+            .insert(day_prefix(tenant, date).last_str(account_uid).into_vec());
         Ok(())
+    }
+
+    /// The accounts with a result on `date`, in account_uid order, after `after`.
+    pub fn accounts_on(
+        &self,
+        tenant: &str,
+        date: NaiveDate,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<String, ReadModelError>> + '_ {
+        let prefix = day_prefix(tenant, date);
+        let start = match after {
+            // The smallest key after the last one listed.
+            Some(uid) => day_prefix(tenant, date).last_str(uid).u8(0).into_vec(),
+            None => prefix.as_bytes().to_vec(),
+        };
+        let skip = prefix.len();
+        self.tree
+            .range(start..prefix.prefix_end())
+            .map(move |entry| {
+                let (key, _) = entry?;
+                KeyReader::tail(&key[skip..])
+                    .last_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| corrupt(&key, "day index"))
+            })
     }
 
     /// recoup's calculated fields of one account-day (an encoded `AccountSnapshot` with only
