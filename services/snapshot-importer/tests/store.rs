@@ -129,6 +129,21 @@ fn reopen(path: &std::path::Path) -> ImportStore {
     }
 }
 
+/// The database in `path` once sled's background threads of the last handle let go of it.
+fn open_db(path: &std::path::Path) -> sled::Db {
+    let mut attempts = 0;
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(error) if attempts < 500 && error.to_string().contains("acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("opening the database: {error}"),
+        }
+    }
+}
+
 fn check(
     store: &ImportStore,
     model: &std::collections::BTreeMap<(String, String, NaiveDate), Stored>,
@@ -186,7 +201,7 @@ fn fingerprints_of_the_one_entry_per_row_layout_are_moved_into_blocks() {
         batch.snapshot(&written_later.0, written_later.1);
         store.apply(batch).unwrap();
         drop(store);
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_db(dir.path());
         let tree = db.open_tree("imports").unwrap();
         for (key, stored) in &keys {
             tree.insert(key, legacy_value(stored)).unwrap();
@@ -196,7 +211,7 @@ fn fingerprints_of_the_one_entry_per_row_layout_are_moved_into_blocks() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = ImportStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     for (key, stored) in keys.iter().chain([&written_later]) {
         assert_eq!(store.snapshot(key).unwrap(), Some(*stored));
     }
