@@ -93,6 +93,40 @@ pub fn recorded_day(payload: &[u8]) -> Result<RecordedDay, String> {
     })
 }
 
+/// The model's inputs of a snapshot already decoded as `recoup.v1.AccountSnapshot` (what
+/// [`recorded_day`] reads from the bytes): a consumer that decodes the whole snapshot anyway
+/// does not decode it twice.
+pub fn day_of(
+    s: &crate::v1::AccountSnapshot,
+    date: NaiveDate,
+    revision: u64,
+) -> Result<RecordedDay, String> {
+    let account_uid = s
+        .account_uid
+        .clone()
+        .filter(|u| !u.is_empty())
+        .ok_or("no account_uid")?;
+    Ok(RecordedDay {
+        account_uid,
+        revision,
+        inputs: DayInputs {
+            date,
+            days_elapsed: s.days_elapsed_payment_plan_source,
+            contract_value: s.amt_contract_value_without_discounts_source,
+            add_ons: s.amt_lump_sum_add_ons_source,
+            expected_deposits: s.amt_expected_deposits_cumulative_source,
+            duration: s.days_expected_loan_duration_source,
+            repayments: s.num_expected_repayments_source,
+            payment: s.amt_payments_daily_source,
+            paid_deposits_cumulative: s.amt_paid_deposits_cumulative_source,
+            refund: s.amt_refunds_daily_source,
+            discount: s.amt_discounts_daily_source,
+            delay_days: s.days_delays_daily_source,
+            penalty: s.amt_penalties_daily_source,
+        },
+    })
+}
+
 /// `day` encoded as [`recorded_day`] reads it (an `AccountSnapshotRecorded` with only the
 /// model's fields): how a stage keeps the inputs of each day.
 pub fn encode_day(day: &RecordedDay) -> Vec<u8> {

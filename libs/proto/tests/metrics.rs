@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use paygo_snapshots::credit::{DayInputs, MODEL_VERSION, Outcome, compute};
 use paygo_snapshots::{Columns, ImportContext};
 use prost::Message;
-use recoup_proto::metrics::{encode_calculated, encode_day, encode_outcome, recorded_day};
+use recoup_proto::metrics::{day_of, encode_calculated, encode_day, encode_outcome, recorded_day};
 use recoup_proto::snapshots::{encode_recorded, encode_snapshot};
 use recoup_proto::v1;
 
@@ -71,6 +71,18 @@ fn the_models_inputs_are_read_from_a_recorded_snapshot_as_the_domain_reads_them(
         recorded_day(&encode_day(&day)).unwrap(),
         day,
         "kept as it came"
+    );
+    // The same inputs from the snapshot decoded whole.
+    let whole = v1::AccountSnapshotRecorded::decode(recorded.as_slice())
+        .unwrap()
+        .snapshot
+        .unwrap();
+    assert_eq!(day_of(&whole, want.date, 7).unwrap(), day);
+    let nameless = v1::AccountSnapshot::default();
+    assert!(
+        day_of(&nameless, want.date, 7)
+            .unwrap_err()
+            .contains("account_uid")
     );
     assert!(recorded_day(b"\xff\xff").is_err());
     let no_uid = encode_recorded(&[], "import-1", 2, 1);

@@ -392,12 +392,12 @@ impl Projection for AccountReadModel {
             Ok(recorded) => recorded,
             Err(reason) => return Ok(Step::Rejected(reason)),
         };
-        if let Err(reason) = self
-            .metrics
-            .apply(&recorded.envelope, &mut staged.metrics)?
-        {
-            return Ok(Step::Rejected(reason));
-        }
+        let day = match metrics::day_of(&recorded.snapshot, recorded.date, recorded.revision) {
+            Ok(day) => day,
+            Err(reason) => return Ok(Step::Rejected(reason)),
+        };
+        self.metrics
+            .apply(&recorded.envelope, day, &mut staged.metrics)?;
         let RecordedSnapshot {
             tenant,
             account_uid,

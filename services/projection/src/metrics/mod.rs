@@ -6,8 +6,9 @@
 //!
 //! A day after the account's last one steps the kept state (the common case: snapshots arrive
 //! day by day). A day that arrives late, earlier, as a changed revision, or that moves the
-//! plan's start recomputes the account from its stored days; only the days whose result
-//! changed are published again, each with the next revision. So the results published are
+//! plan's start marks the account, and when the batch ends each marked account is recomputed
+//! once from its stored days; only the days whose result changed are published again, each
+//! with the next revision. So the results published are
 //! always those of the account's final series computed from scratch.
 //!
 //! No loss, no double effect: the inputs, the states, the results' fingerprints, the outbox
@@ -40,6 +41,7 @@ use paygo_snapshots::credit::{AccountState, DayInputs, MODEL_VERSION, Outcome, s
 use prost::Message;
 use recoup_keys::{Key, KeyReader};
 use recoup_proto::contract::{actor, aggregate, event_type, topic};
+pub(crate) use recoup_proto::metrics::day_of;
 use recoup_proto::metrics::{
     RecordedDay, encode_calculated, encode_day, encode_outcome, recorded_day,
 };
@@ -126,9 +128,32 @@ pub struct Staged {
     days: HashMap<(String, String), Days>,
     cursors: HashMap<(String, String), Option<Cursor>>,
     published: HashMap<Vec<u8>, Published>,
+    /// Accounts to recompute when the batch ends, with the last event that changed each: a
+    /// batch that brings several earlier days of an account recomputes it once.
+    dirty: BTreeMap<(String, String), Trigger>,
     /// Outbox records, in order.
     outbox: Vec<Vec<u8>>,
     results: results::StagedResults,
+}
+
+/// What a published result takes from the snapshot event that caused it.
+#[derive(Debug, Clone)]
+struct Trigger {
+    event_id: String,
+    correlation_id: String,
+    occurred_at: Option<prost_types::Timestamp>,
+    recorded_at: Option<prost_types::Timestamp>,
+}
+
+impl Trigger {
+    fn of(envelope: &v1::EventEnvelope) -> Self {
+        Self {
+            event_id: envelope.event_id.clone(),
+            correlation_id: envelope.correlation_id.clone(),
+            occurred_at: envelope.occurred_at,
+            recorded_at: envelope.recorded_at,
+        }
+    }
 }
 
 /// The stage: its tree, and the relay's wake-up.
@@ -222,7 +247,7 @@ impl MetricsStage {
     fn publish(
         &self,
         staged: &mut Staged,
-        trigger: &v1::EventEnvelope,
+        trigger: &Trigger,
         id: &(String, String),
         day: &RecordedDay,
         outcome: &Outcome,
@@ -272,7 +297,7 @@ impl MetricsStage {
     fn recompute(
         &self,
         staged: &mut Staged,
-        trigger: &v1::EventEnvelope,
+        trigger: &Trigger,
         id: &(String, String),
     ) -> Result<Option<Cursor>, ReadModelError> {
         let days = self.all_days(staged, id)?;
@@ -295,7 +320,7 @@ impl MetricsStage {
 
 /// The outbox record of one result.
 fn outbox_record(
-    trigger: &v1::EventEnvelope,
+    trigger: &Trigger,
     id: &(String, String),
     date: NaiveDate,
     revision: u64,
@@ -369,57 +394,77 @@ impl Outbox for MetricsStage {
 }
 
 impl MetricsStage {
-    /// Takes one `AccountSnapshotRecorded` envelope into the staged changes; `Err` with the
-    /// reason when its payload has no inputs for the model.
+    /// Takes one snapshot day of `envelope` (an `AccountSnapshotRecorded`, its inputs read by
+    /// the caller) into the staged changes.
     pub(crate) fn apply(
         &self,
         envelope: &v1::EventEnvelope,
+        day: RecordedDay,
         staged: &mut Staged,
-    ) -> Result<Result<(), String>, ReadModelError> {
-        let day = match recorded_day(&envelope.payload) {
-            Ok(day) => day,
-            Err(reason) => return Ok(Err(reason)),
-        };
+    ) -> Result<(), ReadModelError> {
         let id = (envelope.tenant.clone(), day.account_uid.clone());
         let date = day.inputs.date;
         if let Some(stored) = self.stored_day(staged, &id, date)?
             && (stored.revision > day.revision
                 || (stored.revision == day.revision && stored.inputs == day.inputs))
         {
-            return Ok(Ok(()));
+            return Ok(());
         }
-        let cursor = self.cursor(staged, &id)?;
-        staged
-            .days
-            .entry(id.clone())
-            .or_default()
-            .insert(date, day.clone());
-        let next = match cursor {
+        let cursor = match staged.dirty.get_mut(&id) {
+            // Recomputed when the batch ends anyway.
+            Some(trigger) => {
+                *trigger = Trigger::of(envelope);
+                None
+            }
+            None => Some(self.cursor(staged, &id)?),
+        };
+        let stepped = match cursor {
             // A new last day that cannot move the start: step the kept state.
-            Some(mut c) if date > c.last && (c.anchored || day.inputs.days_elapsed.is_none()) => {
+            Some(Some(mut c))
+                if date > c.last && (c.anchored || day.inputs.days_elapsed.is_none()) =>
+            {
                 let outcome = c.state.step(&day.inputs);
-                self.publish(staged, envelope, &id, &day, &outcome)?;
+                self.publish(staged, &Trigger::of(envelope), &id, &day, &outcome)?;
                 c.last = date;
                 Some(c)
             }
-            _ => self.recompute(staged, envelope, &id)?,
+            _ => None,
         };
-        staged.cursors.insert(id, next);
-        Ok(Ok(()))
+        match stepped {
+            Some(c) => {
+                staged.cursors.insert(id.clone(), Some(c));
+            }
+            None => {
+                staged.dirty.insert(id.clone(), Trigger::of(envelope));
+            }
+        }
+        staged.days.entry(id).or_default().insert(date, day);
+        Ok(())
+    }
+
+    /// Recomputes the accounts the batch left dirty (each once, from all its days).
+    fn finish(&self, staged: &mut Staged) -> Result<(), ReadModelError> {
+        for (id, trigger) in std::mem::take(&mut staged.dirty) {
+            let next = self.recompute(staged, &trigger, &id)?;
+            staged.cursors.insert(id, next);
+        }
+        Ok(())
     }
 
     /// Puts the staged changes into `batch`; returns how many outbox records it appends.
     pub(crate) fn stage_writes(
         &self,
-        staged: Staged,
+        mut staged: Staged,
         batch: &mut sled::Batch,
     ) -> Result<usize, ReadModelError> {
+        self.finish(&mut staged)?;
         let Staged {
             days,
             cursors,
             published,
             outbox,
             results,
+            dirty: _,
         } = staged;
         results.write(batch);
         for ((tenant, uid), days) in days {
