@@ -18,6 +18,7 @@ use recoup_access::JwtSettings;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod accounts_cli;
 mod client;
 mod credential;
 mod import_cli;
@@ -71,6 +72,9 @@ enum Command {
     Topics(TopicsCommand),
     /// Talk to a running recoup over gRPC.
     Cases(client::CasesArgs),
+    /// Read the PAYGo portfolio from a running recoup over gRPC: PAR on the CRM's or recoup's
+    /// numbers, and the accounts where they disagree.
+    Accounts(accounts_cli::AccountsArgs),
     /// Make, list and revoke API keys (through a running process with an admin key, or on the
     /// access topic with --kafka-brokers).
     #[command(subcommand_required = true)]
@@ -323,13 +327,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         } => return health(server, service, tls).await,
         // Rejected rows are no error of the command, yet they fail it.
         Command::Import(args) => return import_cli::run(args).await,
-        Command::Cases(args) => client::run(args).await.map_err(|error| {
-            // A refusal is an answer: name its gRPC code.
-            match error.downcast_ref::<tonic::Status>() {
-                Some(status) => credential::refusal(status),
-                None => error,
-            }
-        }),
+        Command::Cases(args) => client::run(args).await.map_err(named_refusal),
+        Command::Accounts(args) => accounts_cli::run(args).await.map_err(named_refusal),
         Command::Keys(args) => keys_cli::run(args).await,
         Command::Tls(TlsCommand::Init {
             out_dir,
@@ -339,6 +338,14 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }) => tls_init(&out_dir, hosts, days, if_absent),
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// A refusal is an answer: name its gRPC code.
+fn named_refusal(error: anyhow::Error) -> anyhow::Error {
+    match error.downcast_ref::<tonic::Status>() {
+        Some(status) => credential::refusal(status),
+        None => error,
+    }
 }
 
 /// `recoup tls init`.
