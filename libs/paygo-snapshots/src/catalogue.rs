@@ -200,7 +200,18 @@ pub const UPDATED_AT: usize = position("updated_at");
 
 /// Looks a column up by its exact name: its position in [`FIELDS`] and the field.
 pub fn field(name: &str) -> Option<(usize, &'static Field)> {
-    FIELDS.iter().enumerate().find(|(_, f)| f.name == name)
+    // Built once: the credit model names some fifty cells per account-day.
+    static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+        std::sync::OnceLock::new();
+    let by_name = BY_NAME.get_or_init(|| {
+        FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name, i))
+            .collect()
+    });
+    let index = *by_name.get(name)?;
+    FIELDS.get(index).map(|f| (index, f))
 }
 
 /// The position of `name` in [`FIELDS`], evaluated at compile time: a name missing from the

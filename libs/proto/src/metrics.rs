@@ -65,6 +65,17 @@ pub struct RecordedDay {
 pub fn recorded_day(payload: &[u8]) -> Result<RecordedDay, String> {
     let recorded = RecordedInputs::decode(payload).map_err(|e| e.to_string())?;
     let s = recorded.snapshot.ok_or("the event carries no snapshot")?;
+    day_from(s, recorded.revision)
+}
+
+/// The model's inputs of an encoded `recoup.v1.AccountSnapshot` of revision `revision` (as a
+/// read model keeps the snapshots it applied), or why it has none.
+pub fn snapshot_day(snapshot: &[u8], revision: u64) -> Result<RecordedDay, String> {
+    let s = SnapshotInputs::decode(snapshot).map_err(|e| e.to_string())?;
+    day_from(s, revision)
+}
+
+fn day_from(s: SnapshotInputs, revision: u64) -> Result<RecordedDay, String> {
     let account_uid = s
         .account_uid
         .filter(|u| !u.is_empty())
@@ -74,7 +85,7 @@ pub fn recorded_day(payload: &[u8]) -> Result<RecordedDay, String> {
         .map_err(|_| format!("snapshot_date {date:?} is not a date"))?;
     Ok(RecordedDay {
         account_uid,
-        revision: recorded.revision,
+        revision,
         inputs: DayInputs {
             date,
             days_elapsed: s.days_elapsed_payment_plan_source,
@@ -125,33 +136,6 @@ pub fn day_of(
             penalty: s.amt_penalties_daily_source,
         },
     })
-}
-
-/// `day` encoded as [`recorded_day`] reads it (an `AccountSnapshotRecorded` with only the
-/// model's fields): how a stage keeps the inputs of each day.
-pub fn encode_day(day: &RecordedDay) -> Vec<u8> {
-    let i = &day.inputs;
-    let snapshot = SnapshotInputs {
-        snapshot_date: Some(format_date(i.date)),
-        days_elapsed_payment_plan_source: i.days_elapsed,
-        days_delays_daily_source: i.delay_days,
-        num_expected_repayments_source: i.repayments,
-        days_expected_loan_duration_source: i.duration,
-        amt_lump_sum_add_ons_source: i.add_ons,
-        amt_paid_deposits_cumulative_source: i.paid_deposits_cumulative,
-        amt_payments_daily_source: i.payment,
-        amt_contract_value_without_discounts_source: i.contract_value,
-        account_uid: Some(day.account_uid.clone()),
-        amt_refunds_daily_source: i.refund,
-        amt_penalties_daily_source: i.penalty,
-        amt_discounts_daily_source: i.discount,
-        amt_expected_deposits_cumulative_source: i.expected_deposits,
-    };
-    RecordedInputs {
-        snapshot: Some(snapshot),
-        revision: day.revision,
-    }
-    .encode_to_vec()
 }
 
 /// The calculated fields of an outcome as an encoded `recoup.v1.AccountSnapshot` (only

@@ -7,7 +7,9 @@ use chrono::{TimeZone, Utc};
 use paygo_snapshots::credit::{DayInputs, MODEL_VERSION, Outcome, compute};
 use paygo_snapshots::{Columns, ImportContext};
 use prost::Message;
-use recoup_proto::metrics::{day_of, encode_calculated, encode_day, encode_outcome, recorded_day};
+use recoup_proto::metrics::{
+    day_of, encode_calculated, encode_outcome, recorded_day, snapshot_day,
+};
 use recoup_proto::snapshots::{encode_recorded, encode_snapshot};
 use recoup_proto::v1;
 
@@ -67,10 +69,12 @@ fn the_models_inputs_are_read_from_a_recorded_snapshot_as_the_domain_reads_them(
     assert_eq!(want.penalty, Some(14.5));
     assert_eq!(want.repayments, Some(3));
 
+    let mut bare = Vec::new();
+    encode_snapshot(&snapshot, &mut bare);
     assert_eq!(
-        recorded_day(&encode_day(&day)).unwrap(),
+        snapshot_day(&bare, 7).unwrap(),
         day,
-        "kept as it came"
+        "read from the snapshot alone"
     );
     // The same inputs from the snapshot decoded whole.
     let whole = v1::AccountSnapshotRecorded::decode(recorded.as_slice())

@@ -47,6 +47,21 @@ fn par_key(tenant: &str, date: NaiveDate, bucket: u8) -> Key {
     tenant_prefix(b'q', tenant).day(date).u8(bucket)
 }
 
+/// Every stored day of an account's series, in date order: (key, revision, encoded snapshot
+/// as imported). The metrics stage reads the model's inputs from there.
+pub(crate) fn stored_series<'a>(
+    tree: &'a sled::Tree,
+    tenant: &str,
+    account_uid: &str,
+) -> impl Iterator<Item = Result<(sled::IVec, u64, Vec<u8>), ReadModelError>> + 'a {
+    tree.scan_prefix(account_key(b'n', tenant, account_uid))
+        .map(|entry| {
+            let (key, value) = entry?;
+            let entry = SeriesEntry::decode(&value).ok_or_else(|| corrupt(&key, "series entry"))?;
+            Ok((key, entry.revision, entry.snapshot))
+        })
+}
+
 /// The latest entry's value: its date (as a key part), then the snapshot.
 fn latest_value(date: NaiveDate, snapshot: &[u8]) -> Vec<u8> {
     let mut value = Key::parts().day(date).into_vec();
@@ -181,7 +196,7 @@ impl AccountReadModel {
     pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
         let tree = cases.db().open_tree("accounts")?;
         upgrade_offsets_and_rejects(&tree)?;
-        let metrics = MetricsStage::new(cases.db().clone(), tree.clone());
+        let metrics = MetricsStage::open(cases.db().clone(), tree.clone())?;
         Ok(Self { tree, metrics })
     }
 
@@ -335,8 +350,8 @@ impl AccountReadModel {
     ) -> Result<(Vec<Disagreement>, Option<String>), ReadModelError> {
         let mut found = Vec::new();
         let mut examined = 0;
-        for uid in self.metrics.accounts_on(tenant, date, after) {
-            let uid = uid?;
+        for result in self.metrics.accounts_on(tenant, date, after) {
+            let (uid, ours) = result?;
             examined += 1;
             let key = series_key(tenant, &uid, date);
             let theirs = match self.tree.get(&key)? {
@@ -347,7 +362,6 @@ impl AccountReadModel {
                 }
                 None => Vec::new(),
             };
-            let ours = self.metrics.calculated(tenant, &uid, date)?;
             let values = (
                 numeric_field(&theirs, source),
                 ours.and_then(|o| numeric_field(&o, calculated)),
@@ -396,8 +410,6 @@ impl Projection for AccountReadModel {
             Ok(day) => day,
             Err(reason) => return Ok(Step::Rejected(reason)),
         };
-        self.metrics
-            .apply(&recorded.envelope, day, &mut staged.metrics)?;
         let RecordedSnapshot {
             tenant,
             account_uid,
@@ -419,6 +431,12 @@ impl Projection for AccountReadModel {
         if earlier.as_ref().is_some_and(|e| e.revision > *revision) {
             return Ok(Step::Duplicate);
         }
+        let same_revision = earlier
+            .as_ref()
+            .filter(|e| e.revision == *revision)
+            .map(|e| e.snapshot.as_slice());
+        self.metrics
+            .apply(&recorded.envelope, day, same_revision, &mut staged.metrics)?;
         let encoded = snapshot.encode_to_vec();
         let entry = SeriesEntry {
             revision: *revision,

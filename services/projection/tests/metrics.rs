@@ -573,3 +573,80 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn results_of_the_stages_first_layout_are_moved_and_recomputed_from_the_series() {
+    use recoup_keys::{Key, KeyReader};
+    let dir = TempDir::new().unwrap();
+    let mut series: Vec<DayInputs> = (0..12)
+        .map(|n| inputs(n, if n % 3 == 0 { 200.0 } else { 0.0 }))
+        .collect();
+    let mut feed = Feed::new();
+    let shown_of = |stage: &MetricsStage| -> Vec<(Option<Vec<u8>>, Option<u64>)> {
+        (0..12)
+            .map(|n| {
+                (
+                    stage.calculated("acme", "A1", day(n)).unwrap(),
+                    stage.published_revision("acme", "A1", day(n)).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = {
+        let (cases, accounts) = open(dir.path());
+        let values = series.iter().map(|d| recorded("acme", "A1", d, 1));
+        accounts
+            .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
+            .unwrap();
+        let shown = shown_of(accounts.metrics());
+        assert!(shown.iter().all(|(c, r)| c.is_some() && *r == Some(1)));
+        // Back to the first layout: each result as `r` (tenant, account, date) with its `m`,
+        // the `D` index, and the inputs under `i`.
+        let tree = accounts.tree();
+        let mut batch = sled::Batch::default();
+        for entry in tree.scan_prefix(b"R") {
+            let (key, value) = entry.unwrap();
+            let mut reader = KeyReader::tail(&key[1..]);
+            let tenant = reader.str().unwrap();
+            let date = reader.day().unwrap();
+            let uid = reader.last_str().unwrap();
+            let tail = Key::parts().str(tenant).str(uid).day(date).into_vec();
+            batch.insert([b"r", tail.as_slice()].concat(), &value[24..]);
+            batch.insert([b"m", tail.as_slice()].concat(), &value[..24]);
+            let index = Key::new(b'D').str(tenant).day(date).last_str(uid);
+            batch.insert(index.into_vec(), &[] as &[u8]);
+            batch.insert([b"i", tail.as_slice()].concat(), b"inputs".as_slice());
+            batch.remove(key);
+        }
+        tree.apply_batch(batch).unwrap();
+        accounts.flush().unwrap();
+        drop((cases, accounts));
+        shown
+    };
+
+    let (_cases, accounts) = open(dir.path());
+    let tree = accounts.tree();
+    for prefix in [b"r", b"m", b"D", b"i"] {
+        assert_eq!(tree.scan_prefix(prefix).count(), 0, "{prefix:?} is gone");
+    }
+    let stage = accounts.metrics();
+    assert_eq!(shown_of(stage), before, "every result shown as before");
+    let listed: Vec<String> = stage
+        .accounts_on("acme", day(5), None)
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(listed, ["A1"]);
+    // A changed day recomputes the account from its series.
+    series[4].payment = Some(900.0);
+    let late = vec![recorded("acme", "A1", &series[4], 2)];
+    accounts
+        .apply_batch(CLUSTER, TOPIC, &feed.batch(late))
+        .unwrap();
+    let mut all = Results::new();
+    results(stage, &mut all);
+    assert_eq!(published(&all, "acme", "A1"), from_scratch(&series));
+    assert_eq!(
+        stage.published_revision("acme", "A1", day(11)).unwrap(),
+        Some(2)
+    );
+}

@@ -292,45 +292,63 @@ impl Metrics {
     }
 }
 
+/// The column names of one clock's figures, in the order [`Arrears::cells`] gives them.
+type ClockNames = [&'static str; 9];
+
+const NON_FORGIVING: ClockNames = [
+    "days_arrears_consecutive_nf_calculated",
+    "days_arrears_cumulative_nf_calculated",
+    "days_arrears_historical_nf_calculated",
+    "days_par_status_nf_calculated",
+    "amt_arrears_consecutive_nf_calculated",
+    "amt_arrears_cumulative_nf_calculated",
+    "amt_credit_daily_nf_calculated",
+    "percent_paid_on_time_nf_calculated",
+    "repayment_rate_nf_calculated",
+];
+
+const FORGIVING: ClockNames = [
+    "days_arrears_consecutive_f_calculated",
+    "days_arrears_cumulative_f_calculated",
+    "days_arrears_historical_f_calculated",
+    "days_par_status_f_calculated",
+    "amt_arrears_consecutive_f_calculated",
+    "amt_arrears_cumulative_f_calculated",
+    "amt_credit_daily_f_calculated",
+    "percent_paid_on_time_f_calculated",
+    "repayment_rate_f_calculated",
+];
+
 impl Arrears {
     fn cells(&self, variant: &str) -> Vec<(&'static str, Value)> {
-        let name = |stem: &str| -> &'static str {
-            let full = format!("{stem}_{variant}_calculated");
-            field(&full).map_or("", |(_, f)| f.name)
+        let names = if variant == "f" {
+            &FORGIVING
+        } else {
+            &NON_FORGIVING
         };
+        let [
+            consecutive,
+            cumulative,
+            historical,
+            par,
+            amount,
+            amount_cumulative,
+            credit,
+            on_time,
+            rate,
+        ] = *names;
         let mut cells = vec![
-            (
-                name("days_arrears_consecutive"),
-                Value::Integer(self.consecutive),
-            ),
-            (
-                name("days_arrears_cumulative"),
-                Value::Integer(self.cumulative),
-            ),
-            (
-                name("days_arrears_historical"),
-                Value::Integer(self.historical),
-            ),
-            (
-                name("days_par_status"),
-                Value::String(self.par_status.to_owned()),
-            ),
-            (
-                name("amt_arrears_consecutive"),
-                Value::Float(self.amount_consecutive),
-            ),
-            (
-                name("amt_arrears_cumulative"),
-                Value::Float(self.amount_cumulative),
-            ),
-            (name("amt_credit_daily"), Value::Float(self.credit_daily)),
-            (
-                name("percent_paid_on_time"),
-                Value::Float(self.percent_paid_on_time),
-            ),
+            (consecutive, Value::Integer(self.consecutive)),
+            (cumulative, Value::Integer(self.cumulative)),
+            (historical, Value::Integer(self.historical)),
+            (par, Value::String(self.par_status.to_owned())),
+            (amount, Value::Float(self.amount_consecutive)),
+            (amount_cumulative, Value::Float(self.amount_cumulative)),
+            (credit, Value::Float(self.credit_daily)),
+            (on_time, Value::Float(self.percent_paid_on_time)),
         ];
-        if let Some(rate) = self.repayment_rate {
-            cells.push((name("repayment_rate"), Value::Float(rate)));
+        if let Some(repayment_rate) = self.repayment_rate {
+            cells.push((rate, Value::Float(repayment_rate)));
         }
         cells
     }

@@ -11,7 +11,7 @@
 //! with the next revision. So the results published are
 //! always those of the account's final series computed from scratch.
 //!
-//! No loss, no double effect: the inputs, the states, the results' fingerprints, the outbox
+//! No loss, no double effect: the states, the results with their fingerprints, the outbox
 //! records, the account read model's changes and the consumer offsets of a batch are one atomic
 //! `sled::Batch`; the backbone's
 //! relay (`event_backbone::outbox::OutboxRelay` over this stage) publishes the outbox and
@@ -21,12 +21,12 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `i` | tenant, account_uid, date | the day's inputs: an `AccountSnapshotRecorded` with only the model's fields |
 //! | `a` | tenant, account_uid | [`Cursor`]: the last day, whether a day fixes the start, the state after the last day |
-//! | `m` | tenant, account_uid, date | revision (u64 BE) and fingerprint (u128 BE) of the result last published |
 //! | `O` | sequence (u64) | an `event_backbone::outbox::OutboxRecord` |
 //!
-//! and what the read models show ([`results`]: `r`, `Q`), in the account read model's tree.
+//! and what the read models show ([`results`]: `R`, each account-day's result with the revision
+//! and fingerprint last published, and `Q`), in the account read model's tree. The inputs of
+//! every day are the account read model's series (`n`): a recompute reads them from there.
 
 mod results;
 
@@ -42,9 +42,7 @@ use prost::Message;
 use recoup_keys::{Key, KeyReader};
 use recoup_proto::contract::{actor, aggregate, event_type, topic};
 pub(crate) use recoup_proto::metrics::day_of;
-use recoup_proto::metrics::{
-    RecordedDay, encode_calculated, encode_day, encode_outcome, recorded_day,
-};
+use recoup_proto::metrics::{RecordedDay, encode_calculated, encode_outcome, snapshot_day};
 use recoup_proto::snapshots::format_date;
 use recoup_proto::v1;
 use tokio::sync::Notify;
@@ -53,12 +51,6 @@ use crate::kernel::{ReadModelError, tenant_prefix};
 
 fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Key {
     tenant_prefix(prefix, tenant).str(account_uid)
-}
-
-fn day_key(prefix: u8, tenant: &str, account_uid: &str, date: NaiveDate) -> Vec<u8> {
-    account_key(prefix, tenant, account_uid)
-        .day(date)
-        .into_vec()
 }
 
 fn outbox_key(sequence: u64) -> Vec<u8> {
@@ -96,28 +88,6 @@ impl Cursor {
     }
 }
 
-/// The result last published for a day: its revision and a fingerprint of its content.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Published {
-    revision: u64,
-    fingerprint: u128,
-}
-
-impl Published {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = self.revision.to_be_bytes().to_vec();
-        v.extend_from_slice(&self.fingerprint.to_be_bytes());
-        v
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            revision: u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?),
-            fingerprint: u128::from_be_bytes(bytes.get(8..24)?.try_into().ok()?),
-        })
-    }
-}
-
 /// One account's days as this batch sees them: stored, then replaced by the batch's.
 type Days = BTreeMap<NaiveDate, RecordedDay>;
 
@@ -127,7 +97,6 @@ pub struct Staged {
     /// Days received by this batch, per account.
     days: HashMap<(String, String), Days>,
     cursors: HashMap<(String, String), Option<Cursor>>,
-    published: HashMap<Vec<u8>, Published>,
     /// Accounts to recompute when the batch ends, with the last event that changed each: a
     /// batch that brings several earlier days of an account recomputes it once.
     dirty: BTreeMap<(String, String), Trigger>,
@@ -169,56 +138,29 @@ fn corrupt(key: impl AsRef<[u8]>, what: &str) -> ReadModelError {
 }
 
 impl MetricsStage {
-    /// The stage in `tree` (the account read model's) of `db`.
-    pub(crate) fn new(db: sled::Db, tree: sled::Tree) -> Self {
-        Self {
+    /// The stage in `tree` (the account read model's) of `db`; a tree of the stage's first
+    /// layout is upgraded first.
+    pub(crate) fn open(db: sled::Db, tree: sled::Tree) -> Result<Self, ReadModelError> {
+        let moved = results::upgrade_layout(&tree)?;
+        if moved > 0 {
+            tracing::info!(
+                results = moved,
+                "PAYGo metrics results moved to the stage's layout 2"
+            );
+        }
+        Ok(Self {
             db,
             tree,
             appended: Arc::new(Notify::new()),
-        }
+        })
     }
 
-    /// The result last published for one account-day: its revision (`None`: none yet).
-    pub fn published_revision(
-        &self,
-        tenant: &str,
-        account_uid: &str,
-        date: NaiveDate,
-    ) -> Result<Option<u64>, ReadModelError> {
-        let key = day_key(b'm', tenant, account_uid, date);
-        match self.tree.get(&key)? {
-            Some(bytes) => Ok(Some(
-                Published::decode(&bytes)
-                    .ok_or_else(|| corrupt(&key, "published result"))?
-                    .revision,
-            )),
-            None => Ok(None),
-        }
-    }
-
-    /// The day as stored or staged.
-    fn stored_day(
-        &self,
-        staged: &Staged,
-        id: &(String, String),
-        date: NaiveDate,
-    ) -> Result<Option<RecordedDay>, ReadModelError> {
-        if let Some(day) = staged.days.get(id).and_then(|days| days.get(&date)) {
-            return Ok(Some(day.clone()));
-        }
-        let key = day_key(b'i', &id.0, &id.1, date);
-        match self.tree.get(&key)? {
-            Some(bytes) => Ok(Some(recorded_day(&bytes).map_err(|e| corrupt(&key, &e))?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Every day of an account, stored or staged.
+    /// Every day of an account: its series in the account read model, then this batch's.
     fn all_days(&self, staged: &Staged, id: &(String, String)) -> Result<Days, ReadModelError> {
         let mut days = Days::new();
-        for entry in self.tree.scan_prefix(account_key(b'i', &id.0, &id.1)) {
-            let (key, bytes) = entry?;
-            let day = recorded_day(&bytes).map_err(|e| corrupt(&key, &e))?;
+        for entry in crate::accounts::stored_series(&self.tree, &id.0, &id.1) {
+            let (key, revision, snapshot) = entry?;
+            let day = snapshot_day(&snapshot, revision).map_err(|e| corrupt(&key, &e))?;
             days.insert(day.inputs.date, day);
         }
         if let Some(newer) = staged.days.get(id) {
@@ -258,34 +200,17 @@ impl MetricsStage {
             Ok(bytes) => xxhash_rust::xxh3::xxh3_128(bytes),
             Err(why) => xxhash_rust::xxh3::xxh3_128(why.as_bytes()) ^ 1,
         };
-        let key = day_key(b'm', &id.0, &id.1, date);
-        let last = match staged.published.get(&key) {
-            Some(p) => Some(*p),
-            None => match self.tree.get(&key)? {
-                Some(bytes) => {
-                    Some(Published::decode(&bytes).ok_or_else(|| corrupt(&key, "result"))?)
-                }
-                None => None,
-            },
-        };
-        if last.is_some_and(|p| p.fingerprint == fingerprint) {
+        let key = results::result_key(&id.0, &id.1, date);
+        let before = self.shown_staged(staged, &key)?;
+        if before
+            .as_ref()
+            .is_some_and(|b| b.fingerprint == fingerprint)
+        {
             return Ok(());
         }
-        let revision = last.map_or(1, |p| p.revision + 1);
-        staged.published.insert(
-            key,
-            Published {
-                revision,
-                fingerprint,
-            },
-        );
-        self.show(
-            staged,
-            &id.0,
-            &id.1,
-            date,
-            results::Shown::of(outcome, &calculated),
-        )?;
+        let revision = before.as_ref().map_or(1, |b| b.revision + 1);
+        let shown = results::Shown::of(outcome, &calculated, (revision, fingerprint));
+        self.show(staged, (key, &id.0, date), before, shown)?;
         let payload = encode_calculated(&id.1, date, day.revision, revision, &calculated);
         staged
             .outbox
@@ -395,20 +320,24 @@ impl Outbox for MetricsStage {
 
 impl MetricsStage {
     /// Takes one snapshot day of `envelope` (an `AccountSnapshotRecorded`, its inputs read by
-    /// the caller) into the staged changes.
+    /// the caller) into the staged changes. `same_revision` is the snapshot the account read
+    /// model holds for the day at the same revision, if any: equal inputs change nothing. (An
+    /// older revision than the one held never comes here.)
     pub(crate) fn apply(
         &self,
         envelope: &v1::EventEnvelope,
         day: RecordedDay,
+        same_revision: Option<&[u8]>,
         staged: &mut Staged,
     ) -> Result<(), ReadModelError> {
         let id = (envelope.tenant.clone(), day.account_uid.clone());
         let date = day.inputs.date;
-        if let Some(stored) = self.stored_day(staged, &id, date)?
-            && (stored.revision > day.revision
-                || (stored.revision == day.revision && stored.inputs == day.inputs))
-        {
-            return Ok(());
+        if let Some(held) = same_revision {
+            let held = snapshot_day(held, day.revision)
+                .map_err(|e| corrupt(account_key(b'n', &id.0, &id.1), &e))?;
+            if held.inputs == day.inputs {
+                return Ok(());
+            }
         }
         let cursor = match staged.dirty.get_mut(&id) {
             // Recomputed when the batch ends anyway.
@@ -459,28 +388,19 @@ impl MetricsStage {
     ) -> Result<usize, ReadModelError> {
         self.finish(&mut staged)?;
         let Staged {
-            days,
             cursors,
-            published,
             outbox,
             results,
+            days: _,
             dirty: _,
         } = staged;
         results.write(batch);
-        for ((tenant, uid), days) in days {
-            for (date, day) in days {
-                batch.insert(day_key(b'i', &tenant, &uid, date), encode_day(&day));
-            }
-        }
         for ((tenant, uid), cursor) in cursors {
             let key = account_key(b'a', &tenant, &uid).into_vec();
             match cursor {
                 Some(c) => batch.insert(key, c.encode()),
                 None => batch.remove(key),
             }
-        }
-        for (key, p) in published {
-            batch.insert(key, p.encode());
         }
         let appended = outbox.len();
         for record in outbox {
