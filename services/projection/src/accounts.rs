@@ -3,11 +3,12 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `l` | tenant, account_uid | date (days since CE, i32 BE sign-flipped) + encoded `AccountSnapshot`: the latest by snapshot_date |
 //! | `n` | tenant, account_uid, date | [`SeriesEntry`]: revision, PAR bucket, outstanding, encoded `AccountSnapshot` |
 //! | `q` | tenant, date, bucket (u8) | accounts (i64 BE) + outstanding in 1/10,000 units (i64 BE) |
 //!
-//! and the offsets and rejects of [`crate::kernel`]. Keys are of `recoup_keys`.
+//! and the offsets and rejects of [`crate::kernel`]. Keys are of `recoup_keys`. An account's
+//! latest snapshot is the last of its series (`n` in date order); the first layout also kept it
+//! apart (`l`), removed at open.
 //!
 //! Events of one `(account_uid, snapshot_date)` carry a revision. An event older than the
 //! applied revision is skipped; the same revision again is applied again (an importer that
@@ -62,15 +63,23 @@ pub(crate) fn stored_series<'a>(
         })
 }
 
-/// The latest entry's value: its date (as a key part), then the snapshot.
-fn latest_value(date: NaiveDate, snapshot: &[u8]) -> Vec<u8> {
-    let mut value = Key::parts().day(date).into_vec();
-    value.extend_from_slice(snapshot);
-    value
-}
-
-fn latest_date(value: &[u8]) -> Option<NaiveDate> {
-    KeyReader::tail(value).day()
+/// Removes the latest entries of the first layout (`l`: the last of the series, kept apart).
+fn remove_latest_entries(tree: &sled::Tree) -> Result<(), ReadModelError> {
+    loop {
+        let keys: Vec<sled::IVec> = tree
+            .scan_prefix(b"l")
+            .keys()
+            .take(10_000)
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key);
+        }
+        tree.apply_batch(batch)?;
+    }
 }
 
 /// One day of one account as stored in the series.
@@ -181,7 +190,6 @@ pub struct AccountReadModel {
 #[derive(Default)]
 pub struct Staged {
     series: HashMap<Vec<u8>, SeriesEntry>,
-    latest: HashMap<Vec<u8>, (NaiveDate, Vec<u8>)>,
     par: BTreeMap<Vec<u8>, ParTotals>,
     metrics: metrics::Staged,
     batch: sled::Batch,
@@ -196,6 +204,7 @@ impl AccountReadModel {
     pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
         let tree = cases.db().open_tree("accounts")?;
         upgrade_offsets_and_rejects(&tree)?;
+        remove_latest_entries(&tree)?;
         let metrics = MetricsStage::open(cases.db().clone(), tree.clone())?;
         Ok(Self { tree, metrics })
     }
@@ -203,31 +212,6 @@ impl AccountReadModel {
     /// The PAYGo metrics stage, which computes as this read model applies.
     pub fn metrics(&self) -> &MetricsStage {
         &self.metrics
-    }
-
-    /// The snapshot becomes the account's latest unless one of a later day is held.
-    fn stage_latest(
-        &self,
-        staged: &mut Staged,
-        tenant: &str,
-        account_uid: &str,
-        date: NaiveDate,
-        encoded: Vec<u8>,
-    ) -> Result<(), ReadModelError> {
-        let latest_key = account_key(b'l', tenant, account_uid).into_vec();
-        let latest_date = match staged.latest.get(&latest_key) {
-            Some((d, _)) => Some(*d),
-            None => match self.tree.get(&latest_key)? {
-                Some(bytes) => {
-                    Some(latest_date(&bytes).ok_or_else(|| corrupt(&latest_key, "latest entry"))?)
-                }
-                None => None,
-            },
-        };
-        if latest_date.is_none_or(|d| date >= d) {
-            staged.latest.insert(latest_key, (date, encoded));
-        }
-        Ok(())
     }
 
     fn add_par(
@@ -273,19 +257,23 @@ impl AccountReadModel {
         }
     }
 
-    /// The latest snapshot of an account, with recoup's calculated fields.
+    /// The latest snapshot of an account (the last of its series), with recoup's calculated
+    /// fields.
     pub fn account(
         &self,
         tenant: &str,
         account_uid: &str,
     ) -> Result<Option<v1::AccountSnapshot>, ReadModelError> {
-        let key = account_key(b'l', tenant, account_uid);
-        let Some(bytes) = self.tree.get(&key)? else {
+        let prefix = account_key(b'n', tenant, account_uid);
+        let Some(last) = self.tree.scan_prefix(&prefix).next_back() else {
             return Ok(None);
         };
-        let date = latest_date(&bytes).ok_or_else(|| corrupt(&key, "latest entry"))?;
-        let imported = bytes.get(4..).unwrap_or_default();
-        self.shown(tenant, account_uid, date, imported)
+        let (key, value) = last?;
+        let date = KeyReader::tail(&key[prefix.len()..])
+            .day()
+            .ok_or_else(|| corrupt(&key, "date"))?;
+        let entry = SeriesEntry::decode(&value).ok_or_else(|| corrupt(&key, "series entry"))?;
+        self.shown(tenant, account_uid, date, &entry.snapshot)
             .map(Some)
             .map_err(|e| corrupt(&key, &e))
     }
@@ -443,7 +431,7 @@ impl Projection for AccountReadModel {
             bucket: par_bucket(snapshot.days_arrears_consecutive_source),
             outstanding: (snapshot.amt_remaining_installment_source.unwrap_or(0.0) * AMOUNT_SCALE)
                 .round() as i64,
-            snapshot: encoded.clone(),
+            snapshot: encoded,
         };
         if let Some(earlier) = &earlier {
             let minus = earlier.outstanding.saturating_neg();
@@ -451,7 +439,6 @@ impl Projection for AccountReadModel {
         }
         self.add_par(staged, tenant, *date, entry.bucket, 1, entry.outstanding)?;
         staged.series.insert(key, entry);
-        self.stage_latest(staged, tenant, account_uid, *date, encoded)?;
         Ok(Step::Applied(1))
     }
 
@@ -462,7 +449,6 @@ impl Projection for AccountReadModel {
     fn stage_writes(&self, staged: Staged) -> Result<(sled::Batch, usize), ReadModelError> {
         let Staged {
             series,
-            latest,
             par,
             metrics,
             mut batch,
@@ -470,9 +456,6 @@ impl Projection for AccountReadModel {
         let appended = self.metrics.stage_writes(metrics, &mut batch)?;
         for (key, entry) in series {
             batch.insert(key, entry.encode());
-        }
-        for (key, (date, snapshot)) in latest {
-            batch.insert(key, latest_value(date, &snapshot));
         }
         for (key, totals) in par {
             batch.insert(key, totals.encode());

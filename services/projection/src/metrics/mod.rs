@@ -22,13 +22,16 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `a` | tenant, account_uid | [`Cursor`]: the last day, whether a day fixes the start, the state after the last day |
-//! | `O` | sequence (u64) | an `event_backbone::outbox::OutboxRecord` |
+//! | `P` | sequence (u64) | [`outbox::Pointer`]: a result to publish (the relay builds the event from its `R`) |
 //!
 //! and what the read models show ([`results`]: `R`, each account-day's result with the revision
 //! and fingerprint last published, and `Q`), in the account read model's tree. The inputs of
 //! every day are the account read model's series (`n`): a recompute reads them from there.
 
+mod outbox;
 mod results;
+
+use outbox::{Trigger, outbox_key};
 
 pub use results::Basis;
 
@@ -36,14 +39,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use event_backbone::outbox::{Outbox, OutboxRecord};
-use paygo_snapshots::credit::{AccountState, DayInputs, MODEL_VERSION, Outcome, start_of};
-use prost::Message;
+use paygo_snapshots::credit::{AccountState, DayInputs, Outcome, start_of};
 use recoup_keys::{Key, KeyReader};
-use recoup_proto::contract::{actor, aggregate, event_type, topic};
 pub(crate) use recoup_proto::metrics::day_of;
-use recoup_proto::metrics::{RecordedDay, encode_calculated, encode_outcome, snapshot_day};
-use recoup_proto::snapshots::format_date;
+use recoup_proto::metrics::{RecordedDay, encode_outcome, snapshot_day};
 use recoup_proto::v1;
 use tokio::sync::Notify;
 
@@ -51,10 +50,6 @@ use crate::kernel::{ReadModelError, tenant_prefix};
 
 fn account_key(prefix: u8, tenant: &str, account_uid: &str) -> Key {
     tenant_prefix(prefix, tenant).str(account_uid)
-}
-
-fn outbox_key(sequence: u64) -> Vec<u8> {
-    Key::new(b'O').u64(sequence).into_vec()
 }
 
 /// Where an account's model stands.
@@ -100,29 +95,9 @@ pub struct Staged {
     /// Accounts to recompute when the batch ends, with the last event that changed each: a
     /// batch that brings several earlier days of an account recomputes it once.
     dirty: BTreeMap<(String, String), Trigger>,
-    /// Outbox records, in order.
+    /// Outbox entries (encoded [`outbox::Pointer`]s), in order.
     outbox: Vec<Vec<u8>>,
     results: results::StagedResults,
-}
-
-/// What a published result takes from the snapshot event that caused it.
-#[derive(Debug, Clone)]
-struct Trigger {
-    event_id: String,
-    correlation_id: String,
-    occurred_at: Option<prost_types::Timestamp>,
-    recorded_at: Option<prost_types::Timestamp>,
-}
-
-impl Trigger {
-    fn of(envelope: &v1::EventEnvelope) -> Self {
-        Self {
-            event_id: envelope.event_id.clone(),
-            correlation_id: envelope.correlation_id.clone(),
-            occurred_at: envelope.occurred_at,
-            recorded_at: envelope.recorded_at,
-        }
-    }
 }
 
 /// The stage: its tree, and the relay's wake-up.
@@ -185,11 +160,12 @@ impl MetricsStage {
         Ok(cursor)
     }
 
-    /// Publishes the result of one day unless it is the one last published.
+    /// Publishes the result of one day unless it is the one last published. `first`: the day
+    /// is after every day the account's results hold, so it has none yet (nothing to read).
     fn publish(
         &self,
         staged: &mut Staged,
-        trigger: &Trigger,
+        (trigger, first): (&Trigger, bool),
         id: &(String, String),
         day: &RecordedDay,
         outcome: &Outcome,
@@ -201,7 +177,11 @@ impl MetricsStage {
             Err(why) => xxhash_rust::xxh3::xxh3_128(why.as_bytes()) ^ 1,
         };
         let key = results::result_key(&id.0, &id.1, date);
-        let before = self.shown_staged(staged, &key)?;
+        let before = if first {
+            None
+        } else {
+            self.shown_staged(staged, &key)?
+        };
         if before
             .as_ref()
             .is_some_and(|b| b.fingerprint == fingerprint)
@@ -211,10 +191,8 @@ impl MetricsStage {
         let revision = before.as_ref().map_or(1, |b| b.revision + 1);
         let shown = results::Shown::of(outcome, &calculated, (revision, fingerprint));
         self.show(staged, (key, &id.0, date), before, shown)?;
-        let payload = encode_calculated(&id.1, date, day.revision, revision, &calculated);
-        staged
-            .outbox
-            .push(outbox_record(trigger, id, date, revision, payload));
+        let pointer = outbox::Pointer::of(trigger, id, date, (day.revision, revision), &calculated);
+        staged.outbox.push(pointer);
         Ok(())
     }
 
@@ -233,88 +211,13 @@ impl MetricsStage {
         let mut state = AccountState::new(start);
         for day in days.values() {
             let outcome = state.step(&day.inputs);
-            self.publish(staged, trigger, id, day, &outcome)?;
+            self.publish(staged, (trigger, false), id, day, &outcome)?;
         }
         Ok(days.keys().next_back().map(|last| Cursor {
             last: *last,
             anchored: inputs.iter().any(|d| d.days_elapsed.is_some()),
             state,
         }))
-    }
-}
-
-/// The outbox record of one result.
-fn outbox_record(
-    trigger: &Trigger,
-    id: &(String, String),
-    date: NaiveDate,
-    revision: u64,
-    payload: Vec<u8>,
-) -> Vec<u8> {
-    let day = format_date(date);
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for part in [id.0.as_bytes(), id.1.as_bytes(), day.as_bytes()] {
-        hasher.update(&(part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    hasher.update(&revision.to_be_bytes());
-    hasher.update(&MODEL_VERSION.to_be_bytes());
-    let event_id = uuid::Uuid::from_u128(hasher.digest128()).to_string();
-    let envelope = v1::EventEnvelope {
-        event_id: event_id.clone(),
-        tenant: id.0.clone(),
-        aggregate_type: aggregate::PAYGO_ACCOUNT_METRICS.to_owned(),
-        aggregate_id: format!("{}@{day}", id.1),
-        aggregate_version: revision,
-        // The snapshot event's times: a result computed again carries the same ones.
-        occurred_at: trigger.occurred_at,
-        recorded_at: trigger.recorded_at,
-        correlation_id: trigger.correlation_id.clone(),
-        causation_id: trigger.event_id.clone(),
-        event_type: event_type::ACCOUNT_METRICS_CALCULATED.to_owned(),
-        schema_version: 1,
-        payload,
-        actor: actor::PAYGO_METRICS.to_owned(),
-    };
-    OutboxRecord {
-        topic: topic::PAYGO_METRICS.to_owned(),
-        key: id.1.clone(),
-        event_id,
-        event_type: event_type::ACCOUNT_METRICS_CALCULATED.to_owned(),
-        envelope: envelope.encode_to_vec(),
-    }
-    .encode_to_vec()
-}
-
-impl Outbox for MetricsStage {
-    type Error = ReadModelError;
-
-    fn pending(&self, max: usize) -> Result<Vec<(Vec<u8>, OutboxRecord)>, ReadModelError> {
-        let mut out = Vec::with_capacity(max.min(1024));
-        for entry in self.tree.scan_prefix(b"O").take(max) {
-            let (key, value) = entry?;
-            let record =
-                OutboxRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, &e.to_string()))?;
-            out.push((key.to_vec(), record));
-        }
-        Ok(out)
-    }
-
-    fn remove(&self, keys: &[Vec<u8>]) -> Result<(), ReadModelError> {
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(key.as_slice());
-        }
-        self.tree.apply_batch(batch)?;
-        Ok(())
-    }
-
-    fn appended(&self) -> Arc<Notify> {
-        self.appended.clone()
-    }
-
-    fn len(&self) -> usize {
-        self.tree.scan_prefix(b"O").count()
     }
 }
 
@@ -353,7 +256,8 @@ impl MetricsStage {
                 if date > c.last && (c.anchored || day.inputs.days_elapsed.is_none()) =>
             {
                 let outcome = c.state.step(&day.inputs);
-                self.publish(staged, &Trigger::of(envelope), &id, &day, &outcome)?;
+                // A day after the last: no result of it is held yet.
+                self.publish(staged, (&Trigger::of(envelope), true), &id, &day, &outcome)?;
                 c.last = date;
                 Some(c)
             }

@@ -60,7 +60,7 @@ pub(super) struct Shown {
     /// `amt_remaining_installment_calculated` in 1/10,000 units (0 without metrics).
     outstanding: i64,
     /// The encoded calculated fields; `None` when the day has none.
-    calculated: Option<Vec<u8>>,
+    pub(super) calculated: Option<Vec<u8>>,
 }
 
 impl Shown {
@@ -277,10 +277,14 @@ impl MetricsStage {
         account_uid: &str,
         date: NaiveDate,
     ) -> Result<Option<Shown>, ReadModelError> {
-        let key = result_key(tenant, account_uid, date);
-        match self.tree.get(&key)? {
+        self.result(&result_key(tenant, account_uid, date))
+    }
+
+    /// The stored result under `key` (a [`result_key`]).
+    pub(super) fn result(&self, key: &[u8]) -> Result<Option<Shown>, ReadModelError> {
+        match self.tree.get(key)? {
             Some(bytes) => Ok(Some(
-                Shown::decode(&bytes).ok_or_else(|| corrupt(&key, "shown result"))?,
+                Shown::decode(&bytes).ok_or_else(|| corrupt(key, "shown result"))?,
             )),
             None => Ok(None),
         }
