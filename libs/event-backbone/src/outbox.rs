@@ -33,7 +33,8 @@ pub struct OutboxRecord {
 pub trait Outbox: Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Up to `max` records, oldest first, each with the key it is stored under.
+    /// About `max` records, oldest first, each with the key it is stored under. An outbox that
+    /// stores records in groups may end with a whole group past `max`.
     fn pending(&self, max: usize) -> Result<Vec<(Vec<u8>, OutboxRecord)>, Self::Error>;
 
     /// Removes published records. A removal lost in a crash only means the record is sent

@@ -216,7 +216,7 @@ pub fn field(name: &str) -> Option<(usize, &'static Field)> {
 
 /// The position of `name` in [`FIELDS`], evaluated at compile time: a name missing from the
 /// table fails the build.
-const fn position(name: &str) -> usize {
+pub(crate) const fn position(name: &str) -> usize {
     let mut i = 0;
     while i < FIELDS.len() {
         if same(FIELDS[i].name.as_bytes(), name.as_bytes()) {

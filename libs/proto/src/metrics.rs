@@ -4,7 +4,6 @@
 
 use chrono::NaiveDate;
 use paygo_snapshots::credit::{DayInputs, MODEL_VERSION, Outcome};
-use paygo_snapshots::field;
 use prost::{Message, encoding};
 
 use crate::snapshots::{encode_value, field_number, format_date};
@@ -144,10 +143,8 @@ pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, String> {
     match outcome {
         Outcome::Metrics(metrics) => {
             let mut buf = Vec::with_capacity(768);
-            for (name, value) in metrics.cells() {
-                if let Some((index, _)) = field(name) {
-                    encode_value(field_number(index), &value, &mut buf);
-                }
+            for (index, value) in metrics.cells() {
+                encode_value(field_number(index), &value, &mut buf);
             }
             Ok(buf)
         }

@@ -4,9 +4,16 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use super::state::{AccountState, Clock, Plan};
 use super::{DayInputs, ceil_tol, floor_tol};
-use crate::catalogue::field;
 use crate::par::{PAR_BUCKETS, par_bucket};
 use crate::value::Value;
+
+/// The catalogue position of a column, found when the crate builds: a name missing from the
+/// catalogue fails the build.
+macro_rules! col {
+    ($name:literal) => {
+        const { crate::catalogue::position($name) }
+    };
+}
 
 /// The figures of one paid-until clock on one day (`_nf_` or `_f_`).
 #[derive(Debug, Clone, PartialEq)]
@@ -186,106 +193,124 @@ impl Metrics {
         }
     }
 
-    /// Every field as the catalogue names it, with its value (in the catalogue's type).
-    pub fn cells(&self) -> Vec<(&'static str, Value)> {
+    /// Every field by its position in the catalogue ([`crate::FIELDS`]), with its value (in
+    /// the catalogue's type).
+    pub fn cells(&self) -> Vec<(usize, Value)> {
         let float = |name, v: f64| (name, Value::Float(v));
         let int = |name, v: i64| (name, Value::Integer(v));
         let mut cells = vec![
-            int("days_elapsed_payment_plan_calculated", self.days_elapsed),
-            int("days_to_cutoff_calculated", self.days_to_cutoff),
-            int("installment_period_calculated", self.installment_period),
             int(
-                "days_elapsed_installment_calculated",
+                col!("days_elapsed_payment_plan_calculated"),
+                self.days_elapsed,
+            ),
+            int(col!("days_to_cutoff_calculated"), self.days_to_cutoff),
+            int(
+                col!("installment_period_calculated"),
+                self.installment_period,
+            ),
+            int(
+                col!("days_elapsed_installment_calculated"),
                 self.days_elapsed_installment,
             ),
             float(
-                "percent_elapsed_payment_plan_calculated",
+                col!("percent_elapsed_payment_plan_calculated"),
                 self.percent_elapsed_payment_plan,
             ),
             float(
-                "percent_elapsed_installments_calculated",
+                col!("percent_elapsed_installments_calculated"),
                 self.percent_elapsed_installments,
             ),
             (
-                "expected_maturity_date_calculated",
+                col!("expected_maturity_date_calculated"),
                 Value::Date(self.expected_maturity_date),
             ),
             float(
-                "amt_contract_value_without_discounts_calculated",
+                col!("amt_contract_value_without_discounts_calculated"),
                 self.contract_value,
             ),
-            float("amt_lump_sum_add_ons_calculated", self.add_ons),
+            float(col!("amt_lump_sum_add_ons_calculated"), self.add_ons),
             float(
-                "amt_expected_deposits_cumulative_calculated",
+                col!("amt_expected_deposits_cumulative_calculated"),
                 self.expected_deposits,
             ),
-            float("days_expected_loan_duration_calculated", self.duration),
-            int("num_expected_repayments_calculated", self.repayments),
+            float(
+                col!("days_expected_loan_duration_calculated"),
+                self.duration,
+            ),
+            int(col!("num_expected_repayments_calculated"), self.repayments),
         ];
         cells.extend(self.money_cells());
         if let Some(date) = self.actual_maturity_date {
-            cells.push(("actual_maturity_date_calculated", Value::Date(date)));
+            cells.push((col!("actual_maturity_date_calculated"), Value::Date(date)));
         }
         if let Some(at) = self.next_payment_due_at {
-            cells.push(("next_payment_due_at_calculated", Value::DateTime(at)));
+            cells.push((col!("next_payment_due_at_calculated"), Value::DateTime(at)));
         }
         for (variant, a) in [("nf", &self.nf), ("f", &self.f)] {
             cells.extend(a.cells(variant));
         }
-        debug_assert!(cells.iter().all(|(name, _)| field(name).is_some()));
         cells
     }
 }
 
 impl Metrics {
     /// The flows of the day, the sums and what is expected.
-    fn money_cells(&self) -> Vec<(&'static str, Value)> {
+    fn money_cells(&self) -> Vec<(usize, Value)> {
         let float = |name, v: f64| (name, Value::Float(v));
         let int = |name, v: i64| (name, Value::Integer(v));
         vec![
-            float("amt_payments_daily_calculated", self.payments_daily),
-            float("amt_refunds_daily_calculated", self.refunds_daily),
-            float("amt_discounts_daily_calculated", self.discounts_daily),
-            float("amt_penalties_daily_calculated", self.penalties_daily),
-            float("days_delays_daily_calculated", self.delays_daily),
+            float(col!("amt_payments_daily_calculated"), self.payments_daily),
+            float(col!("amt_refunds_daily_calculated"), self.refunds_daily),
+            float(col!("amt_discounts_daily_calculated"), self.discounts_daily),
+            float(col!("amt_penalties_daily_calculated"), self.penalties_daily),
+            float(col!("days_delays_daily_calculated"), self.delays_daily),
             float(
-                "amt_paid_installments_cumulative_calculated",
+                col!("amt_paid_installments_cumulative_calculated"),
                 self.paid_installments,
             ),
             float(
-                "amt_paid_deposits_cumulative_calculated",
+                col!("amt_paid_deposits_cumulative_calculated"),
                 self.paid_deposits,
             ),
             float(
-                "amt_paid_payment_plan_cumulative_calculated",
+                col!("amt_paid_payment_plan_cumulative_calculated"),
                 self.paid_payment_plan,
             ),
-            float("amt_refunds_cumulative_calculated", self.refunds_cumulative),
             float(
-                "amt_discounts_cumulative_calculated",
+                col!("amt_refunds_cumulative_calculated"),
+                self.refunds_cumulative,
+            ),
+            float(
+                col!("amt_discounts_cumulative_calculated"),
                 self.discounts_cumulative,
             ),
             float(
-                "amt_penalties_cumulative_calculated",
+                col!("amt_penalties_cumulative_calculated"),
                 self.penalties_cumulative,
             ),
-            int("days_delays_cumulative_calculated", self.delays_cumulative),
-            float("amt_remaining_installment_calculated", self.remaining),
+            int(
+                col!("days_delays_cumulative_calculated"),
+                self.delays_cumulative,
+            ),
+            float(col!("amt_remaining_installment_calculated"), self.remaining),
             float(
-                "amt_expected_payment_plan_cumulative_calculated",
+                col!("amt_expected_payment_plan_cumulative_calculated"),
                 self.expected_payment_plan,
             ),
             float(
-                "amt_expected_installments_cumulative_calculated",
+                col!("amt_expected_installments_cumulative_calculated"),
                 self.expected_installments,
             ),
             float(
-                "amt_expected_installments_daily_cumulative_calculated",
+                col!("amt_expected_installments_daily_cumulative_calculated"),
                 self.expected_installments_daily,
             ),
-            float("percent_paid_vs_plan_calculated", self.percent_paid_vs_plan),
             float(
-                "percent_paid_vs_financed_calculated",
+                col!("percent_paid_vs_plan_calculated"),
+                self.percent_paid_vs_plan,
+            ),
+            float(
+                col!("percent_paid_vs_financed_calculated"),
                 self.percent_paid_vs_financed,
             ),
         ]
@@ -293,34 +318,34 @@ impl Metrics {
 }
 
 /// The column names of one clock's figures, in the order [`Arrears::cells`] gives them.
-type ClockNames = [&'static str; 9];
+type ClockNames = [usize; 9];
 
 const NON_FORGIVING: ClockNames = [
-    "days_arrears_consecutive_nf_calculated",
-    "days_arrears_cumulative_nf_calculated",
-    "days_arrears_historical_nf_calculated",
-    "days_par_status_nf_calculated",
-    "amt_arrears_consecutive_nf_calculated",
-    "amt_arrears_cumulative_nf_calculated",
-    "amt_credit_daily_nf_calculated",
-    "percent_paid_on_time_nf_calculated",
-    "repayment_rate_nf_calculated",
+    col!("days_arrears_consecutive_nf_calculated"),
+    col!("days_arrears_cumulative_nf_calculated"),
+    col!("days_arrears_historical_nf_calculated"),
+    col!("days_par_status_nf_calculated"),
+    col!("amt_arrears_consecutive_nf_calculated"),
+    col!("amt_arrears_cumulative_nf_calculated"),
+    col!("amt_credit_daily_nf_calculated"),
+    col!("percent_paid_on_time_nf_calculated"),
+    col!("repayment_rate_nf_calculated"),
 ];
 
 const FORGIVING: ClockNames = [
-    "days_arrears_consecutive_f_calculated",
-    "days_arrears_cumulative_f_calculated",
-    "days_arrears_historical_f_calculated",
-    "days_par_status_f_calculated",
-    "amt_arrears_consecutive_f_calculated",
-    "amt_arrears_cumulative_f_calculated",
-    "amt_credit_daily_f_calculated",
-    "percent_paid_on_time_f_calculated",
-    "repayment_rate_f_calculated",
+    col!("days_arrears_consecutive_f_calculated"),
+    col!("days_arrears_cumulative_f_calculated"),
+    col!("days_arrears_historical_f_calculated"),
+    col!("days_par_status_f_calculated"),
+    col!("amt_arrears_consecutive_f_calculated"),
+    col!("amt_arrears_cumulative_f_calculated"),
+    col!("amt_credit_daily_f_calculated"),
+    col!("percent_paid_on_time_f_calculated"),
+    col!("repayment_rate_f_calculated"),
 ];
 
 impl Arrears {
-    fn cells(&self, variant: &str) -> Vec<(&'static str, Value)> {
+    fn cells(&self, variant: &str) -> Vec<(usize, Value)> {
         let names = if variant == "f" {
             &FORGIVING
         } else {

@@ -22,7 +22,7 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `a` | tenant, account_uid | [`Cursor`]: the last day, whether a day fixes the start, the state after the last day |
-//! | `P` | sequence (u64) | [`outbox::Pointer`]: a result to publish (the relay builds the event from its `R`) |
+//! | `P` | sequence (u64) | [`outbox::Pointers`]: the results a batch publishes (the relay builds each event from its `R`) |
 //!
 //! and what the read models show ([`results`]: `R`, each account-day's result with the revision
 //! and fingerprint last published, and `Q`), in the account read model's tree. The inputs of
@@ -31,7 +31,7 @@
 mod outbox;
 mod results;
 
-use outbox::{Trigger, outbox_key};
+use outbox::{Pointer, Pointers, Trigger, outbox_key};
 
 pub use results::Basis;
 
@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use paygo_snapshots::credit::{AccountState, DayInputs, Outcome, start_of};
+use prost::Message as _;
 use recoup_keys::{Key, KeyReader};
 pub(crate) use recoup_proto::metrics::day_of;
 use recoup_proto::metrics::{RecordedDay, encode_outcome, snapshot_day};
@@ -95,8 +96,8 @@ pub struct Staged {
     /// Accounts to recompute when the batch ends, with the last event that changed each: a
     /// batch that brings several earlier days of an account recomputes it once.
     dirty: BTreeMap<(String, String), Trigger>,
-    /// Outbox entries (encoded [`outbox::Pointer`]s), in order.
-    outbox: Vec<Vec<u8>>,
+    /// The results to publish, in order.
+    outbox: Vec<Pointer>,
     results: results::StagedResults,
 }
 
@@ -191,7 +192,7 @@ impl MetricsStage {
         let revision = before.as_ref().map_or(1, |b| b.revision + 1);
         let shown = results::Shown::of(outcome, &calculated, (revision, fingerprint));
         self.show(staged, (key, &id.0, date), before, shown)?;
-        let pointer = outbox::Pointer::of(trigger, id, date, (day.revision, revision), &calculated);
+        let pointer = Pointer::of(trigger, id, date, (day.revision, revision), &calculated);
         staged.outbox.push(pointer);
         Ok(())
     }
@@ -307,8 +308,12 @@ impl MetricsStage {
             }
         }
         let appended = outbox.len();
-        for record in outbox {
-            batch.insert(outbox_key(self.db.generate_id()?), record);
+        if appended > 0 {
+            let pointers = Pointers {
+                first: 0,
+                pointers: outbox,
+            };
+            batch.insert(outbox_key(self.db.generate_id()?), pointers.encode_to_vec());
         }
         Ok(appended)
     }

@@ -1,5 +1,5 @@
-//! The stage's outbox. A batch appends a small [`Pointer`] per result to publish (`P`, in append
-//! order); the relay (`event_backbone::outbox::OutboxRelay` over [`MetricsStage`]) builds each
+//! The stage's outbox. A batch appends one entry (`P`, in append order) holding a small
+//! [`Pointer`] per result to publish; the relay (`event_backbone::outbox::OutboxRelay` over [`MetricsStage`]) builds each
 //! `AccountMetricsCalculated` event from the pointer and the account-day's result (`R`), so the
 //! calculated fields are written once per account-day, and the encoding runs on the relay's
 //! task rather than the projection's.
@@ -10,7 +10,11 @@
 //! published always carries the same content and event id (derived from tenant, account, day,
 //! revision and model version), also when a crash makes the relay send it again.
 //!
-//! Records of the stage's first layout (`O`: whole `OutboxRecord`s) are published first.
+//! The relay sees each pointer as a record of its own, under the entry's key followed by the
+//! pointer's index; when it removes what Kafka acknowledged (a prefix, in order), an entry goes
+//! once its last pointer is done, and is otherwise written again with the pointers left.
+//!
+//! Records of the stage's first layouts (`O`: whole `OutboxRecord`s) are published first.
 
 use std::sync::Arc;
 
@@ -58,6 +62,22 @@ impl Trigger {
     }
 }
 
+/// The results one batch publishes; `first` is the index of the first pointer left.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct Pointers {
+    #[prost(uint32, tag = "1")]
+    pub(super) first: u32,
+    #[prost(message, repeated, tag = "2")]
+    pub(super) pointers: Vec<Pointer>,
+}
+
+/// The key the relay knows one pointer by: its entry's key, then its index.
+fn pointer_key(entry: &[u8], index: u32) -> Vec<u8> {
+    let mut key = entry.to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
 /// One result to publish: which account-day and revision, and what its event carries besides
 /// the calculated fields.
 #[derive(Clone, PartialEq, Message)]
@@ -88,14 +108,14 @@ pub(super) struct Pointer {
 }
 
 impl Pointer {
-    /// The encoded pointer to the result `revision` of one account-day.
+    /// The pointer to the result `revision` of one account-day.
     pub(super) fn of(
         trigger: &Trigger,
         (tenant, account_uid): &(String, String),
         date: NaiveDate,
         (snapshot_revision, revision): (u64, u64),
         calculated: &Result<Vec<u8>, String>,
-    ) -> Vec<u8> {
+    ) -> Self {
         use chrono::Datelike as _;
         Pointer {
             tenant: tenant.clone(),
@@ -109,7 +129,6 @@ impl Pointer {
             occurred_at: trigger.occurred_at,
             recorded_at: trigger.recorded_at,
         }
-        .encode_to_vec()
     }
 
     /// The record to publish, given the calculated fields of the result it points at.
@@ -163,41 +182,94 @@ fn event_id(tenant: &str, account_uid: &str, day: &str, revision: u64) -> String
     uuid::Uuid::from_u128(hasher.digest128()).to_string()
 }
 
+fn decode_entry(key: &[u8], value: &[u8]) -> Result<Pointers, ReadModelError> {
+    Pointers::decode(value).map_err(|e| corrupt(key, &e.to_string()))
+}
+
+impl MetricsStage {
+    /// The records of one entry's pointers, from `first` on; whether the entry holds none that
+    /// is still to be published.
+    fn entry_records(
+        &self,
+        key: &[u8],
+        entry: Pointers,
+        out: &mut Vec<(Vec<u8>, OutboxRecord)>,
+    ) -> Result<bool, ReadModelError> {
+        let mut live = false;
+        for (index, pointer) in (entry.first..).zip(entry.pointers) {
+            let date = NaiveDate::from_num_days_from_ce_opt(pointer.day)
+                .ok_or_else(|| corrupt(key, "pointer day"))?;
+            let result = result_key(&pointer.tenant, &pointer.account_uid, date);
+            if let Some(shown) = self.result(&result)?
+                && shown.revision == pointer.revision
+            {
+                live = true;
+                out.push((
+                    pointer_key(key, index),
+                    pointer.record(date, shown.calculated),
+                ));
+            }
+        }
+        Ok(!live)
+    }
+}
+
 impl Outbox for MetricsStage {
     type Error = ReadModelError;
 
-    /// Up to `max` records in append order; pointers whose result was replaced since are
-    /// removed on the way.
+    /// Records in append order, whole entries (a batch's results) until `max` is reached;
+    /// entries whose results were all replaced since are removed on the way.
     fn pending(&self, max: usize) -> Result<Vec<(Vec<u8>, OutboxRecord)>, ReadModelError> {
-        let mut out = Vec::with_capacity(max.min(1024));
+        let mut out = Vec::with_capacity(max.min(4096));
         for entry in self.tree.scan_prefix(RECORDS).take(max) {
             let (key, value) = entry?;
             let record =
                 OutboxRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, &e.to_string()))?;
             out.push((key.to_vec(), record));
         }
-        let mut superseded = sled::Batch::default();
-        for entry in self.tree.scan_prefix(POINTERS).take(max - out.len()) {
+        let mut spent = sled::Batch::default();
+        for entry in self.tree.scan_prefix(POINTERS) {
+            if out.len() >= max {
+                break;
+            }
             let (key, value) = entry?;
-            let pointer =
-                Pointer::decode(value.as_ref()).map_err(|e| corrupt(&key, &e.to_string()))?;
-            let date = NaiveDate::from_num_days_from_ce_opt(pointer.day)
-                .ok_or_else(|| corrupt(&key, "pointer day"))?;
-            match self.result(&result_key(&pointer.tenant, &pointer.account_uid, date))? {
-                Some(shown) if shown.revision == pointer.revision => {
-                    out.push((key.to_vec(), pointer.record(date, shown.calculated)));
-                }
-                _ => superseded.remove(key),
+            let pointers = decode_entry(&key, &value)?;
+            if self.entry_records(&key, pointers, &mut out)? {
+                spent.remove(key);
             }
         }
-        self.tree.apply_batch(superseded)?;
+        self.tree.apply_batch(spent)?;
         Ok(out)
     }
 
+    /// Removes what Kafka acknowledged: records, and pointers up to the last acknowledged of
+    /// each entry (those before it that `pending` skipped were replaced).
     fn remove(&self, keys: &[Vec<u8>]) -> Result<(), ReadModelError> {
         let mut batch = sled::Batch::default();
+        let mut done: std::collections::BTreeMap<&[u8], u32> = std::collections::BTreeMap::new();
         for key in keys {
-            batch.remove(key.as_slice());
+            if key.first() == POINTERS.first() {
+                let (entry, index) = key.split_at(key.len().saturating_sub(4));
+                let index = u32::from_be_bytes(index.try_into().unwrap_or_default());
+                let last = done.entry(entry).or_insert(index);
+                *last = (*last).max(index);
+            } else {
+                batch.remove(key.as_slice());
+            }
+        }
+        for (entry, last) in done {
+            let Some(value) = self.tree.get(entry)? else {
+                continue;
+            };
+            let mut pointers = decode_entry(entry, &value)?;
+            let spent = (last + 1).saturating_sub(pointers.first) as usize;
+            if spent >= pointers.pointers.len() {
+                batch.remove(entry);
+            } else {
+                pointers.pointers.drain(..spent);
+                pointers.first = last + 1;
+                batch.insert(entry, pointers.encode_to_vec());
+            }
         }
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -208,6 +280,13 @@ impl Outbox for MetricsStage {
     }
 
     fn len(&self) -> usize {
-        self.tree.scan_prefix(RECORDS).count() + self.tree.scan_prefix(POINTERS).count()
+        let pointers: usize = self
+            .tree
+            .scan_prefix(POINTERS)
+            .filter_map(Result::ok)
+            .filter_map(|(_, value)| Pointers::decode(value.as_ref()).ok())
+            .map(|p| p.pointers.len())
+            .sum();
+        self.tree.scan_prefix(RECORDS).count() + pointers
     }
 }
