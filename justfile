@@ -33,6 +33,7 @@ ci:
 bench:
     cargo bench -p recoup --bench commands
     cargo bench -p projection --bench apply
+    cargo bench -p projection --bench metrics
     cargo bench -p snapshot-importer --bench import
     cargo bench -p export-puller --bench pull
 
