@@ -476,6 +476,21 @@ async fn two_files_out_of_order_and_a_kill_give_what_one_file_in_order_gives() {
         lines[6],
         "5 accounts disagree (more on the server: --limit 0 prints every one)"
     );
+    // A refusal names its gRPC code, and the command fails.
+    let refused = Command::new(RECOUP)
+        .args(["accounts", "par", "--date", "2026-13-01"])
+        .args(["--server", &format!("http://{}", shuffled.grpc)])
+        .arg("--data-dir")
+        .arg(&shuffled.data)
+        .env_remove("RECOUP_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("2026-13-01"),
+        "{err}"
+    );
     ordered.stop();
     shuffled.stop();
 }
