@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use recoup_proto::contract::{actor, metadata};
-use recoup_proto::tenant::{DEFAULT_TENANT, requested_tenant};
+use recoup_proto::tenant::{DEFAULT_TENANT, requested_tenant, single_value};
 
 use crate::api_key::KEY_PREFIX;
 use crate::bearer::bearer_credential;
@@ -147,7 +147,7 @@ impl Access {
     }
 
     /// [`Access::acting`] for a gRPC request: metadata `authorization` and `x-recoup-tenant`.
-    /// A malformed tenant is INVALID_ARGUMENT; refusals are UNAUTHENTICATED or
+    /// A malformed tenant, or either sent twice, is INVALID_ARGUMENT; refusals are UNAUTHENTICATED or
     /// PERMISSION_DENIED.
     pub fn grpc<T>(
         &self,
@@ -155,10 +155,8 @@ impl Access {
         action: Action,
     ) -> Result<Acting, tonic::Status> {
         let requested = requested_tenant(request.metadata())?;
-        let authorization = request
-            .metadata()
-            .get(metadata::AUTHORIZATION)
-            .map(|v| v.as_bytes());
+        let authorization = single_value(request.metadata(), metadata::AUTHORIZATION)
+            .map_err(tonic::Status::invalid_argument)?;
         self.acting(authorization, requested, action)
             .map_err(tonic::Status::from)
     }

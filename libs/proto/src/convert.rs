@@ -69,6 +69,52 @@ fn date_from_proto(field: &str, value: &str) -> Result<NaiveDate, DomainError> {
     })
 }
 
+/// The years a date in a command may name.
+pub const REQUEST_YEARS: std::ops::RangeInclusive<i32> = 1900..=2199;
+
+/// A date a client sends must be exactly `YYYY-MM-DD`, zero-padded, in [`REQUEST_YEARS`]:
+/// `2026-1-1` or `0000-01-01` is refused rather than read as some day. (Events already recorded
+/// are read as they were.)
+pub fn strict_request_date(field: &str, value: &str) -> Result<(), DomainError> {
+    let well_formed = value.len() == 10
+        && value.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok();
+    match date {
+        Some(d) if well_formed && REQUEST_YEARS.contains(&chrono::Datelike::year(&d)) => Ok(()),
+        _ => Err(DomainError::invalid(
+            field,
+            format!(
+                "must be a date YYYY-MM-DD between {}-01-01 and {}-12-31, got {value:?}",
+                REQUEST_YEARS.start(),
+                REQUEST_YEARS.end()
+            ),
+        )),
+    }
+}
+
+/// The dates of a `CreateCase` request, checked with [`strict_request_date`].
+pub fn check_content_dates(c: &v1::CaseContent) -> Result<(), DomainError> {
+    strict_request_date("due_date", &c.due_date)?;
+    if !c.contract_date.is_empty() {
+        strict_request_date("contract_date", &c.contract_date)?;
+    }
+    Ok(())
+}
+
+/// The dates of an `UpdateCase` request, checked with [`strict_request_date`].
+pub fn check_changes_dates(c: &v1::CaseChanges) -> Result<(), DomainError> {
+    if let Some(d) = &c.due_date {
+        strict_request_date("changes.due_date", d)?;
+    }
+    if let Some(d) = &c.contract_date {
+        strict_request_date("changes.contract_date", d)?;
+    }
+    Ok(())
+}
+
 fn optional_date_from_proto(field: &str, value: &str) -> Result<Option<NaiveDate>, DomainError> {
     if value.is_empty() {
         Ok(None)

@@ -60,6 +60,21 @@ pub fn named_tenant(value: Option<&[u8]>, source: &str) -> Result<Option<String>
 pub fn requested_tenant(
     metadata: &tonic::metadata::MetadataMap,
 ) -> Result<Option<String>, tonic::Status> {
-    let value = metadata.get(TENANT_METADATA_KEY).map(|v| v.as_bytes());
+    let value =
+        single_value(metadata, TENANT_METADATA_KEY).map_err(tonic::Status::invalid_argument)?;
     named_tenant(value, "metadata").map_err(tonic::Status::invalid_argument)
+}
+
+/// The one value of `key` in gRPC metadata (`None`: not sent), or why not: a key that names
+/// the tenant or the credential, sent twice, would leave the choice to whoever reads first.
+pub fn single_value<'a>(
+    metadata: &'a tonic::metadata::MetadataMap,
+    key: &str,
+) -> Result<Option<&'a [u8]>, String> {
+    let mut values = metadata.get_all(key).iter();
+    let first = values.next().map(|v| v.as_bytes());
+    if values.next().is_some() {
+        return Err(format!("metadata {key} is sent more than once"));
+    }
+    Ok(first)
 }

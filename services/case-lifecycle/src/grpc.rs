@@ -3,7 +3,9 @@
 use debt_cases::{Command, DomainError};
 use event_backbone::envelope::{EventMetadata, new_event_id};
 use recoup_access::{Access, Action};
-use recoup_proto::convert::{case_to_proto, changes_from_proto, content_from_proto};
+use recoup_proto::convert::{
+    case_to_proto, changes_from_proto, check_changes_dates, check_content_dates, content_from_proto,
+};
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_server::{
     DebtCollectionCases, DebtCollectionCasesServer,
@@ -174,6 +176,7 @@ impl DebtCollectionCases for CaseCommands {
             .content
             .clone()
             .ok_or_else(|| Status::invalid_argument("content is required"))?;
+        check_content_dates(&content).map_err(|e| status_of(e.into()))?;
         let content = content_from_proto(content).map_err(|e| status_of(e.into()))?;
         self.run(&request, CaseCommand::Create(content)).await
     }
@@ -183,8 +186,9 @@ impl DebtCollectionCases for CaseCommands {
         request: Request<v1::UpdateCaseRequest>,
     ) -> Result<Response<v1::CaseReply>, Status> {
         let r = request.get_ref();
-        let changes = changes_from_proto(r.changes.clone().unwrap_or_default())
-            .map_err(|e| status_of(e.into()))?;
+        let changes = r.changes.clone().unwrap_or_default();
+        check_changes_dates(&changes).map_err(|e| status_of(e.into()))?;
+        let changes = changes_from_proto(changes).map_err(|e| status_of(e.into()))?;
         self.existing(
             &request,
             &r.case_id,

@@ -108,6 +108,24 @@ async fn admins_manage_the_keys_of_their_tenants_only() {
     let mut query = QueryClient::new(ch.clone());
     let list = v1::ListCasesRequest::default();
     query.list_cases(bearer(list, &made.key)).await.unwrap();
+    // A tenant, or a credential, sent twice is refused rather than guessed between.
+    for (key, values) in [
+        ("x-recoup-tenant", ["acme", "globex"].map(String::from)),
+        (
+            "authorization",
+            [format!("Bearer {}", made.key), format!("Bearer {foreign}")],
+        ),
+    ] {
+        let mut twice = bearer(v1::ListCasesRequest::default(), &made.key);
+        let metadata = twice.metadata_mut();
+        metadata.remove(key);
+        for value in values {
+            metadata.append(key, value.parse().unwrap());
+        }
+        let refused = query.list_cases(twice).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{key}");
+        assert!(refused.message().contains("more than once"), "{refused:?}");
+    }
 
     let refused = keys
         .create_key(bearer(create(v1::Role::Viewer, &["globex"]), &admin_key))

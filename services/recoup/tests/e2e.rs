@@ -171,6 +171,31 @@ async fn refusals_map_to_grpc_codes_and_change_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("due_date"), "{}", e.message());
 
+    for (due, why) in [
+        ("2026-1-1", "not zero-padded"),
+        ("0000-01-01", "year 0"),
+        ("1899-12-31", "before 1900"),
+        ("2026-02-30", "no such day"),
+        (" 2026-01-01", "a space"),
+    ] {
+        let mut odd = content("E-2", 500);
+        odd.due_date = due.into();
+        let e = refused_create(&mut cases, "t", odd).await;
+        assert_eq!(e.code(), Code::InvalidArgument, "{why}");
+        assert!(e.message().contains("YYYY-MM-DD"), "{why}: {}", e.message());
+    }
+    let update = v1::UpdateCaseRequest {
+        case_id: case.id.clone(),
+        expected_version: case.version,
+        changes: Some(v1::CaseChanges {
+            due_date: Some("2026-1-1".into()),
+            ..Default::default()
+        }),
+    };
+    let e = cases.update_case(req("t", update)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("changes.due_date"), "{}", e.message());
+
     let mut bad_currency = content("E-3", 500);
     bad_currency.currency = "EUX".into();
     let e = refused_create(&mut cases, "t", bad_currency).await;

@@ -461,6 +461,14 @@ async fn refusals_are_json_with_the_right_status() {
         "{bad_tenant:?}"
     );
 
+    let twice = exchange(
+        http,
+        b"GET /v1/imports/x HTTP/1.1\r\nhost: x\r\nx-recoup-tenant: acme\r\nx-recoup-tenant: globex\r\n\r\n",
+    )
+    .await;
+    assert_eq!(twice.status, 400);
+    assert!(twice.error().contains("more than once"), "{twice:?}");
+
     let page = get(http, "acme", "/v1/imports/x?errors_page_size=10001").await;
     assert_eq!(page.status, 400);
     assert!(page.error().contains("errors_page_size"));

@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use recoup_access::Action;
 use recoup_proto::contract::metadata::AUTHORIZATION;
-use recoup_proto::tenant::TENANT_METADATA_KEY;
+use recoup_proto::tenant::{TENANT_METADATA_KEY, single_value};
 use recoup_proto::v1;
 use recoup_proto::v1::snapshot_imports_server::{SnapshotImports, SnapshotImportsServer};
 use tonic::metadata::MetadataValue;
@@ -44,11 +44,11 @@ impl ImportService {
     /// the request.
     fn admit<T>(&self, request: &Request<T>, action: Action) -> Result<Admitted, Status> {
         let metadata = request.metadata();
-        let value = |key: &str| metadata.get(key).map(|v| v.as_bytes());
+        let value = |key: &str| single_value(metadata, key).map_err(Status::invalid_argument);
         self.admission
             .admit(
-                value(AUTHORIZATION),
-                value(TENANT_METADATA_KEY),
+                value(AUTHORIZATION)?,
+                value(TENANT_METADATA_KEY)?,
                 "metadata",
                 action,
             )

@@ -186,12 +186,22 @@ impl FromRequestParts<HttpApi> for Tenant {
         } else {
             Action::Read
         };
-        let value = |key: &str| parts.headers.get(key).map(|v| v.as_bytes());
+        // A tenant or credential header sent twice is refused, never guessed between.
+        let value = |key: &str| {
+            let mut values = parts.headers.get_all(key).iter();
+            let first = values.next().map(|v| v.as_bytes());
+            match values.next() {
+                Some(_) => Err(ApiError::bad_request(format!(
+                    "header {key} is sent more than once"
+                ))),
+                None => Ok(first),
+            }
+        };
         let admitted = api
             .admission
             .admit(
-                value(AUTHORIZATION),
-                value(TENANT_METADATA_KEY),
+                value(AUTHORIZATION)?,
+                value(TENANT_METADATA_KEY)?,
                 "header",
                 action,
             )
