@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("recoup_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // A request that does not decode is INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::codec::RecoupCodec")
         // Encoded in key order, so that equal contents encode (and fingerprint) equally.
         .btree_map(".recoup.v1.CollectionsDealObserved.extra")
         .compile_fds(fds)?;

@@ -7,6 +7,7 @@ pub mod v1 {
     tonic::include_proto!("recoup.v1");
 }
 
+pub mod codec;
 pub mod contract;
 pub mod convert;
 pub mod metrics;

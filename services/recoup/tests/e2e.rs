@@ -196,6 +196,26 @@ async fn refusals_map_to_grpc_codes_and_change_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("changes.due_date"), "{}", e.message());
 
+    // A request that does not decode (field 1 with the wire type of a fixed64 where a message
+    // is expected) is the sender's error.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Garbage {
+        #[prost(fixed64, tag = "1")]
+        content: u64,
+    }
+    let mut raw = tonic::client::Grpc::new(channel(&p).await);
+    raw.ready().await.unwrap();
+    let e = raw
+        .unary(
+            req("t", Garbage { content: 7 }),
+            "/recoup.v1.DebtCollectionCases/CreateCase".parse().unwrap(),
+            recoup_proto::codec::RecoupCodec::<Garbage, v1::CaseReply>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("does not decode"), "{e:?}");
+
     let mut bad_currency = content("E-3", 500);
     bad_currency.currency = "EUX".into();
     let e = refused_create(&mut cases, "t", bad_currency).await;
