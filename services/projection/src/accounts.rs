@@ -152,20 +152,20 @@ impl RecordedSnapshot {
 /// Accounts and outstanding amount of one PAR bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ParTotals {
-    pub accounts: i64,
+    pub accounts: i128,
     /// Outstanding in 1/10,000 units.
-    pub outstanding_units: i64,
+    pub outstanding_units: i128,
 }
 
 impl Counters<2> for ParTotals {
-    fn from_counters([accounts, outstanding_units]: [i64; 2]) -> Self {
+    fn from_counters([accounts, outstanding_units]: [i128; 2]) -> Self {
         Self {
             accounts,
             outstanding_units,
         }
     }
 
-    fn counters(&self) -> [i64; 2] {
+    fn counters(&self) -> [i128; 2] {
         [self.accounts, self.outstanding_units]
     }
 }
@@ -235,7 +235,7 @@ impl AccountReadModel {
                 staged.par.entry(key).or_insert(current)
             }
         };
-        totals.add_counters([accounts, outstanding]);
+        totals.add_counters([accounts.into(), outstanding.into()]);
         Ok(())
     }
 

@@ -236,25 +236,37 @@ pub fn reason_and(reason: String, bytes: &[u8]) -> Vec<u8> {
     value
 }
 
-/// Totals kept as `N` counters (i64 BE each) in one value: the totals the read models keep.
+/// Totals kept as `N` counters in one value: the totals the read models keep. Each counter is
+/// an i128 (16 bytes BE): sums of i64 amounts cannot overflow it, so a total stays exact
+/// whatever amounts clients send, and one that an int64 field cannot carry is refused when it is
+/// read ([`wire_total`]). Values of the first layout (an i64, 8 bytes, per counter) read as
+/// they were.
 pub trait Counters<const N: usize>: Sized {
-    fn from_counters(counters: [i64; N]) -> Self;
+    fn from_counters(counters: [i128; N]) -> Self;
 
-    fn counters(&self) -> [i64; N];
+    fn counters(&self) -> [i128; N];
 
     /// The totals of a stored value; missing bytes read as 0.
     fn decode(bytes: &[u8]) -> Self {
+        let legacy = bytes.len() == N * 8;
         Self::from_counters(std::array::from_fn(|i| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, i64::from_be_bytes)
+            if legacy {
+                bytes
+                    .get(i * 8..i * 8 + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, |b| i128::from(i64::from_be_bytes(b)))
+            } else {
+                bytes
+                    .get(i * 16..i * 16 + 16)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i128::from_be_bytes)
+            }
         }))
     }
 
-    /// Adds `delta` counter by counter. Saturating: absurd amounts give a capped total, never
-    /// an overflow that would stop the projection on the same batch forever.
-    fn add_counters(&mut self, delta: [i64; N]) {
+    /// Adds `delta` counter by counter (saturating only past i128, which sums of i64 amounts
+    /// never reach).
+    fn add_counters(&mut self, delta: [i128; N]) {
         let mut counters = self.counters();
         for (counter, delta) in counters.iter_mut().zip(delta) {
             *counter = counter.saturating_add(delta);
@@ -268,6 +280,21 @@ pub trait Counters<const N: usize>: Sized {
             .flat_map(|c| c.to_be_bytes())
             .collect()
     }
+}
+
+/// A total for an int64 field of a response, or OUT_OF_RANGE naming what it totals: the read
+/// model keeps it exact, the wire cannot carry it.
+pub fn wire_total(total: i128, what: impl std::fmt::Display) -> Result<i64, tonic::Status> {
+    i64::try_from(total).map_err(|_| {
+        tonic::Status::out_of_range(format!(
+            "the total {what} is {total}, beyond what an int64 field carries"
+        ))
+    })
+}
+
+/// A count for a uint64 field of a response (negative reads as 0).
+pub fn wire_count(count: i128) -> u64 {
+    u64::try_from(count.max(0)).unwrap_or(u64::MAX)
 }
 
 /// A tree whose own entries were always written with the key codec, but whose offsets and

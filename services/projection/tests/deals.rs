@@ -67,8 +67,8 @@ fn outcome(applied: usize, duplicates: usize, rejected: usize) -> BatchOutcome {
 
 fn totals(deals: i64, amount_minor: i64) -> DealTotals {
     DealTotals {
-        deals,
-        amount_minor,
+        deals: deals.into(),
+        amount_minor: amount_minor.into(),
     }
 }
 
@@ -481,7 +481,7 @@ fn dpd_buckets_at_their_boundaries() {
     for (row, (_, bucket)) in rows.iter().zip(cases) {
         let t = expected.entry(bucket).or_default();
         t.deals += 1;
-        t.amount_minor += row.deal.amount_minor.unwrap();
+        t.amount_minor += i128::from(row.deal.amount_minor.unwrap());
         members.entry(bucket).or_default().push(row);
     }
     expected.insert(DpdBucket::Unknown, totals(2, 7));
@@ -1070,7 +1070,7 @@ fn check_against_recomputation(
             ))
             .or_default();
         t.deals += 1;
-        t.amount_minor += row.deal.amount_minor.unwrap_or(0);
+        t.amount_minor += i128::from(row.deal.amount_minor.unwrap_or(0));
     }
     let funnel: Vec<FunnelStage> = funnel
         .into_iter()
@@ -1091,7 +1091,7 @@ fn check_against_recomputation(
             let bucket = DpdBucket::of(dpd_days(&row.deal, as_of));
             let slot = DpdBucket::ALL.iter().position(|b| *b == bucket).unwrap();
             buckets[slot].deals += 1;
-            buckets[slot].amount_minor += amount;
+            buckets[slot].amount_minor += i128::from(amount);
             for (i, channel) in PtpChannel::ALL.into_iter().enumerate() {
                 let t = match ptp_status(&row.deal, channel, as_of) {
                     PtpStatus::None => continue,
@@ -1100,7 +1100,7 @@ fn check_against_recomputation(
                     PtpStatus::Broken => &mut ptp[i].broken,
                 };
                 t.deals += 1;
-                t.amount_minor += amount;
+                t.amount_minor += i128::from(amount);
             }
         }
         assert_eq!(

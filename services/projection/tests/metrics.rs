@@ -424,7 +424,7 @@ fn the_read_model_shows_recoups_calculated_fields_and_par_on_its_numbers() {
         .metrics()
         .par("acme", day(24), Basis::NonForgiving)
         .unwrap();
-    let counts: Vec<i64> = par.iter().map(|t| t.accounts).collect();
+    let counts: Vec<i128> = par.iter().map(|t| t.accounts).collect();
     assert_eq!(counts, [1, 0, 1, 0, 0, 0, 0, 1]);
     let outstanding_a1 = m_remaining(&want[24].1);
     assert_eq!(par[2].outstanding(), outstanding_a1);
@@ -442,13 +442,13 @@ fn the_read_model_shows_recoups_calculated_fields_and_par_on_its_numbers() {
         .metrics()
         .par("acme", day(24), Basis::NonForgiving)
         .unwrap();
-    let counts: Vec<i64> = par.iter().map(|t| t.accounts).collect();
+    let counts: Vec<i128> = par.iter().map(|t| t.accounts).collect();
     assert_eq!(counts, [2, 0, 0, 0, 0, 0, 0, 1]);
     let forgiving = accounts
         .metrics()
         .par("acme", day(24), Basis::Forgiving)
         .unwrap();
-    assert_eq!(forgiving.iter().map(|t| t.accounts).sum::<i64>(), 3);
+    assert_eq!(forgiving.iter().map(|t| t.accounts).sum::<i128>(), 3);
 
     // Where the CRM (days_to_cutoff_source = -7 everywhere) and recoup disagree on day 24: A1
     // (paid until day 30: 6) and A2 (paid until day 25: 1); A3 has no figure of recoup's.

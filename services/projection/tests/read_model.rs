@@ -66,9 +66,9 @@ fn totals(
     (
         (state, currency.to_owned()),
         Totals {
-            count,
-            amount_minor,
-            collected_minor,
+            count: count.into(),
+            amount_minor: amount_minor.into(),
+            collected_minor: collected_minor.into(),
         },
     )
 }
@@ -939,4 +939,24 @@ fn a_parked_event_that_cannot_be_applied_when_its_turn_comes_is_kept_as_rejected
         outcome(1, 0, 0, 0)
     );
     assert_eq!(case(&rm, &c), Some(c.replay_to(3)));
+}
+
+#[test]
+fn totals_of_the_first_layout_read_as_they_were() {
+    use projection::kernel::Counters;
+    // Eight bytes per counter before the totals became exact (sixteen now).
+    let legacy: Vec<u8> = [3i64, -7, i64::MAX]
+        .iter()
+        .flat_map(|c| c.to_be_bytes())
+        .collect();
+    let read = Totals::decode(&legacy);
+    assert_eq!(
+        (read.count, read.amount_minor, read.collected_minor),
+        (3, -7, i128::from(i64::MAX))
+    );
+    let mut wider = read;
+    wider.add_counters([0, 0, i128::from(i64::MAX)]);
+    assert_eq!(wider.encode().len(), 48);
+    assert_eq!(Totals::decode(&wider.encode()), wider);
+    assert_eq!(wider.collected_minor, 2 * i128::from(i64::MAX));
 }

@@ -448,3 +448,49 @@ async fn services_run_as_separate_processes_over_one_cluster() {
     lifecycle.shutdown().await.unwrap();
     projection.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_stay_exact_and_refuse_what_int64_cannot_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(config(dir.path())).await;
+    let (mut cases, query) = clients(&p).await;
+    let a = create(&mut cases, "big", "MAX-1", i64::MAX).await;
+    create(&mut cases, "big", "MAX-2", i64::MAX).await;
+    // Two cases of i64::MAX: their total is exact in the read model, and the query says the
+    // wire cannot carry it instead of answering a wrapped or capped number.
+    let refused = eventually(Duration::from_secs(20), || {
+        let mut q = query.clone();
+        async move {
+            let r = q.case_stats(req("big", v1::CaseStatsRequest {})).await;
+            r.is_err_and(|e| e.code() == Code::OutOfRange)
+        }
+    })
+    .await;
+    assert!(refused, "CaseStats refuses a total beyond int64");
+    let mut q = query.clone();
+    let e = q
+        .case_stats(req("big", v1::CaseStatsRequest {}))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("amount in EUR of state"), "{e:?}");
+    assert!(e.message().contains("18446744073709551614"), "{e:?}");
+    // One goes: the other's amount is the total again, to the unit (a capped total would have
+    // dropped to 0).
+    cases.delete_case(req("big", cmd(&a))).await.unwrap();
+    let exact = eventually(Duration::from_secs(20), || {
+        let mut q = query.clone();
+        async move {
+            q.case_stats(req("big", v1::CaseStatsRequest {}))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(exact);
+    let mut q = query.clone();
+    assert_eq!(
+        stats_of(&mut q, "big", v1::CaseState::Reviewing).await,
+        (1, i64::MAX, 0)
+    );
+    p.shutdown().await.unwrap();
+}

@@ -277,7 +277,7 @@ async fn a_puller_killed_at_random_points_loses_nothing_and_publishes_nothing_tw
             .unwrap_or_else(|| panic!("{key} is in the read model"));
         assert_eq!(fingerprint(&deal), *content, "{key} has its latest content");
     }
-    let in_model: i64 = deals
+    let in_model: i128 = deals
         .funnel(TENANT)
         .unwrap()
         .iter()

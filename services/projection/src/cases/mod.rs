@@ -43,15 +43,15 @@ const OLD_TREE: &str = "read_model";
 /// Per-state totals of one currency.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    pub count: i64,
-    /// Minor units.
-    pub amount_minor: i64,
-    /// Minor units.
-    pub collected_minor: i64,
+    pub count: i128,
+    /// Minor units, exact (see [`Counters`]).
+    pub amount_minor: i128,
+    /// Minor units, exact.
+    pub collected_minor: i128,
 }
 
 impl Counters<3> for Totals {
-    fn from_counters([count, amount_minor, collected_minor]: [i64; 3]) -> Self {
+    fn from_counters([count, amount_minor, collected_minor]: [i128; 3]) -> Self {
         Totals {
             count,
             amount_minor,
@@ -59,17 +59,18 @@ impl Counters<3> for Totals {
         }
     }
 
-    fn counters(&self) -> [i64; 3] {
+    fn counters(&self) -> [i128; 3] {
         [self.count, self.amount_minor, self.collected_minor]
     }
 }
 
 impl Totals {
     fn add(&mut self, case: &DebtCase, sign: i64) {
+        let sign = i128::from(sign);
         self.add_counters([
             sign,
-            sign.saturating_mul(case.amount_minor),
-            sign.saturating_mul(case.collected_minor),
+            sign * i128::from(case.amount_minor),
+            sign * i128::from(case.collected_minor),
         ]);
     }
 }

@@ -126,7 +126,7 @@ impl DealReadModel {
         if let Some(before) = before {
             let minus = DealTotals {
                 deals: -1,
-                amount_minor: before.amount.saturating_neg(),
+                amount_minor: -i128::from(before.amount),
             };
             for key in before.totals_keys(tenant) {
                 self.add_totals(staged, key, minus)?;
@@ -134,7 +134,7 @@ impl DealReadModel {
         }
         let plus = DealTotals {
             deals: 1,
-            amount_minor: after.amount,
+            amount_minor: after.amount.into(),
         };
         for key in after.totals_keys(tenant) {
             self.add_totals(staged, key, plus)?;

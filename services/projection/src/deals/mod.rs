@@ -64,20 +64,20 @@ pub const DEFAULT_FEED_CAPACITY: usize = 1024;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DealTotals {
     /// Deals (their latest revision).
-    pub deals: i64,
-    /// Sum of `amount_minor` (absent counts as 0), minor units.
-    pub amount_minor: i64,
+    pub deals: i128,
+    /// Sum of `amount_minor` (absent counts as 0), minor units, exact (see [`Counters`]).
+    pub amount_minor: i128,
 }
 
 impl Counters<2> for DealTotals {
-    fn from_counters([deals, amount_minor]: [i64; 2]) -> Self {
+    fn from_counters([deals, amount_minor]: [i128; 2]) -> Self {
         Self {
             deals,
             amount_minor,
         }
     }
 
-    fn counters(&self) -> [i64; 2] {
+    fn counters(&self) -> [i128; 2] {
         [self.deals, self.amount_minor]
     }
 }

@@ -333,7 +333,7 @@ impl DealReadModel {
             for (due, totals) in self.due_totals(tenant)? {
                 let dpd = due.map(|d| i64::from(as_of) - i64::from(d));
                 if DpdBucket::of(dpd) == bucket {
-                    candidates = candidates.saturating_add(totals.deals);
+                    candidates = candidates.saturating_add(clamp(totals.deals));
                 }
             }
             consider(&mut best, DealIndex::DueDate, candidates);
@@ -365,7 +365,7 @@ impl DealReadModel {
         let mut count = 0i64;
         for entry in self.funnel_entries(tenant, pipeline)? {
             if stage(&entry.deal_stage_id) {
-                count = count.saturating_add(entry.totals.deals);
+                count = count.saturating_add(clamp(entry.totals.deals));
             }
         }
         Ok(count)
@@ -487,4 +487,9 @@ impl DealReadModel {
         }
         Ok(out)
     }
+}
+
+/// A count as the index planner compares it.
+fn clamp(count: i128) -> i64 {
+    i64::try_from(count).unwrap_or(if count < 0 { i64::MIN } else { i64::MAX })
 }

@@ -16,6 +16,7 @@ use crate::deals::{
     DealFilter, DealReadModel, DoNotContactList, DoNotContactWatch, DpdBucket, ListChange,
     ListDealsError, ListPosition, PtpChannel, PtpStatus, WatchError, dpd_days, ptp_status,
 };
+use crate::kernel::{wire_count, wire_total};
 
 impl Queries {
     pub(super) async fn get_deal_query(
@@ -114,19 +115,23 @@ impl Queries {
         let tenant = self.reader(&request)?;
         let stages = deals.model.funnel(&tenant).map_err(internal)?;
         let mut response = v1::CollectionsFunnelResponse::default();
+        let mut amount = 0i128;
         for stage in stages {
-            let count = stage.totals.deals.max(0) as u64;
+            let count = wire_count(stage.totals.deals);
             response.deals = response.deals.saturating_add(count);
-            response.amount_minor = response
-                .amount_minor
-                .saturating_add(stage.totals.amount_minor);
+            amount += stage.totals.amount_minor;
+            let what = format!(
+                "of stage {:?} of pipeline {:?}",
+                stage.deal_stage_id, stage.pipeline
+            );
             response.stages.push(v1::FunnelStage {
+                amount_minor: wire_total(stage.totals.amount_minor, what)?,
                 pipeline: stage.pipeline,
                 deal_stage_id: stage.deal_stage_id,
                 deals: count,
-                amount_minor: stage.totals.amount_minor,
             });
         }
+        response.amount_minor = wire_total(amount, "of the funnel")?;
         Ok(Response::new(response))
     }
 
@@ -138,22 +143,25 @@ impl Queries {
         let tenant = self.reader(&request)?;
         let as_of = optional_date("as_of", &request.get_ref().as_of)?.unwrap_or(deals.today());
         let totals = deals.model.ptp_summary(&tenant, as_of).map_err(internal)?;
-        let count = |n: i64| n.max(0) as u64;
+        let mut channels = Vec::new();
+        for (channel, t) in PtpChannel::ALL.iter().zip(totals) {
+            let name = channel.name();
+            channels.push(v1::PtpChannelSummary {
+                channel: name.to_owned(),
+                open: wire_count(t.open.deals),
+                open_amount_minor: wire_total(t.open.amount_minor, format!("open on {name}"))?,
+                kept: wire_count(t.kept.deals),
+                kept_amount_minor: wire_total(t.kept.amount_minor, format!("kept on {name}"))?,
+                broken: wire_count(t.broken.deals),
+                broken_amount_minor: wire_total(
+                    t.broken.amount_minor,
+                    format!("broken on {name}"),
+                )?,
+            });
+        }
         Ok(Response::new(v1::PtpSummaryResponse {
             as_of: as_of.format("%Y-%m-%d").to_string(),
-            channels: PtpChannel::ALL
-                .iter()
-                .zip(totals)
-                .map(|(channel, t)| v1::PtpChannelSummary {
-                    channel: channel.name().to_owned(),
-                    open: count(t.open.deals),
-                    open_amount_minor: t.open.amount_minor,
-                    kept: count(t.kept.deals),
-                    kept_amount_minor: t.kept.amount_minor,
-                    broken: count(t.broken.deals),
-                    broken_amount_minor: t.broken.amount_minor,
-                })
-                .collect(),
+            channels,
         }))
     }
 

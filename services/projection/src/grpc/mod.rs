@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::accounts::AccountReadModel;
 use crate::cases::CaseReadModel;
 use crate::deals::DealReadModel;
-use crate::kernel::ReadModelError;
+use crate::kernel::{ReadModelError, wire_count, wire_total};
 use crate::metrics::Basis;
 use recoup_runtime::Clock;
 
@@ -270,11 +270,12 @@ impl Query for Queries {
                 });
             }
             if let Some(s) = states.last_mut() {
-                s.count += totals.count.max(0) as u64;
+                s.count = s.count.saturating_add(wire_count(totals.count));
+                let of = |what| format!("{what} in {currency} of state {}", state.as_str());
                 s.totals.push(v1::CurrencyTotal {
+                    amount_minor: wire_total(totals.amount_minor, of("amount"))?,
+                    collected_minor: wire_total(totals.collected_minor, of("collected"))?,
                     currency,
-                    amount_minor: totals.amount_minor,
-                    collected_minor: totals.collected_minor,
                 });
             }
         }
@@ -361,17 +362,17 @@ impl Query for Queries {
             basis: basis as i32,
             ..Default::default()
         };
-        let (mut over_30, mut over_90) = (0i64, 0i64);
-        let mut outstanding = 0i64;
+        let (mut over_30, mut over_90) = (0i128, 0i128);
+        let mut outstanding = 0i128;
         for ((name, min, max), t) in PAR_BUCKETS.iter().zip(&totals) {
             response.buckets.push(v1::ParBucket {
                 bucket: (*name).to_owned(),
                 min_days: *min,
                 max_days: max.unwrap_or(0),
-                accounts: t.accounts.max(0) as u64,
+                accounts: wire_count(t.accounts),
                 outstanding: t.outstanding(),
             });
-            response.accounts += t.accounts.max(0) as u64;
+            response.accounts = response.accounts.saturating_add(wire_count(t.accounts));
             outstanding += t.outstanding_units;
             if *min > 30 && *name != "unknown" {
                 over_30 += t.outstanding_units;
@@ -381,7 +382,7 @@ impl Query for Queries {
             }
         }
         response.outstanding = outstanding as f64 / 10_000.0;
-        let ratio = |part: i64| {
+        let ratio = |part: i128| {
             if outstanding > 0 {
                 part as f64 / outstanding as f64
             } else {

@@ -193,7 +193,7 @@ impl MetricsStage {
                 staged.results.par.entry(key).or_insert(stored)
             }
         };
-        totals.add_counters(delta);
+        totals.add_counters(delta.map(i128::from));
         Ok(())
     }
 
