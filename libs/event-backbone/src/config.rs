@@ -1,7 +1,8 @@
 //! How to reach Kafka.
 
-/// Connection settings shared by every producer and consumer of a process.
-#[derive(Debug, Clone)]
+/// Connection settings shared by every producer and consumer of a process. Its `Debug` masks
+/// secret property values.
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `host:port,...` bootstrap servers.
     pub brokers: String,
@@ -38,10 +39,7 @@ impl KafkaConfig {
         self.properties
             .iter()
             .map(|(k, v)| {
-                let secret = ["password", "secret", "key", "token"]
-                    .iter()
-                    .any(|s| k.contains(s));
-                if secret {
+                if is_secret_property(k) {
                     format!("{k}=***")
                 } else {
                     format!("{k}={v}")
@@ -49,4 +47,39 @@ impl KafkaConfig {
             })
             .collect()
     }
+
+    /// `text` (an error, a log line) with the value of every secret property masked.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.properties)
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("embedded", &self.embedded)
+            .field("properties", &self.masked_properties())
+            .finish()
+    }
+}
+
+/// Whether a Kafka property's value is a secret: its name contains `password`, `secret`,
+/// `key` or `token` (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`).
+pub fn is_secret_property(key: &str) -> bool {
+    ["password", "secret", "key", "token"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// `text` with the value of every secret property among `properties` replaced by `***`
+/// (librdkafka's configuration errors quote the value they refuse).
+pub fn redact(text: &str, properties: &[(String, String)]) -> String {
+    let mut text = text.to_owned();
+    for (key, value) in properties {
+        if is_secret_property(key) && !value.is_empty() {
+            text = text.replace(value.as_str(), "***");
+        }
+    }
+    text
 }

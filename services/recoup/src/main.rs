@@ -261,11 +261,29 @@ enum TopicsCommand {
 pub(crate) fn parse_property(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+        .ok_or_else(|| "expected KEY=VALUE".to_owned())?;
     if k.is_empty() {
-        return Err(format!("empty key in {s:?}"));
+        return Err("empty key".to_owned());
     }
+    // Remembered so that no error this process prints can show a secret value.
+    GIVEN_PROPERTIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((k.to_owned(), v.to_owned()));
     Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Every `--kafka-property` of the command line.
+static GIVEN_PROPERTIES: std::sync::Mutex<Vec<(String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// An error as printed: secret Kafka property values masked (librdkafka quotes the value it
+/// refuses).
+fn printable(error: &anyhow::Error) -> String {
+    let given = GIVEN_PROPERTIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    event_backbone::config::redact(&format!("{error:#}"), &given)
 }
 
 fn init_logs(json: bool) {
@@ -297,7 +315,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(error) => {
             // One line with the chain of causes; a backtrace helps nobody who mistyped a path.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", printable(&error));
             std::process::ExitCode::FAILURE
         }
     }
