@@ -42,6 +42,28 @@ struct SnapshotInputs {
     amt_expected_deposits_cumulative_source: Option<f64>,
 }
 
+/// The model's inputs of `$s`, a [`SnapshotInputs`] or a whole `v1::AccountSnapshot` (the
+/// same field names), on `$date`: written once for both.
+macro_rules! inputs_of {
+    ($s:expr, $date:expr) => {
+        DayInputs {
+            date: $date,
+            days_elapsed: $s.days_elapsed_payment_plan_source,
+            contract_value: $s.amt_contract_value_without_discounts_source,
+            add_ons: $s.amt_lump_sum_add_ons_source,
+            expected_deposits: $s.amt_expected_deposits_cumulative_source,
+            duration: $s.days_expected_loan_duration_source,
+            repayments: $s.num_expected_repayments_source,
+            payment: $s.amt_payments_daily_source,
+            paid_deposits_cumulative: $s.amt_paid_deposits_cumulative_source,
+            refund: $s.amt_refunds_daily_source,
+            discount: $s.amt_discounts_daily_source,
+            delay_days: $s.days_delays_daily_source,
+            penalty: $s.amt_penalties_daily_source,
+        }
+    };
+}
+
 /// `AccountSnapshotRecorded` with only what the model needs.
 #[derive(Clone, PartialEq, Message)]
 struct RecordedInputs {
@@ -85,21 +107,7 @@ fn day_from(s: SnapshotInputs, revision: u64) -> Result<RecordedDay, String> {
     Ok(RecordedDay {
         account_uid,
         revision,
-        inputs: DayInputs {
-            date,
-            days_elapsed: s.days_elapsed_payment_plan_source,
-            contract_value: s.amt_contract_value_without_discounts_source,
-            add_ons: s.amt_lump_sum_add_ons_source,
-            expected_deposits: s.amt_expected_deposits_cumulative_source,
-            duration: s.days_expected_loan_duration_source,
-            repayments: s.num_expected_repayments_source,
-            payment: s.amt_payments_daily_source,
-            paid_deposits_cumulative: s.amt_paid_deposits_cumulative_source,
-            refund: s.amt_refunds_daily_source,
-            discount: s.amt_discounts_daily_source,
-            delay_days: s.days_delays_daily_source,
-            penalty: s.amt_penalties_daily_source,
-        },
+        inputs: inputs_of!(s, date),
     })
 }
 
@@ -119,21 +127,7 @@ pub fn day_of(
     Ok(RecordedDay {
         account_uid,
         revision,
-        inputs: DayInputs {
-            date,
-            days_elapsed: s.days_elapsed_payment_plan_source,
-            contract_value: s.amt_contract_value_without_discounts_source,
-            add_ons: s.amt_lump_sum_add_ons_source,
-            expected_deposits: s.amt_expected_deposits_cumulative_source,
-            duration: s.days_expected_loan_duration_source,
-            repayments: s.num_expected_repayments_source,
-            payment: s.amt_payments_daily_source,
-            paid_deposits_cumulative: s.amt_paid_deposits_cumulative_source,
-            refund: s.amt_refunds_daily_source,
-            discount: s.amt_discounts_daily_source,
-            delay_days: s.days_delays_daily_source,
-            penalty: s.amt_penalties_daily_source,
-        },
+        inputs: inputs_of!(s, date),
     })
 }
 

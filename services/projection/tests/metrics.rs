@@ -269,12 +269,8 @@ fn accounts_and_tenants_are_computed_apart_and_bad_events_are_kept_as_rejects() 
     assert_eq!(published(&all, "globex", "A1"), from_scratch(&b));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_relay_publishes_the_outbox_to_kafka_in_order_per_account_and_empties_it() {
-    let dir = TempDir::new().unwrap();
-    let (_cases, accounts) = open(dir.path());
-    let stage = accounts.metrics();
-    let mut feed = Feed::new();
+/// Days 0..11 of A1, A2 and A3 (a payment of 100 each day), in one batch.
+fn three_accounts_in_one_batch(accounts: &AccountReadModel, feed: &mut Feed) {
     let mut values = Vec::new();
     for uid in ["A1", "A2", "A3"] {
         for n in 0..12 {
@@ -284,6 +280,15 @@ async fn the_relay_publishes_the_outbox_to_kafka_in_order_per_account_and_emptie
     accounts
         .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_the_outbox_to_kafka_in_order_per_account_and_empties_it() {
+    let dir = TempDir::new().unwrap();
+    let (_cases, accounts) = open(dir.path());
+    let stage = accounts.metrics();
+    let mut feed = Feed::new();
+    three_accounts_in_one_batch(&accounts, &mut feed);
     assert_eq!(stage.len(), 36, "one result per day");
     // A late change of day 2 of A1 republishes days 2..11 of it.
     let late = vec![recorded("acme", "A1", &inputs(2, 900.0), 2)];
@@ -692,15 +697,7 @@ fn the_outbox_gives_a_batchs_results_in_parts_and_drops_those_replaced() {
     let (_cases, accounts) = open(dir.path());
     let stage = accounts.metrics();
     let mut feed = Feed::new();
-    let mut values = Vec::new();
-    for uid in ["A1", "A2", "A3"] {
-        for n in 0..12 {
-            values.push(recorded("acme", uid, &inputs(n, 100.0), 1));
-        }
-    }
-    accounts
-        .apply_batch(CLUSTER, TOPIC, &feed.batch(values))
-        .unwrap();
+    three_accounts_in_one_batch(&accounts, &mut feed);
     let all = stage.pending(usize::MAX).unwrap();
     assert_eq!(all.len(), 36);
     // A batch's results come whole; the relay removes what Kafka acknowledged, here a part.

@@ -2,63 +2,16 @@
 //! file beside a file with rejected rows, exit codes, duplicates, and refusals.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-/// `recoup up` on free ports, stopped with SIGTERM (SIGKILL if a test fails first).
-struct Server {
-    child: Child,
-    grpc_addr: String,
-    /// Kept open: the server's stdout must not become a broken pipe.
-    _stdout: BufReader<ChildStdout>,
-}
+use common::binary::Up;
 
-impl Server {
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_recoup"))
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            // Small enough that a refusal needs no large file.
-            .args(["--max-upload-bytes", "4096"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // recoup ready grpc=127.0.0.1:PORT http=... kafka=...
-        let grpc_addr = line
-            .strip_prefix("recoup ready grpc=")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            grpc_addr,
-            _stdout: stdout,
-        }
-    }
-
-    /// SIGTERM, then the exit status of the clean shutdown.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `recoup up` with an upload limit small enough that a refusal needs no large file.
+fn server(data: &Path) -> Up {
+    Up::start(data, &["--max-upload-bytes", "4096"])
 }
 
 fn import(dir: &Path, grpc_addr: &str, args: &[&str]) -> (i32, String, String) {
@@ -96,7 +49,7 @@ fn summary<'a>(stdout: &'a str, file: &str) -> (&'a str, &'a str) {
 #[test]
 fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
+    let server = server(&dir.path().join("data"));
     let files = dir.path();
     std::fs::write(
         files.join("good.csv"),
@@ -117,7 +70,7 @@ fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
     // No --tenant, no --api-key: the CLI finds the first admin key `up` wrote to ./data and
     // acts for its tenant.
     let args = ["good.csv", "bad.json", "--origin", "crm"];
-    let (code, stdout, stderr) = import(files, &server.grpc_addr, &args);
+    let (code, stdout, stderr) = import(files, &server.grpc, &args);
     assert_eq!(
         code, 1,
         "a rejected row fails the command: {stdout}{stderr}"
@@ -154,7 +107,7 @@ fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
 
     // The same file again: recognised, nothing rejected, success.
     let again = ["good.csv", "--tenant", "default", "--origin", "crm"];
-    let (code, stdout, stderr) = import(files, &server.grpc_addr, &again);
+    let (code, stdout, stderr) = import(files, &server.grpc, &again);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let (again_id, again) = summary(&stdout, "good.csv");
     assert_eq!(again_id, good_id);
@@ -164,7 +117,7 @@ fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
     );
 
     // A file whose format the name does not tell: refused before anything is sent.
-    let (code, stdout, stderr) = import(files, &server.grpc_addr, &["good.csv", "notes.txt"]);
+    let (code, stdout, stderr) = import(files, &server.grpc, &["good.csv", "notes.txt"]);
     assert_eq!(code, 1);
     assert_eq!(stdout, "");
     assert!(
@@ -180,7 +133,7 @@ fn imports_files_writes_the_errors_beside_them_and_fails_on_rejected_rows() {
         big += &format!("2024-03-01,BIG{i}\n");
     }
     std::fs::write(files.join("big.csv"), big).unwrap();
-    let (code, stdout, stderr) = import(files, &server.grpc_addr, &["big.csv", "good.csv"]);
+    let (code, stdout, stderr) = import(files, &server.grpc, &["big.csv", "good.csv"]);
     assert_eq!(code, 1);
     assert_eq!(stdout, "", "stops at the refusal");
     assert_eq!(

@@ -13,13 +13,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as Days, NaiveDate};
 use common::bearer;
+use common::binary::Up;
 use paygo_snapshots::credit::{DayInputs, Outcome, compute};
 use recoup_proto::v1;
 use recoup_proto::v1::query_client::QueryClient;
@@ -151,46 +151,20 @@ fn portfolio(dir: &Path) -> Portfolio {
     }
 }
 
-/// `recoup up` on free ports with its data in `data`.
-struct Server {
-    child: Child,
-    data: PathBuf,
-    grpc: String,
-    _stdout: BufReader<ChildStdout>,
+/// `recoup up` on free ports with its data in `data`, and what this test does with it.
+struct Server(Up);
+
+impl std::ops::Deref for Server {
+    type Target = Up;
+
+    fn deref(&self) -> &Up {
+        &self.0
+    }
 }
 
 impl Server {
     fn start(data: &Path) -> Self {
-        let mut child = Command::new(RECOUP)
-            .args(["up", "--data-dir"])
-            .arg(data)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let grpc = line
-            .strip_prefix("recoup ready grpc=")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            data: data.to_owned(),
-            grpc,
-            _stdout: stdout,
-        }
-    }
-
-    fn key(&self) -> String {
-        std::fs::read_to_string(self.data.join("admin.key"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        Self(Up::start(data, &[]))
     }
 
     /// `recoup import snapshots FILE` against this server, as the first admin key.
@@ -260,30 +234,12 @@ impl Server {
             .unwrap_or(0.0)
     }
 
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        assert!(self.child.wait().unwrap().success(), "a clean shutdown");
+    fn stop(self) {
+        assert!(self.0.stop().success(), "a clean shutdown");
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn kill(self) {
+        self.0.kill();
     }
 }
 
@@ -337,16 +293,25 @@ fn par_views(server: &Server) -> Vec<Value> {
     views
 }
 
-fn discrepancies(server: &Server) -> Value {
-    server.accounts(&[
+/// `recoup accounts discrepancies` of the CRM's arrears on the last day, up to `limit`.
+fn discrepancy_args(limit: &str) -> Vec<String> {
+    let last = date(DAYS - 1);
+    [
         "discrepancies",
         "--date",
-        &date(DAYS - 1),
+        &last,
         "--field",
         "days_arrears_consecutive",
         "--limit",
-        "0",
-    ])
+        limit,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn discrepancies(server: &Server) -> Value {
+    let args = discrepancy_args("0");
+    server.accounts(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Waits until `server`'s PAR views are `want` (the computation has caught up).
@@ -452,18 +417,8 @@ async fn two_files_out_of_order_and_a_kill_give_what_one_file_in_order_gives() {
         .as_array()
         .unwrap()
         .len();
-    let table = shuffled.accounts_cli(
-        &[
-            "discrepancies",
-            "--date",
-            &date(DAYS - 1),
-            "--field",
-            "days_arrears_consecutive",
-            "--limit",
-            "5",
-        ],
-        false,
-    );
+    let args = discrepancy_args("5");
+    let table = shuffled.accounts_cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), false);
     let table = String::from_utf8(table).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert!(

@@ -1,6 +1,7 @@
 //! What the end-to-end tests share: a platform in process on loopback, and gRPC clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod binary;
 pub mod cluster;
 
 use std::path::Path;
