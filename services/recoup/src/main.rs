@@ -1,7 +1,6 @@
 //! `recoup`: runs the platform (all services in one process, or each alone) and talks to it.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ mod client;
 mod credential;
 mod import_cli;
 mod keys_cli;
+mod limits_cli;
 mod pull_cli;
 
 /// recoup: one consistent, real-time picture of who owes what — debt collection cases, PAYGo
@@ -185,23 +185,12 @@ struct RunArgs {
     /// Seconds between checks for cases whose processing timed out.
     #[arg(long, env = "RECOUP_TIMEOUT_CHECK_SECONDS", default_value_t = 5)]
     timeout_check_seconds: u64,
-    /// Largest snapshot file one upload may carry, in bytes (larger: RESOURCE_EXHAUSTED, HTTP
-    /// 413).
-    #[arg(long, env = "RECOUP_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
-    max_upload_bytes: u64,
     /// Address the snapshot importer's HTTP API listens on (`up`, `snapshot-importer`). Off
     /// loopback it needs TLS, or --tls-terminated-upstream.
     #[arg(long, env = "RECOUP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
-    /// Requests per minute each tenant may make to the snapshot importer, gRPC and HTTP
-    /// together (more: RESOURCE_EXHAUSTED, HTTP 429, both saying when to retry).
-    #[arg(
-        long,
-        env = "RECOUP_RATE_LIMIT_PER_MINUTE",
-        default_value_t = 300,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    rate_limit_per_minute: u32,
+    #[command(flatten)]
+    limits: limits_cli::LimitArgs,
 }
 
 #[derive(Args, Clone)]
@@ -568,9 +557,7 @@ fn platform_config(args: RunArgs, services: Services) -> anyhow::Result<Platform
     config.kafka_properties = args.kafka_properties;
     config.services = services;
     config.projection.consumer_group = args.consumer_group;
-    config.importer.max_upload_bytes = args.max_upload_bytes;
-    config.importer.rate_limit_per_minute = NonZeroU32::new(args.rate_limit_per_minute)
-        .context("the rate limit must allow at least 1 request per minute")?;
+    args.limits.apply(&mut config)?;
     config.cases.timeout_check_interval = Duration::from_secs(args.timeout_check_seconds.max(1));
     if let Some(path) = &args.collectors_file {
         config.cases.collectors = load_collectors(path)?;

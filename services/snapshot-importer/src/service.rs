@@ -17,6 +17,7 @@ use crate::grpc::ImportService;
 use crate::http::HttpApi;
 use crate::import::{ImportSettings, Importer};
 use crate::limits::{DEFAULT_REQUESTS_PER_MINUTE, LimiterClock, TenantLimiter};
+use crate::readers::ReadLimits;
 use crate::store::{ImportStore, StoreError};
 use crate::upload::{DEFAULT_MAX_UPLOAD_BYTES, Uploads};
 
@@ -25,6 +26,8 @@ use crate::upload::{DEFAULT_MAX_UPLOAD_BYTES, Uploads};
 pub struct Settings {
     /// Largest file one upload may carry, in bytes.
     pub max_upload_bytes: u64,
+    /// What reading one file may cost.
+    pub read_limits: ReadLimits,
     /// Requests per minute each tenant may make, gRPC and HTTP together.
     pub rate_limit_per_minute: NonZeroU32,
     /// The time the rate limits read (tests stop it).
@@ -37,6 +40,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            read_limits: ReadLimits::default(),
             rate_limit_per_minute: NonZeroU32::new(DEFAULT_REQUESTS_PER_MINUTE)
                 .unwrap_or(NonZeroU32::MIN),
             rate_limit_clock: LimiterClock::real(),
@@ -81,7 +85,12 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     let limiter =
         TenantLimiter::with_clock(settings.rate_limit_per_minute, settings.rate_limit_clock);
     let admission = Admission::new(ctx.access.clone(), limiter);
-    let uploads = Uploads::new(importer.clone(), spool_dir, settings.max_upload_bytes);
+    let uploads = Uploads::new(
+        importer.clone(),
+        spool_dir,
+        settings.max_upload_bytes,
+        settings.read_limits,
+    );
     ctx.grpc()
         .add_service(ImportService::new(uploads.clone(), admission.clone()).into_server());
     ctx.health

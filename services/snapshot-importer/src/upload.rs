@@ -16,16 +16,17 @@ use crate::import::{ImportError, ImportHasher, ImportRequest, Importer};
 use crate::readers::csv::CsvSnapshots;
 use crate::readers::json::JsonSnapshots;
 use crate::readers::xlsx::XlsxSnapshots;
-use crate::readers::{FileError, RowOutcome, SnapshotRows};
+use crate::readers::{FileError, ReadLimits, RowOutcome, SnapshotRows};
 
 /// Largest upload by default: 100 MiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 100 * 1024 * 1024;
 
-/// Opens a spooled upload with the reader of its format.
+/// Opens a spooled upload with the reader of its format, within `limits`.
 pub fn open_file(
     format: v1::FileFormat,
     path: &Path,
     sheet: Option<&str>,
+    limits: &ReadLimits,
 ) -> Result<Box<dyn SnapshotRows + Send>, FileError> {
     let file = || {
         std::fs::File::open(path).map_err(|e| FileError::Io {
@@ -34,15 +35,12 @@ pub fn open_file(
         })
     };
     Ok(match format {
-        v1::FileFormat::Csv => Box::new(CsvSnapshots::new(BufReader::with_capacity(
-            256 * 1024,
-            file()?,
-        ))?),
-        v1::FileFormat::Json => Box::new(JsonSnapshots::new(BufReader::with_capacity(
-            256 * 1024,
-            file()?,
-        ))?),
-        v1::FileFormat::Xlsx => Box::new(XlsxSnapshots::open(path, sheet)?),
+        v1::FileFormat::Csv => Box::new(CsvSnapshots::with_limits(file()?, limits)?),
+        v1::FileFormat::Json => Box::new(JsonSnapshots::with_limits(
+            BufReader::with_capacity(256 * 1024, file()?),
+            limits,
+        )?),
+        v1::FileFormat::Xlsx => Box::new(XlsxSnapshots::open_with(path, sheet, limits)?),
         v1::FileFormat::Rows | v1::FileFormat::Unspecified => {
             return Err(FileError::Unreadable {
                 row: 0,
@@ -172,15 +170,17 @@ pub struct Uploads {
     importer: Importer,
     spool_dir: PathBuf,
     max_bytes: u64,
+    limits: ReadLimits,
 }
 
 impl Uploads {
-    /// Uploads spooled in `spool_dir`, each at most `max_bytes` bytes.
-    pub fn new(importer: Importer, spool_dir: PathBuf, max_bytes: u64) -> Self {
+    /// Uploads spooled in `spool_dir`, each at most `max_bytes` bytes, read within `limits`.
+    pub fn new(importer: Importer, spool_dir: PathBuf, max_bytes: u64, limits: ReadLimits) -> Self {
         Self {
             importer,
             spool_dir,
             max_bytes,
+            limits,
         }
     }
 
@@ -230,6 +230,7 @@ impl Uploads {
         }
         let spooled = spool.finish().await?;
         let path = spooled.path.clone();
+        let limits = self.limits;
         let FileUpload {
             format,
             data_origin,
@@ -247,7 +248,7 @@ impl Uploads {
                     data_origin,
                     file_name,
                 },
-                move || open_file(format, &path, sheet.as_deref()),
+                move || open_file(format, &path, sheet.as_deref(), &limits),
             )
             .await?;
         // The file stays until the import read it.

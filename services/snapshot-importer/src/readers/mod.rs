@@ -23,6 +23,36 @@ pub struct RowOutcome {
     pub raw: Vec<(String, String)>,
 }
 
+/// What reading one file may cost, whatever the file holds. Every reader keeps one record at a
+/// time, so these bound its memory; they are checked while the bytes stream, before anything
+/// is built from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// The longest record read, in bytes: a CSV record's cells, an XLSX row's cells (and any one
+    /// cell, string or tag of the workbook), a JSON element or NDJSON line. A longer record is
+    /// its row's error ([`rule::TOO_LONG`](paygo_snapshots::rule::TOO_LONG)); a longer XLSX
+    /// cell or tag ends the file.
+    pub max_record_bytes: usize,
+    /// XLSX: the most bytes the parts of the archive may inflate to, all together. The upload
+    /// limit bounds the compressed bytes only; a zip bomb is refused by this one.
+    pub xlsx_max_inflated_bytes: u64,
+}
+
+/// Default longest record: 4 MiB (a row has about 100 columns of at most
+/// [`MAX_CELL_BYTES`](paygo_snapshots::MAX_CELL_BYTES) each).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
+/// Default inflated size of an XLSX upload: 1 GiB, ten times the default upload limit.
+pub const DEFAULT_XLSX_MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            xlsx_max_inflated_bytes: DEFAULT_XLSX_MAX_INFLATED_BYTES,
+        }
+    }
+}
+
 /// Most bytes of raw cells a rejected row keeps, so that its reject stays a small event however
 /// broken the row (a stray quote can make the rest of a CSV file one cell).
 pub const MAX_RAW_BYTES: usize = 64 * 1024;
@@ -101,6 +131,9 @@ pub enum FileError {
          object per line"
     )]
     MultilineJson { line: String },
+    /// The file would cost more than a limit allows (see [`ReadLimits`]); nothing of it is read.
+    #[error("the file is over a limit: {reason}")]
+    OverBudget { reason: String },
     #[error("not an XLSX file ({reason})")]
     NotXlsx { reason: String },
     #[error("the workbook has no sheet named `{name}`; its sheets are `{sheets}`")]

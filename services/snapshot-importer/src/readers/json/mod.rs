@@ -13,7 +13,9 @@
 //!
 //! What is wrong inside one element is that row's error and reading goes on: invalid JSON, an
 //! element that is not an object or a key twice in one object ([`rule::JSON`]), invalid UTF-8
-//! ([`rule::ENCODING`]), an element longer than [`MAX_ELEMENT_BYTES`] ([`rule::TOO_LONG`]).
+//! ([`rule::ENCODING`]), an element longer than [`ReadLimits::max_record_bytes`]
+//! ([`rule::TOO_LONG`]: only its start is kept). Brackets are tracked one bit per level, so a
+//! deeply nested element costs an eighth of its length at most.
 //! NDJSON lines always frame their rows; in an array, a break in the framing (brackets that do
 //! not match, a missing `,`, the end of the input inside the array) ends the file with
 //! [`FileError::Unreadable`], and the rows before it count. A body whose first line opens a
@@ -30,11 +32,11 @@ use serde::de::IgnoredAny;
 
 use self::element::{Element, KeySets, element_error, encoding_outcome, quote, rejected_element};
 use self::scan::{fill, is_whitespace, keep, skip_bom, skip_whitespace};
-use super::{FileError, RowOutcome};
+use super::{FileError, ReadLimits, RowOutcome};
 
-/// The longest element (array element or NDJSON line) read, in bytes. A row has about 100
-/// columns of at most [`MAX_CELL_BYTES`](paygo_snapshots::MAX_CELL_BYTES) each; anything longer is refused for its row only.
-pub const MAX_ELEMENT_BYTES: usize = 4 << 20;
+/// The longest element (array element or NDJSON line) read by default, in bytes; anything
+/// longer is refused for its row only.
+pub const MAX_ELEMENT_BYTES: usize = super::DEFAULT_MAX_RECORD_BYTES;
 
 /// The name under which a rejected element that is no object (or no JSON) keeps its raw text in
 /// [`RowOutcome::raw`].
@@ -44,8 +46,9 @@ pub const RAW_ELEMENT: &str = "json";
 pub struct JsonSnapshots<R: BufRead> {
     input: R,
     layout: Layout,
-    /// The bytes of the current element (array element or line), at most [`MAX_ELEMENT_BYTES`].
+    /// The bytes of the current element (array element or line), at most `max_element`.
     element: Vec<u8>,
+    max_element: usize,
     /// Its full length, which is more than `element.len()` when it was too long to keep.
     element_len: usize,
     /// Where the scan of the current array element stands.
@@ -72,6 +75,42 @@ enum Layout {
     ArrayClosed,
 }
 
+/// The brackets open in an element, one bit each (`true`: a brace).
+#[derive(Default)]
+struct Brackets {
+    bits: Vec<u64>,
+    depth: usize,
+}
+
+impl Brackets {
+    fn clear(&mut self) {
+        self.bits.clear();
+        self.depth = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.depth == 0
+    }
+
+    fn push(&mut self, brace: bool) {
+        let (word, bit) = (self.depth / 64, self.depth % 64);
+        if word == self.bits.len() {
+            self.bits.push(0);
+        }
+        if let Some(bits) = self.bits.get_mut(word) {
+            *bits = (*bits & !(1 << bit)) | (u64::from(brace) << bit);
+        }
+        self.depth += 1;
+    }
+
+    /// The innermost bracket, closed; `None` when none is open.
+    fn pop(&mut self) -> Option<bool> {
+        self.depth = self.depth.checked_sub(1)?;
+        let bits = self.bits.get(self.depth / 64)?;
+        Some(bits >> (self.depth % 64) & 1 == 1)
+    }
+}
+
 /// How the scan of one array element ended.
 enum Scan {
     Complete,
@@ -87,7 +126,7 @@ enum Scan {
 #[derive(Default)]
 struct ElementScanner {
     /// The brackets open inside the current array element.
-    brackets: Vec<u8>,
+    brackets: Brackets,
     /// Whether the element's first byte is still to come.
     first: bool,
     /// Whether the element is a scalar (no string, object or array).
@@ -115,7 +154,7 @@ impl ElementScanner {
                 self.first = false;
                 match b {
                     b'{' | b'[' => {
-                        brackets.push(b);
+                        brackets.push(b == b'{');
                         continue;
                     }
                     b'"' => {
@@ -143,10 +182,9 @@ impl ElementScanner {
             } else {
                 match b {
                     b'"' => self.in_string = true,
-                    b'{' | b'[' => brackets.push(b),
+                    b'{' | b'[' => brackets.push(b == b'{'),
                     b'}' | b']' => {
-                        let opening = if b == b'}' { b'{' } else { b'[' };
-                        if brackets.pop() != Some(opening) {
+                        if brackets.pop() != Some(b == b'}') {
                             return Err(b);
                         }
                         if brackets.is_empty() {
@@ -164,7 +202,12 @@ impl ElementScanner {
 impl<R: BufRead> JsonSnapshots<R> {
     /// Skips a BOM and whitespace and tells an array (`[`) from NDJSON (`{`). Nothing else is
     /// parsed yet.
-    pub fn new(mut input: R) -> Result<Self, FileError> {
+    pub fn new(input: R) -> Result<Self, FileError> {
+        Self::with_limits(input, &ReadLimits::default())
+    }
+
+    /// The same, with no element longer than `limits` allow.
+    pub fn with_limits(mut input: R, limits: &ReadLimits) -> Result<Self, FileError> {
         let io_error = |e: io::Error| FileError::Io {
             row: 1,
             message: e.to_string(),
@@ -190,6 +233,7 @@ impl<R: BufRead> JsonSnapshots<R> {
             input,
             layout,
             element: Vec::with_capacity(4096),
+            max_element: limits.max_record_bytes,
             element_len: 0,
             scanner: ElementScanner::default(),
             row: if layout == Layout::Lines {
@@ -262,6 +306,7 @@ impl<R: BufRead> JsonSnapshots<R> {
                 input,
                 element,
                 element_len,
+                max_element,
                 ..
             } = self;
             element.clear();
@@ -277,7 +322,7 @@ impl<R: BufRead> JsonSnapshots<R> {
                     Some(at) => (at, true),
                     None => (buf.len(), false),
                 };
-                keep(element, element_len, &buf[..take]);
+                keep(element, element_len, &buf[..take], *max_element);
                 input.consume(take + usize::from(newline));
                 if newline {
                     break;
@@ -377,6 +422,7 @@ impl<R: BufRead> JsonSnapshots<R> {
             input,
             element,
             element_len,
+            max_element,
             scanner,
             ..
         } = self;
@@ -393,7 +439,7 @@ impl<R: BufRead> JsonSnapshots<R> {
                 Err(found) => return Ok(Scan::Mismatch { found }),
             };
             let take = end.unwrap_or(buf.len());
-            keep(element, element_len, &buf[..take]);
+            keep(element, element_len, &buf[..take], *max_element);
             input.consume(take);
             if end.is_some() {
                 return Ok(Scan::Complete);
@@ -413,9 +459,10 @@ impl<R: BufRead> JsonSnapshots<R> {
                 rule::TOO_LONG,
                 format!(
                     "the element of {} bytes starting {} is longer than the limit of \
-                     {MAX_ELEMENT_BYTES} bytes",
+                     {} bytes",
                     self.element_len,
-                    quote(&text)
+                    quote(&text),
+                    self.max_element,
                 ),
             );
             return RowOutcome {

@@ -1,9 +1,8 @@
 //! Byte-level reading of the body: buffer filling, BOM and whitespace skipping, and keeping
-//! an element's bytes within [`MAX_ELEMENT_BYTES`].
+//! an element's bytes within its budget.
 
 use std::io::{self, BufRead};
 
-use super::MAX_ELEMENT_BYTES;
 use crate::readers::FileError;
 
 /// `BufRead::fill_buf`, retried when interrupted.
@@ -72,10 +71,10 @@ pub(super) fn is_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Appends `bytes` to the element while it stays within [`MAX_ELEMENT_BYTES`]; counts them all.
-pub(super) fn keep(element: &mut Vec<u8>, len: &mut usize, bytes: &[u8]) {
+/// Appends `bytes` to the element while it stays within `max` bytes; counts them all.
+pub(super) fn keep(element: &mut Vec<u8>, len: &mut usize, bytes: &[u8], max: usize) {
     *len = len.saturating_add(bytes.len());
-    if *len <= MAX_ELEMENT_BYTES {
+    if *len <= max {
         element.extend_from_slice(bytes);
     }
 }

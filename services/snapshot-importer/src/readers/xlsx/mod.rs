@@ -10,8 +10,14 @@
 //!
 //! Memory stays flat: the sheet is streamed with calamine's cell reader, never loaded as a
 //! range. That reader borrows the workbook, so a worker thread owns both and hands rows over a
-//! small bounded channel; the rows are validated on the caller's thread. (calamine keeps the
-//! workbook's shared strings in memory: they grow with the distinct texts of the file.)
+//! small bounded channel; the rows are validated on the caller's thread. calamine keeps the
+//! workbook's shared strings in memory and buffers one cell or tag whole, so the archive is
+//! measured first ([`budget`]): a zip bomb, a huge cell or too many shared strings are refused
+//! before calamine opens the file. A row whose cells together pass
+//! [`ReadLimits::max_record_bytes`] is its row's error, and its cells past the limit are not
+//! kept.
+
+pub mod budget;
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -21,14 +27,16 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use calamine::{DataRef, ExcelDateTime, Reader, Xlsx, XlsxError};
 use paygo_snapshots::{Columns, FieldType, ImportContext, RowError, column_name, field, rule};
 
-use super::{FileError, RowOutcome};
+use super::{FileError, ReadLimits, RowOutcome};
 
 pub use paygo_snapshots::rule::ERROR_CELL;
 
 /// Excel's last column is XFD; a cell beyond it is a broken file, not a wide row.
 const MAX_COLUMNS: u32 = 16_384;
-/// Rows per message from the worker, and messages in flight: what memory the hand-over takes.
+/// Rows (or bytes of cells) per message from the worker, and messages in flight: what memory the
+/// hand-over takes.
 const ROWS_PER_BATCH: usize = 128;
+const BYTES_PER_BATCH: usize = 1 << 20;
 const BATCHES_IN_FLIGHT: usize = 2;
 
 /// A sheet of an XLSX workbook being read row by row.
@@ -37,6 +45,8 @@ pub struct XlsxSnapshots {
     batch: std::vec::IntoIter<SheetRow>,
     columns: Columns,
     sheet: String,
+    /// Most bytes of cells in a row.
+    max_row: usize,
     /// Number of the last row returned.
     row: u64,
     finished: bool,
@@ -58,31 +68,48 @@ struct SheetRow {
     cells: Vec<String>,
     /// Positions (from 0) of cells that hold a spreadsheet error; their text is the error.
     error_cells: Vec<usize>,
+    /// Bytes of the cells' text, counting those past the limit that were not kept.
+    bytes: usize,
 }
 
 impl XlsxSnapshots {
     /// Opens the workbook at `path` and reads the header of `sheet` (the first sheet when
-    /// `None`).
+    /// `None`), within the default [`ReadLimits`].
     pub fn open(path: impl AsRef<Path>, sheet: Option<&str>) -> Result<Self, FileError> {
+        Self::open_with(path, sheet, &ReadLimits::default())
+    }
+
+    /// The same within `limits`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        sheet: Option<&str>,
+        limits: &ReadLimits,
+    ) -> Result<Self, FileError> {
         let file = File::open(path.as_ref()).map_err(|e| FileError::Io {
             row: 1,
             message: format!("cannot open {}: {e}", path.as_ref().display()),
         })?;
-        Self::from_reader(BufReader::new(file), sheet)
+        Self::from_reader(BufReader::new(file), sheet, limits)
     }
 
     /// Reads the workbook from `reader` and the header of `sheet` (the first sheet when
-    /// `None`).
-    pub fn from_reader<RS>(mut reader: RS, sheet: Option<&str>) -> Result<Self, FileError>
+    /// `None`), once the archive was measured against `limits`.
+    pub fn from_reader<RS>(
+        mut reader: RS,
+        sheet: Option<&str>,
+        limits: &ReadLimits,
+    ) -> Result<Self, FileError>
     where
         RS: Read + Seek + Send + 'static,
     {
         check_signature(&mut reader)?;
+        budget::check(&mut reader, limits)?;
         let (sender, rows) = sync_channel(BATCHES_IN_FLIGHT);
         let wanted = sheet.map(str::to_owned);
+        let max_row = limits.max_record_bytes;
         std::thread::Builder::new()
             .name("xlsx-reader".to_owned())
-            .spawn(move || read_sheet(reader, wanted.as_deref(), &sender))
+            .spawn(move || read_sheet(reader, wanted.as_deref(), max_row, &sender))
             .map_err(|e| FileError::Unreadable {
                 row: 1,
                 message: format!("cannot start the XLSX reader: {e}"),
@@ -93,6 +120,7 @@ impl XlsxSnapshots {
                 batch: Vec::new().into_iter(),
                 columns,
                 sheet,
+                max_row,
                 row: 0,
                 finished: false,
             }),
@@ -144,6 +172,20 @@ impl XlsxSnapshots {
         let row = sheet_row.row;
         let names = self.columns.names();
         let raw: Vec<&str> = sheet_row.cells.iter().map(String::as_str).collect();
+        if sheet_row.bytes > self.max_row {
+            let error = RowError {
+                row,
+                column: String::new(),
+                value: String::new(),
+                rule: rule::TOO_LONG,
+                message: format!(
+                    "the row's cells take {} bytes, more than the limit of {} for one record; \
+                     it was not read",
+                    sheet_row.bytes, self.max_row
+                ),
+            };
+            return RowOutcome::of(row, names, &raw, Err(vec![error]));
+        }
         if sheet_row.error_cells.is_empty() {
             let result = self.columns.validate(row, &raw, ctx);
             return RowOutcome::of(row, names, &raw, result);
@@ -183,7 +225,12 @@ impl XlsxSnapshots {
 }
 
 /// The worker: opens the workbook, finds the sheet and its header, then streams the rows.
-fn read_sheet<RS: Read + Seek>(reader: RS, wanted: Option<&str>, out: &SyncSender<Message>) {
+fn read_sheet<RS: Read + Seek>(
+    reader: RS,
+    wanted: Option<&str>,
+    max_row: usize,
+    out: &SyncSender<Message>,
+) {
     // A send fails only when the caller dropped the reader: then there is nobody to tell.
     let fail = |error: FileError| {
         let _ = out.send(Message::Failed(error));
@@ -205,7 +252,10 @@ fn read_sheet<RS: Read + Seek>(reader: RS, wanted: Option<&str>, out: &SyncSende
             });
         }
     };
-    let mut rows = RowAssembler::default();
+    let mut rows = RowAssembler {
+        max_row,
+        ..RowAssembler::default()
+    };
     let mut next_cell = || cells.next_cell();
     let (columns, datetime_columns) = match read_header(&mut rows, &mut next_cell) {
         Ok(header) => header,
@@ -239,6 +289,15 @@ where
     F: FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, XlsxError>,
 {
     let header = rows.next(next_cell, &[])?.ok_or(FileError::Empty)?;
+    if header.bytes > rows.max_row {
+        return Err(FileError::OverBudget {
+            reason: format!(
+                "the header row takes more than {} bytes, the limit for one record \
+                 (--max-record-bytes)",
+                rows.max_row
+            ),
+        });
+    }
     let headers: Vec<String> = header
         .cells
         .iter()
@@ -263,11 +322,14 @@ fn send_rows<'a, F>(
     F: FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, XlsxError>,
 {
     let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
+    let mut bytes = 0;
     loop {
         match rows.next(next_cell, datetime_columns) {
             Ok(Some(row)) => {
+                bytes += row.bytes;
                 batch.push(row);
-                if batch.len() == ROWS_PER_BATCH {
+                if batch.len() == ROWS_PER_BATCH || bytes >= BYTES_PER_BATCH {
+                    bytes = 0;
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(ROWS_PER_BATCH));
                     if out.send(Message::Rows(full)).is_err() {
                         return;
@@ -308,6 +370,8 @@ struct RowAssembler {
     last_row: u64,
     /// Whether the sheet's last cell was read: the cell reader must not be asked again.
     exhausted: bool,
+    /// Most bytes of cells a row keeps.
+    max_row: usize,
 }
 
 impl RowAssembler {
@@ -341,7 +405,7 @@ impl RowAssembler {
             current = Some(cell.row);
             self.last_row = u64::from(cell.row) + 1;
             row.row = self.last_row;
-            place_cell(&mut row, cell)?;
+            place_cell(&mut row, cell, self.max_row)?;
         }
     }
 
@@ -393,9 +457,9 @@ impl RowAssembler {
     }
 }
 
-/// Puts a cell of `row` in its column unless it is blank; a column beyond Excel's last is a
-/// broken file.
-fn place_cell(row: &mut SheetRow, cell: PendingCell) -> Result<(), FileError> {
+/// Puts a cell of `row` in its column unless it is blank or the row's cells already take
+/// `max_row` bytes (then it is only counted); a column beyond Excel's last is a broken file.
+fn place_cell(row: &mut SheetRow, cell: PendingCell, max_row: usize) -> Result<(), FileError> {
     if cell.column >= MAX_COLUMNS {
         return Err(FileError::Unreadable {
             row: row.row,
@@ -406,6 +470,10 @@ fn place_cell(row: &mut SheetRow, cell: PendingCell) -> Result<(), FileError> {
         });
     }
     if cell.text.trim().is_empty() && !cell.is_error {
+        return Ok(());
+    }
+    row.bytes = row.bytes.saturating_add(cell.text.len());
+    if row.bytes > max_row {
         return Ok(());
     }
     let position = usize::try_from(cell.column).unwrap_or(usize::MAX);
@@ -422,7 +490,7 @@ fn place_cell(row: &mut SheetRow, cell: PendingCell) -> Result<(), FileError> {
 /// The row if it has a non-blank cell. Cells are placed only when non-blank, so a row without
 /// cells is blank.
 fn finished(row: SheetRow) -> Option<SheetRow> {
-    (!row.cells.is_empty()).then_some(row)
+    (!row.cells.is_empty() || row.bytes > 0).then_some(row)
 }
 
 /// A cell as text, and whether it holds a spreadsheet error.

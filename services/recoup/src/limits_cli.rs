@@ -1,0 +1,56 @@
+//! The budgets of `recoup up` and the services: what one client, request or file may cost.
+//! Every one has a default that suits a public listener; the README's "Limits" table lists them.
+
+use std::num::NonZeroU32;
+
+use anyhow::Context;
+use clap::Args;
+use recoup::platform::PlatformConfig;
+use snapshot_importer::readers::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_XLSX_MAX_INFLATED_BYTES};
+
+#[derive(Args, Clone)]
+pub(crate) struct LimitArgs {
+    /// Largest snapshot file one upload may carry, in bytes (larger: RESOURCE_EXHAUSTED, HTTP
+    /// 413).
+    #[arg(long, env = "RECOUP_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_upload_bytes: u64,
+    /// Longest record of an uploaded file, in bytes: a CSV record, an XLSX row (and any one
+    /// cell, string or tag of the workbook), a JSON element. A longer record is its row's error;
+    /// a longer XLSX cell or tag refuses the file.
+    #[arg(
+        long,
+        env = "RECOUP_MAX_RECORD_BYTES",
+        default_value_t = DEFAULT_MAX_RECORD_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1 << 30)
+    )]
+    max_record_bytes: usize,
+    /// Most bytes an XLSX upload may inflate to, all its parts together (a zip bomb is refused
+    /// before it is read).
+    #[arg(
+        long,
+        env = "RECOUP_XLSX_MAX_INFLATED_BYTES",
+        default_value_t = DEFAULT_XLSX_MAX_INFLATED_BYTES
+    )]
+    xlsx_max_inflated_bytes: u64,
+    /// Requests per minute each tenant may make to the snapshot importer, gRPC and HTTP
+    /// together (more: RESOURCE_EXHAUSTED, HTTP 429, both saying when to retry).
+    #[arg(
+        long,
+        env = "RECOUP_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    rate_limit_per_minute: u32,
+}
+
+impl LimitArgs {
+    pub(crate) fn apply(&self, config: &mut PlatformConfig) -> anyhow::Result<()> {
+        let importer = &mut config.importer;
+        importer.max_upload_bytes = self.max_upload_bytes;
+        importer.read_limits.max_record_bytes = self.max_record_bytes;
+        importer.read_limits.xlsx_max_inflated_bytes = self.xlsx_max_inflated_bytes;
+        importer.rate_limit_per_minute = NonZeroU32::new(self.rate_limit_per_minute)
+            .context("the rate limit must allow at least 1 request per minute")?;
+        Ok(())
+    }
+}
