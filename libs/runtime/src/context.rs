@@ -71,6 +71,9 @@ pub struct Context {
     /// Turns true when the process stops taking work: servers stop accepting, loops end at
     /// their next boundary.
     pub shutdown: watch::Receiver<bool>,
+    /// Turns true when the grace period after `shutdown` ran out: work still in flight (an
+    /// import, an upload being received) stops at once, keeping what was acknowledged.
+    pub cancel: watch::Receiver<bool>,
     /// The process's `grpc.health.v1` statuses; each service sets its own.
     pub health: HealthReporter,
     /// Who may call the services' APIs; [`Access::Open`] unless set.
@@ -84,6 +87,7 @@ impl Context {
         kafka: KafkaLink,
         clock: Clock,
         shutdown: watch::Receiver<bool>,
+        cancel: watch::Receiver<bool>,
         health: HealthReporter,
     ) -> Self {
         Self {
@@ -91,6 +95,7 @@ impl Context {
             kafka,
             clock,
             shutdown,
+            cancel,
             health,
             access: Access::Open,
             routes: Mutex::new(RoutesBuilder::default()),

@@ -2,10 +2,12 @@
 //! Every one has a default that suits a public listener; the README's "Limits" table lists them.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use recoup::platform::PlatformConfig;
+use recoup::platform::{DEFAULT_SHUTDOWN_GRACE, PlatformConfig};
+use snapshot_importer::import::{DEFAULT_DEADLINE, DEFAULT_MAX_RUNNING};
 use snapshot_importer::readers::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_XLSX_MAX_INFLATED_BYTES};
 
 #[derive(Args, Clone)]
@@ -41,6 +43,33 @@ pub(crate) struct LimitArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     rate_limit_per_minute: u32,
+    /// Snapshot imports this process runs at once, uploads being received included (more:
+    /// RESOURCE_EXHAUSTED, HTTP 429, both saying when to retry).
+    #[arg(
+        long,
+        env = "RECOUP_MAX_RUNNING_IMPORTS",
+        default_value_t = DEFAULT_MAX_RUNNING,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
+    )]
+    max_running_imports: usize,
+    /// Seconds one import may take from its admission, receiving the upload included (more:
+    /// DEADLINE_EXCEEDED, HTTP 503; what Kafka acknowledged is kept, send it again for the
+    /// rest).
+    #[arg(
+        long,
+        env = "RECOUP_IMPORT_DEADLINE_SECONDS",
+        default_value_t = DEFAULT_DEADLINE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    import_deadline_seconds: u64,
+    /// Seconds requests in flight may go on after SIGTERM before they are cancelled (clients
+    /// get UNAVAILABLE / 503 and may retry); the process exits a few seconds later.
+    #[arg(
+        long,
+        env = "RECOUP_SHUTDOWN_GRACE",
+        default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs()
+    )]
+    shutdown_grace: u64,
 }
 
 impl LimitArgs {
@@ -51,6 +80,9 @@ impl LimitArgs {
         importer.read_limits.xlsx_max_inflated_bytes = self.xlsx_max_inflated_bytes;
         importer.rate_limit_per_minute = NonZeroU32::new(self.rate_limit_per_minute)
             .context("the rate limit must allow at least 1 request per minute")?;
+        importer.import.max_running = self.max_running_imports;
+        importer.import.deadline = Duration::from_secs(self.import_deadline_seconds);
+        config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
         Ok(())
     }
 }

@@ -41,8 +41,12 @@ pub struct PlatformConfig {
     /// Who may call the APIs (default: API keys, the first admin key made at first start).
     pub security: Security,
     pub clock: Clock,
-    /// How long shutdown waits for the export puller to stop and, embedded, for the
-    /// projection to take what is in flight.
+    /// How long requests in flight may go on after SIGTERM before they are cancelled (an
+    /// import keeps what Kafka acknowledged; its client gets UNAVAILABLE / 503 and sends it
+    /// again).
+    pub shutdown_grace: Duration,
+    /// After the grace period: how long shutdown waits, all steps together, for the export
+    /// puller to stop and, embedded, for the projection to take what is in flight.
     pub drain_timeout: Duration,
     pub cases: case_lifecycle::service::Settings,
     pub projection: projection::service::Settings,
@@ -66,7 +70,8 @@ impl PlatformConfig {
             services: Services::ALL,
             clock: recoup_runtime::clock::system(),
             security: Security::default(),
-            drain_timeout: Duration::from_secs(10),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            drain_timeout: Duration::from_secs(5),
             cases: Default::default(),
             projection: Default::default(),
             importer: Default::default(),
@@ -131,6 +136,9 @@ pub struct RunningPlatform {
     /// The Kafka bootstrap servers in use (the embedded cluster's when embedded).
     pub kafka_bootstrap: String,
     stop: watch::Sender<bool>,
+    /// Cancels work still in flight once the grace period is over.
+    cancel: watch::Sender<bool>,
+    shutdown_grace: Duration,
     servers: Servers,
     kafka: KafkaLink,
     drain_timeout: Duration,
@@ -154,6 +162,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         .map(crate::tls::server_config)
         .transpose()?;
     let (stop, shutdown) = watch::channel(false);
+    let (cancel, cancelled) = watch::channel(false);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let Connected {
@@ -184,6 +193,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         link.clone(),
         config.clock.clone(),
         shutdown.clone(),
+        cancelled,
         health.clone(),
     );
     let keys = start_keys(&mut ctx, &config).await?;
@@ -211,6 +221,8 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         metrics_addr: servers.bound.metrics,
         kafka_bootstrap: link.config.brokers.clone(),
         stop,
+        cancel,
+        shutdown_grace: config.shutdown_grace,
         servers,
         kafka: link,
         drain_timeout: config.drain_timeout,
@@ -357,6 +369,11 @@ async fn start_services(ctx: &Context, config: &PlatformConfig) -> anyhow::Resul
     Ok((cases, projection, importer, puller))
 }
 
+/// Default grace period of requests in flight at SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long cancelled requests get to answer before their connections are dropped.
+const CANCELLED_ANSWER_TIME: Duration = Duration::from_secs(2);
+
 impl RunningPlatform {
     /// The line printed when every service serves (`grpc=` and `http=` when served).
     pub fn ready_line(&self) -> String {
@@ -405,6 +422,29 @@ impl RunningPlatform {
         self.puller.as_ref().map(|p| p.store())
     }
 
+    /// Waits for the listeners to finish their requests, up to the grace period; then cancels
+    /// the work in flight, gives it a moment to answer, and drops what is still connected.
+    async fn stop_servers(&mut self) -> anyhow::Result<()> {
+        let grace = self.shutdown_grace;
+        if let Ok(stopped) = tokio::time::timeout(grace, self.servers.stopped()).await {
+            return stopped;
+        }
+        tracing::warn!(
+            grace_seconds = grace.as_secs_f64(),
+            "requests still running after the grace period: cancelling them (an import keeps \
+             what Kafka acknowledged; its client may send it again)"
+        );
+        let _ = self.cancel.send(true);
+        match tokio::time::timeout(CANCELLED_ANSWER_TIME, self.servers.stopped()).await {
+            Ok(stopped) => stopped,
+            Err(_) => {
+                tracing::warn!("connections still open after cancelling: closing them");
+                self.servers.abort();
+                Ok(())
+            }
+        }
+    }
+
     /// Waits until the export puller pulled every stream once (`recoup pull --once`); at once
     /// when this process pulls nothing.
     pub async fn pulls_finished(&mut self) {
@@ -413,25 +453,28 @@ impl RunningPlatform {
         }
     }
 
-    /// Stops accepting requests, stops the puller after its pages in flight, drains the
-    /// outbox, lets the projection take what is in flight (embedded mode), flushes every
-    /// store. Returns how each pulled stream's last cycle ended.
+    /// Stops accepting requests and lets those in flight finish within the grace period, then
+    /// cancels what is left; stops the puller after its pages in flight, drains the outbox,
+    /// lets the projection take what is in flight (embedded mode) within the drain timeout,
+    /// flushes every store. Returns how each pulled stream's last cycle ended.
     pub async fn shutdown(mut self) -> anyhow::Result<Vec<StreamOutcome>> {
         let _ = self.stop.send(true);
-        self.servers.stopped().await?;
+        self.stop_servers().await?;
         for task in self.background.drain(..) {
             task.await?;
         }
+        let drained_by = tokio::time::Instant::now() + self.drain_timeout;
+        let left = || drained_by.saturating_duration_since(tokio::time::Instant::now());
         let mut outcomes = Vec::new();
         if let Some(puller) = &mut self.puller {
-            outcomes = puller.stop(self.drain_timeout).await;
+            outcomes = puller.stop(left()).await;
         }
         if let Some(cases) = self.cases.take() {
             cases.shutdown().await?;
         }
         // Embedded: the broker dies with us, so give the projection a moment to take it all.
         let projected = match &self.projection {
-            Some(_) => self.kafka.wait_drained(self.drain_timeout).await,
+            Some(_) => self.kafka.wait_drained(left()).await,
             None => false,
         };
         if let Some(projection) = self.projection.take() {

@@ -175,14 +175,29 @@ where
 }
 
 impl Servers {
-    /// Waits until every listener stopped (after the shutdown signal).
-    pub async fn stopped(self) -> anyhow::Result<()> {
-        for http in self.http {
-            http.await?.context("HTTP server")?;
+    /// Waits until every listener stopped (after the shutdown signal). Cancel-safe: a later
+    /// call waits for those still running.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        while let Some(http) = self.http.last_mut() {
+            let stopped = http.await;
+            self.http.pop();
+            stopped?.context("HTTP server")?;
         }
-        if let Some(grpc) = self.grpc {
-            grpc.await??;
+        if let Some(grpc) = &mut self.grpc {
+            let stopped = grpc.await;
+            self.grpc = None;
+            stopped??;
         }
         Ok(())
+    }
+
+    /// Stops the listeners now, whatever their connections are doing.
+    pub fn abort(&mut self) {
+        for http in self.http.drain(..) {
+            http.abort();
+        }
+        if let Some(grpc) = self.grpc.take() {
+            grpc.abort();
+        }
     }
 }

@@ -237,7 +237,11 @@ fn main() {
     let cpu = cpu_secs();
     let path = file.clone();
     let report = runtime
-        .block_on(importer.import(request("bench-import"), move || open_csv(&path)))
+        .block_on(importer.import(
+            importer.admit().unwrap(),
+            request("bench-import"),
+            move || open_csv(&path),
+        ))
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
@@ -258,6 +262,7 @@ fn main() {
     let path = file.clone();
     let again = runtime
         .block_on(importer.import(
+            importer.admit().unwrap(),
             ImportRequest {
                 import_id: "bench-again".into(),
                 ..request("bench-import")
@@ -285,6 +290,7 @@ fn main() {
     let started = Instant::now();
     let report = runtime
         .block_on(importer.import(
+            importer.admit().unwrap(),
             ImportRequest {
                 tenant: "bench".into(),
                 actor: "key:0123456789abcdef".into(),

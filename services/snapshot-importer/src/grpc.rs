@@ -11,7 +11,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{Admission, Admitted, Refused};
-use crate::import::{ImportError, ImportRequest};
+use crate::import::{ImportError, ImportRequest, Stop};
 use crate::limits::RateLimited;
 use crate::reports::ErrorsPage;
 use crate::store::StoreError;
@@ -71,17 +71,29 @@ pub fn status_of(error: ImportError) -> Status {
             tracing::error!(%error, "import failed");
             Status::internal(error.to_string())
         }
+        ImportError::Busy {
+            retry_after_secs, ..
+        } => with_retry_after(
+            Status::resource_exhausted(error.to_string()),
+            retry_after_secs,
+        ),
+        ImportError::Stopped(Stop::Deadline(_)) => Status::deadline_exceeded(error.to_string()),
+        ImportError::Stopped(Stop::Shutdown) => Status::unavailable(error.to_string()),
     }
+}
+
+/// `status` with the wait in metadata `retry-after`.
+fn with_retry_after(mut status: Status, secs: u64) -> Status {
+    status
+        .metadata_mut()
+        .insert(RETRY_AFTER_METADATA_KEY, MetadataValue::from(secs));
+    status
 }
 
 /// `RESOURCE_EXHAUSTED` with the wait in metadata `retry-after`.
 pub fn limited_status(refused: RateLimited) -> Status {
-    let mut status = Status::resource_exhausted(refused.to_string());
-    status.metadata_mut().insert(
-        RETRY_AFTER_METADATA_KEY,
-        MetadataValue::from(refused.retry_after_secs()),
-    );
-    status
+    let secs = refused.retry_after_secs();
+    with_retry_after(Status::resource_exhausted(refused.to_string()), secs)
 }
 
 fn store_status(error: StoreError) -> Status {
@@ -164,10 +176,11 @@ impl SnapshotImports for ImportService {
         let v1::ImportRowsRequest { data_origin, rows } = request.into_inner();
         let data_origin = non_blank(&data_origin);
         let import_id = rows_import_id(data_origin.as_deref(), &rows);
-        let report = self
-            .uploads
-            .importer()
+        let importer = self.uploads.importer();
+        let permit = importer.admit().map_err(status_of)?;
+        let report = importer
             .import(
+                permit,
                 ImportRequest {
                     tenant,
                     actor,

@@ -147,6 +147,15 @@ impl From<ImportError> for ApiError {
                     .retry_after(PUBLISH_RETRY_AFTER_SECS)
             }
             ImportError::Store(_) | ImportError::Reader(_) => Self::internal(&error),
+            ImportError::Busy {
+                retry_after_secs, ..
+            } => Self::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+                .retry_after(retry_after_secs),
+            // The client may send the same upload again (later, or to the next server).
+            ImportError::Stopped(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+                    .retry_after(PUBLISH_RETRY_AFTER_SECS)
+            }
         }
     }
 }

@@ -72,7 +72,8 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         Arc::new(producer),
         ctx.clock.clone(),
         settings.import,
-    );
+    )
+    .cancelled_by(ctx.cancel.clone());
     if let Some(up) = &ctx.kafka.up {
         importer = importer.with_reachability(up.clone());
         tokio::spawn(follow_kafka(

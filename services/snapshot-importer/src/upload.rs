@@ -211,6 +211,52 @@ impl Uploads {
         if self.importer.kafka_unreachable() {
             return Err(ImportError::KafkaUnreachable.into());
         }
+        let mut permit = self.importer.admit()?;
+        let spooled = match permit.within(self.receive(&upload, chunks)).await {
+            Ok(spooled) => spooled?,
+            Err(stop) => return Err(ImportError::Stopped(stop).into()),
+        };
+        let path = spooled.path.clone();
+        let limits = self.limits;
+        let FileUpload {
+            format,
+            data_origin,
+            file_name,
+            sheet,
+        } = upload;
+        let report = self
+            .importer
+            .import(
+                permit,
+                ImportRequest {
+                    tenant: admitted.tenant,
+                    actor: admitted.actor,
+                    import_id: spooled.import_id.clone(),
+                    format,
+                    data_origin,
+                    file_name,
+                },
+                move || open_file(format, &path, sheet.as_deref(), &limits),
+            )
+            .await?;
+        // The file stays until the import read it.
+        drop(spooled);
+        Ok(report)
+    }
+}
+
+impl Uploads {
+    /// Spools the chunks as they arrive; the file is removed if this is dropped before the
+    /// end (a client gone, an import stopped).
+    async fn receive<S, B, E>(
+        &self,
+        upload: &FileUpload,
+        chunks: S,
+    ) -> Result<Spooled, UploadError<E>>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+    {
         let mut spool = Spool::create(
             &self.spool_dir,
             upload.format,
@@ -228,32 +274,7 @@ impl Uploads {
                 .write(chunk.map_err(UploadError::Body)?.as_ref())
                 .await?;
         }
-        let spooled = spool.finish().await?;
-        let path = spooled.path.clone();
-        let limits = self.limits;
-        let FileUpload {
-            format,
-            data_origin,
-            file_name,
-            sheet,
-        } = upload;
-        let report = self
-            .importer
-            .import(
-                ImportRequest {
-                    tenant: admitted.tenant,
-                    actor: admitted.actor,
-                    import_id: spooled.import_id.clone(),
-                    format,
-                    data_origin,
-                    file_name,
-                },
-                move || open_file(format, &path, sheet.as_deref(), &limits),
-            )
-            .await?;
-        // The file stays until the import read it.
-        drop(spooled);
-        Ok(report)
+        Ok(spool.finish().await?)
     }
 }
 

@@ -9,11 +9,13 @@
 //! Nothing is remembered before Kafka has it, so a crash or a broker failure loses no row: the
 //! same upload sent again publishes what was not acknowledged and counts the rest unchanged.
 
+mod admit;
 mod pipeline;
 mod writer;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use event_backbone::envelope::EventMetadata;
@@ -28,6 +30,7 @@ use recoup_proto::{to_timestamp, v1};
 use recoup_runtime::Clock;
 use tokio::sync::mpsc;
 
+pub use self::admit::{BUSY_RETRY_AFTER_SECS, ImportPermit, Stop};
 pub use self::pipeline::MAX_EVENT_BYTES;
 use self::pipeline::{Batch, Classifier, Entry, Pending, classify_rows, read_rows};
 use self::writer::{Remembered, remember_acknowledged, write_batches};
@@ -43,7 +46,17 @@ pub struct ImportSettings {
     pub batches_in_flight: usize,
     /// Errors in an answer; the rest are paged with `GetImport`.
     pub errors_per_page: usize,
+    /// Imports this server runs at once, uploads being received included; more are refused
+    /// with [`ImportError::Busy`].
+    pub max_running: usize,
+    /// How long one import may take, from its admission (receiving the upload included).
+    pub deadline: Duration,
 }
+
+/// Imports running at once by default.
+pub const DEFAULT_MAX_RUNNING: usize = 4;
+/// Default deadline of one import: 10 minutes.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
 
 impl Default for ImportSettings {
     fn default() -> Self {
@@ -51,6 +64,8 @@ impl Default for ImportSettings {
             batch_rows: 1000,
             batches_in_flight: 3,
             errors_per_page: 1000,
+            max_running: DEFAULT_MAX_RUNNING,
+            deadline: DEFAULT_DEADLINE,
         }
     }
 }
@@ -119,6 +134,19 @@ pub enum ImportError {
     Store(#[from] StoreError),
     #[error("the import's reader stopped unexpectedly: {0}")]
     Reader(String),
+    #[error(
+        "{running} imports are running, the most this server runs at once \
+         (--max-running-imports); send the upload again in {retry_after_secs} s"
+    )]
+    Busy {
+        running: usize,
+        retry_after_secs: u64,
+    },
+    #[error(
+        "{0}; rows Kafka acknowledged before it are kept, send the same upload again to import \
+         the rest"
+    )]
+    Stopped(Stop),
 }
 
 /// Runs imports: shared by the gRPC and HTTP front ends.
@@ -136,6 +164,8 @@ pub struct Importer {
     /// Whether the Kafka cluster answers (see `event_backbone::reachability`); while it does
     /// not, new imports are refused at once rather than waiting for Kafka to time out.
     kafka_up: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Imports running at once, their deadline and what cancels them.
+    slots: admit::Slots,
 }
 
 impl Importer {
@@ -150,9 +180,10 @@ impl Importer {
             rejects: Arc::new(producer.unmetered()),
             producer,
             clock,
-            settings,
             turns: Arc::default(),
             kafka_up: None,
+            slots: admit::Slots::new(settings.max_running, settings.deadline),
+            settings,
         }
     }
 
@@ -210,6 +241,7 @@ impl Importer {
     /// as a duplicate.
     pub async fn import<F>(
         &self,
+        permit: ImportPermit,
         request: ImportRequest,
         open: F,
     ) -> Result<v1::ImportReport, ImportError>
@@ -217,16 +249,24 @@ impl Importer {
         F: FnOnce() -> Result<Box<dyn SnapshotRows + Send>, FileError> + Send + 'static,
     {
         let importer = self.clone();
-        tokio::spawn(async move { importer.run(request, open).await })
+        tokio::spawn(async move { importer.run(permit, request, open).await })
             .await
             .map_err(|e| ImportError::Reader(format!("the import task failed: {e}")))?
     }
 
-    async fn run<F>(&self, request: ImportRequest, open: F) -> Result<v1::ImportReport, ImportError>
+    async fn run<F>(
+        &self,
+        mut permit: ImportPermit,
+        request: ImportRequest,
+        open: F,
+    ) -> Result<v1::ImportReport, ImportError>
     where
         F: FnOnce() -> Result<Box<dyn SnapshotRows + Send>, FileError> + Send + 'static,
     {
-        let _turn = self.turn(&request.tenant).await;
+        let _turn = permit
+            .within(self.turn(&request.tenant))
+            .await
+            .map_err(ImportError::Stopped)?;
         if let Some(report) = self.earlier(&request.tenant, &request.import_id)? {
             return Ok(report);
         }
@@ -251,7 +291,7 @@ impl Importer {
             ..Default::default()
         };
         let published = self
-            .publish_all(&request, batches, &remember, &mut report)
+            .publish_all(&mut permit, &request, batches, &remember, &mut report)
             .await;
         // Lets the writer finish what was acknowledged.
         drop(remember);
@@ -334,6 +374,7 @@ impl Importer {
     /// end stops the classifier if the publisher gave up.
     async fn publish_all(
         &self,
+        permit: &mut ImportPermit,
         request: &ImportRequest,
         mut batches: mpsc::Receiver<Batch>,
         remember: &mpsc::Sender<Remembered>,
@@ -342,7 +383,10 @@ impl Importer {
         let mut in_flight: VecDeque<(Batch, AckFinalizer<Entry>)> = VecDeque::new();
         let mut error_sequence = 0u64;
         let outcome = loop {
-            let next = batches.recv().await;
+            let next = match permit.within(batches.recv()).await {
+                Ok(next) => next,
+                Err(stop) => break Err(ImportError::Stopped(stop)),
+            };
             let done = next.is_none();
             let mut refused = false;
             if let Some(batch) = next {
