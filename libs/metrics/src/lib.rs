@@ -74,6 +74,8 @@ pub struct Metrics {
     pub kafka_up: Gauge,
     pub auth_failures: Family<AuthLabel, Counter>,
     pub auth_throttled: Counter,
+    pub connections_refused: Counter,
+    pub imports_refused_busy: Counter,
     registry: Registry,
 }
 
@@ -105,6 +107,8 @@ impl Metrics {
             kafka_up: Gauge::default(),
             auth_failures: Family::default(),
             auth_throttled: Counter::default(),
+            connections_refused: Counter::default(),
+            imports_refused_busy: Counter::default(),
             registry: Registry::default(),
         };
         register!(
@@ -127,6 +131,10 @@ impl Metrics {
                 "Requests refused at the trust boundary, by kind of credential and refusal",
             auth_throttled as "auth_throttled":
                 "Requests held back because their peer failed to authenticate again and again",
+            connections_refused as "connections_refused":
+                "Connections closed at once: over --max-connections or --max-connections-per-peer",
+            imports_refused_busy as "imports_refused_busy":
+                "Imports refused because --max-running-imports were running",
         );
         Self { registry, ..m }
     }

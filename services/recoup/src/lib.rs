@@ -2,6 +2,7 @@
 //! one process, and the configuration it reads ([`settings`]). `main.rs` is the command line.
 
 pub mod certs;
+pub mod connections;
 mod kafka;
 pub mod metrics;
 pub mod platform;

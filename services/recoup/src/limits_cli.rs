@@ -6,9 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use recoup::connections::{
+    ConnectionLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_AGE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+};
 use recoup::platform::{DEFAULT_SHUTDOWN_GRACE, PlatformConfig};
 use snapshot_importer::import::{DEFAULT_DEADLINE, DEFAULT_MAX_RUNNING};
 use snapshot_importer::readers::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_XLSX_MAX_INFLATED_BYTES};
+use snapshot_importer::upload::DEFAULT_UPLOAD_IDLE;
 
 #[derive(Args, Clone)]
 pub(crate) struct LimitArgs {
@@ -70,6 +75,48 @@ pub(crate) struct LimitArgs {
         default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs()
     )]
     shutdown_grace: u64,
+    /// Seconds an upload may send no byte before it is dropped (HTTP 408, DEADLINE_EXCEEDED).
+    #[arg(
+        long,
+        env = "RECOUP_UPLOAD_IDLE_SECONDS",
+        default_value_t = DEFAULT_UPLOAD_IDLE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    upload_idle_seconds: u64,
+    /// Connections open at once, every listener together; more are closed at once.
+    #[arg(
+        long,
+        env = "RECOUP_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    max_connections: usize,
+    /// Connections open at once from one IP address (behind a proxy, every client has the
+    /// proxy's: raise it).
+    #[arg(
+        long,
+        env = "RECOUP_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    max_connections_per_peer: usize,
+    /// Seconds a connection may take to send its first byte and an HTTP/1 request its headers;
+    /// also how long an idle keep-alive connection stays open.
+    #[arg(
+        long,
+        env = "RECOUP_HEADER_TIMEOUT_SECONDS",
+        default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    header_timeout_seconds: u64,
+    /// Seconds after which a gRPC connection is asked to close (clients reconnect).
+    #[arg(
+        long,
+        env = "RECOUP_GRPC_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = DEFAULT_MAX_AGE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    grpc_max_connection_age_seconds: u64,
 }
 
 impl LimitArgs {
@@ -83,6 +130,13 @@ impl LimitArgs {
         importer.import.max_running = self.max_running_imports;
         importer.import.deadline = Duration::from_secs(self.import_deadline_seconds);
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
+        config.importer.upload_idle = Duration::from_secs(self.upload_idle_seconds);
+        config.connections = ConnectionLimits {
+            max: self.max_connections,
+            per_peer: self.max_connections_per_peer,
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+            max_age: Duration::from_secs(self.grpc_max_connection_age_seconds),
+        };
         Ok(())
     }
 }

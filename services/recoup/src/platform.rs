@@ -14,6 +14,7 @@ use recoup_runtime::{Clock, Context, KafkaLink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::connections::ConnectionLimits;
 use crate::kafka::{self, Connected};
 use crate::serve::{self, Addresses, Servers};
 pub use crate::services::Services;
@@ -40,6 +41,8 @@ pub struct PlatformConfig {
     pub services: Services,
     /// Who may call the APIs (default: API keys, the first admin key made at first start).
     pub security: Security,
+    /// Connections the listeners let in, and how long a silent one may stay.
+    pub connections: ConnectionLimits,
     pub clock: Clock,
     /// How long requests in flight may go on after SIGTERM before they are cancelled (an
     /// import keeps what Kafka acknowledged; its client gets UNAVAILABLE / 503 and sends it
@@ -70,6 +73,7 @@ impl PlatformConfig {
             services: Services::ALL,
             clock: recoup_runtime::clock::system(),
             security: Security::default(),
+            connections: ConnectionLimits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             drain_timeout: Duration::from_secs(5),
             cases: Default::default(),
@@ -211,6 +215,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
     let guard = serve::Guard {
         tls,
         throttle: config.security.throttle,
+        connections: config.connections,
     };
     let servers =
         serve::serve(ctx.take_routes(), health_service, http, at, guard, shutdown).await?;

@@ -3,18 +3,30 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::RoutesBuilder;
 
+use crate::connections::{ConnectionLimits, Gate};
 use crate::throttle::{Peer, PlainListener};
 use crate::tls::TlsListener;
 use recoup_access::{Throttle, ThrottleSettings};
+
+/// HTTP/2 connections are pinged this often, and closed when a ping is not answered in time.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Streams one HTTP/2 connection may have open at once.
+const HTTP2_MAX_STREAMS: u32 = 100;
 
 /// Where each listener serves, when it does.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,6 +42,8 @@ pub struct Guard {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The slow-down of peers that keep failing to authenticate.
     pub throttle: ThrottleSettings,
+    /// Connections let in, and how long a silent one may stay.
+    pub connections: ConnectionLimits,
 }
 
 /// The running listeners; each finishes the requests it is answering after the shutdown
@@ -55,6 +69,8 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Servers> {
     let tls = guard.tls;
+    // One per process: every listener's connections count against the same limits.
+    let gate = Gate::new(guard.connections);
     let mut bound = Addresses::default();
     let mut grpc = None;
     // One per process: gRPC and HTTP failures of a peer add up.
@@ -80,6 +96,10 @@ pub async fn serve(
             .layer(slow_down())
             .layer(axum::middleware::from_fn(crate::metrics::time_grpc))
             .route("/metrics", axum::routing::get(crate::metrics::serve));
+        let listener = PlainListener {
+            listener,
+            gate: gate.clone(),
+        };
         grpc = Some(serve_grpc(listener, router, tls.clone(), shutdown.clone())?);
     }
     let mut servers = Vec::new();
@@ -100,12 +120,20 @@ pub async fn serve(
         } else {
             bound.metrics = local;
         }
+        let limits = guard.connections;
         servers.push(match tls {
             Some(config) => {
-                let listener = TlsListener::new(listener, config.clone(), shutdown.clone())?;
-                serve_router(listener, router, shutdown.clone())
+                let listener =
+                    TlsListener::new(listener, config.clone(), gate.clone(), shutdown.clone())?;
+                serve_router(listener, router, limits, shutdown.clone())
             }
-            None => serve_http(listener, router, shutdown.clone()),
+            None => {
+                let listener = PlainListener {
+                    listener,
+                    gate: gate.clone(),
+                };
+                serve_router(listener, router, limits, shutdown.clone())
+            }
         });
     }
     Ok(Servers {
@@ -116,8 +144,9 @@ pub async fn serve(
 }
 
 /// Serves the gRPC router (HTTP/1.1 too, for `/metrics`) on `listener`, over TLS with `tls`.
+/// Idle connections are pinged; each is asked to close at its maximum age.
 fn serve_grpc(
-    listener: TcpListener,
+    listener: PlainListener,
     router: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: watch::Receiver<bool>,
@@ -126,18 +155,25 @@ fn serve_grpc(
     let stopped = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };
+    let limits = listener.gate.limits();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .http2_keepalive_interval(Some(HTTP2_PING_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_PING_TIMEOUT))
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .max_connection_age(limits.max_age)
         .add_routes(tonic::service::Routes::from(router));
     Ok(match tls {
         Some(config) => {
-            let incoming = TlsListener::new(listener, config, shutdown)?;
+            let PlainListener { listener, gate } = listener;
+            let incoming = TlsListener::new(listener, config, gate, shutdown)?;
             tokio::spawn(server.serve_with_incoming_shutdown(incoming.into_incoming(), stopped))
         }
-        // Without TCP_NODELAY small replies wait for delayed ACKs (~40 ms each).
         None => {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = futures::stream::unfold(listener, |mut listener| async move {
+                let (io, _) = axum::serve::Listener::accept(&mut listener).await;
+                Some((Ok::<_, std::io::Error>(io), listener))
+            });
             tokio::spawn(server.serve_with_incoming_shutdown(incoming, stopped))
         }
     })
@@ -149,29 +185,55 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
-fn serve_http(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: watch::Receiver<bool>,
-) -> JoinHandle<std::io::Result<()>> {
-    serve_router(PlainListener(listener), router, shutdown)
-}
-
+/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown`, then lets the
+/// connections finish their requests. Headers must come within the header timeout, which
+/// also closes idle keep-alive connections.
 fn serve_router<L>(
-    listener: L,
+    mut listener: L,
     router: axum::Router,
+    limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
-    for<'a> Peer: Connected<IncomingStream<'a, L>>,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // The peer's address reaches the slow-down as ConnectInfo.
-    let app = router.into_make_service_with_connect_info::<Peer>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    });
-    tokio::spawn(serve.into_future())
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        .max_concurrent_streams(HTTP2_MAX_STREAMS);
+    tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (io, peer) = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = recoup_runtime::shutdown::stopped(&mut shutdown) => break,
+            };
+            // The peer's address reaches the slow-down as ConnectInfo.
+            let app = router
+                .clone()
+                .layer(axum::Extension(ConnectInfo(Peer(peer))));
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app))
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
+    })
 }
 
 impl Servers {

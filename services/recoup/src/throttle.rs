@@ -6,12 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::serve::IncomingStream;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::tls::TlsListener;
+use crate::connections::{Gate, Gated};
 use axum::middleware::Next;
 use axum::response::Response;
 use recoup_access::Throttle;
@@ -21,34 +19,30 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
+/// A plaintext listener: connections over the [`Gate`]'s limits are closed at once, the others
+/// get TCP_NODELAY (small answers should not wait for delayed ACKs).
+pub struct PlainListener {
+    pub listener: TcpListener,
+    pub gate: Gate,
 }
-
-impl Connected<IncomingStream<'_, PlainListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// A plaintext HTTP listener: TCP_NODELAY on every connection (small answers should not wait
-/// for delayed ACKs).
-pub struct PlainListener(pub TcpListener);
 
 impl axum::serve::Listener for PlainListener {
-    type Io = TcpStream;
+    type Io = Gated<TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, peer) = axum::serve::Listener::accept(&mut self.0).await;
-        let _ = tcp.set_nodelay(true);
-        (tcp, peer)
+        loop {
+            let (tcp, peer) = axum::serve::Listener::accept(&mut self.listener).await;
+            let Some(pass) = self.gate.admit(peer) else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            return (self.gate.gated(tcp, pass), peer);
+        }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
+        self.listener.local_addr()
     }
 }
 

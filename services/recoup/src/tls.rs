@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::connections::{Gate, Gated};
+
 /// Longest a client may take to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handshaken and not yet taken by the server.
@@ -87,7 +89,7 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfi
 
 /// A listener whose connections arrive with their TLS handshake done.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Gated<TlsStream<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
@@ -97,6 +99,7 @@ impl TlsListener {
     pub fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
+        gate: Gate,
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
@@ -116,12 +119,16 @@ impl TlsListener {
                     },
                     () = recoup_runtime::shutdown::stopped(&mut shutdown) => return,
                 };
+                // Over the limits: closed before the handshake costs anything.
+                let Some(pass) = gate.admit(peer) else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (acceptor, tx, gate) = (acceptor.clone(), tx.clone(), gate.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                            let _ = tx.send((gate.gated(tls, pass), peer)).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -137,7 +144,7 @@ impl TlsListener {
     /// The connections, for tonic's server: the stream ends when the listener stops.
     pub fn into_incoming(
         self,
-    ) -> impl futures::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+    ) -> impl futures::Stream<Item = Result<Gated<TlsStream<TcpStream>>, std::io::Error>> {
         futures::stream::unfold(self.ready, |mut ready| async move {
             let (tls, _) = ready.recv().await?;
             Some((Ok(tls), ready))
@@ -146,7 +153,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Gated<TlsStream<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -114,6 +114,7 @@ fn spool_status(error: SpoolError) -> Status {
 fn upload_status(error: UploadError<Status>) -> Status {
     match error {
         UploadError::Body(status) => status,
+        UploadError::Idle { .. } => Status::deadline_exceeded(error.to_string()),
         UploadError::Spool(error) => spool_status(error),
         UploadError::Import(error) => status_of(error),
     }

@@ -3,6 +3,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::NaiveDate;
 use event_backbone::producer::ProducerSettings;
@@ -19,7 +20,7 @@ use crate::import::{ImportSettings, Importer};
 use crate::limits::{DEFAULT_REQUESTS_PER_MINUTE, LimiterClock, TenantLimiter};
 use crate::readers::ReadLimits;
 use crate::store::{ImportStore, StoreError};
-use crate::upload::{DEFAULT_MAX_UPLOAD_BYTES, Uploads};
+use crate::upload::{DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_UPLOAD_IDLE, Uploads};
 
 /// How the snapshot importer runs.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct Settings {
     pub max_upload_bytes: u64,
     /// What reading one file may cost.
     pub read_limits: ReadLimits,
+    /// How long an upload may send nothing before it is dropped.
+    pub upload_idle: Duration,
     /// Requests per minute each tenant may make, gRPC and HTTP together.
     pub rate_limit_per_minute: NonZeroU32,
     /// The time the rate limits read (tests stop it).
@@ -41,6 +44,7 @@ impl Default for Settings {
         Self {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             read_limits: ReadLimits::default(),
+            upload_idle: DEFAULT_UPLOAD_IDLE,
             rate_limit_per_minute: NonZeroU32::new(DEFAULT_REQUESTS_PER_MINUTE)
                 .unwrap_or(NonZeroU32::MIN),
             rate_limit_clock: LimiterClock::real(),
@@ -91,6 +95,7 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         spool_dir,
         settings.max_upload_bytes,
         settings.read_limits,
+        settings.upload_idle,
     );
     ctx.grpc()
         .add_service(ImportService::new(uploads.clone(), admission.clone()).into_server());

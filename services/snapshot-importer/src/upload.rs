@@ -5,6 +5,7 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use paygo_snapshots::{Columns, ImportContext};
@@ -158,6 +159,11 @@ pub fn non_blank(text: &str) -> Option<String> {
 pub enum UploadError<E> {
     #[error("the upload could not be received: {0}")]
     Body(E),
+    #[error(
+        "the upload sent nothing for {} s (--upload-idle-seconds); nothing of it was imported",
+        idle.as_secs_f64()
+    )]
+    Idle { idle: Duration },
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error(transparent)]
@@ -171,16 +177,28 @@ pub struct Uploads {
     spool_dir: PathBuf,
     max_bytes: u64,
     limits: ReadLimits,
+    idle: Duration,
 }
 
+/// How long an upload may send nothing before it is dropped, by default.
+pub const DEFAULT_UPLOAD_IDLE: Duration = Duration::from_secs(30);
+
 impl Uploads {
-    /// Uploads spooled in `spool_dir`, each at most `max_bytes` bytes, read within `limits`.
-    pub fn new(importer: Importer, spool_dir: PathBuf, max_bytes: u64, limits: ReadLimits) -> Self {
+    /// Uploads spooled in `spool_dir`, each at most `max_bytes` bytes, read within `limits`;
+    /// one that sends nothing for `idle` is dropped.
+    pub fn new(
+        importer: Importer,
+        spool_dir: PathBuf,
+        max_bytes: u64,
+        limits: ReadLimits,
+        idle: Duration,
+    ) -> Self {
         Self {
             importer,
             spool_dir,
             max_bytes,
             limits,
+            idle,
         }
     }
 
@@ -269,10 +287,14 @@ impl Uploads {
             spool.hasher.scope("sheet", sheet);
         }
         let mut chunks = std::pin::pin!(chunks);
-        while let Some(chunk) = chunks.next().await {
-            spool
-                .write(chunk.map_err(UploadError::Body)?.as_ref())
-                .await?;
+        loop {
+            let next = tokio::time::timeout(self.idle, chunks.next()).await;
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk.map_err(UploadError::Body)?,
+                Ok(None) => break,
+                Err(_) => return Err(UploadError::Idle { idle: self.idle }),
+            };
+            spool.write(chunk.as_ref()).await?;
         }
         Ok(spool.finish().await?)
     }

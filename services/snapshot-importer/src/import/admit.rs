@@ -99,14 +99,13 @@ impl Importer {
     /// starts now.
     pub fn admit(&self) -> Result<ImportPermit, ImportError> {
         let slots = &self.slots;
-        let slot = slots
-            .semaphore
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ImportError::Busy {
+        let slot = slots.semaphore.clone().try_acquire_owned().map_err(|_| {
+            recoup_metrics::metrics().imports_refused_busy.inc();
+            ImportError::Busy {
                 running: slots.max,
                 retry_after_secs: BUSY_RETRY_AFTER_SECS,
-            })?;
+            }
+        })?;
         Ok(ImportPermit {
             _slot: slot,
             deadline: Instant::now() + slots.deadline,
