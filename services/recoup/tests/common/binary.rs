@@ -12,6 +12,8 @@ pub struct Up {
     pub data: PathBuf,
     /// Its gRPC address, `127.0.0.1:PORT`, from the ready line.
     pub grpc: String,
+    /// Its HTTP address, from the ready line.
+    pub http: String,
     /// Kept open: the server's stdout must not become a broken pipe.
     _stdout: BufReader<ChildStdout>,
 }
@@ -33,15 +35,18 @@ impl Up {
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         // recoup ready grpc=127.0.0.1:PORT http=... kafka=...
-        let grpc = line
-            .strip_prefix("recoup ready grpc=")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .to_owned();
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix(name))
+                .unwrap_or_else(|| panic!("ready line: {line:?}"))
+                .to_owned()
+        };
+        let (grpc, http) = (field("grpc="), field("http="));
         Self {
             child,
             data: data.to_owned(),
             grpc,
+            http,
             _stdout: stdout,
         }
     }
@@ -52,6 +57,30 @@ impl Up {
             .unwrap()
             .trim()
             .to_owned()
+    }
+
+    /// The most memory the process has held so far (VmHWM, peak resident set), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+        kib * 1024
+    }
+
+    /// Sends SIGTERM and returns at once; [`Up::wait`] collects the exit.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().unwrap()
     }
 
     /// SIGTERM, then the exit status of the clean shutdown.

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod cluster;
+pub mod http;
 
 use std::path::Path;
 use std::time::Duration;

@@ -62,13 +62,14 @@ impl ImportPermit {
         }
     }
 
-    /// Runs `work` unless the import must stop first.
+    /// Runs `work` unless the import must stop first. The stop is looked at first: work that
+    /// is always ready (batches queued up) must not hide it.
     pub async fn within<F: std::future::Future>(&mut self, work: F) -> Result<F::Output, Stop> {
         let stop = std::pin::pin!(async { self.stopped().await });
         tokio::select! {
             biased;
-            output = work => Ok(output),
             stop = stop => Err(stop),
+            output = work => Ok(output),
         }
     }
 }

@@ -382,17 +382,29 @@ impl Importer {
     ) -> Result<(), ImportError> {
         let mut in_flight: VecDeque<(Batch, AckFinalizer<Entry>)> = VecDeque::new();
         let mut error_sequence = 0u64;
+        let stopped = |stop: Stop| {
+            tracing::warn!(
+                import_id = %request.import_id,
+                tenant = %request.tenant,
+                %stop,
+                "import stopped before its end; what Kafka acknowledged is kept"
+            );
+            ImportError::Stopped(stop)
+        };
         let outcome = loop {
             let next = match permit.within(batches.recv()).await {
                 Ok(next) => next,
-                Err(stop) => break Err(ImportError::Stopped(stop)),
+                Err(stop) => break Err(stopped(stop)),
             };
             let done = next.is_none();
             let mut refused = false;
             if let Some(batch) = next {
-                let finalizer = self.publish(&batch).await;
+                let (finalizer, stop) = self.publish(&batch, permit).await;
                 refused = finalizer.is_refused();
                 in_flight.push_back((batch, finalizer));
+                if let Some(stop) = stop {
+                    break Err(stopped(stop));
+                }
             }
             // Keep a few batches in flight while more come; settle them all at the end, or once
             // Kafka refused one (settling it answers the refusal).
@@ -475,7 +487,11 @@ impl Importer {
     }
 
     /// Enqueues a batch's snapshots; its rejects follow when it is settled.
-    async fn publish(&self, batch: &Batch) -> AckFinalizer<Entry> {
+    async fn publish(
+        &self,
+        batch: &Batch,
+        permit: &mut ImportPermit,
+    ) -> (AckFinalizer<Entry>, Option<Stop>) {
         let mut finalizer = AckFinalizer::with_capacity(batch.changed.len() + batch.rejected.len());
         for (i, changed) in batch.changed.iter().enumerate() {
             let event = OutgoingEvent {
@@ -485,11 +501,18 @@ impl Importer {
                 event_id: &changed.event_id,
                 event_type: SNAPSHOT_RECORDED,
             };
-            if !finalizer.push(&self.producer, event, Some(i)).await {
-                break;
+            // Enqueueing waits for room (flow control, a full local queue while the broker is
+            // away): a stop must not wait behind it. An event not yet enqueued is not sent.
+            match permit
+                .within(finalizer.push(&self.producer, event, Some(i)))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(stop) => return (finalizer, Some(stop)),
             }
         }
-        finalizer
+        (finalizer, None)
     }
 
     /// Publishes a batch's rejects, waits for every acknowledgement, then remembers the batch.
