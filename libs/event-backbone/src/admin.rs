@@ -78,7 +78,13 @@ pub fn describe_topics(
     timeout: Duration,
 ) -> Result<Vec<TopicState>, KafkaError> {
     let client: BaseConsumer = kafka.client_config().create()?;
-    let metadata = client.fetch_metadata(None, timeout)?;
+    let metadata = client.fetch_metadata(None, timeout).inspect_err(|_| {
+        // Why the connections failed (a TLS handshake refused, a wrong SASL password) waits in
+        // the client's queue: serving it puts the reason in the log, next to this error.
+        for _ in 0..5 {
+            let _ = client.poll(Duration::from_millis(20));
+        }
+    })?;
     Ok(topics
         .iter()
         .map(|spec| {
