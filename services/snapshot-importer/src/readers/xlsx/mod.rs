@@ -390,6 +390,18 @@ impl RowAssembler {
             let Some(cell) = self.next_cell(next_cell, datetime_columns, current)? else {
                 return Ok(finished(row));
             };
+            // Excel writes rows in order; a row number going back would split or repeat rows.
+            if u64::from(cell.row) + 1 < self.last_row {
+                return Err(FileError::Unreadable {
+                    row: self.last_row,
+                    message: format!(
+                        "the sheet's cells are out of order: a cell of row {} comes after row \
+                         {}; the file is damaged",
+                        u64::from(cell.row) + 1,
+                        self.last_row
+                    ),
+                });
+            }
             match current {
                 Some(r) if r != cell.row => {
                     self.pending = Some(cell);
