@@ -36,6 +36,7 @@ bench:
     cargo bench -p projection --bench metrics
     cargo bench -p snapshot-importer --bench import
     cargo bench -p export-puller --bench pull
+    cargo bench -p recoup --bench storage
 
 # Create every recoup topic on an external cluster.
 topics brokers:

@@ -207,16 +207,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         tokio::spawn(kafka::follow(up, health, config.services, brokers))
     });
     let http = services.2.as_ref().map(|importer| importer.http_router());
-    let at = Addresses {
-        grpc: config.grpc_addr,
-        http: config.http_addr,
-        metrics: config.metrics_addr,
-    };
-    let guard = serve::Guard {
-        tls,
-        throttle: config.security.throttle,
-        connections: config.connections,
-    };
+    let (at, guard) = serving(&config, tls);
     let servers =
         serve::serve(ctx.take_routes(), health_service, http, at, guard, shutdown).await?;
     let (cases, projection, importer, puller) = services;
@@ -239,6 +230,24 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         background: probe.into_iter().chain(follow).collect(),
         embedded,
     })
+}
+
+/// Where the listeners serve and what stands in front of them.
+fn serving(
+    config: &PlatformConfig,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> (Addresses, serve::Guard) {
+    let at = Addresses {
+        grpc: config.grpc_addr,
+        http: config.http_addr,
+        metrics: config.metrics_addr,
+    };
+    let guard = serve::Guard {
+        tls,
+        throttle: config.security.throttle,
+        connections: config.connections,
+    };
+    (at, guard)
 }
 
 /// The topics this process uses: its services', and the access topic when it checks keys.

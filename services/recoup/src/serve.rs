@@ -81,14 +81,7 @@ pub async fn serve(
         let listener = bind(addr, "gRPC").await?;
         bound.grpc = Some(listener.local_addr()?);
         routes.add_service(health);
-        // Clients in the field speak both reflection versions.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(recoup_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        routes.add_service(reflection().build_v1()?);
-        routes.add_service(reflection().build_v1alpha()?);
+        add_reflection(&mut routes)?;
         // Prometheus scrapes `GET /metrics` over HTTP/1.1 on the gRPC address.
         let router = routes
             .routes()
@@ -141,6 +134,18 @@ pub async fn serve(
         grpc,
         http: servers,
     })
+}
+
+/// gRPC reflection of recoup's services and health: clients in the field speak both versions.
+fn add_reflection(routes: &mut RoutesBuilder) -> anyhow::Result<()> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(recoup_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    routes.add_service(reflection().build_v1()?);
+    routes.add_service(reflection().build_v1alpha()?);
+    Ok(())
 }
 
 /// Serves the gRPC router (HTTP/1.1 too, for `/metrics`) on `listener`, over TLS with `tls`.

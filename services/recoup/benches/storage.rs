@@ -1,0 +1,216 @@
+//! What the data dir costs per snapshot row, against the events themselves.
+//!
+//! `recoup up`'s platform in process (embedded Kafka, no credentials) imports STORAGE_ROWS
+//! accepted rows, then as many rejected rows, over HTTP. After each import the events Kafka holds
+//! for it are read back (their keys and values: the baseline), the platform stops cleanly, and
+//! the data dir is measured: bytes on disk per service, and the live bytes (keys + values) of
+//! each service's sled trees, so that sled's own overhead shows apart from recoup's records.
+//!
+//! `cargo bench -p recoup --bench storage` (STORAGE_ROWS, default 100,000).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use event_backbone::consumer::EventConsumer;
+use event_backbone::topics::{PAYGO_SNAPSHOTS, REJECTS};
+use recoup::platform::{self, PlatformConfig, Security};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SERVICES: [&str; 3] = ["snapshot-importer", "projection", "case-lifecycle"];
+
+fn rows() -> usize {
+    std::env::var("STORAGE_ROWS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn config(dir: &Path) -> PlatformConfig {
+    let mut config = PlatformConfig::new(dir.to_path_buf());
+    config.security = Security::insecure();
+    config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    config
+}
+
+/// A CSV of `n` accounts on one day; `rejected`: each row with a decimal comma, refused.
+fn csv(n: usize, rejected: bool) -> Vec<u8> {
+    let mut csv = String::from(
+        "snapshot_date,account_external_id,amt_remaining_installment_source,\
+         days_arrears_consecutive_source\n",
+    );
+    for i in 0..n {
+        if rejected {
+            csv += &format!("2021-05-04,R{i:07},\"1,5\",{}\n", i % 90);
+        } else {
+            csv += &format!("2021-05-03,A{i:07},{},{}\n", 100 + i % 900, i % 90);
+        }
+    }
+    csv.into_bytes()
+}
+
+async fn upload(http: SocketAddr, body: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = format!(
+        "POST /v1/paygo_snapshots_ts HTTP/1.1\r\nhost: x\r\nx-recoup-tenant: default\r\n\
+         content-type: text/csv\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+}
+
+/// The bytes (keys and values) of one event of `topic` on average: the embedded cluster keeps
+/// the last 5 MiB of each partition, so the average is taken over the events it still has.
+async fn event_bytes(bootstrap: &str, topic: &str) -> f64 {
+    let kafka = event_backbone::KafkaConfig::external(bootstrap);
+    let consumer = EventConsumer::new(&kafka, "bench-storage", topic, None).unwrap();
+    let partitions = consumer.partitions(Duration::from_secs(5)).unwrap();
+    let mut retained = 0;
+    for partition in &partitions {
+        let (low, high) = consumer
+            .watermarks(*partition, Duration::from_secs(5))
+            .unwrap();
+        retained += high - low;
+    }
+    let start: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
+    consumer.assign(&start).unwrap();
+    let (mut seen, mut bytes) = (0, 0u64);
+    while seen < retained {
+        let batch = tokio::time::timeout(Duration::from_secs(30), consumer.recv_batch(10_000))
+            .await
+            .expect("the events are there")
+            .unwrap();
+        for event in batch {
+            seen += 1;
+            bytes += (event.key.len() + event.value.len()) as u64;
+        }
+    }
+    bytes as f64 / seen.max(1) as f64
+}
+
+/// Bytes of the files below `path`.
+fn disk(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                disk(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// Live bytes (keys + values) of every tree of the sled db in `path`, by tree and first key byte.
+fn live(path: &Path) -> BTreeMap<String, u64> {
+    let mut live = BTreeMap::new();
+    let Ok(db) = sled::open(path) else {
+        return live;
+    };
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        for item in tree.iter() {
+            let (key, value) = item.unwrap();
+            let prefix = key.first().map_or('-', |b| char::from(*b));
+            let name = format!("{}/{prefix}", String::from_utf8_lossy(&name));
+            *live.entry(name).or_default() += (key.len() + value.len()) as u64;
+        }
+    }
+    live
+}
+
+struct Measure {
+    disk: BTreeMap<&'static str, u64>,
+    live: BTreeMap<String, u64>,
+}
+
+fn measure(dir: &Path) -> Measure {
+    let disk = SERVICES
+        .iter()
+        .map(|service| (*service, disk(&dir.join(service))))
+        .collect();
+    let live = SERVICES
+        .iter()
+        .flat_map(|service| {
+            live(&dir.join(service))
+                .into_iter()
+                .map(move |(tree, bytes)| (format!("{service}: {tree}"), bytes))
+        })
+        .collect();
+    Measure { disk, live }
+}
+
+/// One import on a fresh start of the platform over `dir`, measured after a clean stop.
+async fn import(dir: &Path, body: Vec<u8>, topic: &str, n: usize) -> (Measure, u64) {
+    let running = platform::start(config(dir)).await.unwrap();
+    let answer = upload(running.http_addr.unwrap(), &body).await;
+    // One event per row.
+    let events = (event_bytes(&running.kafka_bootstrap, topic).await * n as f64) as u64;
+    assert!(answer.contains(&format!("\"rows_read\":{n}")), "{answer}");
+    running.shutdown().await.unwrap();
+    (measure(dir), events)
+}
+
+fn report(what: &str, n: usize, before: &Measure, after: &Measure, events: u64) {
+    let per_row = |bytes: u64| bytes as f64 / n as f64;
+    let disk: u64 = SERVICES
+        .iter()
+        .map(|s| after.disk[s].saturating_sub(before.disk[s]))
+        .sum();
+    let live: u64 = after
+        .live
+        .iter()
+        .map(|(tree, bytes)| bytes.saturating_sub(*before.live.get(tree).unwrap_or(&0)))
+        .sum();
+    println!("{what}: {n} rows");
+    println!("  events (baseline)   {:>8.0} B/row", per_row(events));
+    println!(
+        "  data dir on disk    {:>8.0} B/row  {:>5.1}x the events",
+        per_row(disk),
+        disk as f64 / events as f64
+    );
+    println!(
+        "  live keys + values  {:>8.0} B/row  {:>5.1}x the events (sled's overhead: {:.1}x)",
+        per_row(live),
+        live as f64 / events as f64,
+        disk as f64 / live.max(1) as f64
+    );
+    for service in SERVICES {
+        let grown = after.disk[service].saturating_sub(before.disk[service]);
+        if per_row(grown) >= 0.5 {
+            println!("    {service:<18} on disk {:>8.0} B/row", per_row(grown));
+        }
+    }
+    for (tree, bytes) in &after.live {
+        let grown = bytes.saturating_sub(*before.live.get(tree).unwrap_or(&0));
+        if per_row(grown) >= 0.5 {
+            println!("    {tree:<40} live {:>6.0} B/row", per_row(grown));
+        }
+    }
+}
+
+fn main() {
+    let n = rows();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let empty = measure(dir.path());
+        let (accepted, events) = import(dir.path(), csv(n, false), PAYGO_SNAPSHOTS.name, n).await;
+        report("accepted", n, &empty, &accepted, events);
+        let (rejected, events) = import(dir.path(), csv(n, true), REJECTS.name, n).await;
+        report("rejected", n, &accepted, &rejected, events);
+    });
+}
