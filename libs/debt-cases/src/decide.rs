@@ -350,6 +350,14 @@ pub fn line_items_total(items: &[LineItem]) -> Result<i64, DomainError> {
     Ok(total)
 }
 
+/// The total of recorded line items. Commands refuse a sum that overflows, so a recorded event
+/// never has one; an event from elsewhere that does is held at the bound rather than wrapped.
+fn line_total(items: &[LineItem]) -> i64 {
+    items
+        .iter()
+        .fold(0i64, |total, item| total.saturating_add(item.amount_minor))
+}
+
 fn check_labels(labels: &[String]) -> Result<(), DomainError> {
     if labels.len() > MAX_LABELS {
         return Err(DomainError::invalid(
@@ -431,7 +439,7 @@ impl DebtCase {
         else {
             return None;
         };
-        let amount_minor = content.line_items.iter().map(|i| i.amount_minor).sum();
+        let amount_minor = line_total(&content.line_items);
         Some(DebtCase {
             id: case_id.clone(),
             tenant: tenant.clone(),
@@ -476,7 +484,7 @@ impl DebtCase {
                     self.reference = v.clone();
                 }
                 if let Some(items) = &changes.line_items {
-                    self.amount_minor = items.iter().map(|i| i.amount_minor).sum();
+                    self.amount_minor = line_total(items);
                     self.line_items = items.clone();
                 }
                 if let Some(v) = changes.due_date {

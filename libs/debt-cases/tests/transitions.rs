@@ -1261,3 +1261,27 @@ fn billing_address_fields_are_bounded() {
         "billing_address.email_address",
     );
 }
+
+/// A recorded event whose line items sum past i64 (written by something other than this
+/// aggregate, which refuses such a command) is held at the bound when replayed: never wrapped
+/// to a negative amount, never a panic.
+#[test]
+fn replaying_line_items_that_overflow_holds_the_amount_at_the_bound() {
+    let mut content = new_case();
+    content.line_items = vec![item("1", i64::MAX), item("2", i64::MAX)];
+    let created = DebtCaseEvent::Created {
+        case_id: CASE_ID.into(),
+        tenant: TENANT.into(),
+        content,
+        collector_configuration_id: "default".into(),
+        state: CaseState::Reviewing,
+        creator: ACTOR.into(),
+        at: earlier(1),
+    };
+    let case = given(&[created]);
+    assert_eq!(case.amount_minor, i64::MAX);
+    // The same items as a command are refused.
+    let mut refused = new_case();
+    refused.line_items = vec![item("1", i64::MAX), item("2", 1)];
+    assert_invalid(when_create(&refused), "line_items");
+}
