@@ -34,6 +34,11 @@ impl KafkaConfig {
         config
     }
 
+    /// Whether the operator gave `key` (then recoup's own default for it stays unset).
+    pub fn given(&self, key: &str) -> bool {
+        self.properties.iter().any(|(k, _)| k == key)
+    }
+
     /// The pass-through properties as `key=value` with secret values masked, for start-up logs.
     pub fn masked_properties(&self) -> Vec<String> {
         self.properties

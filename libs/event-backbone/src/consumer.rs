@@ -34,6 +34,9 @@ pub struct ReceivedEvent {
     pub value: Vec<u8>,
 }
 
+/// What a consumer prefetches at most, in KiB, unless the operator says otherwise.
+pub const CONSUMER_PREFETCH_KIB: &str = "8192";
+
 /// Where each of the given partitions starts: the next offset to read, `None` for the beginning.
 pub type StartOffsets = Arc<dyn Fn(&[i32]) -> Vec<(i32, Option<i64>)> + Send + Sync>;
 
@@ -224,12 +227,13 @@ impl EventConsumer {
             .set("statistics.interval.ms", "5000");
         // A group notices a dead member (and tansu completes a first join) after the session
         // timeout: 10 s rather than librdkafka's 45, unless the operator set one.
-        if !kafka
-            .properties
-            .iter()
-            .any(|(key, _)| key == "session.timeout.ms")
-        {
+        if !kafka.given("session.timeout.ms") {
             config.set("session.timeout.ms", "10000");
+        }
+        // librdkafka prefetches up to 64 MiB per consumer by default; a few MiB keep up with
+        // every projection here and bound the process's memory.
+        if !kafka.given("queued.max.messages.kbytes") {
+            config.set("queued.max.messages.kbytes", CONSUMER_PREFETCH_KIB);
         }
         if kafka.embedded {
             // The mock broker answers a fetch only when fetch.wait.max.ms (500 ms) ran out, even

@@ -102,6 +102,9 @@ impl ProducerSettings {
 
 /// An idempotent Kafka producer (acks=all, per-partition order kept across retries), with
 /// optional flow control for the embedded cluster.
+/// What a producer queues at most, in KiB, unless the operator says otherwise.
+pub const PRODUCER_QUEUE_KIB: &str = "16384";
+
 pub struct EventProducer {
     producer: FutureProducer,
     gate: Option<Arc<FlowGate>>,
@@ -114,16 +117,21 @@ impl EventProducer {
         settings: &ProducerSettings,
         gate: Option<Arc<FlowGate>>,
     ) -> Result<Self, KafkaError> {
-        let producer = kafka
-            .client_config()
+        let mut config = kafka.client_config();
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", settings.linger.as_millis().to_string())
             .set(
                 "message.timeout.ms",
                 settings.message_timeout.as_millis().to_string(),
-            )
-            .create()?;
+            );
+        // librdkafka queues up to 1 GiB per producer by default (while a broker is away, say);
+        // a full queue makes `enqueue` wait, which bounds the process's memory.
+        if !kafka.given("queue.buffering.max.kbytes") {
+            config.set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KIB);
+        }
+        let producer = config.create()?;
         Ok(Self { producer, gate })
     }
 

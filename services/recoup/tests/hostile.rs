@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::binary::Up;
 use common::http::{Answer, exchange, head, read_answer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 const CSV: &str = "text/csv";
@@ -22,6 +22,8 @@ const JSON: &str = "application/json";
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 const UPLOAD: &str = "/v1/paygo_snapshots_ts";
 const PEAK_RSS_LIMIT: u64 = 300 * 1024 * 1024;
+/// How far above its idle level memory may stay once the attacks are over.
+const RSS_AFTER_LOAD: u64 = 64 * 1024 * 1024;
 
 /// What the short-timeout server is started with.
 const SHORT: &[&str] = &[
@@ -70,6 +72,28 @@ impl Server {
         let mut request = self.head(content_type, body.len()).into_bytes();
         request.extend_from_slice(body);
         exchange(self.http, &request).await
+    }
+
+    /// A CSV upload sent as curl sends large ones (`Expect: 100-continue`): the body only
+    /// once the server asks for it, so that a refusal before the body arrives is read, not
+    /// lost in a reset. The answer's status.
+    async fn upload_expecting(&self, body: &[u8]) -> u16 {
+        let stream = TcpStream::connect(self.http).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        let head = self
+            .head(CSV, body.len())
+            .replace("\r\n\r\n", "\r\nexpect: 100-continue\r\n\r\n");
+        write.write_all(head.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        if status != 100 {
+            return status;
+        }
+        reader.read_line(&mut line).await.unwrap();
+        write.write_all(body).await.unwrap();
+        read_answer(&mut reader).await.status
     }
 
     /// The process answers: `/metrics` on the gRPC port and the importer's HTTP API.
@@ -178,6 +202,7 @@ async fn hostile_files_get_clear_errors_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), SHORT);
     server.assert_serving().await;
+    let idle = server.up.rss();
 
     // A 1 MiB workbook inflating to 1 GiB: refused before it is inflated.
     let bomb = xlsx_bomb(1 << 30);
@@ -232,6 +257,44 @@ async fn hostile_files_get_clear_errors_in_bounded_memory() {
     server.assert_serving().await;
     let peak = server.up.peak_rss();
     eprintln!("peak RSS of the server: {} MiB", peak >> 20);
+    assert!(peak < PEAK_RSS_LIMIT, "peak RSS {} MiB", peak >> 20);
+    // After the attacks on files, memory goes back near where it started (the allocator
+    // returns freed pages after a moment).
+    let settled = Instant::now();
+    let mut after = server.up.rss();
+    while after >= idle + RSS_AFTER_LOAD && settled.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = server.up.rss();
+    }
+    eprintln!(
+        "RSS idle {} MiB, after the attacks {} MiB",
+        idle >> 20,
+        after >> 20
+    );
+    assert!(
+        after < idle + RSS_AFTER_LOAD,
+        "RSS {} MiB after, {} MiB idle",
+        after >> 20,
+        idle >> 20
+    );
+
+    // Then imports: 12 uploads at once (the per-peer limit is 16); as many as may run are
+    // imported, the others are told when to retry.
+    let uploads = (0..12).map(|n| {
+        let body = accounts_from(n * 20_000, 20_000);
+        let server = &server;
+        async move { server.upload_expecting(&body).await }
+    });
+    let statuses = futures::future::join_all(uploads).await;
+    let imported = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        imported >= 1 && refused >= 1 && imported + refused == 12,
+        "{statuses:?}"
+    );
+
+    let peak = server.up.peak_rss();
+    eprintln!("peak RSS of the server with imports: {} MiB", peak >> 20);
     assert!(peak < PEAK_RSS_LIMIT, "peak RSS {} MiB", peak >> 20);
     assert!(server.up.stop().success());
 }
@@ -377,14 +440,18 @@ async fn sigterm_during_a_trickled_upload_exits_within_the_grace_period() {
 
 /// A CSV of `rows` accounts on one day.
 fn accounts(rows: usize) -> Vec<u8> {
+    accounts_from(0, rows)
+}
+
+/// A CSV of `rows` accounts on one day, numbered from `first`.
+fn accounts_from(first: usize, rows: usize) -> Vec<u8> {
     let mut csv =
         String::from("snapshot_date,account_external_id,amt_remaining_installment_source\n");
-    for i in 0..rows {
+    for i in first..first + rows {
         csv += &format!("2021-05-03,ACC-{i:07},{}\n", 100 + i % 900);
     }
     csv.into_bytes()
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_long_import_cancels_it_and_loses_nothing_acknowledged() {
     const ROWS: usize = 300_000;

@@ -61,13 +61,23 @@ impl Up {
 
     /// The most memory the process has held so far (VmHWM, peak resident set), in bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.status("VmHWM:")
+    }
+
+    /// The memory the process holds now (VmRSS), in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status("VmRSS:")
+    }
+
+    /// A size line of `/proc/PID/status`, in bytes.
+    fn status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib: u64 = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
         kib * 1024
     }
 

@@ -256,23 +256,46 @@ impl PartScan {
     }
 
     fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
-        for &b in bytes {
-            self.run += 1;
-            if self.run > self.max_run {
-                return Err(format!(
-                    "a cell, string or tag is longer than {} bytes, the limit for one record \
-                     (--max-record-bytes)",
-                    self.max_run
-                ));
-            }
-            if self.state == Markup::Text {
-                if b == b'<' {
-                    self.state = Markup::Open;
-                    self.run = 1;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // Runs of bytes that change nothing are skipped at once: text up to the next tag,
+            // attributes up to the next quote or the end of the tag.
+            let plain = !self.naming && self.root_done;
+            let skip = match self.state {
+                Markup::Text => rest.iter().position(|&b| b == b'<'),
+                Markup::Tag { quote: 0 } if plain => {
+                    rest.iter().position(|&b| matches!(b, b'"' | b'\'' | b'>'))
                 }
+                Markup::Tag { quote } if plain => rest.iter().position(|&b| b == quote),
+                _ => Some(0),
+            }
+            .unwrap_or(rest.len());
+            self.run += skip;
+            self.check_run()?;
+            let Some((&b, after)) = rest.get(skip..).and_then(<[u8]>::split_first) else {
+                return Ok(());
+            };
+            rest = after;
+            self.run += 1;
+            self.check_run()?;
+            if self.state == Markup::Text {
+                // `b` is the `<` the skip stopped at.
+                self.state = Markup::Open;
+                self.run = 1;
                 continue;
             }
             self.step(b)?;
+        }
+        Ok(())
+    }
+
+    fn check_run(&self) -> Result<(), String> {
+        if self.run > self.max_run {
+            return Err(format!(
+                "a cell, string or tag is longer than {} bytes, the limit for one record \
+                 (--max-record-bytes)",
+                self.max_run
+            ));
         }
         Ok(())
     }
