@@ -113,14 +113,16 @@ async fn recoup_reaches_kafka_over_tls_only() {
     let (proxy_port, handshakes) = tls_proxy(&certs, broker_port).await;
     let listener = format!("tcp://127.0.0.1:{broker_port}");
     let advertised = format!("tcp://127.0.0.1:{proxy_port}");
-    let mut broker = Command::new(tansu)
-        .args(["broker", "--listener-url", &listener])
-        .args(["--advertised-listener-url", &advertised])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _broker = Killed(
+        Command::new(tansu)
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &advertised])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let brokers = format!("127.0.0.1:{proxy_port}");
     let ca = certs.join("ca.pem");
 
@@ -183,6 +185,14 @@ async fn recoup_reaches_kafka_over_tls_only() {
         "TLS connections through the proxy"
     );
     assert!(up.stop().success());
-    let _ = broker.kill();
-    let _ = broker.wait();
+}
+
+/// A child process killed when dropped, a failing test included.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
