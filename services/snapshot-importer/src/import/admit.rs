@@ -62,14 +62,27 @@ impl ImportPermit {
         }
     }
 
-    /// Runs `work` unless the import must stop first. The stop is looked at first: work that
-    /// is always ready (batches queued up) must not hide it.
+    /// Why the import must stop now, if it must.
+    fn stop_now(&self) -> Option<Stop> {
+        if Instant::now() >= self.deadline {
+            return Some(Stop::Deadline(self.budget));
+        }
+        let stopping = self.stopping.as_ref().is_some_and(|s| *s.borrow());
+        stopping.then_some(Stop::Shutdown)
+    }
+
+    /// Runs `work` unless the import must stop first. The stop is looked at before the work
+    /// (work that is always ready, batches queued up, must not hide it), and waited for only
+    /// while the work waits: on the hot path, where work is ready at once, no timer is made.
     pub async fn within<F: std::future::Future>(&mut self, work: F) -> Result<F::Output, Stop> {
-        let stop = std::pin::pin!(async { self.stopped().await });
+        if let Some(stop) = self.stop_now() {
+            return Err(stop);
+        }
+        let stop = std::pin::pin!(self.stopped());
         tokio::select! {
             biased;
-            stop = stop => Err(stop),
             output = work => Ok(output),
+            stop = stop => Err(stop),
         }
     }
 }
