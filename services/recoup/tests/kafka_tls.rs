@@ -42,16 +42,18 @@ async fn tls_proxy(certs: &Path, broker: u16) -> (u16, Arc<AtomicUsize>) {
     let handshakes = Arc::new(AtomicUsize::new(0));
     let counted = handshakes.clone();
     tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
+        while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, counted) = (acceptor.clone(), counted.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 counted.fetch_add(1, Ordering::Relaxed);
-                let mut plain = TcpStream::connect(("127.0.0.1", broker)).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                // The broker may not listen yet: the client's connection just ends, as with a
+                // real proxy.
+                if let Ok(mut plain) = TcpStream::connect(("127.0.0.1", broker)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
             });
         }
     });

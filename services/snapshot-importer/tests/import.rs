@@ -18,14 +18,7 @@ use snapshot_importer::store::ImportStore;
 use tempfile::TempDir;
 
 fn importer(dir: &TempDir, kafka: &EmbeddedKafka) -> Importer {
-    let producer =
-        EventProducer::new(&kafka.kafka_config(), &ProducerSettings::default(), None).unwrap();
-    Importer::new(
-        ImportStore::open(dir.path()).unwrap(),
-        Arc::new(producer),
-        Arc::new(Utc::now),
-        ImportSettings::default(),
-    )
+    importer_with(dir, kafka, ImportSettings::default())
 }
 
 fn request(id: &str) -> ImportRequest {

@@ -211,17 +211,14 @@ impl<R: Read> CsvSnapshots<R> {
 
     /// The row of a record longer than the budget: its error, and the start of its cells.
     fn too_long(&self, row: u64) -> RowOutcome {
-        let error = RowError {
+        let error = super::too_long(
             row,
-            column: String::new(),
-            value: String::new(),
-            rule: rule::TOO_LONG,
-            message: format!(
+            format!(
                 "the record is longer than the limit of {} bytes; it was not read (a quote \
                  that is never closed makes the rest of the file one cell)",
                 self.records.max
             ),
-        };
+        );
         let cells: Vec<String> = self
             .records
             .cells()

@@ -53,6 +53,18 @@ impl Default for ReadLimits {
     }
 }
 
+/// The error of a record longer than [`ReadLimits::max_record_bytes`]: it names the whole row,
+/// no column.
+pub(crate) fn too_long(row: u64, message: String) -> RowError {
+    RowError {
+        row,
+        column: String::new(),
+        value: String::new(),
+        rule: paygo_snapshots::rule::TOO_LONG,
+        message,
+    }
+}
+
 /// Most bytes of raw cells a rejected row keeps, so that its reject stays a small event however
 /// broken the row (a stray quote can make the rest of a CSV file one cell).
 pub const MAX_RAW_BYTES: usize = 64 * 1024;

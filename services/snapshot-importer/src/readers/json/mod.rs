@@ -34,10 +34,6 @@ use self::element::{Element, KeySets, element_error, encoding_outcome, quote, re
 use self::scan::{fill, is_whitespace, keep, skip_bom, skip_whitespace};
 use super::{FileError, ReadLimits, RowOutcome};
 
-/// The longest element (array element or NDJSON line) read by default, in bytes; anything
-/// longer is refused for its row only.
-pub const MAX_ELEMENT_BYTES: usize = super::DEFAULT_MAX_RECORD_BYTES;
-
 /// The name under which a rejected element that is no object (or no JSON) keeps its raw text in
 /// [`RowOutcome::raw`].
 pub const RAW_ELEMENT: &str = "json";

@@ -105,18 +105,18 @@ fn check_directory<RS: Read + Seek>(reader: &mut RS) -> Result<(), FileError> {
         });
     };
     let record = tail.get(at..).unwrap_or_default();
-    let mut entries = u64::from(le_u16(record, 10));
-    let mut directory = u64::from(le_u32(record, 12));
+    let mut entries = le(record, 10, 2);
+    let mut directory = le(record, 12, 4);
     if entries == u64::from(u16::MAX) || directory == u64::from(u32::MAX) {
         // zip64: the locator sits just before the end record and points at the real counts.
         let end_at = len - tail_len + at as u64;
         if let Some(locator_at) = end_at.checked_sub(20) {
             let locator = read_at(reader, locator_at, 20)?;
             if locator.starts_with(b"PK\x06\x07") {
-                let record = read_at(reader, le_u64(&locator, 8), 56)?;
+                let record = read_at(reader, le(&locator, 8, 8), 56)?;
                 if record.starts_with(b"PK\x06\x06") {
-                    entries = le_u64(&record, 32);
-                    directory = le_u64(&record, 40);
+                    entries = le(&record, 32, 8);
+                    directory = le(&record, 40, 8);
                 }
             }
         }
@@ -147,25 +147,13 @@ fn read_at<RS: Read + Seek>(reader: &mut RS, offset: u64, len: u64) -> Result<Ve
     Ok(bytes)
 }
 
-fn le_u16(bytes: &[u8], at: usize) -> u16 {
-    bytes
-        .get(at..at + 2)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    bytes
-        .get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+/// The little-endian number of `len` bytes (2, 4 or 8) at `at`; 0 past the end.
+fn le(bytes: &[u8], at: usize, len: usize) -> u64 {
+    let mut number = [0u8; 8];
+    if let (Some(field), Some(into)) = (bytes.get(at..at + len), number.get_mut(..len)) {
+        into.copy_from_slice(field);
+    }
+    u64::from_le_bytes(number)
 }
 
 fn io_error(e: std::io::Error) -> FileError {

@@ -176,17 +176,14 @@ impl XlsxSnapshots {
         let names = self.columns.names();
         let raw: Vec<&str> = sheet_row.cells.iter().map(String::as_str).collect();
         if sheet_row.bytes > self.max_row {
-            let error = RowError {
+            let error = super::too_long(
                 row,
-                column: String::new(),
-                value: String::new(),
-                rule: rule::TOO_LONG,
-                message: format!(
+                format!(
                     "the row's cells take {} bytes, more than the limit of {} for one record; \
                      it was not read",
                     sheet_row.bytes, self.max_row
                 ),
-            };
+            );
             return RowOutcome::of(row, names, &raw, Err(vec![error]));
         }
         if sheet_row.error_cells.is_empty() {
