@@ -9,6 +9,7 @@ use event_backbone::producer::{EventProducer, ProducerSettings};
 use event_backbone::{FlowGate, KafkaConfig};
 use rdkafka::error::KafkaError;
 use recoup_access::Access;
+use recoup_keys::store::StoreOptions;
 use tokio::sync::watch;
 use tonic::service::RoutesBuilder;
 use tonic_health::server::HealthReporter;
@@ -78,6 +79,8 @@ pub struct Context {
     pub health: HealthReporter,
     /// Who may call the services' APIs; [`Access::Open`] unless set.
     pub access: Access,
+    /// How the services open their databases: the page cache, compression.
+    pub store: StoreOptions,
     routes: Mutex<RoutesBuilder>,
 }
 
@@ -98,6 +101,7 @@ impl Context {
             cancel,
             health,
             access: Access::Open,
+            store: StoreOptions::default(),
             routes: Mutex::new(RoutesBuilder::default()),
         }
     }

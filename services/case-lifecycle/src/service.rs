@@ -67,6 +67,7 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         &ctx.service_dir("case-lifecycle"),
         StoreSettings {
             collectors: settings.collectors,
+            store: ctx.store,
         },
         ctx.clock.clone(),
     )

@@ -76,6 +76,7 @@ fn open(dir: &Path, clock: &TestClock) -> EventStore {
         dir,
         StoreSettings {
             collectors: collectors(),
+            store: Default::default(),
         },
         clock.as_fn(),
     )
@@ -91,6 +92,7 @@ fn reopen(dir: &Path, clock: &TestClock) -> EventStore {
             dir,
             StoreSettings {
                 collectors: collectors(),
+                store: Default::default(),
             },
             clock.as_fn(),
         ) {

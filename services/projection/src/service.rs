@@ -10,6 +10,7 @@ use event_backbone::consumer::EventConsumer;
 use event_backbone::outbox::OutboxRelay;
 use event_backbone::producer::ProducerSettings;
 use event_backbone::topics::{COLLECTIONS_DEALS, DEBT_CASES, PAYGO_SNAPSHOTS};
+use recoup_keys::store::StoreOptions;
 use recoup_proto::v1::query_server::QueryServer;
 use recoup_runtime::shutdown::join;
 use recoup_runtime::{Context, StartError, Starting};
@@ -72,7 +73,7 @@ pub struct Running {
 /// Opens the read models in `{data_dir}/projection`, starts their projectors and serves
 /// `recoup.v1.Query`.
 pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartError> {
-    let (cases, accounts, deals) = open(&ctx.service_dir("projection"))?;
+    let (cases, accounts, deals) = open(&ctx.service_dir("projection"), ctx.store)?;
     let (stop, stopping) = watch::channel(false);
     let group = &settings.consumer_group;
     let mut projectors = vec![spawn(
@@ -127,8 +128,12 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
 }
 
 /// The three read models of the database in `dir`.
-pub fn open(dir: &Path) -> Result<(CaseReadModel, AccountReadModel, DealReadModel), StartError> {
-    let cases = CaseReadModel::open(dir).starting("opening the projection read model")?;
+pub fn open(
+    dir: &Path,
+    store: StoreOptions,
+) -> Result<(CaseReadModel, AccountReadModel, DealReadModel), StartError> {
+    let cases =
+        CaseReadModel::open_with(dir, store).starting("opening the projection read model")?;
     let accounts = AccountReadModel::open(&cases).starting("opening the account read model")?;
     let deals = DealReadModel::open(&cases).starting("opening the deal read model")?;
     Ok((cases, accounts, deals))

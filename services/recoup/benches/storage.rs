@@ -6,17 +6,21 @@
 //! the data dir is measured: bytes on disk per service, and the live bytes (keys + values) of
 //! each service's sled trees, so that sled's own overhead shows apart from recoup's records.
 //!
+//! Both are run twice, into a data dir of plain databases and into one of compressed ones
+//! (`--store-compression`), each timed from the upload until the projection took every event.
+//!
 //! `cargo bench -p recoup --bench storage` (STORAGE_ROWS, default 100,000).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_backbone::consumer::EventConsumer;
 use event_backbone::topics::{PAYGO_SNAPSHOTS, REJECTS};
 use recoup::platform::{self, PlatformConfig, Security};
+use recoup_keys::store::StoreOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SERVICES: [&str; 3] = ["snapshot-importer", "projection", "case-lifecycle"];
@@ -28,8 +32,9 @@ fn rows() -> usize {
         .unwrap_or(100_000)
 }
 
-fn config(dir: &Path) -> PlatformConfig {
+fn config(dir: &Path, compression: bool) -> PlatformConfig {
     let mut config = PlatformConfig::new(dir.to_path_buf());
+    config.store.compression = compression;
     config.security = Security::insecure();
     config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
     config.http_addr = Some("127.0.0.1:0".parse().unwrap());
@@ -65,6 +70,28 @@ async fn upload(http: SocketAddr, body: &[u8]) -> String {
     tcp.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     answer
+}
+
+/// Waits until the projection consumed `n` events of `topic`, as `GET /metrics` counts them.
+async fn projected(grpc: SocketAddr, topic: &str, n: usize) {
+    let label = format!("topic=\"{topic}\"");
+    loop {
+        let mut tcp = tokio::net::TcpStream::connect(grpc).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await.unwrap();
+        let consumed: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("recoup_events_consumed_total{") && l.contains(&label))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum();
+        if consumed >= n as f64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The bytes (keys and values) of one event of `topic` on average: the embedded cluster keeps
@@ -117,9 +144,11 @@ fn disk(path: &Path) -> u64 {
 /// Live bytes (keys + values) of every tree of the sled db in `path`, by tree and first key byte.
 fn live(path: &Path) -> BTreeMap<String, u64> {
     let mut live = BTreeMap::new();
-    let Ok(db) = sled::open(path) else {
+    // Opening creates: a database not there yet (measured before the first start) has nothing.
+    if !matches!(recoup_keys::store::created_compressed(path), Ok(Some(_))) {
         return live;
-    };
+    }
+    let db = recoup_keys::store::open(path, StoreOptions::default()).unwrap();
     for name in db.tree_names() {
         let tree = db.open_tree(&name).unwrap();
         for item in tree.iter() {
@@ -153,18 +182,31 @@ fn measure(dir: &Path) -> Measure {
     Measure { disk, live }
 }
 
-/// One import on a fresh start of the platform over `dir`, measured after a clean stop.
-async fn import(dir: &Path, body: Vec<u8>, topic: &str, n: usize) -> (Measure, u64) {
-    let running = platform::start(config(dir)).await.unwrap();
+/// One import on a fresh start of the platform over `dir`, measured after a clean stop: the data
+/// dir, the events' bytes and the seconds from the upload until the projection took them all
+/// (`projected`: the events of that topic it consumes).
+async fn import(
+    dir: &Path,
+    compression: bool,
+    body: Vec<u8>,
+    (topic, projected_topic): (&str, Option<&str>),
+    n: usize,
+) -> (Measure, u64, f64) {
+    let running = platform::start(config(dir, compression)).await.unwrap();
+    let started = Instant::now();
     let answer = upload(running.http_addr.unwrap(), &body).await;
+    if let Some(topic) = projected_topic {
+        projected(running.grpc_addr.unwrap(), topic, n).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
     // One event per row.
     let events = (event_bytes(&running.kafka_bootstrap, topic).await * n as f64) as u64;
     assert!(answer.contains(&format!("\"rows_read\":{n}")), "{answer}");
     running.shutdown().await.unwrap();
-    (measure(dir), events)
+    (measure(dir), events, seconds)
 }
 
-fn report(what: &str, n: usize, before: &Measure, after: &Measure, events: u64) {
+fn report(what: &str, n: usize, before: &Measure, after: &Measure, (events, seconds): (u64, f64)) {
     let per_row = |bytes: u64| bytes as f64 / n as f64;
     let disk: u64 = SERVICES
         .iter()
@@ -175,7 +217,10 @@ fn report(what: &str, n: usize, before: &Measure, after: &Measure, events: u64) 
         .iter()
         .map(|(tree, bytes)| bytes.saturating_sub(*before.live.get(tree).unwrap_or(&0)))
         .sum();
-    println!("{what}: {n} rows");
+    println!(
+        "{what}: {n} rows in {seconds:.1} s ({:.0} rows/s)",
+        n as f64 / seconds
+    );
     println!("  events (baseline)   {:>8.0} B/row", per_row(events));
     println!(
         "  data dir on disk    {:>8.0} B/row  {:>5.1}x the events",
@@ -204,13 +249,26 @@ fn report(what: &str, n: usize, before: &Measure, after: &Measure, events: u64) 
 
 fn main() {
     let n = rows();
-    let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let empty = measure(dir.path());
-        let (accepted, events) = import(dir.path(), csv(n, false), PAYGO_SNAPSHOTS.name, n).await;
-        report("accepted", n, &empty, &accepted, events);
-        let (rejected, events) = import(dir.path(), csv(n, true), REJECTS.name, n).await;
-        report("rejected", n, &accepted, &rejected, events);
-    });
+    for compression in [false, true] {
+        println!(
+            "{}",
+            if compression {
+                "compressed databases"
+            } else {
+                "plain databases"
+            }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        runtime.block_on(async {
+            let empty = measure(dir);
+            let topics = (PAYGO_SNAPSHOTS.name, Some(PAYGO_SNAPSHOTS.name));
+            let (accepted, events, s) = import(dir, compression, csv(n, false), topics, n).await;
+            report("accepted", n, &empty, &accepted, (events, s));
+            let topics = (REJECTS.name, None);
+            let (rejected, events, s) = import(dir, compression, csv(n, true), topics, n).await;
+            report("rejected", n, &accepted, &rejected, (events, s));
+        });
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use event_backbone::reachability::ProbeSettings;
 use export_puller::schedule::StreamOutcome;
+use recoup_keys::store::StoreOptions;
 use recoup_runtime::{Clock, Context, KafkaLink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,6 +44,8 @@ pub struct PlatformConfig {
     pub security: Security,
     /// Connections the listeners let in, and how long a silent one may stay.
     pub connections: ConnectionLimits,
+    /// How the services open their databases: the page cache, compression.
+    pub store: StoreOptions,
     pub clock: Clock,
     /// How long requests in flight may go on after SIGTERM before they are cancelled (an
     /// import keeps what Kafka acknowledged; its client gets UNAVAILABLE / 503 and sends it
@@ -74,6 +77,7 @@ impl PlatformConfig {
             clock: recoup_runtime::clock::system(),
             security: Security::default(),
             connections: ConnectionLimits::default(),
+            store: StoreOptions::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             drain_timeout: Duration::from_secs(5),
             cases: Default::default(),
@@ -200,6 +204,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         cancelled,
         health.clone(),
     );
+    ctx.store = config.store;
     let keys = start_keys(&mut ctx, &config).await?;
     let services = start_services(&ctx, &config).await?;
     let follow = link.up.clone().map(|up| {

@@ -292,3 +292,59 @@ async fn sigkill_during_load_loses_nothing_accepted() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Runs the bundled client against `up` and returns what it printed; it must succeed.
+fn client(up: &common::binary::Up, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_recoup"))
+        .args(args)
+        .args(["--server", &format!("http://{}", up.grpc), "--data-dir"])
+        .arg(&up.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn databases_made_compressed_stay_so_and_keep_their_data() {
+    use recoup_keys::store::created_compressed;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = common::binary::Up::start(
+        &data,
+        &["--store-compression", "--store-cache-bytes", "1048576"],
+    );
+    let created = client(
+        &up,
+        &[
+            "cases",
+            "create",
+            "--reference",
+            "INV-Z1",
+            "--amount-minor",
+            "12500",
+        ],
+    );
+    let id = created.split_whitespace().next().unwrap().to_owned();
+    assert!(created.contains("REVIEWING"), "{created}");
+    assert!(up.stop().success());
+    for service in ["case-lifecycle", "projection", "snapshot-importer"] {
+        let compressed = created_compressed(&data.join(service)).unwrap();
+        assert_eq!(compressed, Some(true), "{service}");
+    }
+    // Started again without the flag, the databases open as they were made, data whole.
+    let up = common::binary::Up::start(&data, &[]);
+    let stored = client(&up, &["cases", "get", &id]);
+    assert!(stored.contains("INV-Z1"), "{stored}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !client(&up, &["cases", "list"]).contains("INV-Z1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read model lost the case"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(up.stop().success());
+    let compressed = created_compressed(&data.join("projection")).unwrap();
+    assert_eq!(compressed, Some(true));
+}

@@ -3,8 +3,8 @@
 //! embedded Kafka cluster, beside the raw `csv` crate parse of the same file in the same run.
 //!
 //! `cargo bench -p snapshot-importer --bench import` (BENCH_ROWS to change the size; default
-//! 1,000,000; BENCH_BATCH_ROWS, BENCH_IN_FLIGHT, BENCH_LINGER_MS and BENCH_SLED_CACHE_MB tune
-//! the pipeline). Peak RSS is the process's high-water mark during the import (reset before it).
+//! 1,000,000; BENCH_BATCH_ROWS, BENCH_IN_FLIGHT and BENCH_LINGER_MS tune the
+//! pipeline). Peak RSS is the process's high-water mark during the import (reset before it).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufReader, BufWriter, Write};
@@ -214,11 +214,7 @@ fn main() {
         None,
     )
     .unwrap();
-    let store = ImportStore::open_with_cache(
-        &dir.path().join("store"),
-        env_or("BENCH_SLED_CACHE_MB", 4) as u64 * 1024 * 1024,
-    )
-    .unwrap();
+    let store = ImportStore::open(&dir.path().join("store")).unwrap();
     let importer = Importer::new(
         store,
         Arc::new(producer),

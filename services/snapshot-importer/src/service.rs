@@ -63,7 +63,8 @@ pub struct Running {
 /// `recoup.v1.SnapshotImports` and prepares the HTTP API ([`Running::http_router`]).
 pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartError> {
     let dir = ctx.service_dir("snapshot-importer");
-    let store = ImportStore::open(&dir).starting("opening the snapshot importer store")?;
+    let store =
+        ImportStore::open_with(&dir, ctx.store).starting("opening the snapshot importer store")?;
     let spool_dir = dir.join("uploads");
     // Uploads of a process that died are of no use: their senders got no answer.
     let _ = std::fs::remove_dir_all(&spool_dir);

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use debt_cases::{CollectorConfigurations, Command, DebtCase, DebtCaseEvent, DomainError, NewCase};
 use event_backbone::envelope::{EventMetadata, decode_envelope, occurred_at};
 use prost::Message;
+use recoup_keys::store::StoreOptions;
 use recoup_proto::convert::event_from_payload;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -103,6 +104,8 @@ pub use event_backbone::outbox::OutboxRecord;
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub collectors: CollectorConfigurations,
+    /// How the database is opened.
+    pub store: StoreOptions,
 }
 
 /// Counters of the writer: how well group commit groups.
@@ -130,10 +133,7 @@ impl EventStore {
     /// Opens (or creates) the store in `dir` and starts its writer thread. The clock is read by
     /// the writer for each group; tests pass their own.
     pub fn open(dir: &Path, settings: StoreSettings, clock: Clock) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()?;
+        let db = recoup_keys::store::open(dir, settings.store)?;
         // A store of layout 1 (tree `events`) is copied into the key codec's first.
         let (tree, _) = recoup_keys::layout::open_upgraded(&db, TREE, OLD_TREE, keys::upgraded)?;
         let (tx, rx) = mpsc::channel(4096);

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use debt_cases::DebtCase;
 use event_backbone::envelope::{decode_envelope, occurred_at};
 use prost::Message;
+use recoup_keys::store::StoreOptions;
 use recoup_proto::contract::aggregate::DEBT_CASE as DEBT_CASE_AGGREGATE;
 use recoup_proto::convert::{case_to_proto, event_from_payload};
 use recoup_proto::v1;
@@ -100,12 +101,14 @@ pub struct Staged {
 }
 
 impl CaseReadModel {
-    /// Opens (or creates) the read model in `dir`.
+    /// Opens (or creates) the read model in `dir`, its database as by default.
     pub fn open(dir: &Path) -> Result<Self, ReadModelError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(128 * 1024 * 1024)
-            .open()?;
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the read model in `dir`, its database as `options` say.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, ReadModelError> {
+        let db = recoup_keys::store::open(dir, options)?;
         // A tree of layout 1 is copied into the codec's first.
         let (tree, _) = recoup_keys::layout::open_upgraded(&db, TREE, OLD_TREE, upgraded)?;
         let parked = tree.scan_prefix(b"p").count();

@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use prost::Message;
+use recoup_keys::store::StoreOptions;
 use recoup_proto::v1;
 
 use crate::filter::{KeyFilter, key_hash};
@@ -158,21 +159,25 @@ impl StoreBatch {
     }
 }
 
+/// The import store's page cache at most. Imports stream through and look keys up nearly in
+/// order (new days not at all, see the key filter): a small cache keeps the memory of a big
+/// import flat.
+pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
 impl ImportStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, its database as by default.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        // Imports stream through and look keys up nearly in order (new days not at all, see the
-        // key filter): a small cache keeps the memory of a big import flat. sled holds several
-        // times its nominal cache.
-        Self::open_with_cache(dir, 4 * 1024 * 1024)
+        Self::open_with(dir, StoreOptions::default())
     }
 
-    /// Opens the store with a page cache of `cache_bytes`.
-    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()?;
+    /// Opens (or creates) the store in `dir`: compressed as `options` say, with a page cache of
+    /// at most [`CACHE_BYTES`].
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let options = StoreOptions {
+            cache_bytes: options.cache_bytes.min(CACHE_BYTES),
+            ..options
+        };
+        let db = recoup_keys::store::open(dir, options)?;
         let tree = db.open_tree("imports")?;
         let filter = Arc::new(RwLock::new(KeyFilter::with_capacity(0)));
         let store = Self {
