@@ -44,7 +44,8 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let dir = ctx.service_dir("export-puller");
     std::fs::create_dir_all(&dir).starting("creating the puller's data dir")?;
-    let store = PullStore::open(&dir).starting("opening the export puller's store")?;
+    let store =
+        PullStore::open_with(&dir, ctx.store).starting("opening the export puller's store")?;
     if let Some(applied) = applied {
         rewind_unprojected(&store, applied).starting("comparing with the deals read model")?;
     }

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
+use recoup_keys::store::StoreOptions;
 use recoup_keys::{Key, KeyReader};
 use serde::{Deserialize, Serialize};
 
@@ -231,8 +232,14 @@ pub struct PullStore {
 }
 
 impl PullStore {
+    /// Opens (or creates) the store in `dir`, its database as by default.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir`, its database as `options` say.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let db = recoup_keys::store::open(dir, options)?;
         let tree = db.open_tree("pull")?;
         Ok(Self {
             db,

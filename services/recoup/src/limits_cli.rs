@@ -118,9 +118,10 @@ pub(crate) struct LimitArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     grpc_max_connection_age_seconds: u64,
-    /// Bytes of page cache the case event store and the read models each keep in memory
-    /// (sled's cache, which holds a few times this; the import store keeps at most 4 MiB). The
-    /// process's memory then grows little with the data; a larger cache reads the disk less.
+    /// Bytes of page cache each database keeps in memory: the case event store, the read
+    /// models, the export puller's store (sled's cache, which holds a few times this; the
+    /// import store keeps at most 4 MiB). Memory then grows little with the data; a larger
+    /// cache reads the disk less.
     #[arg(
         long,
         env = "RECOUP_STORE_CACHE_BYTES",

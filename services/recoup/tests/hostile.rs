@@ -1,5 +1,5 @@
-//! Hostile input against the real binary: each attack gets a clear answer (or a closed
-//! connection), the process keeps serving, its peak memory stays under 300 MB, and a stop
+//! Hostile input against the real binary, over HTTP and gRPC: each attack gets a clear answer
+//! (or a closed connection), the process keeps serving, its peak memory stays under 300 MB, and a stop
 //! during an attack stays within its bound without losing what Kafka acknowledged.
 //!
 //! The server runs with short timeouts (2 s) so the suite takes seconds; the defaults are
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::binary::Up;
 use common::http::{Answer, exchange, head, read_answer};
+use recoup_proto::v1;
+use recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -103,6 +105,38 @@ impl Server {
         let auth = format!("authorization: Bearer {}\r\n", self.key);
         let missing = head("GET", "/v1/imports/none", "default", None, &auth);
         assert_eq!(exchange(self.http, missing.as_bytes()).await.status, 404);
+    }
+
+    /// `body` sent through gRPC `Upload` (data origin `grpc`), in 1 MiB chunks.
+    async fn grpc_upload(&self, format: v1::FileFormat, body: &[u8]) -> v1::ImportReport {
+        use v1::upload_request::Part;
+        let header = Part::Header(v1::UploadHeader {
+            format: format as i32,
+            data_origin: "grpc".into(),
+            file_name: "upload".into(),
+            sheet: String::new(),
+        });
+        let parts =
+            std::iter::once(header).chain(body.chunks(1 << 20).map(|c| Part::Chunk(c.to_vec())));
+        let messages: Vec<v1::UploadRequest> = parts
+            .map(|part| v1::UploadRequest { part: Some(part) })
+            .collect();
+        let mut request = tonic::Request::new(futures::stream::iter(messages));
+        let auth = format!("Bearer {}", self.key).parse().unwrap();
+        request.metadata_mut().insert("authorization", auth);
+        request
+            .metadata_mut()
+            .insert("x-recoup-tenant", "default".parse().unwrap());
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        SnapshotImportsClient::new(channel)
+            .upload(request)
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     fn spooled_uploads(&self) -> usize {
@@ -213,6 +247,15 @@ async fn hostile_files_get_clear_errors_in_bounded_memory() {
         "{refused}"
     );
     server.assert_serving().await;
+    // The same through gRPC `Upload`, in 1 MiB chunks: the same refusal.
+    let refused = server
+        .grpc_upload(v1::FileFormat::Xlsx, &bomb)
+        .await
+        .file_error;
+    assert!(
+        refused.contains("over a limit") && refused.contains("--max-record-bytes"),
+        "{refused}"
+    );
 
     // Two million shared strings, which calamine would keep in memory.
     let refused = file_error(&server.upload(XLSX, &shared_strings(2_000_000)).await);
