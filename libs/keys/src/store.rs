@@ -42,7 +42,8 @@ pub fn open(dir: &Path, options: StoreOptions) -> sled::Result<sled::Db> {
                 tracing::warn!(
                     dir = %dir.display(),
                     compressed = created,
-                    "the database keeps the compression it was created with; rebuild it to change that"
+                    "the database keeps the compression it was created with (sled cannot change \
+                     it); a database created from now on takes the setting"
                 );
             }
             created
