@@ -7,6 +7,7 @@ use std::path::Path;
 use prost::Message;
 use recoup_keys::Key;
 use recoup_keys::layout::mark_codec_layout;
+use recoup_keys::store::StoreOptions;
 use recoup_proto::v1;
 
 /// Keys: `k` + key id → the encoded [`v1::ApiKey`].
@@ -31,9 +32,14 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, its database as by default.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir)?;
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir`, its database as `options` say.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let db = recoup_keys::store::open(dir, options)?;
         let tree = db.open_tree("keys")?;
         if tree.is_empty() {
             let mut batch = sled::Batch::default();

@@ -18,8 +18,8 @@ const COMPRESSION_LEVEL: i32 = 1;
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
-    /// Compress what is written (zstd), in a database created now: about a quarter of the
-    /// disk, for more CPU on every write. A database keeps the choice it was created with.
+    /// Compress what is written (zstd), in a database created now: about a fifth of the disk
+    /// for recoup's records, for more CPU on every write and more memory. A database keeps the choice it was created with.
     pub compression: bool,
 }
 

@@ -62,7 +62,8 @@ pub struct Running {
 /// access topic to its end, makes the first admin key if there is no key, follows the topic
 /// and serves `recoup.v1.ApiKeys`.
 pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartError> {
-    let store = KeyStore::open(&ctx.service_dir("access")).starting("opening the key store")?;
+    let store = KeyStore::open_with(&ctx.service_dir("access"), ctx.store)
+        .starting("opening the key store")?;
     let registry =
         Arc::new(Registry::new(&ctx.kafka.config, Some(store)).starting("the key producer")?);
     let now = (ctx.clock)();

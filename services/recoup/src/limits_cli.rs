@@ -119,7 +119,7 @@ pub(crate) struct LimitArgs {
     )]
     grpc_max_connection_age_seconds: u64,
     /// Bytes of page cache each database keeps in memory: the case event store, the read
-    /// models, the export puller's store (sled's cache, which holds a few times this; the
+    /// models, the export puller's and the API keys' stores (sled's cache, which holds a few times this; the
     /// import store keeps at most 4 MiB). Memory then grows little with the data; a larger
     /// cache reads the disk less.
     #[arg(
@@ -129,9 +129,9 @@ pub(crate) struct LimitArgs {
         value_parser = clap::value_parser!(u64).range(1024 * 1024..)
     )]
     store_cache_bytes: u64,
-    /// Compress the databases created from now on (zstd): about a quarter of the disk, for a
-    /// slower projection (embedded, imports then run at about 40 % of their speed). A database
-    /// keeps the choice it was created with.
+    /// Compress the databases created from now on (zstd): about a fifth of the disk, for a
+    /// slower projection and more memory (embedded, imports then run at under half their
+    /// speed). A database keeps the choice it was created with.
     #[arg(long, env = "RECOUP_STORE_COMPRESSION")]
     store_compression: bool,
 }

@@ -328,7 +328,12 @@ fn databases_made_compressed_stay_so_and_keep_their_data() {
     let id = created.split_whitespace().next().unwrap().to_owned();
     assert!(created.contains("REVIEWING"), "{created}");
     assert!(up.stop().success());
-    for service in ["case-lifecycle", "projection", "snapshot-importer"] {
+    for service in [
+        "case-lifecycle",
+        "projection",
+        "snapshot-importer",
+        "access",
+    ] {
         let compressed = created_compressed(&data.join(service)).unwrap();
         assert_eq!(compressed, Some(true), "{service}");
     }
