@@ -25,6 +25,8 @@ pub enum Action {
     CaseCommand,
     Import,
     ManageKeys,
+    /// Operating the platform: rebuilding read models.
+    Operate,
 }
 
 impl Role {
@@ -78,6 +80,7 @@ impl Action {
             Action::CaseCommand => "the agent or admin role",
             Action::Import => "the importer or admin role",
             Action::ManageKeys => "the admin role",
+            Action::Operate => "the admin role",
         }
     }
 }

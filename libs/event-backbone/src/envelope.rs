@@ -115,11 +115,15 @@ pub enum EnvelopeError {
         event_id: String,
         field: &'static str,
     },
+    #[error(transparent)]
+    Schema(#[from] recoup_proto::schema::UpcastError),
 }
 
-/// Decodes an envelope and checks the fields every consumer relies on.
+/// Decodes an envelope, checks the fields every consumer relies on, and brings its payload to
+/// the current schema version of its event type (`recoup_proto::schema::upcast`): every consumer
+/// in recoup reads events through here.
 pub fn decode_envelope(bytes: &[u8]) -> Result<EventEnvelope, EnvelopeError> {
-    let envelope = EventEnvelope::decode(bytes)?;
+    let mut envelope = EventEnvelope::decode(bytes)?;
     let missing = |field| EnvelopeError::Missing {
         event_id: envelope.event_id.clone(),
         field,
@@ -139,6 +143,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<EventEnvelope, EnvelopeError> {
     if occurred_at(&envelope).is_none() {
         return Err(missing("occurred_at"));
     }
+    recoup_proto::schema::upcast(&mut envelope)?;
     Ok(envelope)
 }
 

@@ -18,6 +18,7 @@
 //! is a key part, and no part's bytes can be read as the next part.
 
 pub mod layout;
+pub mod record;
 pub mod store;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};

@@ -290,9 +290,6 @@ pub fn changes_from_proto(c: v1::CaseChanges) -> Result<CaseChanges, DomainError
     })
 }
 
-/// The version of the debt-case event payload schemas.
-pub const DEBT_CASE_SCHEMA_VERSION: u32 = 1;
-
 /// The event type of a domain event: its payload's message name, carried in the envelope and
 /// the Kafka headers.
 pub fn event_type(event: &DebtCaseEvent) -> &'static str {

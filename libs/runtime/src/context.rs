@@ -1,5 +1,6 @@
 //! The shared settings a service starts from.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use event_backbone::producer::{EventProducer, ProducerSettings};
 use event_backbone::{FlowGate, KafkaConfig};
 use rdkafka::error::KafkaError;
 use recoup_access::Access;
+use recoup_keys::record::Record;
 use recoup_keys::store::StoreOptions;
 use tokio::sync::watch;
 use tonic::service::RoutesBuilder;
@@ -81,6 +83,8 @@ pub struct Context {
     pub access: Access,
     /// How the services open their databases: the page cache, compression.
     pub store: StoreOptions,
+    /// The system of record of each stream a service of this process keeps.
+    pub records: Records,
     routes: Mutex<RoutesBuilder>,
 }
 
@@ -102,6 +106,7 @@ impl Context {
             health,
             access: Access::Open,
             store: StoreOptions::default(),
+            records: Records::default(),
             routes: Mutex::new(RoutesBuilder::default()),
         }
     }
@@ -120,6 +125,29 @@ impl Context {
     /// The gRPC services added so far, for the process's server.
     pub fn take_routes(&self) -> RoutesBuilder {
         std::mem::take(&mut *self.routes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The records of the streams this process's services publish, by topic: a service that keeps
+/// the events it published registers them, a read model rebuilt reads them.
+#[derive(Clone, Default)]
+pub struct Records {
+    by_topic: Arc<Mutex<HashMap<String, Arc<dyn Record>>>>,
+}
+
+impl Records {
+    /// `record` is the system of record of `topic` in this process.
+    pub fn register(&self, topic: &str, record: Arc<dyn Record>) {
+        self.lock().insert(topic.to_owned(), record);
+    }
+
+    /// The record of `topic`, when a service of this process keeps it.
+    pub fn of(&self, topic: &str) -> Option<Arc<dyn Record>> {
+        self.lock().get(topic).cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<dyn Record>>> {
+        self.by_topic.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -169,7 +169,7 @@ pub fn envelope_of(record: &v1::ApiKey, now: DateTime<Utc>) -> v1::EventEnvelope
         occurred_at: now,
         recorded_at: now,
         event_type: event_type::API_KEY_RECORDED,
-        schema_version: 1,
+        schema_version: recoup_proto::schema::current(event_type::API_KEY_RECORDED),
         payload: record.encode_to_vec(),
         metadata: &EventMetadata {
             // Who made the change this record is.
@@ -185,11 +185,12 @@ pub fn envelope_of(record: &v1::ApiKey, now: DateTime<Utc>) -> v1::EventEnvelope
 
 /// The key record of a message of the access topic, or why it is none.
 pub fn record_of(key: &[u8], value: &[u8]) -> Result<v1::ApiKey, String> {
-    let envelope =
+    let mut envelope =
         v1::EventEnvelope::decode(value).map_err(|e| format!("not an EventEnvelope: {e}"))?;
     if envelope.event_type != event_type::API_KEY_RECORDED {
         return Err(format!("event type {:?}", envelope.event_type));
     }
+    recoup_proto::schema::upcast(&mut envelope).map_err(|e| e.to_string())?;
     let record = v1::ApiKey::decode(envelope.payload.as_slice())
         .map_err(|e| format!("not an ApiKey: {e}"))?;
     if record.id.as_bytes() != key {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use debt_cases::CollectorConfigurations;
 use event_backbone::producer::ProducerSettings;
+use event_backbone::topics::DEBT_CASES;
 use recoup_proto::v1::debt_collection_cases_server::DebtCollectionCasesServer;
 use recoup_runtime::shutdown::{TaskFailed, join};
 use recoup_runtime::{Context, StartError, Starting};
@@ -72,6 +73,9 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         ctx.clock.clone(),
     )
     .starting("opening the case event store")?;
+    // The store is the system of record of the case stream, embedded or not.
+    ctx.records
+        .register(DEBT_CASES.name, Arc::new(store.record()));
     let relay = if settings.relay {
         let producer = ctx
             .kafka

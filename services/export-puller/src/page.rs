@@ -241,7 +241,7 @@ fn deal_event(ctx: &PageContext<'_>, row: Row, earlier: Option<Fingerprint>) -> 
         occurred_at: cursor,
         recorded_at: ctx.fetched_at,
         event_type: DEAL_OBSERVED,
-        schema_version: 1,
+        schema_version: recoup_proto::schema::current(DEAL_OBSERVED),
         payload,
         metadata: ctx.metadata,
     }
@@ -285,7 +285,7 @@ fn reject_event(
         occurred_at: ctx.fetched_at,
         recorded_at: ctx.fetched_at,
         event_type: EXPORT_ROW_REJECTED,
-        schema_version: 1,
+        schema_version: recoup_proto::schema::current(EXPORT_ROW_REJECTED),
         payload: rejected.encode_to_vec(),
         metadata: ctx.metadata,
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_backbone::producer::ProducerSettings;
+use event_backbone::topics::COLLECTIONS_DEALS;
 use recoup_runtime::{Context, StartError, Starting};
 use tokio::task::{JoinError, JoinHandle};
 
@@ -34,6 +35,23 @@ pub struct Running {
     outcomes: Vec<StreamOutcome>,
 }
 
+/// Embedded, without a puller in this run: the deal stream's record kept by an earlier run's
+/// store is registered all the same, so that the deals read model can be rebuilt from it.
+pub fn register_record(ctx: &Context) -> Result<(), StartError> {
+    let dir = ctx.service_dir("export-puller");
+    if !ctx.kafka.embedded() || !dir.exists() {
+        return Ok(());
+    }
+    let store = PullStore::open_with(&dir, ctx.store)
+        .and_then(PullStore::keep_record)
+        .starting("opening the deal record")?;
+    if let Some(record) = store.record() {
+        ctx.records
+            .register(COLLECTIONS_DEALS.name, Arc::new(record));
+    }
+    Ok(())
+}
+
 /// Opens the puller's store in `{data_dir}/export-puller` and starts pulling every stream of
 /// the sources. `applied` (embedded mode) is what the deals read model holds: after a run that
 /// did not end cleanly, deals that never reached it are pulled again.
@@ -44,8 +62,17 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let dir = ctx.service_dir("export-puller");
     std::fs::create_dir_all(&dir).starting("creating the puller's data dir")?;
-    let store =
+    let mut store =
         PullStore::open_with(&dir, ctx.store).starting("opening the export puller's store")?;
+    // Embedded, the broker keeps only the newest events: the store keeps every one published,
+    // the deal stream's record. On external Kafka the topic is the record.
+    if ctx.kafka.embedded() {
+        store = store.keep_record().starting("opening the deal record")?;
+        if let Some(record) = store.record() {
+            ctx.records
+                .register(COLLECTIONS_DEALS.name, Arc::new(record));
+        }
+    }
     if let Some(applied) = applied {
         rewind_unprojected(&store, applied).starting("comparing with the deals read model")?;
     }

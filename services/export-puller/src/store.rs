@@ -7,6 +7,7 @@
 //! | `r` | stream, hash of the raw row (16 bytes BE) | nothing: this rejected row was published |
 //! | `m` | cluster id, stream | [`Marks`] (JSON): per partition, where a read-back of the deals topic starts |
 //! | `k` | | `clean`: the last process ended cleanly |
+//! | `v` | sequence (u64 BE) | a published `CollectionsDealObserved` envelope: the record of the deal stream, kept when the store keeps it ([`PullStore::keep_record`]) |
 //!
 //! Keys are of `recoup_keys`; a stream is its tenant and dataset path. Everything one page
 //! changes is written in one `sled::Batch` ([`PullStore::commit`]), and only after Kafka
@@ -25,6 +26,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
+use recoup_keys::record::RecordLog;
 use recoup_keys::store::StoreOptions;
 use recoup_keys::{Key, KeyReader};
 use serde::{Deserialize, Serialize};
@@ -147,6 +149,8 @@ pub struct PageCommit<'a> {
     pub checkpoint: Option<&'a Checkpoint>,
     /// The read-back marks after the page, for this cluster.
     pub marks: Option<(&'a str, &'a Marks)>,
+    /// The envelopes of the deals Kafka acknowledged, for the stream's record.
+    pub published: Vec<&'a [u8]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +233,8 @@ pub struct PullStore {
     db: sled::Db,
     tree: sled::Tree,
     indexes: Arc<Mutex<HashMap<StreamId, Arc<RwLock<StreamIndex>>>>>,
+    /// The events published, when this store is the deal stream's record.
+    record: Option<RecordLog>,
 }
 
 impl PullStore {
@@ -245,7 +251,20 @@ impl PullStore {
             db,
             tree,
             indexes: Arc::default(),
+            record: None,
         })
+    }
+
+    /// Keeps every deal event published from now on in the store (`v`): the store becomes the
+    /// system of record of the deal stream, which [`PullStore::record`] reads.
+    pub fn keep_record(mut self) -> Result<Self, StoreError> {
+        self.record = Some(RecordLog::open(&self.tree, b'v')?);
+        Ok(self)
+    }
+
+    /// The record of the deal stream, when this store keeps it.
+    pub fn record(&self) -> Option<RecordLog> {
+        self.record.clone()
     }
 
     /// The stream's checkpoint (the default for a stream never pulled).
@@ -461,6 +480,13 @@ impl PullStore {
         if let Some((cluster, marks)) = page.marks {
             let value = serde_json::to_vec(marks).map_err(|e| corrupt(b"m", e))?;
             batch.insert(Self::marks_key(cluster, stream), value);
+        }
+        // In the batch that remembers them as published: a fingerprint stored means its event
+        // is in the record.
+        if let Some(record) = &self.record {
+            for envelope in &page.published {
+                record.append(&mut batch, envelope);
+            }
         }
         let entries: Vec<(&str, Option<Fingerprint>)> = page
             .fingerprints

@@ -119,6 +119,7 @@ fn a_rewind_forgets_raises_and_moves_since_back() {
             rejects: vec![77],
             checkpoint: Some(&checkpoint),
             marks: Some(("cluster-1", &marks)),
+            published: Vec::new(),
         };
         store.commit(&stream, &page).unwrap();
         let back = Utc.with_ymd_and_hms(2026, 5, 2, 0, 0, 0).unwrap();

@@ -202,10 +202,20 @@ fn corrupt(key: impl AsRef<[u8]>, reason: &str) -> ReadModelError {
 impl AccountReadModel {
     /// Opens the account tree in the database of `cases`.
     pub fn open(cases: &CaseReadModel) -> Result<Self, ReadModelError> {
-        let tree = cases.db().open_tree("accounts")?;
+        Self::open_in(cases.db(), "accounts", None)
+    }
+
+    /// The read model in tree `tree` of `db` (a generation, see [`crate::generations`]); the
+    /// metrics stage's relay is woken through `appended` when given (shared by generations).
+    pub fn open_in(
+        db: &sled::Db,
+        tree: &str,
+        appended: Option<std::sync::Arc<tokio::sync::Notify>>,
+    ) -> Result<Self, ReadModelError> {
+        let tree = db.open_tree(tree)?;
         upgrade_offsets_and_rejects(&tree)?;
         remove_latest_entries(&tree)?;
-        let metrics = MetricsStage::open(cases.db().clone(), tree.clone())?;
+        let metrics = MetricsStage::open(db.clone(), tree.clone(), appended)?;
         Ok(Self { tree, metrics })
     }
 

@@ -7,6 +7,7 @@ use event_backbone::consumer::EventConsumer;
 use tokio::sync::watch;
 
 use crate::cases::CaseReadModel;
+use crate::generations::Live;
 use crate::kernel::{BatchOutcome, Projection, ReadModelError};
 
 /// Most messages applied in one sled batch.
@@ -24,26 +25,30 @@ pub enum ProjectionError {
 }
 
 /// Consumes one topic into a read model.
-pub struct Projector<P: Projection = CaseReadModel> {
-    read_model: P,
+pub struct Projector<P: Projection + Clone = CaseReadModel> {
+    /// The live generation, which a rebuild may replace between two batches.
+    read_model: Live<P>,
     consumer: EventConsumer,
     /// Offsets are kept per cluster, so a new (embedded) cluster is read from its beginning.
     cluster_id: String,
     topic: String,
 }
 
-impl<P: Projection> Projector<P> {
+impl<P: Projection + Clone> Projector<P> {
     /// Assigns every partition of `topic`, starting after the offsets the read model recorded for
     /// this cluster.
     pub fn start(
-        read_model: P,
+        read_model: impl Into<Live<P>>,
         consumer: EventConsumer,
         cluster_id: String,
         topic: &str,
     ) -> Result<Self, ProjectionError> {
+        let read_model = read_model.into();
         let consumer = consumer.metered();
         let partitions = consumer.partitions(Duration::from_secs(10))?;
-        let offsets = read_model.offsets(&cluster_id, topic, &partitions)?;
+        let offsets = read_model
+            .current()
+            .offsets(&cluster_id, topic, &partitions)?;
         consumer.assign(&offsets)?;
         tracing::info!(topic, %cluster_id, partitions = partitions.len(), "projection assigned");
         Ok(Self {
@@ -60,18 +65,17 @@ impl<P: Projection> Projector<P> {
     /// every event of a partition this process holds is applied here exactly once, whichever
     /// member held the partition before.
     pub fn start_in_group(
-        read_model: P,
+        read_model: impl Into<Live<P>>,
         mut consumer: EventConsumer,
         cluster_id: String,
         topic: &str,
-    ) -> Result<Self, ProjectionError>
-    where
-        P: Clone,
-    {
+    ) -> Result<Self, ProjectionError> {
+        let read_model = read_model.into();
         consumer = consumer.metered();
         let (model, cluster, name) = (read_model.clone(), cluster_id.clone(), topic.to_owned());
         consumer.subscribe(Arc::new(move |partitions: &[i32]| {
             model
+                .current()
                 .offsets(&cluster, &name, partitions)
                 .unwrap_or_else(|error| {
                     // Reading again from the beginning is safe (the read models skip what they
@@ -97,9 +101,13 @@ impl<P: Projection> Projector<P> {
     /// Receives and applies one batch.
     pub async fn step(&self) -> Result<BatchOutcome, ProjectionError> {
         let messages = self.consumer.recv_batch(MAX_BATCH).await?;
-        let outcome = self
-            .read_model
-            .apply_batch(&self.cluster_id, &self.topic, &messages)?;
+        let outcome = {
+            // A rebuild switches generations between two batches, never during one.
+            let _turn = self.read_model.turn().await;
+            self.read_model
+                .current()
+                .apply_batch(&self.cluster_id, &self.topic, &messages)?
+        };
         if self.consumer.in_group() {
             let mut next: Vec<(i32, i64)> = Vec::new();
             for m in &messages {
@@ -132,7 +140,7 @@ impl<P: Projection> Projector<P> {
                 break;
             }
         }
-        self.read_model.flush()?;
+        self.read_model.current().flush()?;
         Ok(())
     }
 }

@@ -170,6 +170,48 @@ pub fn apply_batch<P: Projection + ?Sized>(
     topic: &str,
     messages: &[ReceivedEvent],
 ) -> Result<BatchOutcome, ReadModelError> {
+    apply_messages(model, cluster, topic, messages, true)
+}
+
+/// The cluster name under which messages read from a stream's record, not from Kafka, keep
+/// their rejects (partition -1, the message's place in the rebuild as its offset).
+pub const RECORD_CLUSTER: &str = "record";
+
+/// Applies messages read from a stream's record (see [`RECORD_CLUSTER`]): as
+/// [`apply_batch`], without offsets.
+pub fn apply_recorded<P: Projection + ?Sized>(
+    model: &P,
+    topic: &str,
+    messages: &[ReceivedEvent],
+) -> Result<BatchOutcome, ReadModelError> {
+    apply_messages(model, RECORD_CLUSTER, topic, messages, false)
+}
+
+/// Records the next offset to read of each partition given, as they are.
+pub fn write_offsets(
+    tree: &sled::Tree,
+    cluster: &str,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<(), ReadModelError> {
+    let mut batch = sled::Batch::default();
+    for (partition, next) in offsets {
+        batch.insert(
+            offset_key(cluster, topic, *partition).into_vec(),
+            &next.to_be_bytes(),
+        );
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+fn apply_messages<P: Projection + ?Sized>(
+    model: &P,
+    cluster: &str,
+    topic: &str,
+    messages: &[ReceivedEvent],
+    offsets: bool,
+) -> Result<BatchOutcome, ReadModelError> {
     let mut staged = P::Staged::default();
     let mut outcome = BatchOutcome::default();
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
@@ -187,6 +229,9 @@ pub fn apply_batch<P: Projection + ?Sized>(
         }
     }
     let (mut batch, written) = model.stage_writes(staged)?;
+    if !offsets {
+        next_offsets.clear();
+    }
     for (partition, next) in next_offsets {
         batch.insert(
             offset_key(cluster, topic, partition).into_vec(),

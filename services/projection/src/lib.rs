@@ -13,9 +13,11 @@ pub mod accounts;
 pub mod cases;
 pub mod consumer;
 pub mod deals;
+pub mod generations;
 pub mod grpc;
 pub mod kernel;
 pub mod metrics;
+pub mod rebuild;
 pub mod service;
 
 pub use accounts::AccountReadModel;

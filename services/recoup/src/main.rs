@@ -24,6 +24,8 @@ mod import_cli;
 mod keys_cli;
 mod limits_cli;
 mod pull_cli;
+mod rebuild_cli;
+mod schema_cli;
 
 /// recoup: one consistent, real-time picture of who owes what — debt collection cases, PAYGo
 /// account snapshots and collections deals pulled from a vendor's exports, as events, through
@@ -50,8 +52,9 @@ enum Command {
     /// Run only the case-lifecycle service (commands, event store, outbox relay) against an
     /// external Kafka.
     CaseLifecycle(RunArgs),
-    /// Run only the projection service (read models, recoup.v1.Query) against an external Kafka.
-    Projection(RunArgs),
+    /// Run only the projection service (read models, recoup.v1.Query) against an external
+    /// Kafka; `recoup projection rebuild` rebuilds a read model of a running process.
+    Projection(ProjectionArgs),
     /// Run only the snapshot importer (recoup.v1.SnapshotImports: PAYGo snapshot files and rows;
     /// the same over HTTP on --http-addr) against an external Kafka.
     SnapshotImporter(RunArgs),
@@ -70,6 +73,9 @@ enum Command {
     /// Manage recoup's Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// The contract of recoup's events, for Kafka consumers downstream.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Talk to a running recoup over gRPC.
     Cases(client::CasesArgs),
     /// Read the PAYGo portfolio from a running recoup over gRPC: PAR on the CRM's or recoup's
@@ -96,6 +102,34 @@ enum Command {
         #[command(flatten)]
         tls: credential::TlsClientArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Write the .proto files (DIR/recoup/v1/), their descriptor set (DIR/recoup.binpb) and
+    /// CONTRACT.md (topics, keys, headers, event types and their schema versions, ordering and
+    /// duplicate rules) into DIR.
+    Export {
+        /// Where to write; made if missing.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ProjectionArgs {
+    #[command(subcommand)]
+    command: Option<ProjectionCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum ProjectionCommand {
+    /// Rebuild a read model of a running recoup from its stream's record, blue/green: the new
+    /// generation is built beside the live one, which keeps answering, and takes its place once
+    /// it caught up with the live stream. Needs an admin key.
+    Rebuild(rebuild_cli::RebuildArgs),
 }
 
 #[derive(Args, Clone)]
@@ -316,7 +350,11 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Pull(args) => return pull_cli::run_pull(args).await,
         Command::ExportSim(args) => pull_cli::run_sim(args).await,
         Command::CaseLifecycle(args) => serve(args, Services::CASE_LIFECYCLE).await,
-        Command::Projection(args) => serve(args, Services::PROJECTION).await,
+        Command::Projection(ProjectionArgs {
+            command: Some(ProjectionCommand::Rebuild(args)),
+            ..
+        }) => rebuild_cli::run(args).await.map_err(named_refusal),
+        Command::Projection(args) => serve(args.run, Services::PROJECTION).await,
         Command::SnapshotImporter(args) => serve(args, Services::SNAPSHOT_IMPORTER).await,
         Command::Topics(TopicsCommand::List) => {
             list_topics();
@@ -327,6 +365,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             kafka_properties,
             replication,
         }) => ensure_topics(kafka_brokers, kafka_properties, replication).await,
+        Command::Schema(SchemaCommand::Export { dir }) => schema_cli::export(&dir),
         Command::Health {
             server,
             service,

@@ -374,7 +374,7 @@ async fn start_services(ctx: &Context, config: &PlatformConfig) -> anyhow::Resul
     }
     let puller = match (on.export_puller, &config.pull) {
         (true, Some(pull)) => {
-            let deals = models.map(|m| m.deals().clone());
+            let deals = models.map(|m| m.deals());
             let applied = deals
                 .as_ref()
                 .map(|d| move |t: &str| d.applied_revisions(t));
@@ -383,8 +383,14 @@ async fn start_services(ctx: &Context, config: &PlatformConfig) -> anyhow::Resul
                 .map(|f| f as &dyn export_puller::recovery::AppliedDeals);
             Some(export_puller::service::start(ctx, pull.clone(), applied).await?)
         }
-        _ => None,
+        _ => {
+            export_puller::service::register_record(ctx)?;
+            None
+        }
     };
+    if let Some(projection) = &projection {
+        projection.build_pending();
+    }
     Ok((cases, projection, importer, puller))
 }
 
@@ -417,20 +423,35 @@ impl RunningPlatform {
         self.cases.as_ref().map(|c| c.store())
     }
 
-    pub fn read_model(&self) -> Option<&projection::CaseReadModel> {
+    pub fn read_model(&self) -> Option<projection::CaseReadModel> {
         self.projection.as_ref().map(|p| p.cases())
     }
 
-    pub fn accounts(&self) -> Option<&projection::AccountReadModel> {
+    pub fn accounts(&self) -> Option<projection::AccountReadModel> {
         self.projection.as_ref().map(|p| p.accounts())
     }
 
-    pub fn deals(&self) -> Option<&projection::DealReadModel> {
+    pub fn deals(&self) -> Option<projection::DealReadModel> {
         self.projection.as_ref().map(|p| p.deals())
     }
 
-    pub fn metrics(&self) -> Option<&projection::MetricsStage> {
+    pub fn metrics(&self) -> Option<projection::MetricsStage> {
         self.projection.as_ref().map(|p| p.metrics())
+    }
+
+    /// The process's Kafka configuration (the embedded cluster's when embedded).
+    pub fn kafka_config(&self) -> event_backbone::KafkaConfig {
+        self.kafka.config.clone()
+    }
+
+    /// The Kafka cluster's id.
+    pub fn cluster_id(&self) -> &str {
+        &self.kafka.cluster_id
+    }
+
+    /// The projection's rebuilds.
+    pub fn rebuilds(&self) -> Option<&projection::rebuild::Rebuilds> {
+        self.projection.as_ref().map(|p| p.rebuilds())
     }
 
     pub fn importer(&self) -> Option<&snapshot_importer::import::Importer> {

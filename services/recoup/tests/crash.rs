@@ -66,6 +66,24 @@ async fn events_appended_before_a_crash_reach_the_read_model_once() {
     p.shutdown().await.unwrap();
 }
 
+/// The read model in `dir`, once the handle dropped just before has let go of its lock: a
+/// process another test forks at that moment holds the lock's file until it execs.
+fn open_read_model(dir: &std::path::Path) -> CaseReadModel {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match CaseReadModel::open(dir) {
+            Ok(model) => return model,
+            Err(error)
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
 /// Runs the projection by hand against a cluster the test owns, so it can stop mid-stream.
 async fn project_some(
     dir: &std::path::Path,
@@ -73,7 +91,7 @@ async fn project_some(
     cluster: &str,
     at_least: usize,
 ) -> (usize, usize) {
-    let rm = CaseReadModel::open(dir).unwrap();
+    let rm = open_read_model(dir);
     let consumer = EventConsumer::new(
         &event_backbone::KafkaConfig::external(brokers),
         "test-projection",
@@ -134,7 +152,7 @@ async fn a_restarted_projection_neither_skips_nor_repeats() {
     for id in &ids {
         assert_eq!(store.republish_after("t", id, 0).await.unwrap(), 2);
     }
-    let rm = CaseReadModel::open(projection_dir.path()).unwrap();
+    let rm = open_read_model(projection_dir.path());
     let before = rm.stats("t").unwrap();
     drop(rm);
     let consumer = EventConsumer::new(
@@ -144,7 +162,7 @@ async fn a_restarted_projection_neither_skips_nor_repeats() {
         None,
     )
     .unwrap();
-    let rm = CaseReadModel::open(projection_dir.path()).unwrap();
+    let rm = open_read_model(projection_dir.path());
     let projector = Projector::start(rm.clone(), consumer, "c1".into(), DEBT_CASES.name).unwrap();
     let mut duplicates = 0;
     while duplicates < 20 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use event_backbone::producer::ProducerSettings;
+use event_backbone::topics::PAYGO_SNAPSHOTS;
 use recoup_proto::v1::snapshot_imports_server::SnapshotImportsServer;
 use recoup_runtime::shutdown::stopped;
 use recoup_runtime::{Context, StartError, Starting};
@@ -63,8 +64,18 @@ pub struct Running {
 /// `recoup.v1.SnapshotImports` and prepares the HTTP API ([`Running::http_router`]).
 pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartError> {
     let dir = ctx.service_dir("snapshot-importer");
-    let store =
+    let mut store =
         ImportStore::open_with(&dir, ctx.store).starting("opening the snapshot importer store")?;
+    // Embedded, the broker keeps only the newest events: the store keeps every one published,
+    // the snapshot stream's record. On external Kafka the topic is the record.
+    if ctx.kafka.embedded() {
+        store = store
+            .keep_record()
+            .starting("opening the snapshot record")?;
+        if let Some(record) = store.record() {
+            ctx.records.register(PAYGO_SNAPSHOTS.name, Arc::new(record));
+        }
+    }
     let spool_dir = dir.join("uploads");
     // Uploads of a process that died are of no use: their senders got no answer.
     let _ = std::fs::remove_dir_all(&spool_dir);

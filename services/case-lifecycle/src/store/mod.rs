@@ -308,6 +308,12 @@ impl EventStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// The events of every stream, in key order (each case's in version order): the record
+    /// of the case stream that read models are rebuilt from.
+    pub fn record(&self) -> recoup_keys::record::PrefixRecord {
+        recoup_keys::record::PrefixRecord::new(self.tree.clone(), b"e")
+    }
+
     /// Every stream head: (tenant, case id, version), in key order.
     pub fn heads(&self) -> impl Iterator<Item = Result<(String, String, u64), StoreError>> + '_ {
         let mut last: Option<(String, String, u64)> = None;

@@ -10,7 +10,7 @@ use debt_cases::{CaseState, Command, DebtCase, DebtCaseEvent, DecisionContext, D
 use event_backbone::envelope::{EventMetadata, NewEnvelope, decode_envelope};
 use event_backbone::topics::DEBT_CASES;
 use prost::Message;
-use recoup_proto::convert::{DEBT_CASE_SCHEMA_VERSION, event_to_payload};
+use recoup_proto::convert::event_to_payload;
 use recoup_runtime::Clock;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
@@ -268,7 +268,9 @@ impl Writer {
                 occurred_at: event.at(),
                 recorded_at: now,
                 event_type: recoup_proto::convert::event_type(event),
-                schema_version: DEBT_CASE_SCHEMA_VERSION,
+                schema_version: recoup_proto::schema::current(recoup_proto::convert::event_type(
+                    event,
+                )),
                 payload: event_to_payload(event),
                 metadata,
             }

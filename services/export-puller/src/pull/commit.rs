@@ -137,6 +137,10 @@ impl Puller {
                 // A page only partly acknowledged is fetched again: its checkpoint waits.
                 checkpoint: whole.then_some(&checkpoint),
                 marks: Some((&cluster, &marks_now)),
+                published: acked_deals
+                    .iter()
+                    .map(|i| classified.deals[*i].event.value.as_slice())
+                    .collect(),
             };
             store.commit(&id, &commit).map(|()| classified)
         })

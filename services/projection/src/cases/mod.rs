@@ -109,11 +109,27 @@ impl CaseReadModel {
     /// Opens (or creates) the read model in `dir`, its database as `options` say.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, ReadModelError> {
         let db = recoup_keys::store::open(dir, options)?;
-        // A tree of layout 1 is copied into the codec's first.
-        let (tree, _) = recoup_keys::layout::open_upgraded(&db, TREE, OLD_TREE, upgraded)?;
+        Self::open_in(&db, TREE)
+    }
+
+    /// The read model in tree `tree` of `db` (a generation, see [`crate::generations`]).
+    pub fn open_in(db: &sled::Db, tree: &str) -> Result<Self, ReadModelError> {
+        let tree = if tree == TREE {
+            // A tree of layout 1 is copied into the codec's first.
+            recoup_keys::layout::open_upgraded(db, TREE, OLD_TREE, upgraded)?.0
+        } else {
+            let tree = db.open_tree(tree)?;
+            // A generation built now is of the codec's layout from its first entry.
+            if tree.is_empty() {
+                let mut batch = sled::Batch::default();
+                recoup_keys::layout::mark_codec_layout(&mut batch);
+                tree.apply_batch(batch)?;
+            }
+            tree
+        };
         let parked = tree.scan_prefix(b"p").count();
         Ok(Self {
-            db,
+            db: db.clone(),
             tree,
             parked: Arc::new(AtomicUsize::new(parked)),
         })

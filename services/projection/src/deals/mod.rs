@@ -150,16 +150,35 @@ impl DealReadModel {
         cases: &CaseReadModel,
         capacity: usize,
     ) -> Result<Self, ReadModelError> {
+        Self::open_in(cases.db(), "deals", capacity)
+    }
+
+    /// The read model in tree `tree` of `db` (a generation, see [`crate::generations`]), with a
+    /// do-not-contact feed of its own keeping `capacity` batches.
+    pub fn open_in(db: &sled::Db, tree: &str, capacity: usize) -> Result<Self, ReadModelError> {
         let (sender, _) = broadcast::channel(capacity.clamp(1, 1 << 16));
-        let tree = cases.db().open_tree("deals")?;
+        let tree = db.open_tree(tree)?;
         upgrade_offsets_and_rejects(&tree)?;
         Ok(Self {
             tree,
             feed: Arc::new(Feed {
                 turn: Mutex::new(()),
                 sender,
+                capacity: capacity.clamp(1, 1 << 16),
             }),
         })
+    }
+
+    /// The feed's capacity, for a generation built beside this one.
+    pub(crate) fn feed_capacity(&self) -> usize {
+        self.feed.capacity
+    }
+
+    /// Tells every watcher of this generation's feed that it was replaced: each takes a fresh
+    /// snapshot (from the generation now live).
+    pub(crate) fn retire(&self) {
+        let _turn = self.turn();
+        let _ = self.feed.sender.send(Arc::from(Vec::new()));
     }
 
     fn turn(&self) -> MutexGuard<'_, ()> {

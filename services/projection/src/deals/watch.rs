@@ -46,7 +46,8 @@ pub struct DoNotContactList {
 /// Why a watcher cannot go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WatchError {
-    /// Changes were dropped before this watcher took them: take a fresh snapshot.
+    /// Changes were dropped before this watcher took them, or the read model was rebuilt and
+    /// switched: take a fresh snapshot.
     #[error("the watcher fell behind; take a fresh snapshot")]
     Lagged,
     /// The read model is gone.
@@ -72,6 +73,7 @@ impl DoNotContactWatch {
                 return Ok(change);
             }
             match self.receiver.recv().await {
+                Ok(batch) if batch.is_empty() => return Err(WatchError::Lagged),
                 Ok(batch) => self.take(&batch),
                 Err(broadcast::error::RecvError::Lagged(_)) => return Err(WatchError::Lagged),
                 Err(broadcast::error::RecvError::Closed) => return Err(WatchError::Closed),
@@ -86,6 +88,7 @@ impl DoNotContactWatch {
                 return Ok(Some(change));
             }
             match self.receiver.try_recv() {
+                Ok(batch) if batch.is_empty() => return Err(WatchError::Lagged),
                 Ok(batch) => self.take(&batch),
                 Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
                 Err(broadcast::error::TryRecvError::Lagged(_)) => return Err(WatchError::Lagged),
@@ -105,7 +108,9 @@ pub(super) struct Feed {
     /// Held by `apply_batch` from its first read through publishing, and by a subscription
     /// while it reads the list.
     pub turn: Mutex<()>,
+    /// An empty batch means the generation was replaced ([`DealReadModel::retire`]).
     pub sender: broadcast::Sender<ChangeBatch>,
+    pub capacity: usize,
 }
 
 impl DealReadModel {

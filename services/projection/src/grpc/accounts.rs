@@ -83,6 +83,7 @@ impl Queries {
         let limit = page_size(r.page_size)?;
         let (found, last) = self
             .accounts
+            .current()
             .discrepancies(
                 &tenant,
                 date,

@@ -16,6 +16,7 @@ use crate::deals::{
     DealFilter, DealReadModel, DoNotContactList, DoNotContactWatch, DpdBucket, ListChange,
     ListDealsError, ListPosition, PtpChannel, PtpStatus, WatchError, dpd_days, ptp_status,
 };
+use crate::generations::Live;
 use crate::kernel::{wire_count, wire_total};
 
 impl Queries {
@@ -44,6 +45,7 @@ impl Queries {
             .with_timezone(&Utc);
         let deal = deals
             .model
+            .current()
             .deal(&tenant, &r.public_id, created_at)
             .map_err(internal)?
             .ok_or_else(|| {
@@ -89,6 +91,7 @@ impl Queries {
         };
         let page = deals
             .model
+            .current()
             .list_deals(&tenant, &filter, as_of, after.as_ref(), page_size)
             .map_err(|e| match e {
                 ListDealsError::Position => not_issued(),
@@ -113,7 +116,7 @@ impl Queries {
     ) -> Result<Response<v1::CollectionsFunnelResponse>, Status> {
         let deals = self.deals()?;
         let tenant = self.reader(&request)?;
-        let stages = deals.model.funnel(&tenant).map_err(internal)?;
+        let stages = deals.model.current().funnel(&tenant).map_err(internal)?;
         let mut response = v1::CollectionsFunnelResponse::default();
         let mut amount = 0i128;
         for stage in stages {
@@ -142,7 +145,11 @@ impl Queries {
         let deals = self.deals()?;
         let tenant = self.reader(&request)?;
         let as_of = optional_date("as_of", &request.get_ref().as_of)?.unwrap_or(deals.today());
-        let totals = deals.model.ptp_summary(&tenant, as_of).map_err(internal)?;
+        let totals = deals
+            .model
+            .current()
+            .ptp_summary(&tenant, as_of)
+            .map_err(internal)?;
         let mut channels = Vec::new();
         for (channel, t) in PtpChannel::ALL.iter().zip(totals) {
             let name = channel.name();
@@ -173,7 +180,7 @@ impl Queries {
         let tenant = self.reader(&request)?;
         let model = deals.model.clone();
         // Subscribed before the answer: every change after the call returns reaches the stream.
-        let first = subscribe(&model, &tenant).await?;
+        let first = subscribe(&model.current(), &tenant).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(follow_do_not_contact(
             model,
@@ -304,7 +311,7 @@ fn update(kind: Kind, public_id: String, sequence: u64) -> v1::DoNotContactUpdat
 /// Feeds one `WatchDoNotContact` stream: a snapshot, then the changes; a fresh snapshot when
 /// the watcher fell behind. Ends when the client goes away or the server shuts down.
 async fn follow_do_not_contact(
-    model: DealReadModel,
+    model: Live<DealReadModel>,
     tenant: String,
     first: (DoNotContactList, DoNotContactWatch),
     tx: mpsc::Sender<Result<v1::DoNotContactUpdate, Status>>,
@@ -364,7 +371,8 @@ async fn follow_do_not_contact(
             }
         }
         tracing::info!(%tenant, "do-not-contact watcher fell behind; sending a fresh snapshot");
-        match subscribe(&model, &tenant).await {
+        // From the generation live now: a rebuild's switch makes every watcher start over.
+        match subscribe(&model.current(), &tenant).await {
             Ok(fresh) => (list, changes) = fresh,
             Err(status) => {
                 let _ = tx.send(Err(status)).await;

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod deals;
+pub mod read_models;
 
 use chrono::NaiveDate;
 use paygo_snapshots::par::PAR_BUCKETS;
@@ -17,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::accounts::AccountReadModel;
 use crate::cases::CaseReadModel;
 use crate::deals::DealReadModel;
+use crate::generations::Live;
 use crate::kernel::{ReadModelError, wire_count, wire_total};
 use crate::metrics::Basis;
 use recoup_runtime::Clock;
@@ -32,8 +34,8 @@ const WATCH_BUFFER: usize = 256;
 /// The query API: cases, PAYGo accounts and, with [`Queries::with_deals`], collections deals.
 #[derive(Clone)]
 pub struct Queries {
-    read_model: CaseReadModel,
-    accounts: AccountReadModel,
+    read_model: Live<CaseReadModel>,
+    accounts: Live<AccountReadModel>,
     deals: Option<Deals>,
     shutdown: Option<watch::Receiver<bool>>,
     access: Access,
@@ -41,7 +43,7 @@ pub struct Queries {
 
 #[derive(Clone)]
 struct Deals {
-    model: DealReadModel,
+    model: Live<DealReadModel>,
     clock: Clock,
 }
 
@@ -52,10 +54,13 @@ impl Deals {
 }
 
 impl Queries {
-    pub fn new(read_model: CaseReadModel, accounts: AccountReadModel) -> Self {
+    pub fn new(
+        read_model: impl Into<Live<CaseReadModel>>,
+        accounts: impl Into<Live<AccountReadModel>>,
+    ) -> Self {
         Self {
-            read_model,
-            accounts,
+            read_model: read_model.into(),
+            accounts: accounts.into(),
             deals: None,
             shutdown: None,
             access: Access::Open,
@@ -74,10 +79,10 @@ impl Queries {
 
     /// Serves the deal RPCs from `deals`; "today" is `clock`'s UTC day. Without it they answer
     /// `FAILED_PRECONDITION`.
-    pub fn with_deals(self, deals: DealReadModel, clock: Clock) -> Self {
+    pub fn with_deals(self, deals: impl Into<Live<DealReadModel>>, clock: Clock) -> Self {
         Self {
             deals: Some(Deals {
-                model: deals,
+                model: deals.into(),
                 clock,
             }),
             ..self
@@ -156,6 +161,7 @@ impl Query for Queries {
         let (tenant, case_id) = (self.reader(&request)?, case_id_of(&request)?);
         let case = self
             .read_model
+            .current()
             .case(&tenant, case_id)
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("case {case_id} not found")))?;
@@ -184,6 +190,7 @@ impl Query for Queries {
         // One more than asked tells whether another page follows.
         let mut cases = self
             .read_model
+            .current()
             .list_cases(&tenant, state, after.as_deref(), page_size + 1)
             .map_err(internal)?;
         let next_page_token = if cases.len() > page_size {
@@ -225,6 +232,7 @@ impl Query for Queries {
         };
         let mut entries = self
             .read_model
+            .current()
             .history(&tenant, case_id, after, page_size + 1)
             .map_err(internal)?;
         // A case applied before the read model kept histories has none, but it exists.
@@ -232,6 +240,7 @@ impl Query for Queries {
             && after == 0
             && self
                 .read_model
+                .current()
                 .applied_version(&tenant, case_id)
                 .map_err(internal)?
                 == 0
@@ -258,7 +267,7 @@ impl Query for Queries {
         request: Request<v1::CaseStatsRequest>,
     ) -> Result<Response<v1::CaseStatsResponse>, Status> {
         let tenant = self.reader(&request)?;
-        let rows = self.read_model.stats(&tenant).map_err(internal)?;
+        let rows = self.read_model.current().stats(&tenant).map_err(internal)?;
         let mut states: Vec<v1::StateStats> = Vec::new();
         for (state, currency, totals) in rows {
             let code = state_to_proto(state) as i32;
@@ -293,6 +302,7 @@ impl Query for Queries {
         }
         let snapshot = self
             .accounts
+            .current()
             .account(&tenant, uid)
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("account {uid} not found")))?;
@@ -323,6 +333,7 @@ impl Query for Queries {
         let to = optional_date("to", &r.to)?;
         let mut series = self
             .accounts
+            .current()
             .series(&tenant, &r.account_uid, from, to, page_size + 1)
             .map_err(internal)?;
         let next_page_token = if series.len() > page_size {
@@ -350,9 +361,10 @@ impl Query for Queries {
             .ok_or_else(|| Status::invalid_argument("snapshot_date is required (YYYY-MM-DD)"))?;
         let basis = v1::ParBasis::try_from(r.basis)
             .map_err(|_| Status::invalid_argument(format!("basis {} is no ParBasis", r.basis)))?;
-        let metrics = self.accounts.metrics();
+        let accounts = self.accounts.current();
+        let metrics = accounts.metrics();
         let totals = match basis {
-            v1::ParBasis::Source => self.accounts.par(&tenant, date),
+            v1::ParBasis::Source => accounts.par(&tenant, date),
             v1::ParBasis::Forgiving => metrics.par(&tenant, date, Basis::Forgiving),
             v1::ParBasis::NonForgiving => metrics.par(&tenant, date, Basis::NonForgiving),
         }

@@ -116,7 +116,11 @@ fn corrupt(key: impl AsRef<[u8]>, what: &str) -> ReadModelError {
 impl MetricsStage {
     /// The stage in `tree` (the account read model's) of `db`; a tree of the stage's first
     /// layout is upgraded first.
-    pub(crate) fn open(db: sled::Db, tree: sled::Tree) -> Result<Self, ReadModelError> {
+    pub(crate) fn open(
+        db: sled::Db,
+        tree: sled::Tree,
+        appended: Option<Arc<Notify>>,
+    ) -> Result<Self, ReadModelError> {
         let moved = results::upgrade_layout(&tree)?;
         if moved > 0 {
             tracing::info!(
@@ -127,8 +131,29 @@ impl MetricsStage {
         Ok(Self {
             db,
             tree,
-            appended: Arc::new(Notify::new()),
+            appended: appended.unwrap_or_default(),
         })
+    }
+
+    /// The relay's wake-up, shared with a generation built beside this one.
+    pub(crate) fn appended_notify(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    /// Copies into `next`, a generation being built, the results this stage published (their
+    /// revisions and fingerprints, `R`, with the PAR totals on them, `Q`): the rebuilt stage
+    /// then publishes only the results that come out different, each with the next revision.
+    pub(crate) fn seed(&self, next: &MetricsStage) -> Result<(), ReadModelError> {
+        copy_prefixes(&self.tree, &next.tree, &[b"R", b"Q"])
+    }
+
+    /// Copies into `next` what the relay has not published yet, under the same keys: the relay
+    /// reads the next generation's outbox after the switch, and removes from it what it had
+    /// already taken from this one.
+    pub(crate) fn hand_over(&self, next: &MetricsStage) -> Result<(), ReadModelError> {
+        copy_prefixes(&self.tree, &next.tree, &[outbox::RECORDS, outbox::POINTERS])?;
+        self.appended.notify_one();
+        Ok(())
     }
 
     /// Every day of an account: its series in the account read model, then this batch's.
@@ -324,4 +349,27 @@ impl MetricsStage {
             self.appended.notify_one();
         }
     }
+}
+
+/// Copies every entry under `prefixes` from one tree to another, in batches.
+fn copy_prefixes(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    prefixes: &[&[u8]],
+) -> Result<(), ReadModelError> {
+    for prefix in prefixes {
+        let mut batch = sled::Batch::default();
+        let mut staged = 0;
+        for entry in from.scan_prefix(prefix) {
+            let (key, value) = entry?;
+            batch.insert(key, value);
+            staged += 1;
+            if staged == 10_000 {
+                to.apply_batch(std::mem::take(&mut batch))?;
+                staged = 0;
+            }
+        }
+        to.apply_batch(batch)?;
+    }
+    Ok(())
 }

@@ -34,9 +34,9 @@ use super::{MetricsStage, corrupt};
 use crate::kernel::ReadModelError;
 
 /// Outbox records of the first layout.
-const RECORDS: &[u8] = b"O";
+pub(super) const RECORDS: &[u8] = b"O";
 /// Pointers.
-const POINTERS: &[u8] = b"P";
+pub(super) const POINTERS: &[u8] = b"P";
 
 pub(super) fn outbox_key(sequence: u64) -> Vec<u8> {
     Key::new(POINTERS[0]).u64(sequence).into_vec()
@@ -155,7 +155,7 @@ impl Pointer {
             correlation_id: self.correlation_id.clone(),
             causation_id: self.causation_id.clone(),
             event_type: event_type::ACCOUNT_METRICS_CALCULATED.to_owned(),
-            schema_version: 1,
+            schema_version: recoup_proto::schema::current(event_type::ACCOUNT_METRICS_CALCULATED),
             payload,
             actor: actor::PAYGO_METRICS.to_owned(),
         };

@@ -535,6 +535,7 @@ impl Importer {
         let mut published = Vec::with_capacity(batch.changed.len());
         for changed in batch.changed {
             writes.snapshot(&changed.key, changed.stored);
+            writes.published(changed.envelope);
             published.push((changed.key, changed.stored));
         }
         if let Some(error) = batch.file_error {

@@ -256,7 +256,7 @@ impl Classifier<'_> {
             occurred_at: now,
             recorded_at: now,
             event_type: SNAPSHOT_RECORDED,
-            schema_version: 1,
+            schema_version: recoup_proto::schema::current(SNAPSHOT_RECORDED),
             payload,
             metadata: &self.metadata,
         }
@@ -311,7 +311,7 @@ impl Classifier<'_> {
             occurred_at: ctx.now,
             recorded_at: ctx.now,
             event_type: ROW_REJECTED,
-            schema_version: 1,
+            schema_version: recoup_proto::schema::current(ROW_REJECTED),
             payload: payload.encode_to_vec(),
             metadata,
         }

@@ -50,6 +50,7 @@ pub(super) async fn remember_acknowledged(
     let mut published = Vec::new();
     for (changed, _) in batch.changed.into_iter().zip(taken).filter(|(_, t)| *t) {
         writes.snapshot(&changed.key, changed.stored);
+        writes.published(changed.envelope);
         published.push((changed.key, changed.stored));
     }
     if !published.is_empty() {

@@ -5,6 +5,7 @@
 //! | `g` | tenant (length-prefixed), snapshot_date (days, BE, sign flipped), first account_uid of the block | a block: up to [`BLOCK_ENTRIES`] `(account_uid, `[`Stored`]`)` in account order |
 //! | `r` | tenant (length-prefixed), import id | encoded `recoup.v1.ImportReport` without its errors |
 //! | `e` | tenant (length-prefixed), import id, error sequence (u64 BE) | encoded `recoup.v1.RowError` |
+//! | `v` | sequence (u64 BE) | a published `AccountSnapshotRecorded` envelope: the record of the snapshot stream, kept when the store keeps it ([`ImportStore::keep_record`]) |
 //!
 //! A fingerprint is written only after the broker acknowledged the snapshot's event, so a stored
 //! fingerprint always means "this content was published".
@@ -21,6 +22,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use prost::Message;
+use recoup_keys::record::RecordLog;
 use recoup_keys::store::StoreOptions;
 use recoup_proto::v1;
 
@@ -100,7 +102,12 @@ pub struct ImportStore {
     /// Held while blocks are read and rewritten: two writers must not rewrite one block from
     /// the same old content.
     block_writes: Arc<std::sync::Mutex<()>>,
+    /// The events published, when this store is the snapshot stream's record.
+    record: Option<RecordLog>,
 }
+
+/// The prefix of the record's entries.
+const RECORD_PREFIX: u8 = b'v';
 
 mod blocks;
 mod keys;
@@ -141,6 +148,8 @@ pub struct StoreBatch {
     snapshots: Vec<(SnapshotKey, Stored)>,
     /// Hashes of the snapshot keys written, for the key filter.
     hashes: Vec<u128>,
+    /// The envelopes published, for the record.
+    events: Vec<Vec<u8>>,
 }
 
 impl StoreBatch {
@@ -148,6 +157,11 @@ impl StoreBatch {
     pub fn snapshot(&mut self, key: &[u8], stored: Stored) {
         self.snapshots.push((key.to_vec(), stored));
         self.hashes.push(key_hash(key));
+    }
+
+    /// Records the envelope Kafka acknowledged, for the stream's record.
+    pub fn published(&mut self, envelope: Vec<u8>) {
+        self.events.push(envelope);
     }
 
     /// Records one error of an import under its sequence number.
@@ -185,6 +199,7 @@ impl ImportStore {
             tree,
             filter,
             block_writes: Arc::default(),
+            record: None,
         };
         store.move_entries_into_blocks()?;
         *store
@@ -192,6 +207,18 @@ impl ImportStore {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = filter_of(&store.tree, 0)?;
         Ok(store)
+    }
+
+    /// Keeps every event published from now on in the store (`v`): the store becomes the
+    /// system of record of the snapshot stream, which [`ImportStore::record`] reads.
+    pub fn keep_record(mut self) -> Result<Self, StoreError> {
+        self.record = Some(RecordLog::open(&self.tree, RECORD_PREFIX)?);
+        Ok(self)
+    }
+
+    /// The record of the snapshot stream, when this store keeps it.
+    pub fn record(&self) -> Option<RecordLog> {
+        self.record.clone()
     }
 
     /// Moves the one-entry-per-snapshot fingerprints of earlier versions into blocks.
@@ -343,8 +370,16 @@ impl ImportStore {
             let StoreBatch {
                 mut batch,
                 snapshots,
+                events,
                 ..
             } = batch;
+            // In the batch that remembers them as published: a fingerprint stored means its
+            // event is in the record.
+            if let Some(record) = &self.record {
+                for event in &events {
+                    record.append(&mut batch, event);
+                }
+            }
             let _writing = self.writing_blocks();
             self.write_blocks(snapshots, &mut batch)?;
             self.tree.apply_batch(batch)?;
