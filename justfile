@@ -37,6 +37,7 @@ bench:
     cargo bench -p snapshot-importer --bench import
     cargo bench -p export-puller --bench pull
     cargo bench -p recoup --bench storage
+    cargo bench -p recoup --bench queries
 
 # Create every recoup topic on an external cluster.
 topics brokers:

@@ -50,6 +50,12 @@ impl KafkaLink {
         EventConsumer::new(&self.config, group, topic, self.gate.clone())
     }
 
+    /// [`KafkaLink::consumer`] for a consumer whose latency users see
+    /// (`EventConsumer::new_eager`).
+    pub fn eager_consumer(&self, group: &str, topic: &str) -> Result<EventConsumer, KafkaError> {
+        EventConsumer::new_eager(&self.config, group, topic, self.gate.clone())
+    }
+
     /// Embedded mode: waits up to `timeout` until every event produced was received by the
     /// process's consumers; true when that happened. Always false on external Kafka, where
     /// nothing is lost when the process ends.

@@ -239,10 +239,13 @@ fn projector<P: Projection + Clone>(
     group: &str,
     topic: &str,
 ) -> Result<Projector<P>, StartError> {
-    let consumer: EventConsumer = ctx
-        .kafka
-        .consumer(group, topic)
-        .starting("kafka consumer")?;
+    // A command's answer to its visibility in Query: the case projection asks eagerly.
+    let consumer: EventConsumer = if topic == DEBT_CASES.name {
+        ctx.kafka.eager_consumer(group, topic)
+    } else {
+        ctx.kafka.consumer(group, topic)
+    }
+    .starting("kafka consumer")?;
     let cluster = ctx.kafka.cluster_id.clone();
     let started = if ctx.kafka.embedded() {
         Projector::start(model, consumer, cluster, topic)

@@ -23,17 +23,26 @@ impl CaseReadModel {
 
     /// A case as the read model holds it; `None` when unknown or deleted.
     pub fn case(&self, tenant: &str, case_id: &str) -> Result<Option<DebtCase>, ReadModelError> {
+        let Some(proto) = self.case_proto(tenant, case_id)? else {
+            return Ok(None);
+        };
+        case_from_proto(proto)
+            .map(Some)
+            .map_err(|e| corrupt_case(tenant, case_id, e.to_string()))
+    }
+
+    /// A case as `Query` answers it, straight from its stored encoding (no domain round trip).
+    pub fn case_proto(
+        &self,
+        tenant: &str,
+        case_id: &str,
+    ) -> Result<Option<v1::DebtCase>, ReadModelError> {
         let Some(bytes) = self.tree.get(case_key(tenant, case_id))? else {
             return Ok(None);
         };
-        let corrupt = |reason: String| ReadModelError::Corrupt {
-            key: format!("case {tenant}/{case_id}"),
-            reason,
-        };
-        let proto = v1::DebtCase::decode(bytes.as_ref()).map_err(|e| corrupt(e.to_string()))?;
-        case_from_proto(proto)
+        v1::DebtCase::decode(bytes.as_ref())
             .map(Some)
-            .map_err(|e| corrupt(e.to_string()))
+            .map_err(|e| corrupt_case(tenant, case_id, e.to_string()))
     }
 
     /// Cases of a tenant ordered by id (ids of one length sort by their bytes), optionally of
@@ -150,4 +159,11 @@ fn decode_case(key: &[u8], value: &[u8]) -> Result<DebtCase, ReadModelError> {
     let proto =
         v1::DebtCase::decode(value).map_err(|e| ReadModelError::corrupt(key, &e.to_string()))?;
     case_from_proto(proto).map_err(|e| ReadModelError::corrupt(key, &e.to_string()))
+}
+
+fn corrupt_case(tenant: &str, case_id: &str, reason: String) -> ReadModelError {
+    ReadModelError::Corrupt {
+        key: format!("case {tenant}/{case_id}"),
+        reason,
+    }
 }

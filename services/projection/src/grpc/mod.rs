@@ -162,12 +162,10 @@ impl Query for Queries {
         let case = self
             .read_model
             .current()
-            .case(&tenant, case_id)
+            .case_proto(&tenant, case_id)
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("case {case_id} not found")))?;
-        Ok(Response::new(v1::CaseReply {
-            case: Some(case_to_proto(&case)),
-        }))
+        Ok(Response::new(v1::CaseReply { case: Some(case) }))
     }
 
     async fn list_cases(

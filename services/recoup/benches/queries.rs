@@ -1,0 +1,299 @@
+//! Two figures users ask about, through `recoup up`'s platform on loopback with API keys on:
+//!
+//! 1. **Reads**: `Query.GetCase` calls per second from many concurrent clients, beside
+//!    `grpc.health.v1.Health/Check` on the same server in the same run (the cost of gRPC itself:
+//!    the ratio says what the credential check and the read model add).
+//! 2. **Visibility**: the time from an acknowledged command to its event in the case read model
+//!    that `Query` reads, at a steady rate of commands (open loop), beside the same with one
+//!    command at a time.
+//!
+//! `cargo bench -p recoup --bench queries` (BENCH_SECONDS, BENCH_CLIENTS, BENCH_RATE).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use recoup::platform::{self, PlatformConfig, RunningPlatform, Security};
+use recoup_access::{KeySpec, Role};
+use recoup_proto::v1;
+use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
+use recoup_proto::v1::query_client::QueryClient;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn content(i: usize) -> v1::CaseContent {
+    v1::CaseContent {
+        external_id: format!("q-{i}"),
+        reference: format!("Q-{i:08}"),
+        environment: v1::Environment::Test as i32,
+        currency: "EUR".into(),
+        line_items: vec![v1::LineItem {
+            unique_id: "1".into(),
+            name: "installments".into(),
+            quantity: 1,
+            amount_minor: 10_000,
+        }],
+        due_date: (Utc::now() - chrono::Duration::days(30))
+            .format("%Y-%m-%d")
+            .to_string(),
+        language: "en".into(),
+        ..Default::default()
+    }
+}
+
+fn request<T>(message: T, key: &AsciiMetadataValue) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", key.clone());
+    request
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn platform(dir: &std::path::Path) -> (RunningPlatform, AsciiMetadataValue, Channel) {
+    let mut config = PlatformConfig::new(dir.to_path_buf());
+    config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.security = Security {
+        first_admin_key: false,
+        ..Security::default()
+    };
+    let p = platform::start(config).await.unwrap();
+    let spec = KeySpec {
+        name: "bench".to_owned(),
+        tenants: vec!["default".to_owned()],
+        role: Role::Agent,
+        expires_at: None,
+        created_by: "bench".to_owned(),
+    };
+    let issued = p.keys().unwrap().create(&spec, Utc::now()).await.unwrap();
+    let key = format!("Bearer {}", issued.key).parse().unwrap();
+    let channel = Channel::from_shared(format!("http://{}", p.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (p, key, channel)
+}
+
+/// Calls `call` from `clients` tasks for `seconds`: calls per second.
+async fn rate<F, Fut>(clients: usize, seconds: f64, call: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (call, done, stop) = (call.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                call(i).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                i += clients;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn reads(channel: &Channel, key: &AsciiMetadataValue, ids: Arc<Vec<String>>) {
+    let clients = env_or("BENCH_CLIENTS", 64);
+    let seconds = env_or("BENCH_SECONDS", 5) as f64;
+    let query = QueryClient::new(channel.clone());
+    let health = HealthClient::new(channel.clone());
+    let mut ratios = Vec::new();
+    // Interleaved, so that drift on a noisy machine touches both.
+    for round in 1..=2 {
+        let (h, k) = (health.clone(), key.clone());
+        let health_rate = rate(clients, seconds, move |_| {
+            let mut h = h.clone();
+            let k = k.clone();
+            async move {
+                h.check(request(HealthCheckRequest::default(), &k))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        let (q, k, ids) = (query.clone(), key.clone(), ids.clone());
+        let get_rate = rate(clients, seconds, move |i| {
+            let mut q = q.clone();
+            let k = k.clone();
+            let id = ids[i % ids.len()].clone();
+            async move {
+                let case = q
+                    .get_case(request(v1::GetCaseRequest { case_id: id }, &k))
+                    .await
+                    .unwrap();
+                assert!(case.into_inner().case.is_some());
+            }
+        })
+        .await;
+        println!(
+            "round {round}: Query.GetCase {get_rate:.0} calls/s, Health/Check {health_rate:.0} calls/s ({clients} clients)"
+        );
+        ratios.push(get_rate / health_rate);
+    }
+    println!(
+        "ratio GetCase / Health: {}",
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// Commands at `per_second` (0: one at a time) for `count` commands: each one's time from its
+/// answer to its version in the case read model.
+async fn visibility(
+    p: &RunningPlatform,
+    channel: &Channel,
+    key: &AsciiMetadataValue,
+    per_second: usize,
+    count: usize,
+) -> Vec<Duration> {
+    let model = p.read_model().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Instant)>();
+    // One watcher polls the read model (what Query reads) for every command answered.
+    let watcher = tokio::spawn(async move {
+        let mut pending: Vec<(String, u64, Instant)> = Vec::new();
+        let mut seen = Vec::new();
+        let mut open = true;
+        while open || !pending.is_empty() {
+            loop {
+                match rx.try_recv() {
+                    Ok(item) => pending.push(item),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            pending.retain(|(id, version, at)| {
+                let applied = model.applied_version("default", id).unwrap();
+                if applied >= *version {
+                    seen.push(at.elapsed());
+                    false
+                } else {
+                    true
+                }
+            });
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        seen
+    });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        if per_second > 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / per_second as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut cases = DebtCollectionCasesClient::new(channel.clone());
+        let (key, tx) = (key.clone(), tx.clone());
+        let task = tokio::spawn(async move {
+            let create = v1::CreateCaseRequest {
+                content: Some(content(1_000_000 + per_second * 1_000_000 + i)),
+            };
+            let case = cases
+                .create_case(request(create, &key))
+                .await
+                .unwrap()
+                .into_inner()
+                .case
+                .unwrap();
+            let _ = tx.send((case.id, case.version, Instant::now()));
+        });
+        if per_second > 0 {
+            tasks.push(task);
+        } else {
+            task.await.unwrap();
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(tx);
+    let mut seen = watcher.await.unwrap();
+    seen.sort();
+    seen
+}
+
+fn report(what: &str, seen: &[Duration]) {
+    println!(
+        "{what}: {} commands, command answered → visible in the read model: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        seen.len(),
+        ms(percentile(seen, 0.5)),
+        ms(percentile(seen, 0.9)),
+        ms(percentile(seen, 0.99)),
+        ms(*seen.last().unwrap())
+    );
+}
+
+fn main() {
+    tokio::runtime::Runtime::new().unwrap().block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, key, channel) = platform(dir.path()).await;
+    let mut cases = DebtCollectionCasesClient::new(channel.clone());
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        let create = v1::CreateCaseRequest {
+            content: Some(content(i)),
+        };
+        let case = cases.create_case(request(create, &key)).await.unwrap();
+        ids.push(case.into_inner().case.unwrap().id);
+    }
+    let last = ids.last().unwrap().clone();
+    while p
+        .read_model()
+        .unwrap()
+        .applied_version("default", &last)
+        .unwrap()
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reads(&channel, &key, Arc::new(ids)).await;
+
+    let per_second = env_or("BENCH_RATE", 1000);
+    let seconds = env_or("BENCH_SECONDS", 5);
+    report(
+        "one at a time",
+        &visibility(&p, &channel, &key, 0, 500).await,
+    );
+    report(
+        &format!("{per_second} commands/s"),
+        &visibility(&p, &channel, &key, per_second, per_second * seconds).await,
+    );
+    p.shutdown().await.unwrap();
+}
