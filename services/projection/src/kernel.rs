@@ -195,14 +195,23 @@ pub fn write_offsets(
     offsets: &BTreeMap<i32, i64>,
 ) -> Result<(), ReadModelError> {
     let mut batch = sled::Batch::default();
+    stage_offsets(&mut batch, cluster, topic, offsets);
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+fn stage_offsets(
+    batch: &mut sled::Batch,
+    cluster: &str,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) {
     for (partition, next) in offsets {
         batch.insert(
             offset_key(cluster, topic, *partition).into_vec(),
             &next.to_be_bytes(),
         );
     }
-    tree.apply_batch(batch)?;
-    Ok(())
 }
 
 fn apply_messages<P: Projection + ?Sized>(
@@ -229,14 +238,8 @@ fn apply_messages<P: Projection + ?Sized>(
         }
     }
     let (mut batch, written) = model.stage_writes(staged)?;
-    if !offsets {
-        next_offsets.clear();
-    }
-    for (partition, next) in next_offsets {
-        batch.insert(
-            offset_key(cluster, topic, partition).into_vec(),
-            &next.to_be_bytes(),
-        );
+    if offsets {
+        stage_offsets(&mut batch, cluster, topic, &next_offsets);
     }
     model.tree().apply_batch(batch)?;
     model.written(written)?;

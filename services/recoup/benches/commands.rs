@@ -5,7 +5,11 @@
 //! `cargo bench -p recoup --bench commands` (BENCH_CASES, BENCH_CLIENTS to change the load).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{content, env_or, percentile, request};
 
 use chrono::Utc;
 use recoup::platform::{self, PlatformConfig, Security};
@@ -14,46 +18,6 @@ use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn content(i: usize) -> v1::CaseContent {
-    v1::CaseContent {
-        external_id: format!("bench-{i}"),
-        reference: format!("BENCH-{i:08}"),
-        environment: v1::Environment::Test as i32,
-        currency: "EUR".into(),
-        line_items: vec![v1::LineItem {
-            unique_id: "1".into(),
-            name: "installments".into(),
-            quantity: 1,
-            amount_minor: 10_000 + i as i64,
-        }],
-        due_date: (Utc::now() - chrono::Duration::days(30))
-            .format("%Y-%m-%d")
-            .to_string(),
-        language: "en".into(),
-        ..Default::default()
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// A request with the API key, when there is one.
-fn request<T>(message: T, key: &Option<AsciiMetadataValue>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(key) = key {
-        request.metadata_mut().insert("authorization", key.clone());
-    }
-    request
-}
 
 /// Drives `cases` cases through create, review, prepare, close from `clients` connections.
 async fn grpc_load(
@@ -72,7 +36,7 @@ async fn grpc_load(
             for i in (c..cases).step_by(clients) {
                 let t = Instant::now();
                 let create = v1::CreateCaseRequest {
-                    content: Some(content(i)),
+                    content: Some(content("bench", i)),
                 };
                 let case = client
                     .create_case(request(create, &key))

@@ -10,9 +10,13 @@
 //! `cargo bench -p recoup --bench queries` (BENCH_SECONDS, BENCH_CLIENTS, BENCH_RATE).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use common::{content, env_or, percentile, request};
 
 use chrono::Utc;
 use recoup::platform::{self, PlatformConfig, RunningPlatform, Security};
@@ -25,48 +29,11 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn content(i: usize) -> v1::CaseContent {
-    v1::CaseContent {
-        external_id: format!("q-{i}"),
-        reference: format!("Q-{i:08}"),
-        environment: v1::Environment::Test as i32,
-        currency: "EUR".into(),
-        line_items: vec![v1::LineItem {
-            unique_id: "1".into(),
-            name: "installments".into(),
-            quantity: 1,
-            amount_minor: 10_000,
-        }],
-        due_date: (Utc::now() - chrono::Duration::days(30))
-            .format("%Y-%m-%d")
-            .to_string(),
-        language: "en".into(),
-        ..Default::default()
-    }
-}
-
-fn request<T>(message: T, key: &AsciiMetadataValue) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", key.clone());
-    request
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn platform(dir: &std::path::Path) -> (RunningPlatform, AsciiMetadataValue, Channel) {
+async fn platform(dir: &std::path::Path) -> (RunningPlatform, Option<AsciiMetadataValue>, Channel) {
     let mut config = PlatformConfig::new(dir.to_path_buf());
     config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
     config.http_addr = Some("127.0.0.1:0".parse().unwrap());
@@ -83,7 +50,7 @@ async fn platform(dir: &std::path::Path) -> (RunningPlatform, AsciiMetadataValue
         created_by: "bench".to_owned(),
     };
     let issued = p.keys().unwrap().create(&spec, Utc::now()).await.unwrap();
-    let key = format!("Bearer {}", issued.key).parse().unwrap();
+    let key = Some(format!("Bearer {}", issued.key).parse().unwrap());
     let channel = Channel::from_shared(format!("http://{}", p.grpc_addr.unwrap()))
         .unwrap()
         .connect()
@@ -121,7 +88,7 @@ where
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn reads(channel: &Channel, key: &AsciiMetadataValue, ids: Arc<Vec<String>>) {
+async fn reads(channel: &Channel, key: &Option<AsciiMetadataValue>, ids: Arc<Vec<String>>) {
     let clients = env_or("BENCH_CLIENTS", 64);
     let seconds = env_or("BENCH_SECONDS", 5) as f64;
     let query = QueryClient::new(channel.clone());
@@ -174,7 +141,7 @@ async fn reads(channel: &Channel, key: &AsciiMetadataValue, ids: Arc<Vec<String>
 async fn visibility(
     p: &RunningPlatform,
     channel: &Channel,
-    key: &AsciiMetadataValue,
+    key: &Option<AsciiMetadataValue>,
     per_second: usize,
     count: usize,
 ) -> Vec<Duration> {
@@ -220,7 +187,7 @@ async fn visibility(
         let (key, tx) = (key.clone(), tx.clone());
         let task = tokio::spawn(async move {
             let create = v1::CreateCaseRequest {
-                content: Some(content(1_000_000 + per_second * 1_000_000 + i)),
+                content: Some(content("q", 1_000_000 + per_second * 1_000_000 + i)),
             };
             let case = cases
                 .create_case(request(create, &key))
@@ -268,7 +235,7 @@ async fn run() {
     let mut ids = Vec::new();
     for i in 0..1000 {
         let create = v1::CreateCaseRequest {
-            content: Some(content(i)),
+            content: Some(content("q", i)),
         };
         let case = cases.create_case(request(create, &key)).await.unwrap();
         ids.push(case.into_inner().case.unwrap().id);

@@ -75,7 +75,7 @@ enum Command {
     Topics(TopicsCommand),
     /// The contract of recoup's events, for Kafka consumers downstream.
     #[command(subcommand)]
-    Schema(SchemaCommand),
+    Schema(schema_cli::SchemaCommand),
     /// Talk to a running recoup over gRPC.
     Cases(client::CasesArgs),
     /// Read the PAYGo portfolio from a running recoup over gRPC: PAR on the CRM's or recoup's
@@ -104,32 +104,13 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum SchemaCommand {
-    /// Write the .proto files (DIR/recoup/v1/), their descriptor set (DIR/recoup.binpb) and
-    /// CONTRACT.md (topics, keys, headers, event types and their schema versions, ordering and
-    /// duplicate rules) into DIR.
-    Export {
-        /// Where to write; made if missing.
-        dir: PathBuf,
-    },
-}
-
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
 struct ProjectionArgs {
     #[command(subcommand)]
-    command: Option<ProjectionCommand>,
+    command: Option<rebuild_cli::ProjectionCommand>,
     #[command(flatten)]
     run: RunArgs,
-}
-
-#[derive(Subcommand)]
-enum ProjectionCommand {
-    /// Rebuild a read model of a running recoup from its stream's record, blue/green: the new
-    /// generation is built beside the live one, which keeps answering, and takes its place once
-    /// it caught up with the live stream. Needs an admin key.
-    Rebuild(rebuild_cli::RebuildArgs),
 }
 
 #[derive(Args, Clone)]
@@ -351,9 +332,9 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::ExportSim(args) => pull_cli::run_sim(args).await,
         Command::CaseLifecycle(args) => serve(args, Services::CASE_LIFECYCLE).await,
         Command::Projection(ProjectionArgs {
-            command: Some(ProjectionCommand::Rebuild(args)),
+            command: Some(command),
             ..
-        }) => rebuild_cli::run(args).await.map_err(named_refusal),
+        }) => rebuild_cli::run(command).await.map_err(named_refusal),
         Command::Projection(args) => serve(args.run, Services::PROJECTION).await,
         Command::SnapshotImporter(args) => serve(args, Services::SNAPSHOT_IMPORTER).await,
         Command::Topics(TopicsCommand::List) => {
@@ -365,7 +346,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             kafka_properties,
             replication,
         }) => ensure_topics(kafka_brokers, kafka_properties, replication).await,
-        Command::Schema(SchemaCommand::Export { dir }) => schema_cli::export(&dir),
+        Command::Schema(command) => schema_cli::run(command),
         Command::Health {
             server,
             service,

@@ -4,12 +4,21 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use recoup_proto::v1;
 use recoup_proto::v1::read_models_client::ReadModelsClient;
 use serde_json::json;
 
 use crate::credential::{Link, ServerArgs};
+
+/// What `recoup projection` does besides running the projection.
+#[derive(Subcommand)]
+pub enum ProjectionCommand {
+    /// Rebuild a read model of a running recoup from its stream's record, blue/green: the new
+    /// generation is built beside the live one, which keeps answering, and takes its place once
+    /// it caught up with the live stream. Needs an admin key.
+    Rebuild(RebuildArgs),
+}
 
 #[derive(Args)]
 pub struct RebuildArgs {
@@ -48,7 +57,8 @@ impl ReadModelArg {
 const POLL: Duration = Duration::from_millis(250);
 
 /// Starts (or follows) the rebuild; fails when it failed.
-pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
+pub async fn run(command: ProjectionCommand) -> anyhow::Result<()> {
+    let ProjectionCommand::Rebuild(args) = command;
     let mut client = ReadModelsClient::new(args.server.connect().await?);
     let read_model = args.read_model.proto() as i32;
     let started = Instant::now();

@@ -6,12 +6,30 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use clap::Subcommand;
 use event_backbone::topics;
 use recoup_proto::contract::header;
 use recoup_proto::schema::EVENTS;
 
 /// The descriptor set's file name in the exported directory.
 pub const DESCRIPTOR_SET: &str = "recoup.binpb";
+
+#[derive(Subcommand)]
+pub enum SchemaCommand {
+    /// Write the .proto files (DIR/recoup/v1/), their descriptor set (DIR/recoup.binpb) and
+    /// CONTRACT.md (topics, keys, headers, event types and their schema versions, ordering and
+    /// duplicate rules) into DIR.
+    Export {
+        /// Where to write; made if missing.
+        dir: std::path::PathBuf,
+    },
+}
+
+pub fn run(command: SchemaCommand) -> anyhow::Result<()> {
+    match command {
+        SchemaCommand::Export { dir } => export(&dir),
+    }
+}
 
 /// Writes the contract into `dir` (made if missing; files of the same names are replaced).
 pub fn export(dir: &Path) -> anyhow::Result<()> {

@@ -5,16 +5,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
 use common::*;
-use export_puller::client::{ClientConfig, RetryPolicy, Secret};
 use export_puller::dataset;
 use export_puller::normalise::{Normalised, fingerprint, normalise};
-use export_puller::sources::{Source, Sources};
-use export_sim::{RunningSim, SimConfig, Simulator};
+use export_sim::{SimConfig, Simulator};
 use recoup_proto::v1;
 use tempfile::TempDir;
 
@@ -29,36 +26,6 @@ fn sim_config(rows: usize) -> SimConfig {
         password: "s3cret".to_owned(),
         malformed_share: 0.01,
         ..SimConfig::default()
-    }
-}
-
-/// Pulls of the simulator, every 100 ms.
-fn sources(running: &RunningSim, sim: &SimConfig) -> export_puller::service::Settings {
-    let mut client = ClientConfig::new(
-        &running.base_url(),
-        &sim.lender,
-        &sim.email,
-        Secret::new(sim.password.clone()),
-    );
-    client.requests_per_second = std::num::NonZeroU32::new(10_000).unwrap();
-    client.retry = RetryPolicy {
-        base_backoff: Duration::from_millis(5),
-        ..RetryPolicy::default()
-    };
-    let sources = Sources {
-        poll_interval: Duration::from_millis(100),
-        max_concurrent: 1,
-        sources: vec![Source {
-            tenant: TENANT.to_owned(),
-            client,
-            datasets: vec![Arc::new(dataset::d16())],
-            limit: 500,
-        }],
-    };
-    export_puller::service::Settings {
-        sources,
-        once: false,
-        pull: Default::default(),
     }
 }
 
@@ -155,7 +122,7 @@ async fn pulled_deals_reach_the_query_api_and_follow_the_vendor() {
     let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let dir = TempDir::new().unwrap();
     let mut config = config(dir.path());
-    config.pull = Some(sources(&running, &sim_config));
+    config.pull = Some(pull_settings(&running.base_url(), &sim_config, false));
     let platform = start(config).await;
     let (_, mut query) = clients(&platform).await;
 
@@ -233,7 +200,7 @@ async fn deals_lost_with_the_embedded_broker_are_pulled_again() {
     let dir = TempDir::new().unwrap();
     let with_pull = || {
         let mut c = config(dir.path());
-        c.pull = Some(sources(&running, &sim_config));
+        c.pull = Some(pull_settings(&running.base_url(), &sim_config, false));
         c
     };
 
@@ -283,7 +250,7 @@ async fn deals_the_store_forgot_count_on_from_the_read_models_revision() {
     let dir = TempDir::new().unwrap();
     let with_pull = || {
         let mut c = config(dir.path());
-        c.pull = Some(sources(&running, &sim_config));
+        c.pull = Some(pull_settings(&running.base_url(), &sim_config, false));
         c
     };
     let platform = start(with_pull()).await;
@@ -400,7 +367,7 @@ async fn another_tenants_deals_and_do_not_contact_list_stay_out_of_sight() {
     let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let dir = TempDir::new().unwrap();
     let mut config = secured(dir.path());
-    config.pull = Some(sources(&running, &sim_config));
+    config.pull = Some(pull_settings(&running.base_url(), &sim_config, false));
     let platform = start(config).await;
     let registry = platform.keys().unwrap();
     let mut viewer = BTreeMap::new();

@@ -13,9 +13,6 @@ use std::time::Duration;
 use common::*;
 use event_backbone::consumer::EventConsumer;
 use event_backbone::topics::DEBT_CASES;
-use export_puller::client::{ClientConfig, RetryPolicy, Secret};
-use export_puller::dataset;
-use export_puller::sources::{Source, Sources};
 use export_sim::{SimConfig, Simulator};
 use projection::generations::ReadModelName;
 use projection::kernel::Projection;
@@ -57,34 +54,6 @@ async fn rebuilt(platform: &RunningPlatform, name: ReadModelName) {
     })
     .await;
     assert!(done, "{name}: {:?}", rebuild.status());
-}
-
-fn pull_once(base_url: &str, sim: &SimConfig) -> export_puller::service::Settings {
-    let mut client = ClientConfig::new(
-        base_url,
-        &sim.lender,
-        &sim.email,
-        Secret::new(sim.password.clone()),
-    );
-    client.requests_per_second = std::num::NonZeroU32::new(10_000).unwrap();
-    client.retry = RetryPolicy {
-        base_backoff: Duration::from_millis(5),
-        ..RetryPolicy::default()
-    };
-    export_puller::service::Settings {
-        sources: Sources {
-            poll_interval: Duration::from_millis(100),
-            max_concurrent: 1,
-            sources: vec![Source {
-                tenant: "acme".to_owned(),
-                client,
-                datasets: vec![Arc::new(dataset::d16())],
-                limit: 500,
-            }],
-        },
-        once: true,
-        pull: Default::default(),
-    }
 }
 
 fn row(date: &str, id: &str, arrears: &str) -> v1::Row {
@@ -191,7 +160,7 @@ async fn deleted_read_models_are_built_again_from_the_records() {
     let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let dir = TempDir::new().unwrap();
     let mut config = on_broker(config(dir.path()), broker.as_ref());
-    config.pull = Some(pull_once(&running.base_url(), &sim_config));
+    config.pull = Some(pull_settings(&running.base_url(), &sim_config, true));
     let platform = start(config.clone()).await;
     write_some(&platform, "A").await;
     // Everything applied: 20 cases, 50 snapshots, the deals of 600 rows but the malformed.

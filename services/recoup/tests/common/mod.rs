@@ -300,3 +300,38 @@ pub async fn envelopes(
     }
     found
 }
+
+/// The puller's settings for the simulator at `base_url`, as tenant `acme`, polling every 100 ms
+/// (`once`: one pass).
+pub fn pull_settings(
+    base_url: &str,
+    sim: &export_sim::SimConfig,
+    once: bool,
+) -> export_puller::service::Settings {
+    use export_puller::client::{ClientConfig, RetryPolicy, Secret};
+    let mut client = ClientConfig::new(
+        base_url,
+        &sim.lender,
+        &sim.email,
+        Secret::new(sim.password.clone()),
+    );
+    client.requests_per_second = std::num::NonZeroU32::new(10_000).unwrap();
+    client.retry = RetryPolicy {
+        base_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    };
+    export_puller::service::Settings {
+        sources: export_puller::sources::Sources {
+            poll_interval: Duration::from_millis(100),
+            max_concurrent: 1,
+            sources: vec![export_puller::sources::Source {
+                tenant: "acme".to_owned(),
+                client,
+                datasets: vec![std::sync::Arc::new(export_puller::dataset::d16())],
+                limit: 500,
+            }],
+        },
+        once,
+        pull: Default::default(),
+    }
+}
