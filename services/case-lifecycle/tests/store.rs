@@ -1026,7 +1026,7 @@ async fn a_store_of_the_old_key_layout_opens_with_every_case_index_timeout_and_o
     // The same entries, as the store wrote them before the key codec (tree `events`).
     let old_dir = TempDir::new().unwrap();
     {
-        let new = sled::open(new_dir.path()).unwrap();
+        let new = open_when_released(new_dir.path());
         let old = sled::open(old_dir.path()).unwrap();
         let events = old.open_tree("events").unwrap();
         for entry in new.open_tree("event_store").unwrap().iter() {
@@ -1086,4 +1086,22 @@ async fn the_timeout_checks_stop_when_their_stop_sender_is_gone() {
     tokio::time::timeout(StdDuration::from_secs(30), checks)
         .await
         .expect("the checks end");
+}
+
+/// The database in `dir`, once the store closed just before has let go of its file lock (the
+/// release can trail the close by a moment on a loaded machine).
+fn open_when_released(dir: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(error)
+                if error.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(StdDuration::from_millis(50));
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
 }
