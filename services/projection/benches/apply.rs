@@ -1,8 +1,19 @@
 //! Projection apply rate: encoded case events applied to the sled read model in consumer-sized
-//! batches, beside a bare sled loop inserting one key per event in the same batches.
+//! batches, beside a bare sled loop inserting one key per event in the same batches, in two
+//! orders:
+//! - the record's: each case's events together, as a rebuild reads the case event store (and
+//!   as a case's burst of commands arrives);
+//! - the worst: a case's events all in different batches (every case created, then every case
+//!   reviewed, ...), so no batch holds two events of one case.
 //!
-//! `cargo bench -p projection --bench apply` (BENCH_CASES to change the size).
+//! `cargo bench -p projection --bench apply`; BENCH_CASES (4 events each) changes the size,
+//! BENCH_BATCH the batch, BENCH_REBUILD_ONLY=1 measures the rebuild alone (a million events:
+//! `BENCH_CASES=250000 BENCH_REBUILD_ONLY=1`).
 #![allow(clippy::unwrap_used)]
+
+// As the recoup binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
@@ -12,12 +23,17 @@ use debt_cases::{
 };
 use event_backbone::consumer::ReceivedEvent;
 use event_backbone::envelope::{EventMetadata, NewEnvelope};
-use projection::CaseReadModel;
-use projection::Projection;
+use projection::{CaseReadModel, Projection, ReadModelError, kernel};
 use prost::Message;
 use recoup_proto::convert::event_to_payload;
 
-const BATCH: usize = 2000;
+/// Messages per batch: the projector's and the rebuild's.
+fn batch_size() -> usize {
+    std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
 
 fn events(cases: usize) -> Vec<ReceivedEvent> {
     let now = Utc::now();
@@ -82,12 +98,16 @@ fn events(cases: usize) -> Vec<ReceivedEvent> {
             });
         }
     }
-    // Interleave cases the way several partitions' batches would.
-    out.sort_by_key(|e| (e.offset % 4, e.offset / 4));
-    for (i, e) in out.iter_mut().enumerate() {
+    out
+}
+
+/// The events with no two of one case in the same batch: every creation, then every review...
+fn spread(mut events: Vec<ReceivedEvent>) -> Vec<ReceivedEvent> {
+    events.sort_by_key(|e| (e.offset % 4, e.offset / 4));
+    for (i, e) in events.iter_mut().enumerate() {
         e.offset = i as i64;
     }
-    out
+    events
 }
 
 fn main() {
@@ -95,21 +115,82 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
-    let events = events(cases);
+    let rebuild_only = std::env::var("BENCH_REBUILD_ONLY").is_ok_and(|v| v == "1");
+    let in_record_order = events(cases);
+    let count = in_record_order.len();
+    let mut measured = Vec::new();
+    let (rebuild, case_bytes) = apply(&in_record_order, cases, Path::Rebuild);
+    measured.push((
+        "rebuild from the record (a case's events together, pipelined)",
+        rebuild,
+    ));
+    if !rebuild_only {
+        let spread = spread(in_record_order.clone());
+        let (together, _) = apply(&in_record_order, cases, Path::Live);
+        let (worst, _) = apply(&spread, cases, Path::Live);
+        measured.push(("live, batch by batch, a case's events together", together));
+        measured.push(("live, batch by batch, one event per case per batch", worst));
+    }
+    let bare = bare_sled(count, case_bytes);
+    let rate = |elapsed: Duration| count as f64 / elapsed.as_secs_f64();
+    let bare_rate = rate(bare);
+    println!(
+        "{count} events of {cases} cases, batches of {}",
+        batch_size()
+    );
+    println!(
+        "bare sled loop, one {case_bytes}-byte insert per event, same batches: {bare_rate:.0} events/s"
+    );
+    for (what, elapsed) in measured {
+        println!(
+            "projection apply, {what}: {:.2} s = {:.0} events/s, ratio to bare sled {:.2}",
+            elapsed.as_secs_f64(),
+            rate(elapsed),
+            rate(elapsed) / bare_rate
+        );
+    }
+}
+
+/// How events reach the read model.
+#[derive(Clone, Copy)]
+enum Path {
+    /// As a rebuild applies the record: staging a batch while the one before is written.
+    Rebuild,
+    /// As the projector applies what it consumed: each batch written before the next.
+    Live,
+}
+
+/// Applies `events` to a new read model: the time it took, with the flush, and the size of a
+/// stored case.
+fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Duration, usize) {
     let dir = tempfile::tempdir().unwrap();
     let rm = CaseReadModel::open(dir.path()).unwrap();
     let started = Instant::now();
-    let mut applied = 0;
-    for chunk in events.chunks(BATCH) {
-        applied += rm.apply_batch("bench", "topic", chunk).unwrap().applied;
-    }
+    let applied = match path {
+        Path::Rebuild => {
+            let mut chunks = events.chunks(batch_size());
+            kernel::apply_recorded_batches(
+                &rm,
+                "topic",
+                || Ok::<_, ReadModelError>(chunks.next().map(<[_]>::to_vec)),
+                |_| {},
+            )
+            .unwrap()
+            .applied
+        }
+        Path::Live => events
+            .chunks(batch_size())
+            .map(|chunk| rm.apply_batch("bench", "topic", chunk).unwrap().applied)
+            .sum(),
+    };
     rm.flush().unwrap();
     let elapsed = started.elapsed();
     assert_eq!(applied, events.len());
-    let sample = rm
-        .list_cases("bench", Some(CaseState::Closed), None, 1)
+    let closed = rm
+        .list_cases("bench", Some(CaseState::Closed), None, cases)
         .unwrap();
-    let case_bytes = sample
+    assert_eq!(closed.len(), cases, "every case ends closed");
+    let case_bytes = closed
         .first()
         .map(|c: &DebtCase| {
             recoup_proto::convert::case_to_proto(c)
@@ -117,30 +198,19 @@ fn main() {
                 .len()
         })
         .unwrap_or(200);
-
-    let bare = bare_sled(events.len(), case_bytes);
-    let rate = events.len() as f64 / elapsed.as_secs_f64();
-    let bare_rate = events.len() as f64 / bare.as_secs_f64();
-    println!(
-        "projection apply: {} events of {cases} cases in {:.2} s = {rate:.0} events/s",
-        events.len(),
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "bare sled loop, one {case_bytes}-byte insert per event, same batches: {bare_rate:.0} events/s"
-    );
-    println!("ratio projection / bare sled: {:.2}", rate / bare_rate);
+    (elapsed, case_bytes)
 }
 
 fn bare_sled(events: usize, value_bytes: usize) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    // Opened as recoup opens its stores (the read model's page cache).
+    let db = recoup_keys::store::open(dir.path(), Default::default()).unwrap();
     let tree = db.open_tree("read_model").unwrap();
     let value = vec![1u8; value_bytes];
     let started = Instant::now();
-    for chunk_start in (0..events).step_by(BATCH) {
+    for chunk_start in (0..events).step_by(batch_size()) {
         let mut batch = sled::Batch::default();
-        for i in chunk_start..(chunk_start + BATCH).min(events) {
+        for i in chunk_start..(chunk_start + batch_size()).min(events) {
             batch.insert(
                 format!("c\0bench\0{:036}", i % (events / 4).max(1)).into_bytes(),
                 value.clone(),

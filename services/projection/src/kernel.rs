@@ -71,6 +71,17 @@ pub struct BatchOutcome {
     pub ignored: usize,
 }
 
+impl BatchOutcome {
+    /// Adds another batch's counts to these.
+    pub fn add(&mut self, other: BatchOutcome) {
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.parked += other.parked;
+        self.rejected += other.rejected;
+        self.ignored += other.ignored;
+    }
+}
+
 /// What one message came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -92,7 +103,7 @@ pub trait Projection: Send + Sync + 'static {
     /// The changes of one batch before they are written.
     type Staged: Default;
     /// What the model does once a batch is written (e.g. tell watchers).
-    type Written;
+    type Written: Send;
 
     /// The tree holding the read model, its offsets and its rejects.
     fn tree(&self) -> &sled::Tree;
@@ -113,6 +124,29 @@ pub trait Projection: Send + Sync + 'static {
     fn written(&self, _written: Self::Written) -> Result<(), ReadModelError> {
         Ok(())
     }
+
+    /// Writes a staged batch: its `sled::Batch`, atomically, then [`Projection::written`].
+    fn write_staged(
+        &self,
+        batch: sled::Batch,
+        written: Self::Written,
+    ) -> Result<(), ReadModelError> {
+        self.tree().apply_batch(batch)?;
+        self.written(written)
+    }
+
+    /// Whether this model can stage a batch while the one before it is still being written
+    /// ([`apply_recorded_batches`]): it then reads what is in flight through its own overlay.
+    /// sled's `apply_batch` holds every reader of the process back while it runs, so such a
+    /// model writes a pipelined batch key by key: no longer atomic, which only a tree nobody
+    /// reads yet (a generation being rebuilt) can afford.
+    fn pipelines(&self) -> bool {
+        false
+    }
+
+    /// Turns that mode on or off (called only where [`Projection::pipelines`]); off forgets
+    /// whatever is still in flight.
+    fn set_pipelined(&self, _on: bool) {}
 
     /// A lock held from a batch's first read through [`Projection::written`], for models
     /// whose readers must see a batch and its aftermath as one (none by default).
@@ -187,6 +221,62 @@ pub fn apply_recorded<P: Projection + ?Sized>(
     apply_messages(model, RECORD_CLUSTER, topic, messages, false)
 }
 
+/// Applies a stream's record, batch after batch from `next_batch` until it gives `None`, as
+/// [`apply_recorded`] does each, and says after each how many messages it staged. A model that
+/// [pipelines](Projection::pipelines) stages each batch while the one before is written, on
+/// another thread: a rebuild keeps both cores busy. Each batch is still written whole, in order.
+pub fn apply_recorded_batches<P, E>(
+    model: &P,
+    topic: &str,
+    mut next_batch: impl FnMut() -> Result<Option<Vec<ReceivedEvent>>, E>,
+    mut progress: impl FnMut(usize),
+) -> Result<BatchOutcome, E>
+where
+    P: Projection + ?Sized,
+    E: From<ReadModelError>,
+{
+    let mut total = BatchOutcome::default();
+    if !model.pipelines() {
+        while let Some(messages) = next_batch()? {
+            total.add(apply_recorded(model, topic, &messages)?);
+            progress(messages.len());
+        }
+        return Ok(total);
+    }
+    model.set_pipelined(true);
+    let result = std::thread::scope(|scope| {
+        // One batch written while the next is staged, one more waiting between them.
+        let (to_writer, batches) = std::sync::mpsc::sync_channel::<(sled::Batch, P::Written)>(1);
+        let writer = scope.spawn(move || -> Result<(), ReadModelError> {
+            for (batch, written) in batches {
+                model.write_staged(batch, written)?;
+            }
+            Ok(())
+        });
+        let staging = (|| -> Result<(), E> {
+            while let Some(messages) = next_batch()? {
+                let (batch, written, outcome) =
+                    stage_messages(model, RECORD_CLUSTER, topic, &messages, false)?;
+                if to_writer.send((batch, written)).is_err() {
+                    // The writer failed: its error is the one to report.
+                    break;
+                }
+                total.add(outcome);
+                progress(messages.len());
+            }
+            Ok(())
+        })();
+        drop(to_writer);
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        staging?;
+        written.map_err(E::from)
+    });
+    model.set_pipelined(false);
+    result.map(|()| total)
+}
+
 /// Records the next offset to read of each partition given, as they are.
 pub fn write_offsets(
     tree: &sled::Tree,
@@ -221,6 +311,30 @@ fn apply_messages<P: Projection + ?Sized>(
     messages: &[ReceivedEvent],
     offsets: bool,
 ) -> Result<BatchOutcome, ReadModelError> {
+    let (batch, written, outcome) = stage_messages(model, cluster, topic, messages, offsets)?;
+    model.write_staged(batch, written)?;
+    Ok(outcome)
+}
+
+/// Stages a batch read from a stream's record without writing it: what
+/// [`apply_recorded_batches`] hands its writer, for [`Projection::write_staged`] to write, in
+/// the order staged.
+pub fn stage_recorded<P: Projection + ?Sized>(
+    model: &P,
+    topic: &str,
+    messages: &[ReceivedEvent],
+) -> Result<(sled::Batch, P::Written, BatchOutcome), ReadModelError> {
+    stage_messages(model, RECORD_CLUSTER, topic, messages, false)
+}
+
+/// Every message of a batch into one `sled::Batch`, with the offsets after it if asked.
+fn stage_messages<P: Projection + ?Sized>(
+    model: &P,
+    cluster: &str,
+    topic: &str,
+    messages: &[ReceivedEvent],
+    offsets: bool,
+) -> Result<(sled::Batch, P::Written, BatchOutcome), ReadModelError> {
     let mut staged = P::Staged::default();
     let mut outcome = BatchOutcome::default();
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
@@ -241,9 +355,7 @@ fn apply_messages<P: Projection + ?Sized>(
     if offsets {
         stage_offsets(&mut batch, cluster, topic, &next_offsets);
     }
-    model.tree().apply_batch(batch)?;
-    model.written(written)?;
-    Ok(outcome)
+    Ok((batch, written, outcome))
 }
 
 fn offset_key(cluster: &str, topic: &str, partition: i32) -> Key {

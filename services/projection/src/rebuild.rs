@@ -34,7 +34,7 @@ use crate::accounts::AccountReadModel;
 use crate::cases::CaseReadModel;
 use crate::deals::DealReadModel;
 use crate::generations::{Generations, Live, ReadModelName};
-use crate::kernel::{Projection, ReadModelError, apply_recorded, write_offsets};
+use crate::kernel::{Projection, ReadModelError, apply_recorded_batches, write_offsets};
 
 /// Messages applied per batch while rebuilding.
 const BATCH: usize = 2000;
@@ -320,19 +320,18 @@ impl<P: Generational> Rebuilder<P> {
     ) -> Result<(), RebuildError> {
         let (this, next) = (self.clone(), next.clone());
         tokio::task::spawn_blocking(move || {
-            let topic = P::NAME.topic();
             let mut after: Option<sled::IVec> = None;
             let mut offset = 0i64;
-            loop {
+            let next_batch = || -> Result<Option<Vec<ReceivedEvent>>, RebuildError> {
                 if *this.shutdown.borrow() {
                     return Err(RebuildError::Stopped);
                 }
                 let page = record.read_after(after.as_deref(), BATCH)?;
                 let Some((last, _)) = page.last() else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 after = Some(last.clone());
-                let messages: Vec<ReceivedEvent> = page
+                let messages = page
                     .into_iter()
                     .map(|(_, value)| {
                         offset += 1;
@@ -344,9 +343,12 @@ impl<P: Generational> Rebuilder<P> {
                         }
                     })
                     .collect();
-                apply_recorded(&next, topic, &messages)?;
-                this.update(|s| s.from_record += messages.len() as u64);
-            }
+                Ok(Some(messages))
+            };
+            apply_recorded_batches(&next, P::NAME.topic(), next_batch, |n| {
+                this.update(|s| s.from_record += n as u64)
+            })?;
+            Ok(())
         })
         .await
         .map_err(|e| RebuildError::Task(e.to_string()))?

@@ -9,7 +9,7 @@ use recoup_proto::v1;
 use super::keys::{
     case_key, history_key, history_prefix, state_key, state_prefix, tenant_and_case, tenant_prefix,
 };
-use super::{CaseReadModel, Totals};
+use super::{CaseReadModel, Totals, history};
 use crate::kernel::{Counters, ReadModelError};
 
 impl CaseReadModel {
@@ -98,14 +98,22 @@ impl CaseReadModel {
         limit: usize,
     ) -> Result<Vec<v1::CaseHistoryEntry>, ReadModelError> {
         let prefix = history_prefix(tenant, case_id);
+        // Chunks are keyed by their last version: the first one wanted may begin before it.
         let start = history_key(tenant, case_id, after.saturating_add(1)).into_vec();
         let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in self.tree.range(start..prefix.prefix_end()).take(limit) {
+        for entry in self.tree.range(start..prefix.prefix_end()) {
             let (k, v) = entry?;
-            out.push(
-                v1::CaseHistoryEntry::decode(v.as_ref())
-                    .map_err(|e| ReadModelError::corrupt(&k, &e.to_string()))?,
-            );
+            let entries =
+                history::entries(&v).map_err(|e| ReadModelError::corrupt(&k, &e.to_string()))?;
+            for entry in entries.into_iter().filter(|e| e.version > after) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(entry);
+            }
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }
