@@ -23,8 +23,9 @@ use debt_cases::{
 };
 use event_backbone::consumer::ReceivedEvent;
 use event_backbone::envelope::{EventMetadata, NewEnvelope};
-use projection::{CaseReadModel, Projection, ReadModelError, kernel};
+use projection::{CaseReadModel, Projection, rebuild};
 use prost::Message;
+use recoup_keys::record::PrefixRecord;
 use recoup_proto::convert::event_to_payload;
 
 /// Messages per batch: the projector's and the rebuild's.
@@ -121,7 +122,7 @@ fn main() {
     let mut measured = Vec::new();
     let (rebuild, case_bytes) = apply(&in_record_order, cases, Path::Rebuild);
     measured.push((
-        "rebuild from the record (a case's events together, pipelined)",
+        "rebuild from a record (read from its store, a case's events together, pipelined)",
         rebuild,
     ));
     if !rebuild_only {
@@ -151,10 +152,30 @@ fn main() {
     }
 }
 
+/// A tree laid out as the case store's record (`e`, tenant, case, version) holding `events`.
+fn record_of(dir: &std::path::Path, events: &[ReceivedEvent]) -> PrefixRecord {
+    let db = recoup_keys::store::open(dir, Default::default()).unwrap();
+    let tree = db.open_tree("case_store").unwrap();
+    for chunk in events.chunks(10_000) {
+        let mut batch = sled::Batch::default();
+        for e in chunk {
+            let version = (e.offset % 4 + 1) as u64;
+            let key = recoup_keys::Key::new(b'e')
+                .str("bench")
+                .str(std::str::from_utf8(&e.key).unwrap())
+                .u64(version);
+            batch.insert(key.into_vec(), e.value.as_slice());
+        }
+        tree.apply_batch(batch).unwrap();
+    }
+    PrefixRecord::new(tree, b"e")
+}
+
 /// How events reach the read model.
 #[derive(Clone, Copy)]
 enum Path {
-    /// As a rebuild applies the record: staging a batch while the one before is written.
+    /// As a rebuild applies the record: read from a store, staging a batch while the one
+    /// before is written.
     Rebuild,
     /// As the projector applies what it consumed: each batch written before the next.
     Live,
@@ -165,18 +186,17 @@ enum Path {
 fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Duration, usize) {
     let dir = tempfile::tempdir().unwrap();
     let rm = CaseReadModel::open(dir.path()).unwrap();
-    let started = Instant::now();
+    let mut started = Instant::now();
     let applied = match path {
         Path::Rebuild => {
-            let mut chunks = events.chunks(batch_size());
-            kernel::apply_recorded_batches(
-                &rm,
-                "topic",
-                || Ok::<_, ReadModelError>(chunks.next().map(<[_]>::to_vec)),
-                |_| {},
-            )
-            .unwrap()
-            .applied
+            // The record as the case store keeps it: each case's events together, read back
+            // page by page as a rebuild reads it.
+            let record_dir = tempfile::tempdir().unwrap();
+            let record = record_of(record_dir.path(), events);
+            started = Instant::now();
+            rebuild::apply_whole_record(&record, &rm, || false, |_| {})
+                .unwrap()
+                .applied
         }
         Path::Live => events
             .chunks(batch_size())

@@ -43,6 +43,8 @@ pub(crate) fn envelope_of(
 pub enum ReadModelError {
     #[error("read model I/O failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("could not start a thread: {0}")]
+    Thread(String),
     #[error("read model entry {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -247,12 +249,15 @@ where
     let result = std::thread::scope(|scope| {
         // One batch written while the next is staged, one more waiting between them.
         let (to_writer, batches) = std::sync::mpsc::sync_channel::<(sled::Batch, P::Written)>(1);
-        let writer = scope.spawn(move || -> Result<(), ReadModelError> {
-            for (batch, written) in batches {
-                model.write_staged(batch, written)?;
-            }
-            Ok(())
-        });
+        let writer = std::thread::Builder::new()
+            .name("record-writer".into())
+            .spawn_scoped(scope, move || -> Result<(), ReadModelError> {
+                for (batch, written) in batches {
+                    model.write_staged(batch, written)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| ReadModelError::Thread(e.to_string()))?;
         let staging = (|| -> Result<(), E> {
             while let Some(messages) = next_batch()? {
                 let (batch, written, outcome) =

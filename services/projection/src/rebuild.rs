@@ -34,7 +34,9 @@ use crate::accounts::AccountReadModel;
 use crate::cases::CaseReadModel;
 use crate::deals::DealReadModel;
 use crate::generations::{Generations, Live, ReadModelName};
-use crate::kernel::{Projection, ReadModelError, apply_recorded_batches, write_offsets};
+use crate::kernel::{
+    BatchOutcome, Projection, ReadModelError, apply_recorded_batches, write_offsets,
+};
 
 /// Messages applied per batch while rebuilding.
 const BATCH: usize = 2000;
@@ -320,34 +322,12 @@ impl<P: Generational> Rebuilder<P> {
     ) -> Result<(), RebuildError> {
         let (this, next) = (self.clone(), next.clone());
         tokio::task::spawn_blocking(move || {
-            let mut after: Option<sled::IVec> = None;
-            let mut offset = 0i64;
-            let next_batch = || -> Result<Option<Vec<ReceivedEvent>>, RebuildError> {
-                if *this.shutdown.borrow() {
-                    return Err(RebuildError::Stopped);
-                }
-                let page = record.read_after(after.as_deref(), BATCH)?;
-                let Some((last, _)) = page.last() else {
-                    return Ok(None);
-                };
-                after = Some(last.clone());
-                let messages = page
-                    .into_iter()
-                    .map(|(_, value)| {
-                        offset += 1;
-                        ReceivedEvent {
-                            partition: -1,
-                            offset,
-                            key: Vec::new(),
-                            value: value.to_vec(),
-                        }
-                    })
-                    .collect();
-                Ok(Some(messages))
-            };
-            apply_recorded_batches(&next, P::NAME.topic(), next_batch, |n| {
-                this.update(|s| s.from_record += n as u64)
-            })?;
+            apply_whole_record(
+                record.as_ref(),
+                &next,
+                || *this.shutdown.borrow(),
+                |n| this.update(|s| s.from_record += n as u64),
+            )?;
             Ok(())
         })
         .await
@@ -393,6 +373,43 @@ impl<P: Generational> Rebuilder<P> {
             self.update(|s| s.from_topic += messages.len() as u64);
         }
     }
+}
+
+/// A rebuild's first phase: every event of `record`, in its order, applied to `model` (a
+/// generation nobody reads yet) in batches through [`apply_recorded_batches`], until the
+/// record ends or `stopped` says so; `progress` hears how many events each batch staged.
+pub fn apply_whole_record<P: Generational>(
+    record: &dyn Record,
+    model: &P,
+    stopped: impl Fn() -> bool,
+    progress: impl FnMut(usize),
+) -> Result<BatchOutcome, RebuildError> {
+    let mut after: Option<sled::IVec> = None;
+    let mut offset = 0i64;
+    let next_batch = || -> Result<Option<Vec<ReceivedEvent>>, RebuildError> {
+        if stopped() {
+            return Err(RebuildError::Stopped);
+        }
+        let page = record.read_after(after.as_deref(), BATCH)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(None);
+        };
+        after = Some(last.clone());
+        let messages = page
+            .into_iter()
+            .map(|(_, value)| {
+                offset += 1;
+                ReceivedEvent {
+                    partition: -1,
+                    offset,
+                    key: Vec::new(),
+                    value: value.to_vec(),
+                }
+            })
+            .collect();
+        Ok(Some(messages))
+    };
+    apply_recorded_batches(model, P::NAME.topic(), next_batch, progress)
 }
 
 impl<P: Generational> Rebuild for Rebuilder<P> {
