@@ -43,7 +43,7 @@ pub(crate) fn envelope_of(
 pub enum ReadModelError {
     #[error("read model I/O failed: {0}")]
     Sled(#[from] sled::Error),
-    #[error("could not start a thread: {0}")]
+    #[error("a read model thread failed: {0}")]
     Thread(String),
     #[error("read model entry {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
@@ -257,7 +257,9 @@ where
                 }
                 Ok(())
             })
-            .map_err(|e| ReadModelError::Thread(e.to_string()))?;
+            .map_err(|e| {
+                ReadModelError::Thread(format!("could not start the record writer: {e}"))
+            })?;
         let staging = (|| -> Result<(), E> {
             while let Some(messages) = next_batch()? {
                 let (batch, written, outcome) =
@@ -272,9 +274,12 @@ where
             Ok(())
         })();
         drop(to_writer);
-        let written = writer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // A writer that panicked wrote part of a generation nobody reads: the rebuild fails.
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(ReadModelError::Thread(
+                "the record writer stopped with a panic".into(),
+            ))
+        });
         staging?;
         written.map_err(E::from)
     });
