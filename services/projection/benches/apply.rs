@@ -8,7 +8,8 @@
 //!
 //! `cargo bench -p projection --bench apply`; BENCH_CASES (4 events each) changes the size,
 //! BENCH_BATCH the batch, BENCH_REBUILD_ONLY=1 measures the rebuild alone (a million events:
-//! `BENCH_CASES=250000 BENCH_REBUILD_ONLY=1`).
+//! `BENCH_CASES=250000 BENCH_REBUILD_ONLY=1`). Each figure comes with the CPU per event of
+//! the whole process (sled's threads included), which a busy neighbour moves less than the rate.
 #![allow(clippy::unwrap_used)]
 
 // As the recoup binary does.
@@ -27,6 +28,41 @@ use projection::{CaseReadModel, Projection, rebuild};
 use prost::Message;
 use recoup_keys::record::PrefixRecord;
 use recoup_proto::convert::event_to_payload;
+
+/// What one pass took: wall time, and CPU seconds of the whole process (every thread, sled's
+/// own included), steadier than wall time on a shared machine.
+#[derive(Clone, Copy)]
+struct Took {
+    wall: Duration,
+    cpu: f64,
+}
+
+impl Took {
+    fn since(started: Instant, cpu_at_start: f64) -> Self {
+        Took {
+            wall: started.elapsed(),
+            cpu: cpu_secs() - cpu_at_start,
+        }
+    }
+}
+
+/// CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime, fields 14 and 15 of stat(5), in ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
+}
 
 /// Messages per batch: the projector's and the rebuild's.
 fn batch_size() -> usize {
@@ -133,21 +169,25 @@ fn main() {
         measured.push(("live, batch by batch, one event per case per batch", worst));
     }
     let bare = bare_sled(count, case_bytes);
-    let rate = |elapsed: Duration| count as f64 / elapsed.as_secs_f64();
+    let rate = |took: Took| count as f64 / took.wall.as_secs_f64();
+    let cpu_per_event = |took: Took| took.cpu * 1e6 / count as f64;
     let bare_rate = rate(bare);
     println!(
         "{count} events of {cases} cases, batches of {}",
         batch_size()
     );
     println!(
-        "bare sled loop, one {case_bytes}-byte insert per event, same batches: {bare_rate:.0} events/s"
+        "bare sled loop, one {case_bytes}-byte insert per event, same batches: {bare_rate:.0} events/s, {:.1} µs of CPU per event",
+        cpu_per_event(bare)
     );
-    for (what, elapsed) in measured {
+    for (what, took) in measured {
         println!(
-            "projection apply, {what}: {:.2} s = {:.0} events/s, ratio to bare sled {:.2}",
-            elapsed.as_secs_f64(),
-            rate(elapsed),
-            rate(elapsed) / bare_rate
+            "projection apply, {what}: {:.2} s = {:.0} events/s, ratio to bare sled {:.2}; {:.1} µs of CPU per event, ratio {:.2}",
+            took.wall.as_secs_f64(),
+            rate(took),
+            rate(took) / bare_rate,
+            cpu_per_event(took),
+            bare.cpu / took.cpu
         );
     }
 }
@@ -168,6 +208,8 @@ fn record_of(dir: &std::path::Path, events: &[ReceivedEvent]) -> PrefixRecord {
         }
         tree.apply_batch(batch).unwrap();
     }
+    // A rebuild reads a record written long before: on disk before the clock starts.
+    db.flush().unwrap();
     PrefixRecord::new(tree, b"e")
 }
 
@@ -181,12 +223,13 @@ enum Path {
     Live,
 }
 
-/// Applies `events` to a new read model: the time it took, with the flush, and the size of a
-/// stored case.
-fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Duration, usize) {
+/// Applies `events` to a new read model: what it took, with the flush, and the size of a stored
+/// case.
+fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Took, usize) {
     let dir = tempfile::tempdir().unwrap();
     let rm = CaseReadModel::open(dir.path()).unwrap();
     let mut started = Instant::now();
+    let mut cpu = cpu_secs();
     let applied = match path {
         Path::Rebuild => {
             // The record as the case store keeps it: each case's events together, read back
@@ -194,6 +237,7 @@ fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Duration, usize
             let record_dir = tempfile::tempdir().unwrap();
             let record = record_of(record_dir.path(), events);
             started = Instant::now();
+            cpu = cpu_secs();
             rebuild::apply_whole_record(&record, &rm, || false, |_| {})
                 .unwrap()
                 .applied
@@ -204,7 +248,7 @@ fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Duration, usize
             .sum(),
     };
     rm.flush().unwrap();
-    let elapsed = started.elapsed();
+    let took = Took::since(started, cpu);
     assert_eq!(applied, events.len());
     let closed = rm
         .list_cases("bench", Some(CaseState::Closed), None, cases)
@@ -218,16 +262,17 @@ fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Duration, usize
                 .len()
         })
         .unwrap_or(200);
-    (elapsed, case_bytes)
+    (took, case_bytes)
 }
 
-fn bare_sled(events: usize, value_bytes: usize) -> Duration {
+fn bare_sled(events: usize, value_bytes: usize) -> Took {
     let dir = tempfile::tempdir().unwrap();
     // Opened as recoup opens its stores (the read model's page cache).
     let db = recoup_keys::store::open(dir.path(), Default::default()).unwrap();
     let tree = db.open_tree("read_model").unwrap();
     let value = vec![1u8; value_bytes];
     let started = Instant::now();
+    let cpu = cpu_secs();
     for chunk_start in (0..events).step_by(batch_size()) {
         let mut batch = sled::Batch::default();
         for i in chunk_start..(chunk_start + batch_size()).min(events) {
@@ -239,5 +284,5 @@ fn bare_sled(events: usize, value_bytes: usize) -> Duration {
         tree.apply_batch(batch).unwrap();
     }
     db.flush().unwrap();
-    started.elapsed()
+    Took::since(started, cpu)
 }

@@ -4,7 +4,8 @@
 #   cargo build --release -p recoup && bash services/recoup/benches/h2load-reads.sh
 # N (calls per round, 100000), C (connections, 4), M (streams per connection, 16), ROUNDS (3).
 # h2load does not read gRPC trailers: the data bytes per call (223 for the case, 7 for health)
-# show that the calls were answered with a message.
+# show that the calls were answered with a message. Each round also prints the server's CPU per
+# call (user + system of the recoup process), steadier than calls/s on a shared machine.
 set -eu
 BIN=${BIN:-target/release/recoup}
 D=$(mktemp -d)
@@ -25,10 +26,16 @@ request = b"\x0a" + bytes([len(case_id)]) + case_id  # GetCaseRequest.case_id
 open(d + "/getcase.bin", "wb").write(b"\x00" + struct.pack(">I", len(request)) + request)
 open(d + "/health.bin", "wb").write(b"\x00" + struct.pack(">I", 0))
 PY
+# utime + stime of the server, in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 run() {
+  local before after
+  before=$(ticks)
   h2load -n "${N:-100000}" -c "${C:-4}" -m "${M:-16}" -t 1 \
     -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $KEY" \
     -d "$D/$2" "http://$G$1" 2>&1 | grep -E "^finished|^requests|^traffic"
+  after=$(ticks)
+  echo "server CPU per call: $(( (after - before) * 1000000 / $(getconf CLK_TCK) / ${N:-100000} )) µs"
 }
 for round in $(seq 1 "${ROUNDS:-3}"); do
   echo "== round $round: Health"
