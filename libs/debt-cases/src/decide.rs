@@ -152,6 +152,19 @@ fn answer_recorded_receipt(
     })
 }
 
+/// The commands a case in `state` takes besides `UpdateCase`, by their API names, in the order
+/// a person would offer them: what a client may show as buttons. [`decide`] has the last word
+/// (a receipt's amount, a failure's reason, the version).
+pub fn commands_in(state: CaseState) -> &'static [&'static str] {
+    match state {
+        CaseState::Reviewing => &["MarkReviewed", "CloseCase", "DeleteCase"],
+        CaseState::Preparing => &["MarkPrepared", "CloseCase", "FailCase"],
+        CaseState::Pending => &["StartProcessing", "CloseCase", "FailCase"],
+        CaseState::Processing => &["AddPaymentReceipt", "CloseCase", "FailCase"],
+        CaseState::Create | CaseState::Closed | CaseState::Failed => &[],
+    }
+}
+
 /// The event a command yields on a live, current case, or why its state or content forbids it.
 fn decide_transition(
     case: &DebtCase,

@@ -11,7 +11,7 @@ pub mod model;
 
 pub use collector::{CollectorConfiguration, CollectorConfigurations, ConfigurationError};
 pub use decide::{
-    DecisionContext, MAX_LABELS, MAX_LINE_ITEMS, MAX_TEXT_LEN, decide, decide_create,
+    DecisionContext, MAX_LABELS, MAX_LINE_ITEMS, MAX_TEXT_LEN, commands_in, decide, decide_create,
     line_items_total, same_creation,
 };
 pub use error::DomainError;

@@ -6,7 +6,8 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use debt_cases::{
     BillingAddress, CaseChanges, CaseState, CollectorConfiguration, CollectorConfigurations,
     Command, ConfigurationError, DebtCase, DebtCaseEvent, DecisionContext, DomainError,
-    Environment, LineItem, NewCase, decide, decide_create, line_items_total, same_creation,
+    Environment, LineItem, NewCase, commands_in, decide, decide_create, line_items_total,
+    same_creation,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1284,4 +1285,41 @@ fn replaying_line_items_that_overflow_holds_the_amount_at_the_bound() {
     let mut refused = new_case();
     refused.line_items = vec![item("1", i64::MAX), item("2", 1)];
     assert_invalid(when_create(&refused), "line_items");
+}
+
+/// `commands_in` offers exactly the commands `decide` takes in each state (with valid
+/// arguments): what a client shows as buttons never disagrees with the aggregate.
+#[test]
+fn the_commands_offered_in_each_state_are_those_decide_takes() {
+    let commands = [
+        Command::MarkReviewed,
+        Command::MarkPrepared,
+        Command::StartProcessing,
+        Command::AddPaymentReceipt {
+            external_id: "r-1".into(),
+            amount_minor: 1,
+        },
+        Command::Close,
+        Command::Fail {
+            reason: "unreachable".into(),
+        },
+        Command::Delete,
+    ];
+    for state in CaseState::ALL {
+        if state == CaseState::Create {
+            assert!(commands_in(state).is_empty());
+            continue;
+        }
+        let case = in_state(state);
+        let taken: Vec<&str> = commands
+            .iter()
+            .filter(|c| when(&case, c).is_ok())
+            .map(Command::name)
+            .collect();
+        let mut offered = commands_in(state).to_vec();
+        offered.sort_unstable();
+        let mut taken_sorted = taken.clone();
+        taken_sorted.sort_unstable();
+        assert_eq!(offered, taken_sorted, "{state:?}");
+    }
 }

@@ -59,6 +59,8 @@ pub struct PlatformConfig {
     pub importer: snapshot_importer::service::Settings,
     /// What the export puller pulls; `None` runs no puller.
     pub pull: Option<export_puller::service::Settings>,
+    /// The web console's sessions (served at `/` of the HTTP listener, with the importer).
+    pub console_sessions: recoup_console::SessionLimits,
 }
 
 impl PlatformConfig {
@@ -84,6 +86,7 @@ impl PlatformConfig {
             projection: Default::default(),
             importer: Default::default(),
             pull: None,
+            console_sessions: recoup_console::SessionLimits::default(),
         }
     }
 }
@@ -211,7 +214,17 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
         let brokers = link.config.brokers.clone();
         tokio::spawn(kafka::follow(up, health, config.services, brokers))
     });
-    let http = services.2.as_ref().map(|importer| importer.http_router());
+    let http = services.2.as_ref().map(|importer| serve::Http {
+        router: importer.http_router(),
+        console: Some((
+            ctx.access.clone(),
+            recoup_console::ConsoleConfig {
+                secure_cookies: config.security.tls.is_some()
+                    || config.security.tls_terminated_upstream,
+                sessions: config.console_sessions,
+            },
+        )),
+    });
     let (at, guard) = serving(&config, tls);
     let servers =
         serve::serve(ctx.take_routes(), health_service, http, at, guard, shutdown).await?;

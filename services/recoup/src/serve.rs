@@ -55,6 +55,13 @@ pub struct Servers {
     http: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
+/// What the HTTP listener serves: the importer's API, and the console when given its access
+/// check (it calls the services through the gRPC router, so it needs one in this process).
+pub struct Http {
+    pub router: axum::Router,
+    pub console: Option<(recoup_access::Access, recoup_console::ConsoleConfig)>,
+}
+
 /// Binds and serves: gRPC with `routes` (plus health and reflection) on `at.grpc`, `http` on
 /// `at.http` — both behind the `guard`: TLS when configured, the slow-down —, metrics on
 /// `at.metrics` (plaintext: no credential and no tenant's data cross it).
@@ -63,7 +70,7 @@ pub async fn serve(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    http: Option<axum::Router>,
+    http: Option<Http>,
     at: Addresses,
     guard: Guard,
     shutdown: watch::Receiver<bool>,
@@ -73,6 +80,7 @@ pub async fn serve(
     let gate = Gate::new(guard.connections);
     let mut bound = Addresses::default();
     let mut grpc = None;
+    let mut grpc_router = None;
     // One per process: gRPC and HTTP failures of a peer add up.
     let throttle = Arc::new(Throttle::new(guard.throttle));
     let slow_down =
@@ -87,8 +95,9 @@ pub async fn serve(
             .routes()
             .into_axum_router()
             .layer(slow_down())
-            .layer(axum::middleware::from_fn(crate::metrics::time_grpc))
-            .route("/metrics", axum::routing::get(crate::metrics::serve));
+            .layer(axum::middleware::from_fn(crate::metrics::time_grpc));
+        grpc_router = Some(router.clone());
+        let router = router.route("/metrics", axum::routing::get(crate::metrics::serve));
         let listener = PlainListener {
             listener,
             gate: gate.clone(),
@@ -101,9 +110,15 @@ pub async fn serve(
             axum::Router::new().route("/metrics", axum::routing::get(crate::metrics::serve));
         (addr, router, "metrics")
     });
-    let http = http
-        .zip(at.http)
-        .map(|(router, addr)| (addr, router.layer(slow_down()), "HTTP"));
+    let http = http.zip(at.http).map(|(http, addr)| {
+        let router = match (http.console, grpc_router) {
+            (Some((access, config)), Some(grpc)) => {
+                recoup_console::router(grpc, access, config).merge(http.router)
+            }
+            _ => http.router,
+        };
+        (addr, router.layer(slow_down()), "HTTP")
+    });
     for (addr, router, what) in http.into_iter().chain(metrics) {
         let listener = bind(addr, what).await?;
         let local = Some(listener.local_addr()?);

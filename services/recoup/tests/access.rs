@@ -7,35 +7,14 @@ mod common;
 
 use std::net::SocketAddr;
 
-use chrono::Utc;
-use common::{bearer, channel, config, envelopes, req_as, secured, start};
+use common::{bearer, channel, config, envelopes, make_key, req_as, secured, start};
 use recoup::platform::{RunningPlatform, Security};
-use recoup_access::{KeySpec, Role, ThrottleSettings};
+use recoup_access::{Role, ThrottleSettings};
 use recoup_proto::v1;
 use recoup_proto::v1::api_keys_client::ApiKeysClient;
 use recoup_proto::v1::query_client::QueryClient;
 use tempfile::TempDir;
 use tonic::Code;
-
-fn spec(role: Role, tenants: &[&str]) -> KeySpec {
-    KeySpec {
-        name: format!("{role}-key"),
-        tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
-        role,
-        expires_at: None,
-        created_by: "test".to_owned(),
-    }
-}
-
-/// A key of `role` for `tenants`, made through the platform's registry (the access topic).
-async fn make_key(platform: &RunningPlatform, role: Role, tenants: &[&str]) -> String {
-    let registry = platform.keys().expect("API keys are on");
-    registry
-        .create(&spec(role, tenants), Utc::now())
-        .await
-        .unwrap()
-        .key
-}
 
 /// The keys `key` may see, through `recoup.v1.ApiKeys`.
 async fn keys_seen(platform: &RunningPlatform, key: &str) -> Vec<v1::ApiKey> {

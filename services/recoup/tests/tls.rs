@@ -195,6 +195,18 @@ async fn grpc_and_http_serve_tls_with_the_certificate_given() {
     );
     let plain = reqwest::get(format!("http://127.0.0.1:{http}/v1/imports/x")).await;
     assert!(plain.is_err(), "plaintext HTTP is not served: {plain:?}");
+    // The console over TLS: its cookies are only sent back over TLS.
+    let sign_in = https_client(&pki, None)
+        .get(format!("https://127.0.0.1:{http}/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sign_in.status(), 200);
+    let cookie = sign_in.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
 
     // The bundled CLI, with --ca-cert.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_recoup"))

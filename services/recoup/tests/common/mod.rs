@@ -74,6 +74,23 @@ pub fn on_broker(
     config
 }
 
+/// A key of `role` for `tenants`, made through the platform's registry (the access topic).
+pub async fn make_key(
+    platform: &RunningPlatform,
+    role: recoup_access::Role,
+    tenants: &[&str],
+) -> String {
+    let spec = recoup_access::KeySpec {
+        name: format!("{role}-key"),
+        tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+        role,
+        expires_at: None,
+        created_by: "test".to_owned(),
+    };
+    let registry = platform.keys().expect("API keys are on");
+    registry.create(&spec, Utc::now()).await.unwrap().key
+}
+
 pub async fn start(config: PlatformConfig) -> RunningPlatform {
     platform::start(config).await.expect("platform starts")
 }

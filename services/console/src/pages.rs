@@ -1,0 +1,117 @@
+//! The frame every page shares, and the pages of refusals.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+use recoup_proto::v1::CaseState;
+
+use crate::session::Session;
+
+/// A whole page: the navigation, who is signed in (and the sign-out), then `body` under `title`.
+pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · recoup" }
+                link rel="stylesheet" href="/assets/console.css";
+                script src="/assets/console.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to the content" }
+                header {
+                    span.brand { "recoup" }
+                    @if let Some(session) = session {
+                        nav aria-label="Main" {
+                            a href="/cases" { "Cases" }
+                        }
+                        div.who {
+                            span { (session.who) " · tenant " strong { (session.tenant) } }
+                            form method="post" action="/sign-out" {
+                                input type="hidden" name="form_token" value=(session.form_token);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main id="main" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page with `status`.
+pub fn answer(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// 403: the session may not do this, or the form is not its own.
+pub fn refused(session: Option<&Session>, why: &str) -> Response {
+    let body =
+        html! { p.error role="alert" { (why) } p { a href="/cases" { "Back to the cases" } } };
+    answer(StatusCode::FORBIDDEN, page("Not allowed", session, body))
+}
+
+/// A service's failure that leaves nothing to show.
+pub fn failed(session: &Session, status: StatusCode, why: &str) -> Response {
+    let body =
+        html! { p.error role="alert" { (why) } p { a href="/cases" { "Back to the cases" } } };
+    answer(status, page("Something went wrong", Some(session), body))
+}
+
+/// The HTTP status of a service's refusal.
+pub fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Minor units as the amount people read: 12500 EUR is "125.00 EUR".
+pub fn money(minor: i64, currency: &str) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!("{sign}{}.{:02} {currency}", abs / 100, abs % 100)
+}
+
+/// A case state's name as the pages show it ("REVIEWING").
+pub fn state_name(state: i32) -> &'static str {
+    CaseState::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("CASE_STATE_"))
+        .unwrap_or("UNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_reads_as_major_units() {
+        assert_eq!(money(12500, "EUR"), "125.00 EUR");
+        assert_eq!(money(5, "EUR"), "0.05 EUR");
+        assert_eq!(money(-101, "USD"), "-1.01 USD");
+        assert_eq!(state_name(CaseState::Reviewing as i32), "REVIEWING");
+        assert_eq!(state_name(99), "UNKNOWN");
+    }
+
+    #[test]
+    fn what_a_page_shows_is_escaped() {
+        let html = page("<script>x</script>", None, html! { p { ("a&b<i>") } }).into_string();
+        assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"), "{html}");
+        assert!(html.contains("a&amp;b&lt;i&gt;"), "{html}");
+    }
+}
