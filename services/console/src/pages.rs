@@ -61,7 +61,15 @@ pub fn refused(session: Option<&Session>, why: &str) -> Response {
 pub fn failed(session: &Session, status: StatusCode, why: &str) -> Response {
     let body =
         html! { p.error role="alert" { (why) } p { a href="/cases" { "Back to the cases" } } };
-    answer(status, page("Something went wrong", Some(session), body))
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::UNAUTHORIZED => "Signed out",
+        StatusCode::CONFLICT => "Conflict",
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::NOT_IMPLEMENTED => "Not available",
+        _ => "Something went wrong",
+    };
+    answer(status, page(title, Some(session), body))
 }
 
 /// The HTTP status of a service's refusal.

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""The web console in a real browser: headless Chromium driven over the DevTools protocol.
+
+Against a running `recoup up`: signs in with the admin key, creates a case and drives it to
+CLOSED through its buttons, acts from a second tab on the stale page and sees the conflict,
+then signs in as a viewer (no buttons) and as another tenant's admin (the case is not found).
+Each page is saved as a screenshot under the given directory.
+
+usage: console_e2e.py BASE_URL SCREENSHOT_DIR ADMIN_KEY VIEWER_KEY OTHER_TENANT_KEY
+"""
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import websocket
+
+BASE, SHOTS, ADMIN, VIEWER, OTHER = sys.argv[1:6]
+PORT = 9333
+
+
+class Tab:
+    """One page of the browser, spoken to over its DevTools websocket."""
+
+    def __init__(self, target_id):
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{PORT}/devtools/page/{target_id}", timeout=30)
+        self.n = 0
+        self.call("Page.enable")
+        self.call("Runtime.enable")
+
+    def call(self, method, **params):
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.n:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def js(self, expression):
+        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
+                           returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result.get("result", {}).get("value")
+
+    def settle(self, url_before=None):
+        """Waits for the page (a new one when url_before is given) to finish loading."""
+        for _ in range(200):
+            time.sleep(0.05)
+            try:
+                state = self.js("document.readyState + ' ' + location.href")
+            except RuntimeError:
+                continue  # the page was replaced while asking
+            ready, url = state.split(" ", 1)
+            if ready == "complete" and (url_before is None or url != url_before):
+                return
+        raise RuntimeError("the page did not load")
+
+    def go(self, path):
+        self.call("Page.navigate", url=BASE + path)
+        self.settle()
+
+    def submit(self, script):
+        """Runs a script that submits a form, and waits for the answer's page."""
+        before = self.js("location.href + '#' + performance.timeOrigin")
+        self.js(script)
+        for _ in range(200):
+            time.sleep(0.05)
+            try:
+                now = self.js("location.href + '#' + performance.timeOrigin")
+                if now != before and self.js("document.readyState") == "complete":
+                    return
+            except RuntimeError:
+                continue
+        raise RuntimeError("the form's answer did not load")
+
+    def press(self, label):
+        self.submit(
+            "[...document.querySelectorAll('button')].find(b => b.textContent.trim() === "
+            + json.dumps(label) + ").click()")
+
+    def text(self):
+        return self.js("document.body.innerText")
+
+    def shot(self, name):
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        with open(os.path.join(SHOTS, f"{name}.png"), "wb") as f:
+            f.write(base64.b64decode(data))
+
+
+def browser():
+    profile = tempfile.mkdtemp()
+    chrome = subprocess.Popen(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", f"--remote-debugging-port={PORT}",
+         "--window-size=1200,900", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            version = json.load(urllib.request.urlopen(f"http://127.0.0.1:{PORT}/json/version"))
+            return chrome, websocket.create_connection(version["webSocketDebuggerUrl"], timeout=30)
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("chromium did not start")
+
+
+class Browser:
+    """Chromium's browser endpoint: contexts (separate cookie jars) and tabs in them."""
+
+    def __init__(self, ws):
+        self.ws, self.n = ws, 0
+
+    def call(self, method, **params):
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.n:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def context(self):
+        return self.call("Target.createBrowserContext")["browserContextId"]
+
+    def tab(self, context):
+        target = self.call("Target.createTarget", url="about:blank", browserContextId=context)
+        return Tab(target["targetId"])
+
+
+def check(condition, what, page):
+    if not condition:
+        raise SystemExit(f"console e2e: {what}\n--- page ---\n{page.text()}")
+
+
+def sign_in(tab, key):
+    if not key.startswith("rk1_"):
+        raise SystemExit(f"console e2e: not an API key: {key!r}")
+    tab.go("/sign-in")
+    tab.submit("document.getElementById('credential').value = " + json.dumps(key)
+               + "; document.querySelector('form.sign-in').requestSubmit()")
+    check(tab.js("location.pathname") == "/cases", "signed in to the cases", tab)
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    chrome, ws = browser()
+    try:
+        run(Browser(ws))
+    finally:
+        chrome.kill()
+
+
+def run(chrome):
+    team = chrome.context()
+    first = chrome.tab(team)
+    first.go("/cases")
+    check(first.js("location.pathname") == "/sign-in", "no session leads to the sign-in", first)
+    first.shot("01-sign-in")
+    sign_in(first, ADMIN)
+    reference = f"INV-E2E-{int(time.time())}"
+    first.submit(
+        "document.getElementById('reference').value = " + json.dumps(reference) + ";"
+        "document.getElementById('amount_minor').value = '12500';"
+        "document.getElementById('due_date').value = '2026-01-15';"
+        "document.querySelector('form.stacked').requestSubmit()")
+    case_path = first.js("location.pathname")
+    check(case_path.startswith("/cases/") and "REVIEWING" in first.text(), "case created", first)
+    first.shot("02-case-created")
+
+    second = chrome.tab(team)  # the same browser: the same session, a second tab
+    second.go(case_path)
+    check("Mark reviewed" in second.text(), "the second tab shows the case", second)
+
+    for button, state in [("Mark reviewed", "PREPARING"), ("Mark prepared", "PENDING"),
+                          ("Start processing", "PROCESSING"), ("Close case", "CLOSED")]:
+        first.press(button)
+        check(state in first.text(), f"{button} leads to {state}", first)
+    check("Close case" not in first.text(), "a closed case offers no command", first)
+    first.shot("03-case-closed")
+
+    second.press("Mark reviewed")
+    check("changed since you loaded it" in second.text() and "CLOSED" in second.text(),
+          "the stale tab gets the conflict and the case as it stands", second)
+    second.shot("04-conflict")
+
+    first.go("/cases?state=CLOSED")
+    check(reference in first.text(), "the list of closed cases holds the case", first)
+    first.shot("05-cases-closed")
+
+    viewer = chrome.tab(chrome.context())
+    sign_in(viewer, VIEWER)
+    viewer.go(case_path)
+    check(reference in viewer.text(), "the viewer sees the case", viewer)
+    check(viewer.js("document.querySelectorAll('form[action*=\"/cases/\"]').length") == 0,
+          "the viewer is offered no command", viewer)
+    viewer.shot("06-viewer")
+
+    stranger = chrome.tab(chrome.context())
+    sign_in(stranger, OTHER)
+    stranger.go(case_path)
+    check("Not found" in stranger.text() and reference not in stranger.text(),
+          "another tenant's admin does not see the case", stranger)
+    stranger.shot("07-other-tenant")
+    print(f"console e2e: signed in, {reference} driven to CLOSED through its buttons, the stale "
+          f"tab's conflict, a viewer without buttons, another tenant refused; screenshots in "
+          f"{SHOTS}")
+
+
+if __name__ == "__main__":
+    main()
