@@ -4,15 +4,20 @@
 Against a running `recoup up`: signs in with the admin key, creates a case and drives it to
 CLOSED through its buttons, acts from a second tab on the stale page and sees the conflict,
 then signs in as a viewer (no buttons) and as another tenant's admin (the case is not found).
-Each page is saved as a screenshot under the given directory.
+Each page is saved as a screenshot under the given directory, checked with axe-core (from the
+npm registry, pinned by its integrity hash: no serious or critical violation), and walked with
+the Tab key (every link, button and field takes the focus).
 
 usage: console_e2e.py BASE_URL SCREENSHOT_DIR ADMIN_KEY VIEWER_KEY OTHER_TENANT_KEY
 """
 import base64
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -21,6 +26,26 @@ import websocket
 
 BASE, SHOTS, ADMIN, VIEWER, OTHER = sys.argv[1:6]
 PORT = 9333
+AXE_VERSION = "4.14.1"
+AXE_INTEGRITY = ("sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtu"
+                 "FooJpZe37OgudVGtQ==")
+AXE = None
+
+
+def axe_source():
+    """axe.min.js of the pinned axe-core, from the npm registry (kept beside the screenshots)."""
+    cached = os.path.join(SHOTS, f"axe-core-{AXE_VERSION}.tgz")
+    if not os.path.exists(cached):
+        url = f"https://registry.npmjs.org/axe-core/-/axe-core-{AXE_VERSION}.tgz"
+        with urllib.request.urlopen(url, timeout=60) as r, open(cached, "wb") as f:
+            f.write(r.read())
+    data = open(cached, "rb").read()
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != AXE_INTEGRITY:
+        os.remove(cached)
+        raise SystemExit(f"console e2e: axe-core {AXE_VERSION} does not match its integrity hash")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.extractfile("package/axe.min.js").read().decode()
 
 
 class Tab:
@@ -90,9 +115,43 @@ class Tab:
         return self.js("document.body.innerText")
 
     def shot(self, name):
+        """Saves the page, then checks its accessibility and its keyboard reach."""
         data = self.call("Page.captureScreenshot", format="png")["data"]
         with open(os.path.join(SHOTS, f"{name}.png"), "wb") as f:
             f.write(base64.b64decode(data))
+        self.audit(name)
+        self.keyboard(name)
+
+    def audit(self, name):
+        """axe-core on the page: no serious or critical violation."""
+        if not self.js("typeof axe !== 'undefined'"):
+            self.js(AXE)
+        found = self.js("axe.run(document, {resultTypes: ['violations']}).then(r => "
+                        "r.violations.filter(v => ['serious', 'critical'].includes(v.impact))"
+                        ".map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' + "
+                        "v.nodes.map(n => n.target.join(' ')).join(', ')))")
+        if found:
+            raise SystemExit(f"console e2e: {name}: accessibility: " + "; ".join(found))
+
+    def keyboard(self, name):
+        """Every link, button and field of the page takes the focus from the Tab key."""
+        count = self.js(
+            "(() => { const all = [...document.querySelectorAll('a[href], button, select, "
+            "textarea, input:not([type=hidden])')].filter(e => e.getClientRects().length);"
+            "all.forEach((e, i) => e.dataset.reach = i); window.__reached = new Set();"
+            "document.addEventListener('focusin', e => { if (e.target.dataset.reach) "
+            "window.__reached.add(e.target.dataset.reach) }); document.activeElement.blur();"
+            "return all.length })()")
+        # A date field takes a stop per part: press on well past the count.
+        for _ in range(3 * count + 5):
+            for kind in ("keyDown", "keyUp"):
+                self.call("Input.dispatchKeyEvent", type=kind, key="Tab", code="Tab",
+                          windowsVirtualKeyCode=9)
+        missed = self.js("[...document.querySelectorAll('[data-reach]')].filter(e => "
+                         "!window.__reached.has(e.dataset.reach)).map(e => e.outerHTML"
+                         ".slice(0, 80))")
+        if missed:
+            raise SystemExit(f"console e2e: {name}: not reachable by keyboard: {missed}")
 
 
 def browser():
@@ -151,7 +210,9 @@ def sign_in(tab, key):
 
 
 def main():
+    global AXE
     os.makedirs(SHOTS, exist_ok=True)
+    AXE = axe_source()
     chrome, ws = browser()
     try:
         run(Browser(ws))
@@ -211,8 +272,9 @@ def run(chrome):
           "another tenant's admin does not see the case", stranger)
     stranger.shot("07-other-tenant")
     print(f"console e2e: signed in, {reference} driven to CLOSED through its buttons, the stale "
-          f"tab's conflict, a viewer without buttons, another tenant refused; screenshots in "
-          f"{SHOTS}")
+          f"tab's conflict, a viewer without buttons, another tenant refused; every page without "
+          f"a serious accessibility violation (axe-core {AXE_VERSION}) and reachable by keyboard; "
+          f"screenshots in {SHOTS}")
 
 
 if __name__ == "__main__":
