@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The web console in a real browser: headless Chromium driven over the DevTools protocol.
 
-Against a running `recoup up`: signs in with the admin key, creates a case and drives it to
-CLOSED through its buttons, acts from a second tab on the stale page and sees the conflict,
-then signs in as a viewer (no buttons) and as another tenant's admin (the case is not found).
+Against a running `recoup up --demo`: signs in with the admin key, creates a case and drives it
+to CLOSED through its buttons, acts from a second tab on the stale page and sees the conflict,
+opens the collections page and sees a change of the do-not-contact list appear without a
+reload, then signs in as a viewer (no buttons) and as another tenant's admin (the case is not
+found).
 Each page is saved as a screenshot under the given directory, checked with axe-core (from the
 npm registry, pinned by its integrity hash: no serious or critical violation), and walked with
 the Tab key (every link, button and field takes the focus).
@@ -116,7 +118,11 @@ class Tab:
 
     def shot(self, name):
         """Saves the page, then checks its accessibility and its keyboard reach."""
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000),
+                "scale": 1}
+        data = self.call("Page.captureScreenshot", format="png", clip=clip,
+                         captureBeyondViewport=True)["data"]
         with open(os.path.join(SHOTS, f"{name}.png"), "wb") as f:
             f.write(base64.b64decode(data))
         self.audit(name)
@@ -209,6 +215,34 @@ def sign_in(tab, key):
     check(tab.js("location.pathname") == "/cases", "signed in to the cases", tab)
 
 
+def follow_do_not_contact(tab):
+    """The collections page, and a change of the do-not-contact list appearing in it while it
+    stays open (the demo's vendor changes rows every few seconds)."""
+    tab.go("/collections")
+    check("All deals" in tab.text() and "Promises to pay" in tab.text(), "the funnel", tab)
+    tab.shot("06-collections")
+    tab.js("window.__same_page = true")
+    following = "document.getElementById('dnc').dataset"
+    for _ in range(300):
+        if tab.js(following + ".following") == "1" and tab.js(following + ".sequence"):
+            break
+        time.sleep(0.1)
+    check(tab.js(following + ".following") == "1", "the list follows its changes", tab)
+    start = int(tab.js(following + ".sequence"))
+    for _ in range(1200):
+        if int(tab.js(following + ".sequence")) > start:
+            break
+        time.sleep(0.1)
+    check(int(tab.js(following + ".sequence")) > start, "a change arrives within two minutes", tab)
+    check(tab.js("window.__same_page === true"), "the page was not reloaded", tab)
+    kind, borrower = tab.js(following + ".lastChange").split(" ", 1)
+    shown = tab.js("[...document.querySelectorAll('#dnc li')].some(li => li.dataset.id === "
+                   + json.dumps(borrower) + ")")
+    check(shown == (kind == "ADDED"), f"{kind} {borrower} shows in the list", tab)
+    tab.shot("07-do-not-contact-changed")
+    print(f"console e2e: the do-not-contact list showed {kind} {borrower} without a reload")
+
+
 def main():
     global AXE
     os.makedirs(SHOTS, exist_ok=True)
@@ -257,20 +291,22 @@ def run(chrome):
     check(reference in first.text(), "the list of closed cases holds the case", first)
     first.shot("05-cases-closed")
 
+    follow_do_not_contact(first)
+
     viewer = chrome.tab(chrome.context())
     sign_in(viewer, VIEWER)
     viewer.go(case_path)
     check(reference in viewer.text(), "the viewer sees the case", viewer)
     check(viewer.js("document.querySelectorAll('form[action*=\"/cases/\"]').length") == 0,
           "the viewer is offered no command", viewer)
-    viewer.shot("06-viewer")
+    viewer.shot("08-viewer")
 
     stranger = chrome.tab(chrome.context())
     sign_in(stranger, OTHER)
     stranger.go(case_path)
     check("Not found" in stranger.text() and reference not in stranger.text(),
           "another tenant's admin does not see the case", stranger)
-    stranger.shot("07-other-tenant")
+    stranger.shot("09-other-tenant")
     print(f"console e2e: signed in, {reference} driven to CLOSED through its buttons, the stale "
           f"tab's conflict, a viewer without buttons, another tenant refused; every page without "
           f"a serious accessibility violation (axe-core {AXE_VERSION}) and reachable by keyboard; "

@@ -107,7 +107,7 @@ fn case_table(cases: &[v1::DebtCase]) -> Markup {
         } @else {
             table {
                 caption.visually-hidden { "Cases" }
-                thead { tr { th scope="col" { "Reference" } th scope="col" { "State" } th scope="col" { "Amount" } th scope="col" { "Collected" } th scope="col" { "Due" } } }
+                thead { tr { th scope="col" { "Reference" } th scope="col" { "State" } th.num scope="col" { "Amount" } th.num scope="col" { "Collected" } th scope="col" { "Due" } } }
                 tbody {
                     @for c in cases {
                         tr {
@@ -338,7 +338,7 @@ fn history_table(entries: &[v1::CaseHistoryEntry]) -> Markup {
         } @else {
             table {
                 caption.visually-hidden { "Audit trail" }
-                thead { tr { th scope="col" { "Version" } th scope="col" { "What" } th scope="col" { "When (UTC)" } th scope="col" { "Who" } } }
+                thead { tr { th.num scope="col" { "Version" } th scope="col" { "What" } th scope="col" { "When (UTC)" } th scope="col" { "Who" } } }
                 tbody {
                     @for e in entries {
                         tr {

@@ -12,6 +12,7 @@
 mod assets;
 pub mod backend;
 mod cases;
+mod collections;
 mod pages;
 pub mod session;
 mod sign_in;
@@ -66,6 +67,11 @@ pub fn router(grpc: Router, access: Access, config: ConsoleConfig) -> Router {
         .route("/cases", get(cases::list).post(cases::create))
         .route("/cases/{id}", get(cases::show))
         .route("/cases/{id}/{command}", post(cases::command))
+        .route("/collections", get(collections::show))
+        .route(
+            "/collections/do-not-contact/events",
+            get(collections::events),
+        )
         .route("/assets/{file}", get(assets::serve))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .layer(axum::middleware::map_response(protect))

@@ -26,6 +26,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(session) = session {
                         nav aria-label="Main" {
                             a href="/cases" { "Cases" }
+                            a href="/collections" { "Collections" }
                         }
                         div.who {
                             span { (session.who) " · tenant " strong { (session.tenant) } }
@@ -89,11 +90,24 @@ pub fn http_status(code: tonic::Code) -> StatusCode {
     }
 }
 
-/// Minor units as the amount people read: 12500 EUR is "125.00 EUR".
+/// Minor units as the amount people read: 1234500 EUR is "12,345.00 EUR".
 pub fn money(minor: i64, currency: &str) -> String {
     let sign = if minor < 0 { "-" } else { "" };
     let abs = minor.unsigned_abs();
-    format!("{sign}{}.{:02} {currency}", abs / 100, abs % 100)
+    let whole = (abs / 100).to_string();
+    let mut grouped = String::with_capacity(whole.len() + whole.len() / 3);
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    format!("{sign}{grouped}.{:02} {currency}", abs % 100)
+}
+
+/// Minor units without a currency (a deal's amount): 12500 is "125.00".
+pub fn amount(minor: i64) -> String {
+    money(minor, "").trim_end().to_owned()
 }
 
 /// A case state's name as the pages show it ("REVIEWING").
@@ -112,6 +126,9 @@ mod tests {
         assert_eq!(money(12500, "EUR"), "125.00 EUR");
         assert_eq!(money(5, "EUR"), "0.05 EUR");
         assert_eq!(money(-101, "USD"), "-1.01 USD");
+        assert_eq!(money(123_456_789, "EUR"), "1,234,567.89 EUR");
+        assert_eq!(money(100_000, "EUR"), "1,000.00 EUR");
+        assert_eq!(amount(-29_460_663_201), "-294,606,632.01");
         assert_eq!(state_name(CaseState::Reviewing as i32), "REVIEWING");
         assert_eq!(state_name(99), "UNKNOWN");
     }

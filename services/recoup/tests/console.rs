@@ -8,13 +8,16 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
 use common::{make_key, secured, start};
+use recoup::platform::RunningPlatform;
 use recoup_access::Role;
+use recoup_proto::v1;
+use recoup_proto::v1::query_client::QueryClient;
 use reqwest::StatusCode;
 use tempfile::TempDir;
 
@@ -372,6 +375,186 @@ async fn the_console_refuses_what_a_session_may_not_do() {
     assert_eq!(out.location.as_deref(), Some("/sign-in"));
     acme.cookies.insert("recoup_session".into(), session);
     let page = acme.get("/cases").await;
+    assert_eq!(page.location.as_deref(), Some("/sign-in"));
+    platform.shutdown().await.unwrap();
+}
+
+/// The do-not-contact list as a `WatchDoNotContact` snapshot gives it.
+async fn dnc_snapshot(platform: &RunningPlatform, key: &str) -> BTreeSet<String> {
+    use recoup_proto::v1::do_not_contact_update::Kind;
+    let mut query = QueryClient::new(common::channel(platform).await);
+    let mut stream = query
+        .watch_do_not_contact(common::bearer(v1::WatchDoNotContactRequest {}, key))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut listed = BTreeSet::new();
+    while let Some(update) = stream.message().await.unwrap() {
+        match Kind::try_from(update.kind).unwrap() {
+            Kind::Listed => {
+                listed.insert(update.public_id);
+            }
+            Kind::SnapshotEnd => break,
+            _ => {}
+        }
+    }
+    listed
+}
+
+/// Server-sent events of the do-not-contact page, read as they come.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    /// The next event's JSON.
+    async fn next(&mut self) -> serde_json::Value {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return serde_json::from_str(&data).unwrap();
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream goes on");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collections_page_shows_funnel_promises_and_a_live_do_not_contact_list() {
+    let sim_config = export_sim::SimConfig {
+        rows: 400,
+        lender: "acme".to_owned(),
+        lender_public_id: "lender-acme-0001".to_owned(),
+        email: "ops@acme.example".to_owned(),
+        password: "s3cret".to_owned(),
+        ..export_sim::SimConfig::default()
+    };
+    let sim = export_sim::Simulator::new(sim_config.clone());
+    let vendor = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let mut config = secured(dir.path());
+    config.pull = Some(common::pull_settings(
+        &vendor.base_url(),
+        &sim_config,
+        false,
+    ));
+    let platform = start(config).await;
+    let viewer = make_key(&platform, Role::Viewer, &["acme"]).await;
+    let stranger = make_key(&platform, Role::Admin, &["globex"]).await;
+
+    // Every row pulled (each distinct row key is a deal).
+    let mut query = QueryClient::new(common::channel(&platform).await);
+    let arrived = common::eventually(Duration::from_secs(60), || {
+        let mut q = query.clone();
+        let r = common::bearer(v1::CollectionsFunnelRequest {}, &viewer);
+        async move { q.collections_funnel(r).await.unwrap().into_inner().deals >= 390 }
+    })
+    .await;
+    assert!(arrived, "the deals arrive");
+    let funnel = query
+        .collections_funnel(common::bearer(v1::CollectionsFunnelRequest {}, &viewer))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = dnc_snapshot(&platform, &viewer).await;
+    assert!(!listed.is_empty(), "the simulator lists some borrowers");
+
+    let mut browser = Browser::new(platform.http_addr.unwrap());
+    browser.sign_in(&viewer).await;
+    let page = browser.get("/collections").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let total = format!(
+        "<th scope=\"row\" colspan=\"2\">All deals</th><td class=\"num\">{}</td>",
+        funnel.deals
+    );
+    assert!(page.body.contains(&total), "{}", page.body);
+    for stage in &funnel.stages {
+        assert!(page.body.contains(&format!(">{}</td>", stage.deals)));
+    }
+    assert!(page.body.contains("Agents") && page.body.contains("AI calls"));
+    for borrower in &listed {
+        assert!(
+            page.body.contains(&format!("<li data-id=\"{borrower}\">")),
+            "{borrower} listed"
+        );
+    }
+    let page = browser.get("/collections?as_of=2025-02-30").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "an impossible day");
+
+    // The live list: the snapshot, then the changes the vendor's rows make.
+    let response = browser
+        .http
+        .get(format!(
+            "{}/collections/do-not-contact/events",
+            browser.base
+        ))
+        .header(
+            "cookie",
+            format!("recoup_session={}", browser.cookies["recoup_session"]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut events = Events {
+        response,
+        buffer: String::new(),
+    };
+    let mut streamed = BTreeSet::new();
+    loop {
+        let event = events.next().await;
+        match event["kind"].as_str().unwrap() {
+            "LISTED" => {
+                streamed.insert(event["public_id"].as_str().unwrap().to_owned());
+            }
+            "SNAPSHOT_END" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(streamed, listed);
+    sim.mutate(400);
+    let change = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let event = events.next().await;
+            if matches!(event["kind"].as_str(), Some("ADDED" | "REMOVED")) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a change of the list arrives");
+    assert!(change["sequence"].as_u64().unwrap() > 0, "{change}");
+
+    // Another tenant's admin: no deals, an empty list.
+    let mut other = Browser::new(platform.http_addr.unwrap());
+    other.sign_in(&stranger).await;
+    let page = other.get("/collections").await;
+    assert!(
+        page.body.contains("<span id=\"dnc-count\">0</span>"),
+        "{}",
+        page.body
+    );
+    for borrower in &listed {
+        assert!(!page.body.contains(borrower.as_str()));
+    }
+    // No session, no stream.
+    let mut anonymous = Browser::new(platform.http_addr.unwrap());
+    let page = anonymous.get("/collections/do-not-contact/events").await;
     assert_eq!(page.location.as_deref(), Some("/sign-in"));
     platform.shutdown().await.unwrap();
 }
