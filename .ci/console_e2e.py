@@ -243,6 +243,22 @@ def follow_do_not_contact(tab):
     print(f"console e2e: the do-not-contact list showed {kind} {borrower} without a reload")
 
 
+def chart_portfolio(tab):
+    """The PAR chart of the snapshots the smoke test imported (90 days of 2026)."""
+    path = "/portfolio?from=2026-01-01&to=2026-03-31"
+    for _ in range(100):
+        tab.go(path)
+        if "On 2026-03-31" in tab.text():
+            break
+        time.sleep(0.2)
+    check("On 2026-03-31" in tab.text(), "the portfolio's last day", tab)
+    check(tab.js("document.querySelectorAll('svg polygon.bucket').length") == 8,
+          "an area per bucket", tab)
+    points = tab.js("document.querySelector('svg polyline.par30').getAttribute('points')")
+    check(len(points.split(" ")) == 90, "a PAR30 point per day", tab)
+    tab.shot("10-portfolio")
+
+
 def main():
     global AXE
     os.makedirs(SHOTS, exist_ok=True)
@@ -292,6 +308,7 @@ def run(chrome):
     first.shot("05-cases-closed")
 
     follow_do_not_contact(first)
+    chart_portfolio(first)
 
     viewer = chrome.tab(chrome.context())
     sign_in(viewer, VIEWER)

@@ -14,6 +14,7 @@ pub mod backend;
 mod cases;
 mod collections;
 mod pages;
+mod portfolio;
 pub mod session;
 mod sign_in;
 
@@ -68,6 +69,7 @@ pub fn router(grpc: Router, access: Access, config: ConsoleConfig) -> Router {
         .route("/cases/{id}", get(cases::show))
         .route("/cases/{id}/{command}", post(cases::command))
         .route("/collections", get(collections::show))
+        .route("/portfolio", get(portfolio::show))
         .route(
             "/collections/do-not-contact/events",
             get(collections::events),

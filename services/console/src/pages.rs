@@ -26,6 +26,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(session) = session {
                         nav aria-label="Main" {
                             a href="/cases" { "Cases" }
+                            a href="/portfolio" { "Portfolio" }
                             a href="/collections" { "Collections" }
                         }
                         div.who {
@@ -110,6 +111,12 @@ pub fn amount(minor: i64) -> String {
     money(minor, "").trim_end().to_owned()
 }
 
+/// A decimal amount as people read it, to the cent: 77700 is "77,700.00".
+pub fn decimal(value: f64) -> String {
+    // Beyond ±9e16 (no portfolio's outstanding) the cast saturates.
+    amount((value * 100.0).round() as i64)
+}
+
 /// A case state's name as the pages show it ("REVIEWING").
 pub fn state_name(state: i32) -> &'static str {
     CaseState::try_from(state)
@@ -129,6 +136,8 @@ mod tests {
         assert_eq!(money(123_456_789, "EUR"), "1,234,567.89 EUR");
         assert_eq!(money(100_000, "EUR"), "1,000.00 EUR");
         assert_eq!(amount(-29_460_663_201), "-294,606,632.01");
+        assert_eq!(decimal(77_700.0), "77,700.00");
+        assert_eq!(decimal(0.125), "0.13");
         assert_eq!(state_name(CaseState::Reviewing as i32), "REVIEWING");
         assert_eq!(state_name(99), "UNKNOWN");
     }

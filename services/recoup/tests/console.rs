@@ -558,3 +558,93 @@ async fn the_collections_page_shows_funnel_promises_and_a_live_do_not_contact_li
     assert_eq!(page.location.as_deref(), Some("/sign-in"));
     platform.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portfolio_page_charts_par_by_day_from_one_series() {
+    let dir = TempDir::new().unwrap();
+    let platform = start(secured(dir.path())).await;
+    let importer = make_key(&platform, Role::Importer, &["acme"]).await;
+    let addr = platform.http_addr.unwrap();
+    // Three accounts over two days; the second day moves one of them deep into arrears.
+    let csv = "snapshot_date,account_external_id,days_arrears_consecutive_source,\
+               amt_remaining_installment_source\n\
+               2024-03-01,A1,0,100\n2024-03-01,A2,12,200\n2024-03-01,A3,45,300\n\
+               2024-03-02,A1,1,90\n2024-03-02,A2,13,200\n2024-03-02,A3,200,300\n";
+    let imported = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/paygo_snapshots_ts"))
+        .bearer_auth(&importer)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), StatusCode::OK);
+
+    let mut browser = Browser::new(addr);
+    browser.sign_in(&importer).await;
+    let path = "/portfolio?from=2024-02-29&to=2024-03-02";
+    // The day's table once every row is projected: A3 at 200 days is 180+.
+    let deep = "<th scope=\"row\">180+</th><td class=\"num\">1</td><td class=\"num\">300.00</td>";
+    let mut page = browser.get(path).await;
+    for _ in 0..400 {
+        if page.body.contains(deep) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        page = browser.get(path).await;
+    }
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("<h2 id=\"day\">On 2024-03-02</h2>"),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.body.matches("<polygon class=\"bucket\"").count(), 8);
+    assert!(page.body.contains("<polyline class=\"par30\""));
+    assert!(page.body.contains("<polyline class=\"par90\""));
+    // Three days drawn: each line has a point per day.
+    let par30 = page
+        .body
+        .split("<polyline class=\"par30\" points=\"")
+        .nth(1)
+        .unwrap();
+    let points = par30.split('"').next().unwrap();
+    assert_eq!(points.split(' ').count(), 3, "{points}");
+    // PAR30 and PAR90 are A3's 300 of 590.
+    assert!(page.body.contains(deep), "{}", page.body);
+    assert!(page.body.contains("50.8 % · 50.8 %"), "{}", page.body);
+    // An earlier day of the range, by choice.
+    let first = browser.get(&format!("{path}&day=2024-03-01")).await;
+    assert!(first.body.contains("<h2 id=\"day\">On 2024-03-01</h2>"));
+    assert!(
+        first
+            .body
+            .contains("<th scope=\"row\">31-60</th><td class=\"num\">1</td>")
+    );
+
+    // Refusals: a basis that is none, a range backwards or over a year.
+    let page = browser.get("/portfolio?basis=guess").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    for range in [
+        "from=2024-03-02&to=2024-03-01",
+        "from=2023-01-01&to=2024-03-01",
+    ] {
+        let page = browser.get(&format!("/portfolio?{range}")).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{range}: {}",
+            page.body
+        );
+    }
+    // Another tenant's range is empty.
+    let stranger = make_key(&platform, Role::Viewer, &["globex"]).await;
+    let mut other = Browser::new(addr);
+    other.sign_in(&stranger).await;
+    let page = other.get(path).await;
+    assert!(
+        page.body
+            .contains("No account has a snapshot in this range.")
+    );
+    platform.shutdown().await.unwrap();
+}

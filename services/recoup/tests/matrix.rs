@@ -42,7 +42,7 @@ calls![
     CloseCase, FailCase, DeleteCase, CommandsGetCase,
     /// recoup.v1.Query
     GetCase, ListCases, CaseStats, GetCaseHistory, GetAccount, ListAccountSnapshots, PortfolioPar,
-    ListDiscrepancies, GetDeal,
+    PortfolioParSeries, ListDiscrepancies, GetDeal,
     ListDeals, CollectionsFunnel, PtpSummary, WatchDoNotContact,
     /// recoup.v1.SnapshotImports
     Upload, ImportRows, GetImport,
@@ -192,6 +192,14 @@ async fn query_call(ch: &Channel, call: Call, t: &str, auth: Option<&str>) -> Ou
             grpc(q.list_account_snapshots(req(list, t, auth)).await)
         }
         PortfolioPar => grpc(q.portfolio_par(req(Default::default(), t, auth)).await),
+        PortfolioParSeries => {
+            let series = v1::PortfolioParSeriesRequest {
+                from_date: "2024-05-01".to_owned(),
+                to_date: "2024-05-31".to_owned(),
+                ..Default::default()
+            };
+            grpc(q.portfolio_par_series(req(series, t, auth)).await)
+        }
         ListDiscrepancies => {
             let list = v1::ListDiscrepanciesRequest {
                 snapshot_date: "2024-05-01".to_owned(),
@@ -351,7 +359,7 @@ async fn every_rpc_and_route_checks_the_credential_its_tenant_and_its_role() {
             }
         }
     }
-    assert_eq!(cells, 6 * 2 * 32);
+    assert_eq!(cells, 6 * 2 * 33);
     platform.shutdown().await.unwrap();
 }
 

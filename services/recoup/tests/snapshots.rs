@@ -172,6 +172,41 @@ async fn a_csv_upload_reaches_the_read_models_and_a_second_upload_changes_nothin
     assert_eq!(bucket(&day2, "1-7").accounts, 1);
     assert_eq!(bucket(&day2, "180+").accounts, 1);
 
+    // The same days in one call, with a day before them that has no snapshot; ranges that are
+    // backwards or longer than a year are refused.
+    let series = |from: &str, to: &str| {
+        let mut q = query.clone();
+        let asked = v1::PortfolioParSeriesRequest {
+            from_date: from.into(),
+            to_date: to.into(),
+            ..Default::default()
+        };
+        async move { q.portfolio_par_series(req("acme", asked)).await }
+    };
+    let days = series("2024-02-29", "2024-03-02")
+        .await
+        .unwrap()
+        .into_inner()
+        .days;
+    assert_eq!(days.len(), 3);
+    assert_eq!(days[0].snapshot_date, "2024-02-29");
+    assert_eq!(days[0].accounts, 0);
+    assert_eq!(days[1], day1);
+    assert_eq!(days[2], day2);
+    for (from, to) in [("2024-03-02", "2024-03-01"), ("2024-01-01", "2025-01-01")] {
+        let refused = series(from, to).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{from}..{to}");
+    }
+    assert_eq!(
+        series("2024-01-01", "2024-12-31")
+            .await
+            .unwrap()
+            .into_inner()
+            .days
+            .len(),
+        366
+    );
+
     // The series of one account, in date order, and a range.
     let series = query
         .list_account_snapshots(req(

@@ -5,7 +5,6 @@ mod deals;
 pub mod read_models;
 
 use chrono::NaiveDate;
-use paygo_snapshots::par::PAR_BUCKETS;
 use recoup_access::{Access, Action};
 use recoup_proto::convert::{case_to_proto, state_from_proto, state_to_proto};
 use recoup_proto::tenant::{case_id_of, required_case_id};
@@ -20,7 +19,6 @@ use crate::cases::CaseReadModel;
 use crate::deals::DealReadModel;
 use crate::generations::Live;
 use crate::kernel::{ReadModelError, wire_count, wire_total};
-use crate::metrics::Basis;
 use recoup_runtime::Clock;
 
 /// Default and largest `ListCases` page.
@@ -357,51 +355,18 @@ impl Query for Queries {
         let r = request.get_ref();
         let date = optional_date("snapshot_date", &r.snapshot_date)?
             .ok_or_else(|| Status::invalid_argument("snapshot_date is required (YYYY-MM-DD)"))?;
-        let basis = v1::ParBasis::try_from(r.basis)
-            .map_err(|_| Status::invalid_argument(format!("basis {} is no ParBasis", r.basis)))?;
-        let accounts = self.accounts.current();
-        let metrics = accounts.metrics();
-        let totals = match basis {
-            v1::ParBasis::Source => accounts.par(&tenant, date),
-            v1::ParBasis::Forgiving => metrics.par(&tenant, date, Basis::Forgiving),
-            v1::ParBasis::NonForgiving => metrics.par(&tenant, date, Basis::NonForgiving),
-        }
-        .map_err(internal)?;
-        let mut response = v1::PortfolioParResponse {
-            snapshot_date: date.format("%Y-%m-%d").to_string(),
-            basis: basis as i32,
-            ..Default::default()
-        };
-        let (mut over_30, mut over_90) = (0i128, 0i128);
-        let mut outstanding = 0i128;
-        for ((name, min, max), t) in PAR_BUCKETS.iter().zip(&totals) {
-            response.buckets.push(v1::ParBucket {
-                bucket: (*name).to_owned(),
-                min_days: *min,
-                max_days: max.unwrap_or(0),
-                accounts: wire_count(t.accounts),
-                outstanding: t.outstanding(),
-            });
-            response.accounts = response.accounts.saturating_add(wire_count(t.accounts));
-            outstanding += t.outstanding_units;
-            if *min > 30 && *name != "unknown" {
-                over_30 += t.outstanding_units;
-            }
-            if *min > 90 && *name != "unknown" {
-                over_90 += t.outstanding_units;
-            }
-        }
-        response.outstanding = outstanding as f64 / 10_000.0;
-        let ratio = |part: i128| {
-            if outstanding > 0 {
-                part as f64 / outstanding as f64
-            } else {
-                0.0
-            }
-        };
-        response.par30_ratio = ratio(over_30);
-        response.par90_ratio = ratio(over_90);
-        Ok(Response::new(response))
+        let basis = accounts::par_basis(r.basis)?;
+        let day = accounts::par_day(&self.accounts.current(), &tenant, date, basis)?;
+        Ok(Response::new(day))
+    }
+
+    async fn portfolio_par_series(
+        &self,
+        request: Request<v1::PortfolioParSeriesRequest>,
+    ) -> Result<Response<v1::PortfolioParSeriesResponse>, Status> {
+        let tenant = self.reader(&request)?;
+        let series = accounts::par_series(&self.accounts.current(), &tenant, request.get_ref())?;
+        Ok(Response::new(series))
     }
 }
 
