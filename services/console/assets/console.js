@@ -14,11 +14,23 @@ document.addEventListener("submit", (event) => {
   }
 });
 
+// A page restored by the back button may be sent again.
+window.addEventListener("pageshow", () => {
+  for (const form of document.querySelectorAll("form[data-sent]")) delete form.dataset.sent;
+  for (const button of document.querySelectorAll("button[aria-busy]")) {
+    button.removeAttribute("aria-busy");
+  }
+});
+
+// Borrowers of the do-not-contact list the page shows at most; the count covers all of them.
+const DNC_SHOWN = 5000;
+
 // The do-not-contact list: a snapshot (SNAPSHOT_BEGIN, LISTED..., SNAPSHOT_END) replaces the
 // list, then ADDED and REMOVED change it. Text only: nothing received becomes markup.
 function followDoNotContact(list) {
   const count = document.getElementById("dnc-count");
   const live = document.getElementById("dnc-live");
+  let listed = new Set();
   let snapshot = null;
   const item = (id) => {
     const li = document.createElement("li");
@@ -27,7 +39,11 @@ function followDoNotContact(list) {
     return li;
   };
   const find = (id) => [...list.children].find((li) => li.dataset.id === id);
-  const counted = () => { count.textContent = String(list.children.length); };
+  const counted = () => {
+    count.textContent = String(listed.size);
+    const hidden = listed.size - list.children.length;
+    live.textContent = hidden > 0 ? ` (${hidden} more not shown)` : "";
+  };
   const source = new EventSource(list.dataset.live);
   source.onopen = () => { list.dataset.following = "1"; live.textContent = ""; };
   source.onmessage = (event) => {
@@ -36,15 +52,20 @@ function followDoNotContact(list) {
       case "SNAPSHOT_BEGIN": snapshot = []; break;
       case "LISTED": if (snapshot) snapshot.push(update.public_id); break;
       case "SNAPSHOT_END":
-        list.replaceChildren(...(snapshot || []).map(item));
+        listed = new Set(snapshot || []);
+        list.replaceChildren(...[...listed].slice(0, DNC_SHOWN).map(item));
         snapshot = null;
         document.getElementById("dnc-more")?.remove();
         break;
       case "ADDED":
-        if (!find(update.public_id)) list.append(item(update.public_id));
+        listed.add(update.public_id);
+        if (!find(update.public_id) && list.children.length < DNC_SHOWN) {
+          list.append(item(update.public_id));
+        }
         list.dataset.lastChange = "ADDED " + update.public_id;
         break;
       case "REMOVED": {
+        listed.delete(update.public_id);
         const li = find(update.public_id);
         if (li) li.remove();
         list.dataset.lastChange = "REMOVED " + update.public_id;
@@ -57,7 +78,9 @@ function followDoNotContact(list) {
   };
   source.onerror = () => {
     list.dataset.following = "0";
-    live.textContent = " Live updates paused: reconnecting…";
+    live.textContent = source.readyState === EventSource.CLOSED
+      ? " Live updates stopped: reload the page (you may have to sign in again)."
+      : " Live updates paused: reconnecting…";
   };
 }
 

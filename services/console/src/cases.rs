@@ -48,9 +48,10 @@ async fn list_page(
     notice: Option<(StatusCode, String)>,
 ) -> Response {
     let state = v1::CaseState::from_str_name(&format!("CASE_STATE_{}", params.state))
-        .map_or(0, |s| s as i32);
+        .filter(|s| *s != v1::CaseState::Unspecified);
+    let shown = state.map_or("", |s| state_name(s as i32));
     let asked = v1::ListCasesRequest {
-        state,
+        state: state.map_or(0, |s| s as i32),
         page_size: PAGE_SIZE,
         page_token: params.page.clone(),
     };
@@ -61,7 +62,7 @@ async fn list_page(
         .await;
     let listed = match listed {
         Ok(r) => r.into_inner(),
-        Err(status) => return failed(session, http_status(status.code()), &explain(&status)),
+        Err(status) => return console.refused_by_service(session, &status),
     };
     let (status, error) = match notice {
         Some((status, error)) => (status, Some(error)),
@@ -69,10 +70,10 @@ async fn list_page(
     };
     let body = html! {
         @if let Some(error) = &error { p.error role="alert" { (error) } }
-        (state_filter(&params.state))
+        (state_filter(shown))
         (case_table(&listed.cases))
         @if !listed.next_page_token.is_empty() {
-            p { a href={ "/cases?state=" (params.state) "&page=" (query_escape(&listed.next_page_token)) } { "Next page" } }
+            p { a href={ "/cases?state=" (shown) "&page=" (query_escape(&listed.next_page_token)) } { "Next page" } }
         }
         @if session.may(Action::CaseCommand) { (create_form(session)) }
     };
@@ -214,21 +215,31 @@ pub async fn create(
     }
 }
 
+#[derive(Deserialize, Default)]
+pub struct CaseParams {
+    /// The audit trail's page token (its later entries).
+    #[serde(default)]
+    history: String,
+}
+
 pub async fn show(
     State(console): State<Console>,
     SignedIn(session): SignedIn,
     browser: Extensions,
     Path(id): Path<String>,
+    Query(params): Query<CaseParams>,
 ) -> Response {
-    case_page(&console, &session, &browser, &id, None).await
+    case_page(&console, &session, &browser, &id, &params.history, None).await
 }
 
-/// A case, its commands and its audit trail, with `notice` (a refused command) above.
+/// A case, its commands and its audit trail (from page `history` on), with `notice` (a
+/// refused command) above.
 async fn case_page(
     console: &Console,
     session: &Session,
     browser: &Extensions,
     id: &str,
+    history: &str,
     notice: Option<(StatusCode, String)>,
 ) -> Response {
     let asked = v1::GetCaseRequest {
@@ -243,19 +254,24 @@ async fn case_page(
     let case = match case {
         Ok(Some(case)) => case,
         Ok(None) => return failed(session, StatusCode::BAD_GATEWAY, "no case in the answer"),
-        Err(status) => return failed(session, http_status(status.code()), &explain(&status)),
+        Err(status) => return console.refused_by_service(session, &status),
     };
     let asked = v1::GetCaseHistoryRequest {
         case_id: id.to_owned(),
         page_size: HISTORY_SIZE,
-        page_token: String::new(),
+        page_token: history.to_owned(),
     };
-    let history = console
+    let history = match console
         .backend
         .query()
         .get_case_history(request(session, browser, asked))
         .await
-        .map(|r| r.into_inner().entries);
+    {
+        Ok(r) => Ok(r.into_inner()),
+        // The read model has not applied the case's creation yet.
+        Err(s) if s.code() == Code::NotFound => Ok(v1::GetCaseHistoryResponse::default()),
+        Err(s) => Err(s),
+    };
     let (status, error) = match notice {
         Some((status, error)) => (status, Some(error)),
         None => (StatusCode::OK, None),
@@ -266,7 +282,12 @@ async fn case_page(
         @if session.may(Action::CaseCommand) { (command_forms(session, &case)) }
         h2 { "Audit trail" }
         @match &history {
-            Ok(entries) => (history_table(entries)),
+            Ok(page) => {
+                (history_table(&page.entries))
+                @if !page.next_page_token.is_empty() {
+                    p { a href={ "/cases/" (case.id) "?history=" (query_escape(&page.next_page_token)) } { "Later entries" } }
+                }
+            }
             Err(status) => p.error { "The audit trail is not available: " (explain(status)) },
         }
     };
@@ -358,8 +379,7 @@ fn history_table(entries: &[v1::CaseHistoryEntry]) -> Markup {
 pub struct CommandForm {
     #[serde(default)]
     form_token: String,
-    #[serde(default)]
-    version: u64,
+    version: Option<u64>,
     #[serde(default)]
     reason: String,
     #[serde(default)]
@@ -379,7 +399,11 @@ pub async fn command(
         Ok(s) => s,
         Err(refusal) => return refusal.into_response(),
     };
-    match send(&console, &session, &browser, &id, &command, &form).await {
+    let Some(version) = form.version else {
+        let why = "The form names no version of the case: reload the page.";
+        return failed(&session, StatusCode::BAD_REQUEST, why);
+    };
+    match send(&console, &session, &browser, &id, &command, version, &form).await {
         Ok(()) => Redirect::to(&format!("/cases/{id}")).into_response(),
         Err(status) => {
             let why = match status.code() {
@@ -391,23 +415,24 @@ pub async fn command(
                 _ => format!("{} was refused: {}", label(&command), explain(&status)),
             };
             let notice = (http_status(status.code()), why);
-            case_page(&console, &session, &browser, &id, Some(notice)).await
+            case_page(&console, &session, &browser, &id, "", Some(notice)).await
         }
     }
 }
 
-/// Sends `command` on case `id` at the form's version.
+/// Sends `command` on case `id` at `version`.
 async fn send(
     console: &Console,
     session: &Session,
     browser: &Extensions,
     id: &str,
     command: &str,
+    version: u64,
     form: &CommandForm,
 ) -> Result<(), Status> {
     let plain = v1::CaseCommand {
         case_id: id.to_owned(),
-        expected_version: form.version,
+        expected_version: version,
     };
     let at = |m| request(session, browser, m);
     let mut cases = console.backend.cases();
@@ -420,7 +445,7 @@ async fn send(
         "FailCase" => {
             let asked = v1::FailCaseRequest {
                 case_id: id.to_owned(),
-                expected_version: form.version,
+                expected_version: version,
                 reason: form.reason.trim().to_owned(),
             };
             cases.fail_case(request(session, browser, asked)).await?
@@ -432,7 +457,7 @@ async fn send(
                 })?;
             let asked = v1::AddPaymentReceiptRequest {
                 case_id: id.to_owned(),
-                expected_version: form.version,
+                expected_version: version,
                 receipt_external_id: form.receipt_id.trim().to_owned(),
                 amount_minor,
             };

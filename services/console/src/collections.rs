@@ -3,27 +3,31 @@
 //! `/collections/do-not-contact/events` (server-sent events relaying `WatchDoNotContact`).
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{Extensions, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt as _};
+use futures::Stream;
 use maud::{Markup, html};
 use recoup_proto::v1;
 use recoup_proto::v1::do_not_contact_update::Kind;
 use serde::Deserialize;
 
 use crate::backend::{explain, request};
-use crate::pages::{amount, answer, failed, http_status, page};
-use crate::session::Session;
+use crate::pages::{amount, answer, http_status, page};
+use crate::session::{Session, Sessions, StreamSlot};
 use crate::{Console, SignedIn};
 
 /// Borrowers of the do-not-contact list the page shows before its live updates take over.
 const DNC_SHOWN: usize = 1000;
 /// How long the page waits for the do-not-contact snapshot.
 const DNC_WAIT: Duration = Duration::from_secs(5);
+/// How often a live-update stream checks that its session is still live (signed out, ended
+/// idle or past its lifetime, the stream ends).
+const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize, Default)]
 pub struct Params {
@@ -44,7 +48,7 @@ pub async fn show(
         .await;
     let funnel = match funnel {
         Ok(r) => r.into_inner(),
-        Err(status) => return failed(&session, http_status(status.code()), &explain(&status)),
+        Err(status) => return console.refused_by_service(&session, &status),
     };
     let asked = v1::PtpSummaryRequest {
         as_of: params.as_of.trim().to_owned(),
@@ -115,11 +119,11 @@ fn ptp_table(ptp: &v1::PtpSummaryResponse) -> Markup {
     }
 }
 
-/// The list now: the watch's snapshot, read to its end.
+/// The list now: the watch's snapshot, read up to [`DNC_SHOWN`] borrowers.
 struct DoNotContact {
     borrowers: Vec<String>,
-    /// Listed beyond [`DNC_SHOWN`].
-    more: usize,
+    /// More are listed than shown.
+    more: bool,
     error: Option<String>,
 }
 
@@ -130,7 +134,7 @@ async fn do_not_contact(
 ) -> DoNotContact {
     let mut list = DoNotContact {
         borrowers: Vec::new(),
-        more: 0,
+        more: false,
         error: None,
     };
     let asked = request(session, browser, v1::WatchDoNotContactRequest {});
@@ -143,14 +147,15 @@ async fn do_not_contact(
             .into_inner();
         while let Some(update) = stream.message().await? {
             match Kind::try_from(update.kind) {
-                Ok(Kind::SnapshotBegin) => {
-                    list.borrowers.clear();
-                    list.more = 0;
-                }
+                Ok(Kind::SnapshotBegin) => list.borrowers.clear(),
                 Ok(Kind::Listed) if list.borrowers.len() < DNC_SHOWN => {
                     list.borrowers.push(update.public_id);
                 }
-                Ok(Kind::Listed) => list.more += 1,
+                // Enough for the page: the script shows the rest once it follows the list.
+                Ok(Kind::Listed) => {
+                    list.more = true;
+                    break;
+                }
                 Ok(Kind::SnapshotEnd) => break,
                 _ => {}
             }
@@ -171,47 +176,84 @@ fn dnc_list(dnc: &DoNotContact) -> Markup {
             p.error role="alert" { "The do-not-contact list is not available: " (error) }
         } @else {
             p id="dnc-status" aria-live="polite" {
-                span id="dnc-count" { (dnc.borrowers.len() + dnc.more) } " borrowers. The list follows changes as they are pulled."
+                span id="dnc-count" { @if dnc.more { "More than " } (dnc.borrowers.len()) } " borrowers. The list follows changes as they are pulled."
                 span id="dnc-live" {}
             }
             ul.dnc id="dnc" tabindex="0" aria-labelledby="dnc-title" data-live="/collections/do-not-contact/events" {
                 @for b in &dnc.borrowers { li data-id=(b) { (b) } }
             }
-            @if dnc.more > 0 { p id="dnc-more" { "… and " (dnc.more) " more (all of them once the page follows the list)." } }
+            @if dnc.more { p id="dnc-more" { "… and more: the page shows them once it follows the list." } }
         }
     }
 }
 
 /// The do-not-contact watch relayed as server-sent events: one JSON object per update
 /// (`kind`, `public_id`, `sequence`), as `WatchDoNotContact` sends them. Ends with the watch
-/// (the browser reconnects and gets a fresh snapshot).
+/// (the browser reconnects and gets a fresh snapshot), and when the session ends. A session
+/// holds a few such streams at once.
 pub async fn events(
     State(console): State<Console>,
     SignedIn(session): SignedIn,
     browser: Extensions,
 ) -> Response {
+    let Some(slot) = console.sessions.stream_slot(&session.id) else {
+        let why = "this session follows the list in too many tabs already";
+        return (StatusCode::TOO_MANY_REQUESTS, why).into_response();
+    };
     let asked = request(&session, &browser, v1::WatchDoNotContactRequest {});
     match console.backend.query().watch_do_not_contact(asked).await {
-        Ok(stream) => Sse::new(relay(stream.into_inner()))
-            .keep_alive(KeepAlive::default())
-            .into_response(),
+        Ok(stream) => {
+            let watch = Watch {
+                stream: stream.into_inner(),
+                ticks: tokio::time::interval(SESSION_CHECK),
+                sessions: console.sessions.clone(),
+                session: session.id,
+                _slot: slot,
+            };
+            Sse::new(relay(watch))
+                .keep_alive(KeepAlive::default())
+                .into_response()
+        }
         Err(status) => (http_status(status.code()), explain(&status)).into_response(),
     }
 }
 
-fn relay(
+/// What a relayed stream holds: the watch, and how it checks its session.
+struct Watch {
     stream: tonic::Streaming<v1::DoNotContactUpdate>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream
-        .take_while(|update| std::future::ready(update.is_ok()))
-        .filter_map(|update| async move {
-            let update = update.ok()?;
-            let kind = Kind::try_from(update.kind).ok()?.as_str_name();
-            let data = serde_json::json!({
-                "kind": kind,
-                "public_id": update.public_id,
-                "sequence": update.sequence,
-            });
-            Some(Ok(Event::default().data(data.to_string())))
-        })
+    ticks: tokio::time::Interval,
+    sessions: Arc<Sessions>,
+    session: String,
+    _slot: StreamSlot,
+}
+
+fn relay(watch: Watch) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(watch, |mut watch| async move {
+        loop {
+            tokio::select! {
+                update = watch.stream.message() => {
+                    // The watch ended or failed: so does the stream.
+                    let update = update.ok()??;
+                    if let Some(event) = event_of(&update) {
+                        return Some((Ok(event), watch));
+                    }
+                }
+                _ = watch.ticks.tick() => {
+                    if !watch.sessions.alive(&watch.session, Instant::now()) {
+                        return None;
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn event_of(update: &v1::DoNotContactUpdate) -> Option<Event> {
+    let kind = Kind::try_from(update.kind).ok()?.as_str_name();
+    let data = serde_json::json!({
+        "kind": kind,
+        "public_id": update.public_id,
+        "sequence": update.sequence,
+    });
+    Some(Event::default().data(data.to_string()))
 }

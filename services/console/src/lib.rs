@@ -137,9 +137,41 @@ impl Console {
     /// The session of the request's cookie.
     fn session(&self, headers: &HeaderMap) -> Result<Session, Refusal> {
         let now = std::time::Instant::now();
-        session::cookie_of(headers, session::COOKIE)
+        let name = session::session_cookie(self.config.secure_cookies);
+        session::cookie_of(headers, name)
             .and_then(|id| self.sessions.get(id, now))
             .ok_or(Refusal::SignIn)
+    }
+
+    /// Ends `session` and sends the browser to the sign-in page, its cookie removed.
+    fn sign_out(&self, session: &Session) -> Response {
+        self.sessions.end(&session.id);
+        let secure = self.config.secure_cookies;
+        let cookie = session::set_cookie(
+            session::session_cookie(secure),
+            "",
+            std::time::Duration::ZERO,
+            secure,
+        );
+        let mut response = Redirect::to("/sign-in").into_response();
+        if let Ok(value) = cookie.parse() {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        response
+    }
+
+    /// The page for a service's refusal: a credential the services no longer take (revoked,
+    /// expired) ends the session and leads to the sign-in; anything else is explained.
+    fn refused_by_service(&self, session: &Session, status: &tonic::Status) -> Response {
+        if status.code() == tonic::Code::Unauthenticated {
+            tracing::info!(who = %session.who, reason = %status.message(), "console session ended: the credential is refused");
+            return self.sign_out(session);
+        }
+        pages::failed(
+            session,
+            pages::http_status(status.code()),
+            &backend::explain(status),
+        )
     }
 
     /// The session, when the form carries its form token.

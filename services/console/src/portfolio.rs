@@ -10,8 +10,8 @@ use maud::{Markup, html};
 use recoup_proto::v1;
 use serde::Deserialize;
 
-use crate::backend::{explain, request};
-use crate::pages::{answer, decimal, failed, http_status, page};
+use crate::backend::request;
+use crate::pages::{answer, decimal, failed, page};
 use crate::{Console, SignedIn};
 
 /// Days the page shows unless asked.
@@ -93,7 +93,7 @@ pub async fn show(
         .await;
     let days = match series {
         Ok(r) => r.into_inner().days,
-        Err(status) => return failed(&session, http_status(status.code()), &explain(&status)),
+        Err(status) => return console.refused_by_service(&session, &status),
     };
     let day = days
         .iter()
@@ -152,11 +152,17 @@ fn chart(days: &[v1::PortfolioParResponse]) -> Markup {
     // Cumulative outstanding below and up to each bucket, per day.
     let mut below = vec![0.0f64; days.len()];
     let mut areas = Vec::with_capacity(COLOURS.len());
-    for (b, (_, colour)) in COLOURS.iter().enumerate() {
+    for (name, colour) in COLOURS {
+        let of_bucket = |d: &v1::PortfolioParResponse| {
+            d.buckets
+                .iter()
+                .find(|b| b.bucket == name)
+                .map_or(0.0, |b| b.outstanding)
+        };
         let upper: Vec<f64> = days
             .iter()
             .zip(&below)
-            .map(|(d, low)| low + d.buckets.get(b).map_or(0.0, |bucket| bucket.outstanding))
+            .map(|(d, low)| low + of_bucket(d))
             .collect();
         let mut points = String::new();
         for (i, v) in upper.iter().enumerate() {
@@ -165,7 +171,7 @@ fn chart(days: &[v1::PortfolioParResponse]) -> Markup {
         for (i, v) in below.iter().enumerate().rev() {
             points.push_str(&format!("{:.1},{:.1} ", x(i), y(*v)));
         }
-        areas.push((points, *colour));
+        areas.push((points, colour));
         below = upper;
     }
     let line = |ratio: fn(&v1::PortfolioParResponse) -> f64| {

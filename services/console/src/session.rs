@@ -3,11 +3,14 @@
 //! calls the services with it, so its checks, its expiry and its revocation apply to every
 //! page), the tenant, the roles, and the form token that every state-changing form carries.
 //!
-//! Sessions live in memory: a restart signs everyone out. Their number is bounded (the least
-//! recently used goes first), and each ends after a time idle and a longest lifetime.
+//! Sessions live in memory: a restart signs everyone out. Their number is bounded: one
+//! credential holds a few at most (a new one pushes out its own least recently used), and when
+//! the table is full of other people's live sessions a sign-in is refused rather than pushing
+//! anyone out. Each ends after a time idle and a longest lifetime.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
@@ -16,16 +19,34 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use recoup_access::{Action, Role};
 use subtle::ConstantTimeEq as _;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "recoup_session";
+/// The session cookie's name; over TLS with the `__Host-` prefix, which a browser accepts only
+/// from this host, over TLS, for the whole site (no sibling domain can plant one).
+pub fn session_cookie(secure: bool) -> &'static str {
+    if secure {
+        "__Host-recoup_session"
+    } else {
+        "recoup_session"
+    }
+}
+
 /// The cookie of the sign-in form's token, set before anyone signed in.
-pub const SIGN_IN_COOKIE: &str = "recoup_sign_in";
+pub fn sign_in_cookie(secure: bool) -> &'static str {
+    if secure {
+        "__Host-recoup_sign_in"
+    } else {
+        "recoup_sign_in"
+    }
+}
 
 /// How many sessions, and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
-    /// Sessions held at once; a new one pushes out the least recently used.
+    /// Sessions held at once, everyone's together.
     pub max_sessions: usize,
+    /// Sessions of one credential at once; a new one pushes out its least recently used.
+    pub per_credential: usize,
+    /// Live-update streams one session holds open at once.
+    pub streams_per_session: usize,
     /// A session unused this long ends.
     pub idle: Duration,
     /// A session ends this long after sign-in, used or not.
@@ -36,6 +57,8 @@ impl Default for SessionLimits {
     fn default() -> Self {
         Self {
             max_sessions: 10_000,
+            per_credential: 20,
+            streams_per_session: 4,
             idle: Duration::from_secs(30 * 60),
             lifetime: Duration::from_secs(12 * 3600),
         }
@@ -45,6 +68,8 @@ impl Default for SessionLimits {
 /// Who a session acts as.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// The id its cookie carries (set when it starts).
+    pub id: String,
     /// The `authorization` value the services get: `Bearer <key or token>`; `None` when the
     /// process runs without credentials.
     pub authorization: Option<String>,
@@ -73,6 +98,26 @@ struct Held {
     session: Session,
     created: Instant,
     last_used: Instant,
+    /// Its live-update streams open now.
+    streams: Arc<AtomicUsize>,
+}
+
+/// Why no session started.
+#[derive(Debug)]
+pub enum StartError {
+    /// Every place is taken by other credentials' live sessions.
+    Full,
+    /// The OS gave no randomness for the id.
+    Random(String),
+}
+
+/// One of a session's live-update streams; its place frees when dropped.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The sessions of this process.
@@ -94,19 +139,29 @@ impl Sessions {
     }
 
     /// Starts a session; its id, for the cookie.
-    pub fn start(&self, session: Session, now: Instant) -> Result<String, String> {
-        let id = random_token()?;
+    pub fn start(&self, mut session: Session, now: Instant) -> Result<String, StartError> {
+        let id = random_token().map_err(StartError::Random)?;
+        session.id = id.clone();
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.retain(|_, h| self.live(h, now));
-        while held.len() >= self.limits.max_sessions.max(1) {
-            let oldest = held
+        // The credential's own sessions beyond its share: its least recently used goes.
+        loop {
+            let own = held
                 .iter()
+                .filter(|(_, h)| h.session.authorization == session.authorization)
+                .filter(|(_, h)| h.session.who == session.who);
+            if own.clone().count() < self.limits.per_credential.max(1) {
+                break;
+            }
+            let oldest = own
                 .min_by_key(|(_, h)| h.last_used)
                 .map(|(id, _)| id.clone());
-            match oldest {
-                Some(id) => held.remove(&id),
-                None => break,
-            };
+            if let Some(oldest) = oldest {
+                held.remove(&oldest);
+            }
+        }
+        if held.len() >= self.limits.max_sessions.max(1) {
+            return Err(StartError::Full);
         }
         held.insert(
             id.clone(),
@@ -114,9 +169,25 @@ impl Sessions {
                 session,
                 created: now,
                 last_used: now,
+                streams: Arc::new(AtomicUsize::new(0)),
             },
         );
         Ok(id)
+    }
+
+    /// Whether the session of `id` is live, without counting this as a use.
+    pub fn alive(&self, id: &str, now: Instant) -> bool {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(id).is_some_and(|h| self.live(h, now))
+    }
+
+    /// A place for one more live-update stream of session `id`, if it has one free.
+    pub fn stream_slot(&self, id: &str) -> Option<StreamSlot> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let streams = held.get(id)?.streams.clone();
+        let taken = streams.fetch_add(1, Ordering::Relaxed);
+        let slot = StreamSlot(streams);
+        (taken < self.limits.streams_per_session).then_some(slot)
     }
 
     /// The session of `id`, if it is live; using it keeps it from ending idle.
@@ -187,7 +258,8 @@ mod tests {
 
     fn session(tenant: &str) -> Session {
         Session {
-            authorization: None,
+            id: String::new(),
+            authorization: Some(format!("Bearer {tenant}")),
             who: "anonymous".into(),
             tenant: tenant.into(),
             roles: vec![Role::Viewer],
@@ -201,6 +273,7 @@ mod tests {
             max_sessions: 10,
             idle: Duration::from_secs(60),
             lifetime: Duration::from_secs(300),
+            ..SessionLimits::default()
         };
         let sessions = Sessions::new(limits);
         let t0 = Instant::now();
@@ -221,36 +294,66 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_used_session_makes_room() {
+    fn a_credential_pushes_out_its_own_sessions_never_others() {
         let sessions = Sessions::new(SessionLimits {
-            max_sessions: 2,
+            max_sessions: 3,
+            per_credential: 2,
             ..SessionLimits::default()
         });
-        let t0 = Instant::now();
-        let a = sessions.start(session("a"), t0).unwrap();
-        let b = sessions
-            .start(session("b"), t0 + Duration::from_secs(1))
-            .unwrap();
-        sessions.get(&a, t0 + Duration::from_secs(2)).unwrap();
-        let c = sessions
-            .start(session("c"), t0 + Duration::from_secs(3))
-            .unwrap();
-        let now = t0 + Duration::from_secs(4);
-        assert!(sessions.get(&a, now).is_some());
-        assert!(sessions.get(&b, now).is_none(), "b was used least recently");
-        assert!(sessions.get(&c, now).is_some());
+        let t = |s: u64| Instant::now() + Duration::from_secs(s);
+        let a1 = sessions.start(session("a"), t(0)).unwrap();
+        let a2 = sessions.start(session("a"), t(1)).unwrap();
+        sessions.get(&a1, t(2)).unwrap();
+        // A third of a's: its least recently used (a2) goes.
+        let a3 = sessions.start(session("a"), t(3)).unwrap();
+        assert!(sessions.get(&a2, t(4)).is_none());
+        assert!(sessions.get(&a1, t(4)).is_some() && sessions.get(&a3, t(4)).is_some());
+        let b = sessions.start(session("b"), t(5)).unwrap();
+        // Full of live sessions: c is refused, nobody is pushed out.
+        assert!(matches!(
+            sessions.start(session("c"), t(6)),
+            Err(StartError::Full)
+        ));
+        for id in [&a1, &a3, &b] {
+            assert!(sessions.get(id, t(7)).is_some());
+        }
+        // Signed out, the place is free again.
+        sessions.end(&b);
+        assert!(sessions.start(session("c"), t(8)).is_ok());
+    }
+
+    #[test]
+    fn a_session_holds_a_few_streams_and_frees_them() {
+        let sessions = Sessions::new(SessionLimits {
+            streams_per_session: 2,
+            ..SessionLimits::default()
+        });
+        let now = Instant::now();
+        let id = sessions.start(session("a"), now).unwrap();
+        let one = sessions.stream_slot(&id).unwrap();
+        let two = sessions.stream_slot(&id).unwrap();
+        assert!(sessions.stream_slot(&id).is_none());
+        drop(one);
+        assert!(sessions.stream_slot(&id).is_some());
+        drop(two);
+        assert!(sessions.stream_slot("unknown").is_none());
+        assert!(sessions.alive(&id, now));
+        sessions.end(&id);
+        assert!(!sessions.alive(&id, now));
     }
 
     #[test]
     fn cookies_are_http_only_strict_and_secure_over_tls() {
-        let c = set_cookie(COOKIE, "abc", Duration::from_secs(60), true);
+        let c = set_cookie(session_cookie(true), "abc", Duration::from_secs(60), true);
         assert_eq!(
             c,
-            "recoup_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+            "__Host-recoup_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
         );
-        assert!(!set_cookie(COOKIE, "abc", Duration::ZERO, false).contains("Secure"));
-        assert_eq!(cookie("a=1; recoup_session=xyz; b=2", COOKIE), Some("xyz"));
-        assert_eq!(cookie("recoup_session_x=1", COOKIE), None);
+        let plain = set_cookie(session_cookie(false), "abc", Duration::ZERO, false);
+        assert!(!plain.contains("Secure") && plain.starts_with("recoup_session="));
+        let name = session_cookie(false);
+        assert_eq!(cookie("a=1; recoup_session=xyz; b=2", name), Some("xyz"));
+        assert_eq!(cookie("recoup_session_x=1", name), None);
         let s = session("t");
         assert!(s.form_token_is(&s.form_token.clone()));
         assert!(!s.form_token_is("nope"));

@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 use crate::Console;
 use crate::pages::{answer, page};
-use crate::session::{self, COOKIE, SIGN_IN_COOKIE, Session, random_token, set_cookie};
+use crate::session::{
+    self, Session, StartError, random_token, session_cookie, set_cookie, sign_in_cookie,
+};
 
 /// How long a sign-in form stays good.
 const SIGN_IN_FORM_TTL: Duration = Duration::from_secs(15 * 60);
@@ -65,12 +67,8 @@ fn sign_in_page(console: &Console, status: StatusCode, error: Option<&str>) -> R
             button type="submit" { "Sign in" }
         }
     };
-    let cookie = set_cookie(
-        SIGN_IN_COOKIE,
-        &token,
-        SIGN_IN_FORM_TTL,
-        console.config.secure_cookies,
-    );
+    let secure = console.config.secure_cookies;
+    let cookie = set_cookie(sign_in_cookie(secure), &token, SIGN_IN_FORM_TTL, secure);
     let mut response = answer(status, page("Sign in", None, body));
     if let Ok(value) = cookie.parse() {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -83,7 +81,8 @@ pub async fn submit(
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
-    let expected = session::cookie_of(&headers, SIGN_IN_COOKIE);
+    let secure = console.config.secure_cookies;
+    let expected = session::cookie_of(&headers, sign_in_cookie(secure));
     let token_ok = expected.is_some_and(|e| {
         use subtle::ConstantTimeEq as _;
         bool::from(e.as_bytes().ct_eq(form.form_token.as_bytes()))
@@ -99,17 +98,27 @@ pub async fn submit(
         Ok(session) => session,
         Err(why) => return sign_in_page(&console, StatusCode::UNAUTHORIZED, Some(&why)),
     };
-    tracing::info!(who = %session.who, tenant = %session.tenant, "signed in to the console");
+    // A browser signing in again leaves its earlier session behind.
+    if let Some(old) = session::cookie_of(&headers, session_cookie(secure)) {
+        console.sessions.end(old);
+    }
+    let (who, tenant) = (session.who.clone(), session.tenant.clone());
     let id = match console.sessions.start(session, Instant::now()) {
         Ok(id) => id,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(StartError::Full) => {
+            let why = "Too many people are signed in right now: try again in a few minutes.";
+            return sign_in_page(&console, StatusCode::SERVICE_UNAVAILABLE, Some(why));
+        }
+        Err(StartError::Random(e)) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response();
+        }
     };
-    let secure = console.config.secure_cookies;
+    tracing::info!(%who, %tenant, "signed in to the console");
     let lifetime = console.sessions.limits().lifetime;
     let mut response = Redirect::to("/cases").into_response();
     for cookie in [
-        set_cookie(COOKIE, &id, lifetime, secure),
-        set_cookie(SIGN_IN_COOKIE, "", Duration::ZERO, secure),
+        set_cookie(session_cookie(secure), &id, lifetime, secure),
+        set_cookie(sign_in_cookie(secure), "", Duration::ZERO, secure),
     ] {
         if let Ok(value) = cookie.parse() {
             response.headers_mut().append(header::SET_COOKIE, value);
@@ -121,6 +130,9 @@ pub async fn submit(
 /// The session a sign-in form asks for, checked as every request's credential is.
 fn who(access: &Access, form: &SignIn) -> Result<Session, String> {
     let tenant = form.tenant.trim();
+    if !tenant.is_empty() {
+        recoup_proto::tenant::validate_tenant(tenant).map_err(|e| format!("Tenant: {e}"))?;
+    }
     let requested = (!tenant.is_empty()).then(|| tenant.to_owned());
     let form_token = random_token()?;
     let credential = form.credential.trim();
@@ -143,6 +155,7 @@ fn who(access: &Access, form: &SignIn) -> Result<Session, String> {
         None => (acting.actor().to_owned(), Role::ALL.to_vec()),
     };
     Ok(Session {
+        id: String::new(),
         authorization,
         who,
         tenant: acting.tenant,
@@ -156,17 +169,8 @@ pub async fn sign_out(
     headers: HeaderMap,
     Form(form): Form<SignOut>,
 ) -> Response {
-    let id = session::cookie_of(&headers, COOKIE).map(str::to_owned);
-    if let Err(refusal) = console.session_for_form(&headers, &form.form_token) {
-        return refusal.into_response();
+    match console.session_for_form(&headers, &form.form_token) {
+        Ok(session) => console.sign_out(&session),
+        Err(refusal) => refusal.into_response(),
     }
-    if let Some(id) = id {
-        console.sessions.end(&id);
-    }
-    let mut response = Redirect::to("/sign-in").into_response();
-    let cookie = set_cookie(COOKIE, "", Duration::ZERO, console.config.secure_cookies);
-    if let Ok(value) = cookie.parse() {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
 }

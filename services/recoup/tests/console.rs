@@ -323,6 +323,19 @@ async fn the_console_refuses_what_a_session_may_not_do() {
         )
         .await;
     assert_eq!(forged_form.status, StatusCode::FORBIDDEN);
+    let token = page.hidden("form_token");
+    let no_version = acme
+        .post(
+            &format!("/cases/{case}/MarkReviewed"),
+            &[("form_token", &token)],
+        )
+        .await;
+    assert_eq!(
+        no_version.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        no_version.body
+    );
     assert!(
         acme.get(&format!("/cases/{case}"))
             .await
@@ -365,8 +378,11 @@ async fn the_console_refuses_what_a_session_may_not_do() {
     let registry = platform.keys().unwrap();
     registry.revoke(id, Utc::now(), "test").await.unwrap();
     let page = reader.get(&format!("/cases/{case}")).await;
-    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
-    assert!(page.body.contains("signed out"), "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some("/sign-in"), "{}", page.body);
+    assert!(
+        !reader.cookies.contains_key("recoup_session"),
+        "the session ended"
+    );
 
     // Signed out, the cookie opens nothing, even sent again.
     let session = acme.cookies["recoup_session"].clone();
@@ -539,6 +555,28 @@ async fn the_collections_page_shows_funnel_promises_and_a_live_do_not_contact_li
     .await
     .expect("a change of the list arrives");
     assert!(change["sequence"].as_u64().unwrap() > 0, "{change}");
+
+    // Signed out, a stream of the session ends (it checks its session every few seconds).
+    let mut open = browser
+        .http
+        .get(format!(
+            "{}/collections/do-not-contact/events",
+            browser.base
+        ))
+        .header(
+            "cookie",
+            format!("recoup_session={}", browser.cookies["recoup_session"]),
+        )
+        .send()
+        .await
+        .unwrap();
+    let token = browser.get("/collections").await.hidden("form_token");
+    browser.post("/sign-out", &[("form_token", &token)]).await;
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while open.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a signed-out session ends");
 
     // Another tenant's admin: no deals, an empty list.
     let mut other = Browser::new(platform.http_addr.unwrap());

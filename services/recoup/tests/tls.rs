@@ -204,7 +204,9 @@ async fn grpc_and_http_serve_tls_with_the_certificate_given() {
     assert_eq!(sign_in.status(), 200);
     let cookie = sign_in.headers()["set-cookie"].to_str().unwrap();
     assert!(
-        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        cookie.starts_with("__Host-recoup_sign_in=")
+            && cookie.contains("; Secure")
+            && cookie.contains("HttpOnly"),
         "{cookie}"
     );
 
