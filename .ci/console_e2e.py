@@ -50,15 +50,11 @@ def axe_source():
         return tar.extractfile("package/axe.min.js").read().decode()
 
 
-class Tab:
-    """One page of the browser, spoken to over its DevTools websocket."""
+class DevTools:
+    """A DevTools websocket: one command at a time, its answer (events in between skipped)."""
 
-    def __init__(self, target_id):
-        self.ws = websocket.create_connection(
-            f"ws://127.0.0.1:{PORT}/devtools/page/{target_id}", timeout=30)
-        self.n = 0
-        self.call("Page.enable")
-        self.call("Runtime.enable")
+    def __init__(self, ws):
+        self.ws, self.n = ws, 0
 
     def call(self, method, **params):
         self.n += 1
@@ -69,6 +65,16 @@ class Tab:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message.get("result", {})
+
+
+class Tab(DevTools):
+    """One page of the browser."""
+
+    def __init__(self, target_id):
+        super().__init__(websocket.create_connection(
+            f"ws://127.0.0.1:{PORT}/devtools/page/{target_id}", timeout=30))
+        self.call("Page.enable")
+        self.call("Runtime.enable")
 
     def js(self, expression):
         result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
@@ -177,21 +183,8 @@ def browser():
     raise RuntimeError("chromium did not start")
 
 
-class Browser:
+class Browser(DevTools):
     """Chromium's browser endpoint: contexts (separate cookie jars) and tabs in them."""
-
-    def __init__(self, ws):
-        self.ws, self.n = ws, 0
-
-    def call(self, method, **params):
-        self.n += 1
-        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == self.n:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
 
     def context(self):
         return self.call("Target.createBrowserContext")["browserContextId"]

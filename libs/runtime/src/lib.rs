@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod context;
+pub mod process;
 pub mod shutdown;
 
 pub use clock::Clock;

@@ -42,23 +42,24 @@ pub async fn show(
     browser: Extensions,
     Query(params): Query<Params>,
 ) -> Response {
-    let mut query = console.backend.query();
-    let funnel = query
-        .collections_funnel(request(&session, &browser, v1::CollectionsFunnelRequest {}))
-        .await;
+    // The three answers are independent: asked at once.
+    let (mut funnels, mut promises) = (console.backend.query(), console.backend.query());
+    let asked = v1::PtpSummaryRequest {
+        as_of: params.as_of.trim().to_owned(),
+    };
+    let (funnel, ptp, dnc) = tokio::join!(
+        funnels.collections_funnel(request(&session, &browser, v1::CollectionsFunnelRequest {})),
+        promises.ptp_summary(request(&session, &browser, asked)),
+        do_not_contact(&console, &session, &browser),
+    );
     let funnel = match funnel {
         Ok(r) => r.into_inner(),
         Err(status) => return console.refused_by_service(&session, &status),
     };
-    let asked = v1::PtpSummaryRequest {
-        as_of: params.as_of.trim().to_owned(),
-    };
-    let ptp = query.ptp_summary(request(&session, &browser, asked)).await;
     let (status, ptp) = match ptp {
         Ok(r) => (StatusCode::OK, Ok(r.into_inner())),
         Err(s) => (http_status(s.code()), Err(explain(&s))),
     };
-    let dnc = do_not_contact(&console, &session, &browser).await;
     let body = html! {
         h2 { "Funnel" }
         (funnel_table(&funnel))

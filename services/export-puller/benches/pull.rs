@@ -19,6 +19,7 @@ use export_puller::dataset;
 use export_puller::pull::{PullSettings, Puller, Stream};
 use export_puller::store::PullStore;
 use export_sim::{SimConfig, Simulator};
+use recoup_runtime::process::cpu_seconds;
 
 // The allocator the recoup binary uses.
 #[global_allocator]
@@ -29,24 +30,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime, fields 14 and 15 of stat(5), in ticks of 1/100 s.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn client_config(url: &str, sim: &SimConfig) -> ClientConfig {
@@ -138,11 +121,11 @@ fn main() {
                 limit,
             };
             let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-            let cpu = cpu_secs();
+            let cpu = cpu_seconds();
             let started = Instant::now();
             let report = puller.pull(&stream, &stop_rx).await.unwrap();
             let secs = started.elapsed().as_secs_f64();
-            let cpu = cpu_secs() - cpu;
+            let cpu = cpu_seconds() - cpu;
             assert_eq!(report.rows as usize, rows);
             assert_eq!((report.published + report.rejected) as usize, rows);
             let rate = rows as f64 / secs;

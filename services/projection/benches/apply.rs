@@ -28,6 +28,7 @@ use projection::{CaseReadModel, Projection, rebuild};
 use prost::Message;
 use recoup_keys::record::PrefixRecord;
 use recoup_proto::convert::event_to_payload;
+use recoup_runtime::process::cpu_seconds;
 
 /// What one pass took: wall time, and CPU seconds of the whole process (every thread, sled's
 /// own included), steadier than wall time on a shared machine.
@@ -41,27 +42,9 @@ impl Took {
     fn since(started: Instant, cpu_at_start: f64) -> Self {
         Took {
             wall: started.elapsed(),
-            cpu: cpu_secs() - cpu_at_start,
+            cpu: cpu_seconds() - cpu_at_start,
         }
     }
-}
-
-/// CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime, fields 14 and 15 of stat(5), in ticks of 1/100 s.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Messages per batch: the projector's and the rebuild's.
@@ -229,7 +212,7 @@ fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Took, usize) {
     let dir = tempfile::tempdir().unwrap();
     let rm = CaseReadModel::open(dir.path()).unwrap();
     let mut started = Instant::now();
-    let mut cpu = cpu_secs();
+    let mut cpu = cpu_seconds();
     let applied = match path {
         Path::Rebuild => {
             // The record as the case store keeps it: each case's events together, read back
@@ -237,7 +220,7 @@ fn apply(events: &[ReceivedEvent], cases: usize, path: Path) -> (Took, usize) {
             let record_dir = tempfile::tempdir().unwrap();
             let record = record_of(record_dir.path(), events);
             started = Instant::now();
-            cpu = cpu_secs();
+            cpu = cpu_seconds();
             rebuild::apply_whole_record(&record, &rm, || false, |_| {})
                 .unwrap()
                 .applied
@@ -272,7 +255,7 @@ fn bare_sled(events: usize, value_bytes: usize) -> Took {
     let tree = db.open_tree("read_model").unwrap();
     let value = vec![1u8; value_bytes];
     let started = Instant::now();
-    let cpu = cpu_secs();
+    let cpu = cpu_seconds();
     for chunk_start in (0..events).step_by(batch_size()) {
         let mut batch = sled::Batch::default();
         for i in chunk_start..(chunk_start + batch_size()).min(events) {

@@ -60,14 +60,24 @@ impl Browser {
         }
     }
 
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+    /// `GET path` with the cookies held, its answer unread (headers, or a stream to follow).
+    async fn open(&self, path: &str) -> reqwest::Response {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.with_cookies(request).send().await.unwrap()
+    }
+
+    fn with_cookies(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let cookie = self
             .cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let response = request.header("cookie", cookie).send().await.unwrap();
+        request.header("cookie", cookie)
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let response = self.with_cookies(request).send().await.unwrap();
         let set_cookies: Vec<String> = response
             .headers()
             .get_all("set-cookie")
@@ -182,16 +192,7 @@ async fn an_agent_signs_in_and_drives_a_case_to_closed_through_the_buttons() {
     assert!(page.body.contains("INV-CONSOLE-1") && page.body.contains("REVIEWING"));
     assert!(page.body.contains("125.00 EUR"), "{}", page.body);
     // A page of this tenant's data is neither framed nor cached.
-    let headers = browser
-        .http
-        .get(format!("{}/cases/{case}", browser.base))
-        .header(
-            "cookie",
-            format!("recoup_session={}", browser.cookies["recoup_session"]),
-        )
-        .send()
-        .await
-        .unwrap();
+    let headers = browser.open(&format!("/cases/{case}")).await;
     let csp = headers.headers()["content-security-policy"]
         .to_str()
         .unwrap();
@@ -513,19 +514,7 @@ async fn the_collections_page_shows_funnel_promises_and_a_live_do_not_contact_li
     assert_eq!(page.status, StatusCode::BAD_REQUEST, "an impossible day");
 
     // The live list: the snapshot, then the changes the vendor's rows make.
-    let response = browser
-        .http
-        .get(format!(
-            "{}/collections/do-not-contact/events",
-            browser.base
-        ))
-        .header(
-            "cookie",
-            format!("recoup_session={}", browser.cookies["recoup_session"]),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = browser.open("/collections/do-not-contact/events").await;
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut events = Events {
         response,
@@ -557,19 +546,7 @@ async fn the_collections_page_shows_funnel_promises_and_a_live_do_not_contact_li
     assert!(change["sequence"].as_u64().unwrap() > 0, "{change}");
 
     // Signed out, a stream of the session ends (it checks its session every few seconds).
-    let mut open = browser
-        .http
-        .get(format!(
-            "{}/collections/do-not-contact/events",
-            browser.base
-        ))
-        .header(
-            "cookie",
-            format!("recoup_session={}", browser.cookies["recoup_session"]),
-        )
-        .send()
-        .await
-        .unwrap();
+    let mut open = browser.open("/collections/do-not-contact/events").await;
     let token = browser.get("/collections").await.hidden("form_token");
     browser.post("/sign-out", &[("form_token", &token)]).await;
     let ended = tokio::time::timeout(Duration::from_secs(30), async {

@@ -26,6 +26,7 @@ use snapshot_importer::store::ImportStore;
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::{XCell, XlsxWriter};
+use recoup_runtime::process::cpu_seconds;
 
 // The allocator the recoup binary uses.
 #[global_allocator]
@@ -116,25 +117,6 @@ fn peak_rss_mb() -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of stat(5), counted in clock ticks of 1/100 s.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn reset_peak_rss() {
@@ -230,7 +212,7 @@ fn main() {
     );
     reset_peak_rss();
     let started = Instant::now();
-    let cpu = cpu_secs();
+    let cpu = cpu_seconds();
     let path = file.clone();
     let report = runtime
         .block_on(importer.import(
@@ -243,7 +225,7 @@ fn main() {
     let peak = peak_rss_mb();
     assert_eq!(report.accepted as usize, rows, "{report:?}");
     let rate = rows as f64 / secs;
-    let cpu = cpu_secs() - cpu;
+    let cpu = cpu_seconds() - cpu;
     println!("import into Kafka:    {rate:>10.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB");
     println!(
         "  CPU {cpu:.2} s: {:.1} µs per row, {:.2} cores busy",
