@@ -4,7 +4,8 @@
 Against a running `recoup up --demo`: signs in with the admin key, creates a case and drives it
 to CLOSED through its buttons, acts from a second tab on the stale page and sees the conflict,
 opens the collections page and sees a change of the do-not-contact list appear without a
-reload, then signs in as a viewer (no buttons) and as another tenant's admin (the case is not
+reload, opens the PAR chart, uploads a CSV with bad rows and sees the report and the errors, then
+signs in as a viewer (no buttons) and as another tenant's admin (the case is not
 found).
 Each page is saved as a screenshot under the given directory, checked with axe-core (from the
 npm registry, pinned by its integrity hash: no serious or critical violation), and walked with
@@ -124,6 +125,8 @@ class Tab(DevTools):
 
     def shot(self, name):
         """Saves the page, then checks its accessibility and its keyboard reach."""
+        # A tab behind another may never paint: the screenshot would wait for it.
+        self.call("Page.bringToFront")
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000),
                 "scale": 1}
@@ -252,6 +255,45 @@ def chart_portfolio(tab):
     tab.shot("10-portfolio")
 
 
+def upload_with_bad_rows(tab):
+    """A CSV with two bad rows uploaded through the form, its progress shown, then its report,
+    its errors and the errors CSV."""
+    unique = int(time.time())
+    path = os.path.join(tempfile.mkdtemp(), f"e2e-{unique}.csv")
+    with open(path, "w") as f:
+        f.write("snapshot_date,account_external_id,days_arrears_consecutive_source\n"
+                f"2026-04-01,E2E-{unique}-1,0\n2026-13-01,E2E-{unique}-2,1\n"
+                f"2026-04-01,E2E-{unique}-3,many\n")
+    tab.go("/imports")
+    check("Upload snapshots" in tab.text(), "the upload form", tab)
+    tab.shot("11-imports")
+    root = tab.call("DOM.getDocument")["root"]["nodeId"]
+    node = tab.call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+    tab.call("DOM.setFileInputFiles", files=[path], nodeId=node)
+    # What the progress bar showed, kept across the page change that follows the upload.
+    tab.js("sessionStorage.removeItem('e2e-progress'); new MutationObserver(() => "
+           "sessionStorage.setItem('e2e-progress', document.getElementById('upload-status')"
+           ".textContent)).observe(document.getElementById('upload-status'), "
+           "{childList: true, characterData: true, subtree: true})")
+    tab.submit("document.querySelector('form[data-upload]').requestSubmit()")
+    check(tab.js("location.pathname").startswith("/imports/"), "the report after the upload", tab)
+    progress = tab.js("sessionStorage.getItem('e2e-progress')") or ""
+    check("sent" in progress.lower(), f"the progress bar reported the upload ({progress!r})", tab)
+    counts = tab.js("Object.fromEntries([...document.querySelectorAll('[data-count]')]"
+                    ".map(td => [td.dataset.count, Number(td.textContent)]))")
+    check(counts == {"read": 3, "accepted": 1, "unchanged": 0, "rejected": 2},
+          f"the report's counts ({counts})", tab)
+    rows = tab.js("[...document.querySelectorAll('#error-table tbody tr')]"
+                  ".map(tr => tr.cells[0].textContent + ' ' + tr.cells[3].textContent)")
+    check(rows == ["3 date_format", "4 integer"], f"the errors by row ({rows})", tab)
+    tab.shot("12-import-report")
+    lines = tab.js("fetch(document.querySelector('a[download]').href).then(r => r.text())"
+                   ".then(t => t.trim().split('\\n'))")
+    check(len(lines) == 3 and lines[0] == "row,column,value,rule,message",
+          f"the errors CSV ({lines})", tab)
+    print(f"console e2e: uploaded {os.path.basename(path)} ({progress}); report and errors shown")
+
+
 def main():
     global AXE
     os.makedirs(SHOTS, exist_ok=True)
@@ -302,6 +344,7 @@ def run(chrome):
 
     follow_do_not_contact(first)
     chart_portfolio(first)
+    upload_with_bad_rows(first)
 
     viewer = chrome.tab(chrome.context())
     sign_in(viewer, VIEWER)
@@ -310,6 +353,9 @@ def run(chrome):
     check(viewer.js("document.querySelectorAll('form[action*=\"/cases/\"]').length") == 0,
           "the viewer is offered no command", viewer)
     viewer.shot("08-viewer")
+    viewer.go("/imports")
+    check(viewer.js("document.querySelectorAll('form[data-upload]').length") == 0,
+          "the viewer is offered no upload", viewer)
 
     stranger = chrome.tab(chrome.context())
     sign_in(stranger, OTHER)
@@ -318,7 +364,7 @@ def run(chrome):
           "another tenant's admin does not see the case", stranger)
     stranger.shot("09-other-tenant")
     print(f"console e2e: signed in, {reference} driven to CLOSED through its buttons, the stale "
-          f"tab's conflict, a viewer without buttons, another tenant refused; every page without "
+          f"tab's conflict, a viewer without buttons or upload, another tenant refused; every page without "
           f"a serious accessibility violation (axe-core {AXE_VERSION}) and reachable by keyboard; "
           f"screenshots in {SHOTS}")
 

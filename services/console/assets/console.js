@@ -1,5 +1,6 @@
 // recoup console: the pages work without this script. It keeps a form from being sent twice
-// by a double click, and keeps the do-not-contact list current (server-sent events).
+// by a double click, shows an upload's progress, and keeps the do-not-contact list current
+// (server-sent events).
 "use strict";
 
 document.addEventListener("submit", (event) => {
@@ -86,3 +87,67 @@ function followDoNotContact(list) {
 
 const dnc = document.getElementById("dnc");
 if (dnc && dnc.dataset.live && window.EventSource) followDoNotContact(dnc);
+
+// An upload with its progress: XMLHttpRequest reports the bytes sent. Once all are sent the
+// importer reads, checks and publishes every row before it answers with the report's page.
+function uploadWithProgress(form) {
+  const box = form.querySelector(".progress");
+  const bar = form.querySelector("progress");
+  const status = document.getElementById("upload-status");
+  const mb = (bytes) => (bytes / 1048576).toFixed(1);
+  const settle = () => {
+    delete form.dataset.sent;
+    for (const button of form.querySelectorAll("button[aria-busy]")) {
+      button.removeAttribute("aria-busy");
+    }
+  };
+  const fail = (why) => {
+    let alert = document.getElementById("upload-refused");
+    if (!alert) {
+      alert = document.createElement("p");
+      alert.id = "upload-refused";
+      alert.className = "error";
+      alert.setAttribute("role", "alert");
+      form.before(alert);
+    }
+    alert.textContent = why;
+    box.hidden = true;
+    settle();
+  };
+  // Runs before the page-wide guard above (the form before the document): a form already
+  // being sent is left to the guard.
+  form.addEventListener("submit", (event) => {
+    if (form.dataset.sent === "1") return;
+    event.preventDefault();
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action);
+    xhr.upload.onprogress = (e) => {
+      if (!e.lengthComputable) return;
+      bar.max = e.total;
+      bar.value = e.loaded;
+      status.textContent = `${mb(e.loaded)} of ${mb(e.total)} MB sent`;
+    };
+    xhr.upload.onload = () => {
+      bar.value = bar.max;
+      status.textContent = "Sent. Importing: every row is checked and published…";
+    };
+    xhr.onload = () => {
+      const to = new URL(xhr.responseURL || form.action, window.location.href);
+      if (xhr.status === 200 && to.pathname !== "/imports") {
+        window.location.assign(to.pathname + to.search);
+        return;
+      }
+      const page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      const why = page.querySelector("main .error");
+      fail(why ? why.textContent : `The upload failed (HTTP ${xhr.status}).`);
+    };
+    xhr.onerror = () => fail("The upload did not reach recoup: check the connection and try again.");
+    box.hidden = false;
+    bar.value = 0;
+    status.textContent = "";
+    document.getElementById("upload-refused")?.remove();
+    xhr.send(new FormData(form));
+  });
+}
+
+for (const form of document.querySelectorAll("form[data-upload]")) uploadWithProgress(form);

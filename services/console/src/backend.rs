@@ -8,6 +8,7 @@ use axum::http::Extensions;
 use recoup_proto::contract::metadata::{AUTHORIZATION, TENANT};
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use recoup_proto::v1::query_client::QueryClient;
+use recoup_proto::v1::snapshot_imports_client::SnapshotImportsClient;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -15,6 +16,7 @@ use crate::session::Session;
 
 pub type Cases = DebtCollectionCasesClient<Router>;
 pub type Query = QueryClient<Router>;
+pub type Imports = SnapshotImportsClient<Router>;
 
 /// The gRPC router of this process.
 #[derive(Clone)]
@@ -33,6 +35,12 @@ impl Backend {
 
     pub fn query(&self) -> Query {
         QueryClient::new(self.grpc.clone())
+    }
+
+    /// The importer. Its answers carry up to 1,000 errors with their raw cells: more than
+    /// tonic's default of 4 MiB may come.
+    pub fn imports(&self) -> Imports {
+        SnapshotImportsClient::new(self.grpc.clone()).max_decoding_message_size(64 << 20)
     }
 }
 

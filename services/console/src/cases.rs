@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tonic::{Code, Status};
 
 use crate::backend::{explain, request};
-use crate::pages::{answer, failed, http_status, money, page, state_name};
+use crate::pages::{answer, failed, http_status, money, page, query_escape, state_name, when};
 use crate::session::{Session, random_token};
 use crate::{Console, SignedIn};
 
@@ -365,7 +365,7 @@ fn history_table(entries: &[v1::CaseHistoryEntry]) -> Markup {
                         tr {
                             td.num { (e.version) }
                             td { (e.event_type) }
-                            td { (e.occurred_at.as_ref().and_then(recoup_proto::from_timestamp).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
+                            td { (when(e.occurred_at.as_ref())) }
                             td { (e.actor) }
                         }
                     }
@@ -470,17 +470,4 @@ async fn send(
         }
     };
     Ok(())
-}
-
-/// `text` as one query-string value.
-fn query_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

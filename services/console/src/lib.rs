@@ -13,6 +13,7 @@ mod assets;
 pub mod backend;
 mod cases;
 mod collections;
+mod imports;
 mod pages;
 mod portfolio;
 pub mod session;
@@ -68,6 +69,15 @@ pub fn router(grpc: Router, access: Access, config: ConsoleConfig) -> Router {
         .route("/cases", get(cases::list).post(cases::create))
         .route("/cases/{id}", get(cases::show))
         .route("/cases/{id}/{command}", post(cases::command))
+        .route(
+            "/imports",
+            get(imports::list)
+                .post(imports::upload)
+                // The importer limits uploads; the console passes them on a chunk at a time.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/imports/{id}", get(imports::show))
+        .route("/imports/{id}/errors.csv", get(imports::errors_csv))
         .route("/collections", get(collections::show))
         .route("/portfolio", get(portfolio::show))
         .route(

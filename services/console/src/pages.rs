@@ -26,6 +26,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(session) = session {
                         nav aria-label="Main" {
                             a href="/cases" { "Cases" }
+                            a href="/imports" { "Imports" }
                             a href="/portfolio" { "Portfolio" }
                             a href="/collections" { "Collections" }
                         }
@@ -122,6 +123,26 @@ pub fn state_name(state: i32) -> &'static str {
     CaseState::try_from(state)
         .map(|s| s.as_str_name().trim_start_matches("CASE_STATE_"))
         .unwrap_or("UNKNOWN")
+}
+
+/// `text` as one query-string value.
+pub fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An instant as the pages show it, in UTC ("2026-12-07 11:38:55"); empty when absent.
+pub fn when(at: Option<&prost_types::Timestamp>) -> String {
+    at.and_then(recoup_proto::from_timestamp)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -2,17 +2,18 @@
 //! (cookies, form tokens), a case created and driven to CLOSED through its buttons, the
 //! conflict of a stale page, and the refusals: no session, a wrong key, a forged or foreign
 //! form, a role without the command, another tenant's case, a session signed out.
-//! (The browser-driven test of the same pages is issue #17's next step.)
+//! Imports uploaded through the form, their reports, errors and errors CSV.
+//! (`.ci/console_e2e.py` drives the same pages in Chromium.)
 //! A revoked key's session is refused at its next page.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::browser::{Browser, Page};
 use common::{make_key, secured, start};
 use recoup::platform::RunningPlatform;
 use recoup_access::Role;
@@ -20,108 +21,6 @@ use recoup_proto::v1;
 use recoup_proto::v1::query_client::QueryClient;
 use reqwest::StatusCode;
 use tempfile::TempDir;
-
-/// A browser: cookies kept by name, redirects not followed (the tests look at them).
-struct Browser {
-    base: String,
-    http: reqwest::Client,
-    cookies: HashMap<String, String>,
-}
-
-/// One answer, read whole.
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
-    set_cookies: Vec<String>,
-    body: String,
-}
-
-impl Page {
-    /// The value of the first hidden input `name`.
-    fn hidden(&self, name: &str) -> String {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker).unwrap_or_else(|| {
-            panic!("no {name} in {}", self.body);
-        }) + marker.len();
-        let end = self.body[start..].find('"').unwrap();
-        self.body[start..start + end].to_owned()
-    }
-}
-
-impl Browser {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    /// `GET path` with the cookies held, its answer unread (headers, or a stream to follow).
-    async fn open(&self, path: &str) -> reqwest::Response {
-        let request = self.http.get(format!("{}{path}", self.base));
-        self.with_cookies(request).send().await.unwrap()
-    }
-
-    fn with_cookies(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let cookie = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        request.header("cookie", cookie)
-    }
-
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let response = self.with_cookies(request).send().await.unwrap();
-        let set_cookies: Vec<String> = response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect();
-        for c in &set_cookies {
-            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if value.is_empty() {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        Page {
-            status: response.status(),
-            location: response
-                .headers()
-                .get("location")
-                .map(|v| v.to_str().unwrap().to_owned()),
-            set_cookies,
-            body: response.text().await.unwrap(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let request = self.http.get(format!("{}{path}", self.base));
-        self.send(request).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let request = self.http.post(format!("{}{path}", self.base)).form(form);
-        self.send(request).await
-    }
-
-    /// Signs in with `key` through the form; the answer to the form.
-    async fn sign_in(&mut self, key: &str) -> Page {
-        let form = self.get("/sign-in").await;
-        let token = form.hidden("form_token");
-        self.post("/sign-in", &[("credential", key), ("form_token", &token)])
-            .await
-    }
-}
 
 /// Creates a case through the list page's form; its id.
 async fn create_case(browser: &mut Browser, reference: &str) -> String {
@@ -660,6 +559,219 @@ async fn the_portfolio_page_charts_par_by_day_from_one_series() {
     assert!(
         page.body
             .contains("No account has a snapshot in this range.")
+    );
+    platform.shutdown().await.unwrap();
+}
+
+/// A `multipart/form-data` body of `fields` (name, file name, content) in their order, and its
+/// content type.
+fn multipart(fields: &[(&str, Option<&str>, &str)]) -> (String, Vec<u8>) {
+    let boundary = "recoup-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, file, content) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let disposition = match file {
+            Some(file) => format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            ),
+            None => format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n"),
+        };
+        body.extend_from_slice(disposition.as_bytes());
+        body.extend_from_slice(content.as_bytes());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Sends the import form with `token` and a file.
+async fn upload(browser: &mut Browser, token: &str, file: &str, csv: &str) -> Page {
+    let (content_type, body) = multipart(&[
+        ("form_token", None, token),
+        ("data_origin", None, "crm"),
+        ("sheet", None, ""),
+        ("file", Some(file), csv),
+    ]);
+    let request = browser
+        .http
+        .post(format!("{}/imports", browser.base))
+        .header("content-type", content_type)
+        .body(body);
+    browser.send(request).await
+}
+
+/// The number in a report's cell `name`.
+fn count(page: &str, name: &str) -> u64 {
+    let marker = format!("data-count=\"{name}\">");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    page[at..].split('<').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_bad_rows_is_uploaded_and_its_report_and_errors_are_shown() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = secured(dir.path());
+    cfg.importer.max_upload_bytes = 64 * 1024;
+    let platform = start(cfg).await;
+    let addr = platform.http_addr.unwrap();
+    let importer = make_key(&platform, Role::Importer, &["acme"]).await;
+    let mut browser = Browser::new(addr);
+    browser.sign_in(&importer).await;
+    let list = browser.get("/imports").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(list.body.contains("No imports yet."), "{}", list.body);
+    let token = list.hidden("form_token");
+
+    // Five rows: a bad date (row 3) and a bad integer (row 5).
+    let csv = "snapshot_date,account_external_id,days_arrears_consecutive_source\n\
+               2024-03-01,A1,0\n2024-13-01,A2,1\n2024-03-01,A3,2\n2024-03-01,A4,many\n\
+               2024-03-01,A5,4\n";
+    let sent = upload(&mut browser, &token, "march.csv", csv).await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let to = sent.location.unwrap();
+    let id = to.strip_prefix("/imports/").unwrap().to_owned();
+    let report = browser.get(&to).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert!(report.body.contains("<h1>Import of march.csv</h1>"));
+    let counts = ["read", "accepted", "unchanged", "rejected"].map(|c| count(&report.body, c));
+    assert_eq!(counts, [5, 3, 0, 2]);
+    assert!(report.body.contains("2 in all."), "{}", report.body);
+    assert!(report.body.contains("<td class=\"num\">3</td><td>snapshot_date</td><td><code>2024-13-01</code></td><td>date_format</td>"), "{}", report.body);
+    assert!(report.body.contains("<td class=\"num\">5</td><td>days_arrears_consecutive_source</td><td><code>many</code></td><td>integer</td>"), "{}", report.body);
+
+    // The errors as CSV, to download.
+    let csv_answer = browser.open(&format!("/imports/{id}/errors.csv")).await;
+    assert_eq!(csv_answer.status(), StatusCode::OK);
+    let disposition = csv_answer.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"import-{id}-errors.csv\"")
+    );
+    let lines: Vec<String> = csv_answer
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "row,column,value,rule,message");
+    assert!(
+        lines[1].starts_with("3,snapshot_date,2024-13-01,date_format,"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("5,days_arrears_consecutive_source,many,integer,"),
+        "{lines:?}"
+    );
+
+    // The same file again changes nothing and says so.
+    let again = upload(&mut browser, &token, "march.csv", csv).await;
+    assert_eq!(
+        again.location.as_deref(),
+        Some(format!("{to}?duplicate=1").as_str())
+    );
+    let page = browser.get(&format!("{to}?duplicate=1")).await;
+    assert!(
+        page.body.contains("This file was imported before"),
+        "{}",
+        page.body
+    );
+    let list = browser.get("/imports").await;
+    assert_eq!(
+        list.body
+            .matches(&format!("href=\"/imports/{id}\""))
+            .count(),
+        1,
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("<td>march.csv</td>"), "{}", list.body);
+
+    // Refused, and nothing imported: another form's token, a token after the file, a file the
+    // importer does not read, a file over the limit, no session.
+    let other = "snapshot_date,account_external_id\n2024-03-02,B1\n";
+    let forged = upload(&mut browser, "not-the-token", "april.csv", other).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    let (content_type, body) = multipart(&[
+        ("file", Some("april.csv"), other),
+        ("form_token", None, &token),
+    ]);
+    let request = browser
+        .http
+        .post(format!("{}/imports", browser.base))
+        .header("content-type", content_type)
+        .body(body);
+    assert_eq!(browser.send(request).await.status, StatusCode::FORBIDDEN);
+    let text = upload(&mut browser, &token, "april.txt", other).await;
+    assert_eq!(text.status, StatusCode::BAD_REQUEST);
+    assert!(
+        text.body.contains("is not a file the importer reads"),
+        "{}",
+        text.body
+    );
+    let huge = format!("{other}{}", "2024-03-02,B2\n".repeat(6000));
+    let large = upload(&mut browser, &token, "huge.csv", &huge).await;
+    assert_eq!(
+        large.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        large.body
+    );
+    assert!(
+        large.body.contains("The import was refused"),
+        "{}",
+        large.body
+    );
+    let mut anonymous = Browser::new(addr);
+    let unsigned = upload(&mut anonymous, &token, "april.csv", other).await;
+    assert_eq!(unsigned.location.as_deref(), Some("/sign-in"));
+    let list = browser.get("/imports").await;
+    assert_eq!(
+        list.body.matches("href=\"/imports/").count(),
+        1,
+        "{}",
+        list.body
+    );
+
+    // A viewer is offered no upload, and the importer refuses its forged one.
+    let viewer = make_key(&platform, Role::Viewer, &["acme"]).await;
+    let mut reader = Browser::new(addr);
+    reader.sign_in(&viewer).await;
+    let list = reader.get("/imports").await;
+    assert!(list.body.contains(&format!("href=\"/imports/{id}\"")));
+    assert!(!list.body.contains("multipart/form-data"), "{}", list.body);
+    let token = list.hidden("form_token");
+    let refused = upload(&mut reader, &token, "april.csv", other).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(
+        refused.body.contains("The import was refused"),
+        "{}",
+        refused.body
+    );
+    // Another tenant finds none of it.
+    let stranger = make_key(&platform, Role::Admin, &["globex"]).await;
+    let mut other_tenant = Browser::new(addr);
+    other_tenant.sign_in(&stranger).await;
+    assert!(
+        other_tenant
+            .get("/imports")
+            .await
+            .body
+            .contains("No imports yet.")
+    );
+    assert_eq!(other_tenant.get(&to).await.status, StatusCode::NOT_FOUND);
+    let csv_path = format!("/imports/{id}/errors.csv");
+    assert_eq!(
+        other_tenant.get(&csv_path).await.status,
+        StatusCode::NOT_FOUND
     );
     platform.shutdown().await.unwrap();
 }

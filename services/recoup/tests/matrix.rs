@@ -45,11 +45,11 @@ calls![
     PortfolioParSeries, ListDiscrepancies, GetDeal,
     ListDeals, CollectionsFunnel, PtpSummary, WatchDoNotContact,
     /// recoup.v1.SnapshotImports
-    Upload, ImportRows, GetImport,
+    Upload, ImportRows, GetImport, ListImports,
     /// recoup.v1.ApiKeys
     CreateKey, ListKeys, RevokeKey,
     /// The importer's HTTP routes
-    HttpUpload, HttpReport, HttpErrorsCsv,
+    HttpUpload, HttpList, HttpReport, HttpErrorsCsv,
 ];
 
 use Call::*;
@@ -244,6 +244,10 @@ async fn imports_and_keys_call(ch: &Channel, call: Call, t: &str, auth: Option<&
             };
             grpc(imports.get_import(req(get, t, auth)).await)
         }
+        ListImports => {
+            let list = v1::ListImportsRequest::default();
+            grpc(imports.list_imports(req(list, t, auth)).await)
+        }
         CreateKey => {
             let create = v1::CreateKeyRequest {
                 role: v1::Role::Viewer as i32,
@@ -286,6 +290,7 @@ async fn http_call(addr: SocketAddr, call: Call, t: &str, auth: Option<&str>) ->
     let import = "0".repeat(32);
     let (head, served): (String, &[u16]) = match call {
         HttpUpload => ("POST /v1/paygo_snapshots_ts".to_owned(), &[200, 400, 422]),
+        HttpList => ("GET /v1/imports".to_owned(), &[200]),
         HttpReport => (format!("GET /v1/imports/{import}"), &[404]),
         HttpErrorsCsv => (format!("GET /v1/imports/{import}/errors.csv"), &[404]),
         _ => unreachable!("{call:?} is no HTTP route"),
@@ -310,10 +315,10 @@ async fn call(
         | AddPaymentReceipt | CloseCase | FailCase | DeleteCase | CommandsGetCase => {
             cases_call(ch, c, t, auth).await
         }
-        Upload | ImportRows | GetImport | CreateKey | ListKeys | RevokeKey => {
+        Upload | ImportRows | GetImport | ListImports | CreateKey | ListKeys | RevokeKey => {
             imports_and_keys_call(ch, c, t, auth).await
         }
-        HttpUpload | HttpReport | HttpErrorsCsv => {
+        HttpUpload | HttpList | HttpReport | HttpErrorsCsv => {
             http_call(platform.http_addr.unwrap(), c, t, auth).await
         }
         _ => query_call(ch, c, t, auth).await,
@@ -359,7 +364,7 @@ async fn every_rpc_and_route_checks_the_credential_its_tenant_and_its_role() {
             }
         }
     }
-    assert_eq!(cells, 6 * 2 * 33);
+    assert_eq!(cells, 6 * 2 * 35);
     platform.shutdown().await.unwrap();
 }
 
@@ -466,6 +471,17 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
         auth("acme", Role::Importer).unwrap().parse().unwrap(),
     );
     let import = imports.import_rows(r).await.unwrap().into_inner().import_id;
+    let list = req(Default::default(), "acme", auth("acme", Role::Viewer));
+    let listed = imports
+        .list_imports(list)
+        .await
+        .unwrap()
+        .into_inner()
+        .imports;
+    assert_eq!(
+        listed.iter().map(|r| &r.import_id).collect::<Vec<_>>(),
+        [&import]
+    );
     let history = || v1::GetCaseHistoryRequest {
         case_id: case.id.clone(),
         ..Default::default()
@@ -505,6 +521,9 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
         };
         let got = imports.get_import(req(get, "globex", a)).await.unwrap_err();
         assert_eq!(got.code(), Code::NotFound, "{role}");
+        let list = req(v1::ListImportsRequest::default(), "globex", a);
+        let listed = imports.list_imports(list).await.unwrap().into_inner();
+        assert!(listed.imports.is_empty(), "{role}");
         let http = platform.http_addr.unwrap();
         let report = format!("GET /v1/imports/{import}");
         assert_eq!(http_status(http, &report, "globex", a).await, 404, "{role}");

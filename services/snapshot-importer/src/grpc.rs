@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admission::{Admission, Admitted, Refused};
 use crate::import::{ImportError, ImportRequest, Stop};
 use crate::limits::RateLimited;
-use crate::reports::ErrorsPage;
+use crate::reports::{ErrorsPage, ImportsPage, list_imports};
 use crate::store::StoreError;
 use crate::upload::{
     FileUpload, RowsReader, SpoolError, UploadError, Uploads, non_blank, rows_import_id,
@@ -215,5 +215,18 @@ impl SnapshotImports for ImportService {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("import {} not found", r.import_id)))?;
         Ok(Response::new(report))
+    }
+
+    async fn list_imports(
+        &self,
+        request: Request<v1::ListImportsRequest>,
+    ) -> Result<Response<v1::ListImportsResponse>, Status> {
+        let tenant = self.admit(&request, Action::Read)?.tenant;
+        let r = request.get_ref();
+        let page =
+            ImportsPage::parse(r.page_size, &r.page_token).map_err(Status::invalid_argument)?;
+        let store = self.uploads.importer().store();
+        let listed = list_imports(store, &tenant, &page).map_err(store_status)?;
+        Ok(Response::new(listed))
     }
 }

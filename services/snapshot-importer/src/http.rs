@@ -2,6 +2,8 @@
 //!
 //! - `POST /v1/paygo_snapshots_ts`: a file as the body (CSV, XLSX, JSON array or NDJSON, by
 //!   `Content-Type`), imported like gRPC's `Upload`; answers the report as JSON.
+//! - `GET /v1/imports`: the tenant's imports, the most recent first, paged (`page_size`,
+//!   `page_token`).
 //! - `GET /v1/imports/{id}`: a report, its errors paged (`errors_page_size`, `errors_page_token`).
 //! - `GET /v1/imports/{id}/errors.csv`: every error of an import as CSV, streamed page by page.
 //!
@@ -31,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::admission::{Admission, Admitted, Refused};
 use crate::import::ImportError;
 use crate::limits::RateLimited;
-use crate::reports::ErrorsPage;
+use crate::reports::{ErrorsPage, ImportsPage, list_imports};
 use crate::store::{ImportStore, StoreError};
 use crate::upload::{FileUpload, SpoolError, UploadError, Uploads};
 
@@ -65,6 +67,7 @@ impl HttpApi {
     pub fn router(self) -> Router {
         Router::new()
             .route("/v1/paygo_snapshots_ts", post(upload))
+            .route("/v1/imports", get(list))
             .route("/v1/imports/{id}", get(report))
             .route("/v1/imports/{id}/errors.csv", get(errors_csv))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -256,6 +259,22 @@ struct PageParams {
     errors_page_token: String,
 }
 
+/// Query of `GET /v1/imports`.
+#[derive(Debug, Default, Deserialize)]
+struct ListParams {
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+}
+
+/// The answer of `GET /v1/imports`: `next_page_token` is `null` on the last page.
+#[derive(Debug, Serialize)]
+pub struct ImportListJson {
+    pub imports: Vec<ImportReportJson>,
+    pub next_page_token: Option<String>,
+}
+
 /// The file format a `Content-Type` names (parameters such as `charset` are ignored).
 fn format_of(headers: &HeaderMap) -> Result<v1::FileFormat, ApiError> {
     let accepted = format!(
@@ -335,6 +354,22 @@ async fn report(
         .report(&tenant, &id, page.from, page.size)?
         .ok_or_else(|| not_found(&id))?;
     Ok(Json(ImportReportJson::from(report)))
+}
+
+/// `GET /v1/imports`: a page of the tenant's imports (reports without errors).
+async fn list(
+    State(api): State<HttpApi>,
+    Tenant(Admitted { tenant, .. }): Tenant,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ImportListJson>, ApiError> {
+    let Query(params) = params.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let page =
+        ImportsPage::parse(params.page_size, &params.page_token).map_err(ApiError::bad_request)?;
+    let listed = list_imports(api.uploads.importer().store(), &tenant, &page)?;
+    Ok(Json(ImportListJson {
+        imports: listed.imports.into_iter().map(Into::into).collect(),
+        next_page_token: Some(listed.next_page_token).filter(|t| !t.is_empty()),
+    }))
 }
 
 fn not_found(id: &str) -> ApiError {

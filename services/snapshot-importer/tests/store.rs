@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::NaiveDate;
+use recoup_proto::{to_timestamp, v1};
+use snapshot_importer::reports::{ImportsPage, list_imports};
 use snapshot_importer::store::{
     ImportStore, SnapshotParts, StoreBatch, Stored, UNKNOWN_CONTENT, snapshot_key,
 };
@@ -312,4 +314,73 @@ fn lookups_never_miss_a_written_key_while_blocks_split() {
         }
     });
     assert_eq!(store.snapshots().count(), keys.len());
+}
+
+fn finished_report(id: u128, finished_secs: i64) -> v1::ImportReport {
+    v1::ImportReport {
+        import_id: format!("{id:032x}"),
+        rows_read: id as u64,
+        finished_at: chrono::DateTime::from_timestamp(finished_secs, 0).map(to_timestamp),
+        ..Default::default()
+    }
+}
+
+fn listed(store: &ImportStore, tenant: &str, size: u32) -> Vec<Vec<u64>> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = ImportsPage::parse(size, &token).unwrap();
+        let answer = list_imports(store, tenant, &page).unwrap();
+        pages.push(answer.imports.iter().map(|r| r.rows_read).collect());
+        if answer.next_page_token.is_empty() {
+            return pages;
+        }
+        token = answer.next_page_token;
+    }
+}
+
+#[test]
+fn imports_are_listed_most_recent_first_per_tenant_and_after_an_upgrade() {
+    let dir = TempDir::new().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    {
+        let store = ImportStore::open(dir.path()).unwrap();
+        runtime.block_on(async {
+            // Finished out of id order; one finished twice (it moves); another tenant's.
+            for (id, secs) in [(1, 100), (2, 300), (3, 200), (42, 50), (5, 400)] {
+                store.finish("t", &finished_report(id, secs)).await.unwrap();
+            }
+            store.finish("t", &finished_report(1, 500)).await.unwrap();
+            store.finish("u", &finished_report(9, 999)).await.unwrap();
+        });
+        assert_eq!(listed(&store, "t", 2), [vec![1, 5], vec![2, 3], vec![42]]);
+        assert_eq!(listed(&store, "t", 0), [vec![1, 5, 2, 3, 42]]);
+        assert_eq!(listed(&store, "u", 0), [vec![9]]);
+        assert_eq!(listed(&store, "nobody", 0), [Vec::<u64>::new()]);
+        // A forgotten import leaves the list.
+        let parts = SnapshotParts {
+            tenant: "t".into(),
+            account_uid: "t_generic_A".into(),
+            date: day(),
+        };
+        store.forget(&[(parts, stored(0))]).unwrap();
+        assert_eq!(listed(&store, "t", 0), [vec![1, 5, 2, 3]]);
+    }
+    // A store of an earlier version: reports without a list.
+    {
+        let db = open_db(dir.path());
+        let tree = db.open_tree("imports").unwrap();
+        for key in tree.iter().keys() {
+            let key = key.unwrap();
+            if key.starts_with(b"l") || key.as_ref() == b"m-listed" {
+                tree.remove(key).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    let store = reopen(dir.path());
+    assert_eq!(listed(&store, "t", 3), [vec![1, 5, 2], vec![3]]);
+    assert_eq!(listed(&store, "u", 0), [vec![9]]);
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod binary;
+pub mod browser;
 pub mod cluster;
 pub mod http;
 

@@ -94,3 +94,32 @@ pub(super) fn errors_prefix(tenant: &str, import_id: &str) -> Key {
 pub(super) fn error_key(tenant: &str, import_id: &str, sequence: u64) -> Vec<u8> {
     errors_prefix(tenant, import_id).u64(sequence).into_vec()
 }
+
+/// Prefix of the list of a tenant's imports, oldest first.
+pub(super) const LIST_PREFIX: u8 = b'l';
+/// Set once every report is in the list (stores of earlier versions have reports only).
+pub(super) const LISTED_MARKER: &[u8] = b"m-listed";
+
+/// The list entry of an import that finished at `finished_micros` (microseconds since the
+/// epoch).
+pub(super) fn list_key(tenant: &str, finished_micros: u64, import_id: &str) -> Vec<u8> {
+    Key::new(LIST_PREFIX)
+        .str(tenant)
+        .u64(finished_micros)
+        .last_str(import_id)
+        .into_vec()
+}
+
+/// The prefix of a tenant's list entries.
+pub(super) fn list_prefix(tenant: &str) -> Key {
+    Key::new(LIST_PREFIX).str(tenant)
+}
+
+/// The (finished micros, import id) of a list entry of `tenant`.
+pub(super) fn parse_list_key<'a>(key: &'a [u8], tenant: &str) -> Option<(u64, &'a str)> {
+    let mut r = KeyReader::new(key, LIST_PREFIX)?;
+    if r.str()? != tenant {
+        return None;
+    }
+    Some((r.u64()?, r.last_str()?))
+}

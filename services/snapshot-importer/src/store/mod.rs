@@ -5,6 +5,7 @@
 //! | `g` | tenant (length-prefixed), snapshot_date (days, BE, sign flipped), first account_uid of the block | a block: up to [`BLOCK_ENTRIES`] `(account_uid, `[`Stored`]`)` in account order |
 //! | `r` | tenant (length-prefixed), import id | encoded `recoup.v1.ImportReport` without its errors |
 //! | `e` | tenant (length-prefixed), import id, error sequence (u64 BE) | encoded `recoup.v1.RowError` |
+//! | `l` | tenant (length-prefixed), finished at (µs since the epoch, u64 BE), import id | empty: the tenant's imports in the order they finished |
 //! | `v` | sequence (u64 BE) | a published `AccountSnapshotRecorded` envelope: the record of the snapshot stream, kept when the store keeps it ([`ImportStore::keep_record`]) |
 //!
 //! A fingerprint is written only after the broker acknowledged the snapshot's event, so a stored
@@ -111,14 +112,17 @@ const RECORD_PREFIX: u8 = b'v';
 
 mod blocks;
 mod keys;
+mod reports;
 
 pub use self::blocks::BLOCK_ENTRIES;
 use self::blocks::{OpenBlock, block_entries, find_in_block};
 use self::keys::{
-    BLOCK_PREFIX, CLEAN_MARKER, SNAPSHOT_PREFIX, block_of, block_prefix_len, error_key,
-    errors_prefix, parse_report_key, report_key, snapshot_key_of_block,
+    BLOCK_PREFIX, CLEAN_MARKER, SNAPSHOT_PREFIX, block_of, block_prefix_len, error_key, list_key,
+    parse_report_key, snapshot_key_of_block,
 };
 pub use self::keys::{SnapshotKey, SnapshotParts, parse_snapshot_key, snapshot_key};
+pub use self::reports::ListPosition;
+use self::reports::finished_micros;
 
 /// A key filter with room for at least `capacity` keys, holding every snapshot key of `tree`.
 fn filter_of(tree: &sled::Tree, capacity: u64) -> Result<KeyFilter, StoreError> {
@@ -202,6 +206,7 @@ impl ImportStore {
             record: None,
         };
         store.move_entries_into_blocks()?;
+        store.list_earlier_reports()?;
         *store
             .filter
             .write()
@@ -416,62 +421,6 @@ impl ImportStore {
         Ok(())
     }
 
-    /// The finished report of an import, without its errors.
-    pub fn report(
-        &self,
-        tenant: &str,
-        import_id: &str,
-    ) -> Result<Option<v1::ImportReport>, StoreError> {
-        match self.tree.get(report_key(tenant, import_id))? {
-            Some(bytes) => Ok(Some(v1::ImportReport::decode(bytes.as_ref())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Keeps a finished report (its errors are stored separately) and makes everything durable.
-    pub async fn finish(&self, tenant: &str, report: &v1::ImportReport) -> Result<(), StoreError> {
-        let mut summary = report.clone();
-        summary.errors.clear();
-        summary.next_errors_page_token.clear();
-        summary.duplicate = false;
-        self.tree.insert(
-            report_key(tenant, &report.import_id),
-            summary.encode_to_vec(),
-        )?;
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Up to `limit` errors of an import from sequence `from` on, and the sequence after them
-    /// when more follow.
-    pub fn errors(
-        &self,
-        tenant: &str,
-        import_id: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<(Vec<v1::RowError>, Option<u64>), StoreError> {
-        let prefix = errors_prefix(tenant, import_id).into_vec();
-        let start = error_key(tenant, import_id, from);
-        let mut errors = Vec::new();
-        for entry in self.tree.range(start..) {
-            let (key, value) = entry?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let sequence = key
-                .get(prefix.len()..)
-                .and_then(|s| s.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
-            if errors.len() == limit {
-                return Ok((errors, Some(sequence)));
-            }
-            errors.push(v1::RowError::decode(value.as_ref())?);
-        }
-        Ok((errors, None))
-    }
-
     /// Every stored snapshot with its key's parts, for the check at start in embedded mode.
     pub fn snapshots(&self) -> impl Iterator<Item = Result<(SnapshotParts, Stored), StoreError>> {
         self.tree.scan_prefix([BLOCK_PREFIX]).flat_map(
@@ -520,11 +469,14 @@ impl ImportStore {
         self.write_blocks(entries, &mut batch)?;
         let mut forgotten = Vec::new();
         for entry in self.tree.scan_prefix(b"r") {
-            let (key, _) = entry?;
+            let (key, value) = entry?;
             let Some((tenant, import_id)) = parse_report_key(&key) else {
                 continue;
             };
-            if imports.contains(&(tenant, import_tag(&import_id))) {
+            if imports.contains(&(tenant.clone(), import_tag(&import_id))) {
+                if let Ok(report) = v1::ImportReport::decode(value.as_ref()) {
+                    batch.remove(list_key(&tenant, finished_micros(&report), &import_id));
+                }
                 batch.remove(key);
                 forgotten.push(import_id);
             }
