@@ -253,6 +253,15 @@ def chart_portfolio(tab):
     points = tab.js("document.querySelector('svg polyline.par30').getAttribute('points')")
     check(len(points.split(" ")) == 90, "a PAR30 point per day", tab)
     tab.shot("10-portfolio")
+    # One account of them, looked up from the portfolio page.
+    tab.submit("[...document.querySelectorAll('a')].find(a => a.textContent === "
+               "'Look up one account').click()")
+    tab.submit("document.getElementById('uid').value = 'default_smoke_P0';"
+               "document.querySelector('form.filter').requestSubmit()")
+    check("Account P0" in tab.text(), "the account's page", tab)
+    points = tab.js("document.querySelector('svg polyline.source').getAttribute('points')")
+    check(len(points.split(" ")) == 90, "a point per day of the account", tab)
+    tab.shot("10-account")
 
 
 def upload_with_bad_rows(tab):

@@ -9,6 +9,7 @@
 //! Sign-in takes an API key or a token and starts a [`session`]; every form that changes
 //! something carries the session's form token.
 
+mod account;
 mod assets;
 pub mod backend;
 mod cases;
@@ -80,6 +81,7 @@ pub fn router(grpc: Router, access: Access, config: ConsoleConfig) -> Router {
         .route("/imports/{id}/errors.csv", get(imports::errors_csv))
         .route("/collections", get(collections::show))
         .route("/portfolio", get(portfolio::show))
+        .route("/accounts", get(account::show))
         .route(
             "/collections/do-not-contact/events",
             get(collections::events),

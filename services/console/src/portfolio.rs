@@ -105,6 +105,7 @@ pub async fn show(
         (chart(&days))
         (legend())
         @if let Some(day) = day { (bucket_table(day)) }
+        p { a href="/accounts" { "Look up one account" } " — its days in arrears by each clock, day by day." }
     };
     answer(
         StatusCode::OK,

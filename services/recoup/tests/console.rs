@@ -551,7 +551,36 @@ async fn the_portfolio_page_charts_par_by_day_from_one_series() {
             page.body
         );
     }
-    // Another tenant's range is empty.
+    // One account's page: its latest snapshot and its days, charted and tabled.
+    let account = "/accounts?uid=acme_generic_A3";
+    let page = browser.get(account).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("<h1>Account A3</h1>"), "{}", page.body);
+    let line = page
+        .body
+        .split("<polyline class=\"source\" points=\"")
+        .nth(1)
+        .unwrap();
+    let points: Vec<&str> = line.split('"').next().unwrap().split(' ').collect();
+    assert_eq!(points.len(), 2, "{points:?}");
+    // 200 days is the top of the scale: the last point is at the plot's top.
+    assert!(points[1].ends_with(",16.0"), "{points:?}");
+    assert!(
+        page.body
+            .contains("on the last day 200 by the CRM, unknown forgiving"),
+        "{}",
+        page.body
+    );
+    let table = page.body.split("id=\"account-days\"").nth(1).unwrap();
+    assert_eq!(table.matches("<th scope=\"row\">2024-03-0").count(), 2);
+    assert!(table.find("2024-03-02").unwrap() < table.find("2024-03-01").unwrap());
+    let lookup = browser.get("/accounts").await;
+    assert_eq!(lookup.status, StatusCode::OK);
+    assert!(lookup.body.contains("name=\"uid\""));
+    let unknown = browser.get("/accounts?uid=acme_generic_nobody").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // Another tenant's range is empty, and the account is not found.
     let stranger = make_key(&platform, Role::Viewer, &["globex"]).await;
     let mut other = Browser::new(addr);
     other.sign_in(&stranger).await;
@@ -560,6 +589,7 @@ async fn the_portfolio_page_charts_par_by_day_from_one_series() {
         page.body
             .contains("No account has a snapshot in this range.")
     );
+    assert_eq!(other.get(account).await.status, StatusCode::NOT_FOUND);
     platform.shutdown().await.unwrap();
 }
 
