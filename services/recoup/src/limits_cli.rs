@@ -11,6 +11,7 @@ use recoup::connections::{
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
 };
 use recoup::platform::{DEFAULT_SHUTDOWN_GRACE, PlatformConfig};
+use recoup_console::SessionLimits;
 use recoup_keys::store::{DEFAULT_CACHE_BYTES, StoreOptions};
 use snapshot_importer::import::{DEFAULT_DEADLINE, DEFAULT_MAX_RUNNING};
 use snapshot_importer::readers::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_XLSX_MAX_INFLATED_BYTES};
@@ -134,6 +135,49 @@ pub(crate) struct LimitArgs {
     /// speed). A database keeps the choice it was created with.
     #[arg(long, env = "RECOUP_STORE_COMPRESSION")]
     store_compression: bool,
+    /// Console sessions held at once, everyone's together; when full, a sign-in is refused
+    /// (503) rather than push anyone out.
+    #[arg(
+        long,
+        env = "RECOUP_CONSOLE_MAX_SESSIONS",
+        default_value_t = SessionLimits::default().max_sessions,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000)
+    )]
+    console_max_sessions: usize,
+    /// Console sessions of one credential at once; another sign-in ends its least recently
+    /// used.
+    #[arg(
+        long,
+        env = "RECOUP_CONSOLE_SESSIONS_PER_CREDENTIAL",
+        default_value_t = SessionLimits::default().per_credential,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
+    )]
+    console_sessions_per_credential: usize,
+    /// Live-update streams (the do-not-contact list) one console session holds open at once
+    /// (more: 429).
+    #[arg(
+        long,
+        env = "RECOUP_CONSOLE_STREAMS_PER_SESSION",
+        default_value_t = SessionLimits::default().streams_per_session,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000)
+    )]
+    console_streams_per_session: usize,
+    /// Minutes a console session may go unused before it ends.
+    #[arg(
+        long,
+        env = "RECOUP_CONSOLE_IDLE_MINUTES",
+        default_value_t = SessionLimits::default().idle.as_secs() / 60,
+        value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 60)
+    )]
+    console_idle_minutes: u64,
+    /// Hours after sign-in a console session ends, used or not.
+    #[arg(
+        long,
+        env = "RECOUP_CONSOLE_SESSION_HOURS",
+        default_value_t = SessionLimits::default().lifetime.as_secs() / 3600,
+        value_parser = clap::value_parser!(u64).range(1..=30 * 24)
+    )]
+    console_session_hours: u64,
 }
 
 impl LimitArgs {
@@ -158,6 +202,68 @@ impl LimitArgs {
             header_timeout: Duration::from_secs(self.header_timeout_seconds),
             max_age: Duration::from_secs(self.grpc_max_connection_age_seconds),
         };
+        config.console_sessions = SessionLimits {
+            max_sessions: self.console_max_sessions,
+            per_credential: self.console_sessions_per_credential,
+            streams_per_session: self.console_streams_per_session,
+            idle: Duration::from_secs(self.console_idle_minutes * 60),
+            lifetime: Duration::from_secs(self.console_session_hours * 3600),
+        };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Up {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    fn applied(args: &[&str]) -> PlatformConfig {
+        let up = Up::try_parse_from(std::iter::once("up").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut config = PlatformConfig::new("data".into());
+        up.limits
+            .apply(&mut config)
+            .unwrap_or_else(|e| panic!("{e}"));
+        config
+    }
+
+    #[test]
+    fn the_console_session_limits_come_from_their_flags() {
+        let defaults = applied(&[]).console_sessions;
+        assert_eq!(defaults.max_sessions, SessionLimits::default().max_sessions);
+        assert_eq!(defaults.lifetime, SessionLimits::default().lifetime);
+        let set = applied(&[
+            "--console-max-sessions",
+            "7",
+            "--console-sessions-per-credential",
+            "2",
+            "--console-streams-per-session",
+            "1",
+            "--console-idle-minutes",
+            "5",
+            "--console-session-hours",
+            "3",
+        ])
+        .console_sessions;
+        assert_eq!(
+            (
+                set.max_sessions,
+                set.per_credential,
+                set.streams_per_session
+            ),
+            (7, 2, 1)
+        );
+        assert_eq!(set.idle, Duration::from_secs(300));
+        assert_eq!(set.lifetime, Duration::from_secs(3 * 3600));
+        let zero = Up::try_parse_from(["up", "--console-max-sessions", "0"]);
+        assert!(zero.is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Bearer tokens end to end: a platform that takes JWTs of an identity provider whose JWKS it
 //! reads from a URL, a token acting for its tenant with its roles over gRPC and HTTP, and a
-//! key the provider rotates in, fetched when a token first names it.
+//! key the provider rotates in, fetched when a token first names it; the console signs in with
+//! a token, and refuses a tenant it does not name, a forged token and an expired one.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,6 +13,7 @@ use api_keys::jwks::{JwksSource, Tokens};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use common::browser::Browser;
 use common::{channel, config, content, eventually, on_broker, start, tansu_if_asked};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use recoup::platform::Security;
@@ -44,9 +46,12 @@ impl SigningKey {
     }
 
     fn token(&self, tenants: &[&str], roles: &[&str]) -> String {
-        let now = Utc::now().timestamp();
+        self.token_until(tenants, roles, Utc::now().timestamp() + 300)
+    }
+
+    fn token_until(&self, tenants: &[&str], roles: &[&str], exp: i64) -> String {
         let claims = json!({"iss": "https://idp.example", "aud": "recoup", "sub": "ana",
-            "exp": now + 300, "recoup_tenants": tenants, "recoup_roles": roles});
+            "exp": exp, "recoup_tenants": tenants, "recoup_roles": roles});
         let header = Header {
             kid: Some(self.kid.clone()),
             ..Header::new(Algorithm::ES256)
@@ -160,5 +165,44 @@ async fn a_token_acts_for_its_tenants_with_its_roles_and_rotated_keys_are_fetche
     })
     .await;
     assert!(served, "the rotated key was fetched");
+
+    // The console signs in with a token as with a key: the tenant and roles are the token's.
+    let mut browser = Browser::new(http);
+    let signed = browser.sign_in(&agent).await;
+    assert_eq!(
+        signed.location.as_deref(),
+        Some("/cases"),
+        "{}",
+        signed.body
+    );
+    let cases_page = browser.get("/cases").await;
+    assert!(cases_page.body.contains("jwt:ana"), "{}", cases_page.body);
+    assert!(cases_page.body.contains("<strong>acme</strong>"));
+    assert!(cases_page.body.contains("New case"), "an agent may create");
+    let mut reader = Browser::new(http);
+    reader.sign_in(&viewer).await;
+    let cases_page = reader.get("/cases").await;
+    assert_eq!(cases_page.status.as_u16(), 200);
+    assert!(!cases_page.body.contains("New case"), "a viewer may not");
+    // Refused: a tenant the token does not name, a token of a key the provider never had, and
+    // an expired one.
+    let mut stranger = Browser::new(http);
+    let form = stranger.get("/sign-in").await.hidden("form_token");
+    let asked = [
+        ("credential", agent.as_str()),
+        ("tenant", "globex"),
+        ("form_token", &form),
+    ];
+    let refused = stranger.post("/sign-in", &asked).await;
+    assert_eq!(refused.status.as_u16(), 401, "{}", refused.body);
+    assert!(refused.body.contains("Not signed in"), "{}", refused.body);
+    let forged = SigningKey::new("k1").token(&["acme"], &["admin"]);
+    assert_eq!(stranger.sign_in(&forged).await.status.as_u16(), 401);
+    let expired = first.token_until(&["acme"], &["admin"], Utc::now().timestamp() - 600);
+    assert_eq!(stranger.sign_in(&expired).await.status.as_u16(), 401);
+    assert_eq!(
+        stranger.get("/cases").await.location.as_deref(),
+        Some("/sign-in")
+    );
     platform.shutdown().await.unwrap();
 }
