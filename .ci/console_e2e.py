@@ -354,6 +354,10 @@ def run(chrome):
     follow_do_not_contact(first)
     chart_portfolio(first)
     upload_with_bad_rows(first)
+    first.go("/health")
+    check("Kafka answers." in first.text() and "Not serving" not in first.text(),
+          "the health page: every service serving, Kafka answering", first)
+    first.shot("13-health")
 
     viewer = chrome.tab(chrome.context())
     sign_in(viewer, VIEWER)

@@ -29,6 +29,11 @@ impl Backend {
         Self { grpc }
     }
 
+    /// The router itself, for clients of other services (the health service).
+    pub fn grpc(&self) -> Router {
+        self.grpc.clone()
+    }
+
     pub fn cases(&self) -> Cases {
         DebtCollectionCasesClient::new(self.grpc.clone())
     }

@@ -14,6 +14,7 @@ mod assets;
 pub mod backend;
 mod cases;
 mod collections;
+mod health;
 mod imports;
 mod pages;
 mod portfolio;
@@ -82,6 +83,7 @@ pub fn router(grpc: Router, access: Access, config: ConsoleConfig) -> Router {
         .route("/collections", get(collections::show))
         .route("/portfolio", get(portfolio::show))
         .route("/accounts", get(account::show))
+        .route("/health", get(health::show))
         .route(
             "/collections/do-not-contact/events",
             get(collections::events),

@@ -29,6 +29,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/imports" { "Imports" }
                             a href="/portfolio" { "Portfolio" }
                             a href="/collections" { "Collections" }
+                            a href="/health" { "Health" }
                         }
                         div.who {
                             span { (session.who) " · tenant " strong { (session.tenant) } }

@@ -805,3 +805,44 @@ async fn a_file_with_bad_rows_is_uploaded_and_its_report_and_errors_are_shown() 
     );
     platform.shutdown().await.unwrap();
 }
+
+/// The state the health page gives the row of `service`.
+fn health_of(page: &str, service: &str) -> String {
+    let marker = format!("data-service=\"{service}\" data-status=\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {service} in {page}"))
+        + marker.len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_page_says_each_service_serves_and_kafka_answers() {
+    let dir = TempDir::new().unwrap();
+    let platform = start(secured(dir.path())).await;
+    let viewer = make_key(&platform, Role::Viewer, &["acme"]).await;
+    let mut browser = Browser::new(platform.http_addr.unwrap());
+    assert_eq!(
+        browser.get("/health").await.location.as_deref(),
+        Some("/sign-in")
+    );
+    browser.sign_in(&viewer).await;
+    let page = browser.get("/health").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("data-status=\"serving\" id=\"kafka\""),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        health_of(&page.body, "recoup.v1.DebtCollectionCases"),
+        "serving"
+    );
+    assert_eq!(
+        health_of(&page.body, "recoup.v1.SnapshotImports"),
+        "serving"
+    );
+    assert_eq!(health_of(&page.body, "recoup.v1.ApiKeys"), "serving");
+    assert_eq!(health_of(&page.body, "recoup.v1.Query"), "serving");
+    platform.shutdown().await.unwrap();
+}
