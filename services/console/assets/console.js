@@ -119,6 +119,14 @@ function uploadWithProgress(form) {
   form.addEventListener("submit", (event) => {
     if (form.dataset.sent === "1") return;
     event.preventDefault();
+    const max = Number(form.dataset.maxBytes || 0);
+    const file = form.querySelector("input[type=file]").files[0];
+    if (max && file && file.size > max) {
+      // Not sent at all: the page-wide guard must not mark the form as being sent.
+      event.stopPropagation();
+      fail(`The file is ${mb(file.size)} MB: this recoup takes at most ${mb(max)} MB.`);
+      return;
+    }
     const xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);
     xhr.upload.onprogress = (e) => {

@@ -169,11 +169,23 @@ fn latest_fields(s: &v1::AccountSnapshot) -> Markup {
 fn chart(days: &[v1::AccountSnapshot]) -> Markup {
     let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let n = days.len();
-    let x = |i: usize| {
+    // Days placed by their date: a day without a snapshot leaves a gap.
+    let day_of = |d: &v1::AccountSnapshot| {
+        d.snapshot_date
+            .as_deref()
+            .and_then(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+    };
+    let first = days.first().and_then(day_of);
+    let offset = |d: &v1::AccountSnapshot| match (first, day_of(d)) {
+        (Some(first), Some(day)) => (day - first).num_days(),
+        _ => 0,
+    };
+    let span = days.last().map_or(0, offset).max(1);
+    let x = |d: &v1::AccountSnapshot| {
         LEFT + if n <= 1 {
             plot_w / 2.0
         } else {
-            plot_w * i as f64 / (n - 1) as f64
+            plot_w * offset(d) as f64 / span as f64
         }
     };
     let max = days
@@ -183,15 +195,23 @@ fn chart(days: &[v1::AccountSnapshot]) -> Markup {
         .unwrap_or(0)
         .max(1);
     let y = |v: i64| TOP + plot_h - plot_h * v as f64 / max as f64;
-    // Each line as runs of days that have its value.
+    // Each line as runs of consecutive days that have its value.
     let runs = |value: fn(&v1::AccountSnapshot) -> Option<i64>| {
         let mut runs: Vec<String> = Vec::new();
         let mut run = String::new();
-        for (i, day) in days.iter().enumerate() {
+        let mut previous: Option<i64> = None;
+        for day in days {
+            let at = offset(day);
+            let follows = previous.is_some_and(|p| at == p + 1);
+            if !follows && !run.is_empty() {
+                runs.push(std::mem::take(&mut run));
+            }
             match value(day) {
-                Some(v) => run.push_str(&format!("{:.1},{:.1} ", x(i), y(v))),
-                None if !run.is_empty() => runs.push(std::mem::take(&mut run)),
-                None => {}
+                Some(v) => {
+                    run.push_str(&format!("{:.1},{:.1} ", x(day), y(v)));
+                    previous = Some(at);
+                }
+                None => previous = None,
             }
         }
         if !run.is_empty() {
@@ -225,8 +245,8 @@ fn chart(days: &[v1::AccountSnapshot]) -> Markup {
                 line x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(TOP + plot_h) stroke="#57606a" {}
                 text x=(LEFT - 8.0) y=(TOP + 4.0) text-anchor="end" font-size="12" { (max) }
                 text x=(LEFT - 8.0) y=(TOP + plot_h) text-anchor="end" font-size="12" { "0" }
-                text x=(x(0)) y=(HEIGHT - 14.0) font-size="12" text-anchor="start" { (date(0)) }
-                text x=(x(n.saturating_sub(1))) y=(HEIGHT - 14.0) font-size="12" text-anchor="end" { (date(n.saturating_sub(1))) }
+                text x=(LEFT) y=(HEIGHT - 14.0) font-size="12" text-anchor="start" { (date(0)) }
+                text x=(LEFT + plot_w) y=(HEIGHT - 14.0) font-size="12" text-anchor="end" { (date(n.saturating_sub(1))) }
                 @for (class, colour, dash, _, value) in LINES {
                     @for points in runs(value) {
                         polyline class=(class) points=(points.trim_end()) fill="none" stroke=(colour) stroke-width="2" stroke-dasharray=(dash) {}
@@ -252,7 +272,7 @@ fn day_table(days: &[v1::AccountSnapshot]) -> Markup {
     let amount = |v: Option<f64>| v.map_or_else(String::new, decimal);
     html! {
         table id="account-days" {
-            caption { "The last " (days.len().min(TABLE_DAYS)) " days, the latest first" }
+            caption { "The last " (days.len().min(TABLE_DAYS)) " days charted, the latest first" }
             thead { tr {
                 th scope="col" { "Day" } th.num scope="col" { "Arrears, CRM" } th.num scope="col" { "Forgiving" } th.num scope="col" { "Non-forgiving" }
                 th.num scope="col" { "Remaining" } th.num scope="col" { "Paid that day" }

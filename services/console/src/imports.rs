@@ -1,19 +1,22 @@
 //! Imports: a file (CSV, XLSX, JSON) uploaded through a form, its report and its errors, the
 //! errors as CSV, and the tenant's recent imports. The file goes on to the importer's `Upload`
-//! as the browser sends it, a chunk at a time: the console holds no more of it than a chunk,
-//! and the importer's limits (size, time, rate) decide as for any upload. The script shows the
+//! as the browser sends it, a chunk at a time: the console keeps none of it, and the
+//! importer's limits (size, time, rate) decide as for any upload. The script shows the
 //! upload's progress; without it the form still works.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
-use axum::extract::multipart::{Field, Multipart, MultipartRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::multipart::{Field, Multipart};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{Extensions, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, TryFutureExt};
 use maud::{Markup, html};
 use recoup_access::Action;
-use recoup_proto::snapshots::{ERRORS_CSV_HEADER, error_csv_record};
 use recoup_proto::v1;
 use serde::Deserialize;
 use tonic::Status;
@@ -27,14 +30,14 @@ use crate::{Console, Refusal, SignedIn};
 const LIST_SIZE: u32 = 20;
 /// Errors per page of a report.
 const ERRORS_SIZE: u32 = 50;
-/// Errors per call while the errors CSV is written.
-const CSV_PAGE: u32 = 1000;
 /// Bytes of one text field of the upload form, at most.
 const FIELD_LIMIT: usize = 1024;
 /// Fields the upload form may send before its file.
 const FIELDS_BEFORE_FILE: usize = 8;
-/// Bytes the console gathers into one message to the importer.
-const CHUNK: usize = 256 * 1024;
+/// Bytes of the form before its file, at most: its fields, and every part's headers.
+const BEFORE_FILE_BYTES: u64 = 64 * 1024;
+/// How long the form may take to reach its file; the importer's idle limit then applies.
+const BEFORE_FILE_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize, Default)]
 pub struct ListParams {
@@ -78,7 +81,7 @@ async fn list_page(
     };
     let body = html! {
         @if let Some(error) = &error { p.error role="alert" id="upload-refused" { (error) } }
-        @if session.may(Action::Import) { (upload_form(session)) }
+        @if session.may(Action::Import) { (upload_form(session, console.config.max_upload_bytes)) }
         h2 id="recent" { "Recent imports" }
         (import_table(&listed.imports))
         @if !listed.next_page_token.is_empty() {
@@ -88,13 +91,13 @@ async fn list_page(
     answer(status, page("Imports", Some(session), body))
 }
 
-fn upload_form(session: &Session) -> Markup {
+fn upload_form(session: &Session, max_bytes: u64) -> Markup {
     html! {
         section aria-labelledby="upload" {
             h2 id="upload" { "Upload snapshots" }
             // The file comes last: the console checks the fields above it before it reads the
             // file.
-            form.stacked method="post" action="/imports" enctype="multipart/form-data" data-upload {
+            form.stacked method="post" action="/imports" enctype="multipart/form-data" data-upload data-max-bytes=(max_bytes) {
                 input type="hidden" name="form_token" value=(session.form_token);
                 label for="data_origin" { "Data origin" }
                 p.help id="data_origin-help" { "The name the source gives itself (part of every account's id); empty means “generic”." }
@@ -102,7 +105,7 @@ fn upload_form(session: &Session) -> Markup {
                 label for="sheet" { "Sheet (XLSX)" }
                 input id="sheet" name="sheet" maxlength="100" placeholder="the first";
                 label for="file" { "File" }
-                p.help id="file-help" { "CSV, XLSX, JSON (an array of objects) or NDJSON, by the file's name: .csv, .xlsx, .json, .ndjson." }
+                p.help id="file-help" { "CSV, XLSX, JSON (an array of objects) or NDJSON, by the file's name: .csv, .xlsx, .json, .ndjson; at most " (max_bytes / (1024 * 1024)) " MiB." }
                 input id="file" name="file" type="file" required accept=".csv,.xlsx,.json,.ndjson,.jsonl" aria-describedby="file-help";
                 div.progress hidden {
                     label for="upload-progress" { "Sent" }
@@ -169,18 +172,50 @@ enum Failed {
 }
 
 /// `POST /imports`: the form's fields, then its file, streamed to the importer's `Upload`.
-pub async fn upload(
-    State(console): State<Console>,
-    headers: HeaderMap,
-    browser: Extensions,
-    multipart: Result<Multipart, MultipartRejection>,
-) -> Response {
-    let session = match console.session(&headers) {
+/// What the browser may send is bounded before any of it is read: a role that may not import,
+/// or a body announced over the upload limit, is refused at once; the fields before the file
+/// may take [`BEFORE_FILE_BYTES`] and [`BEFORE_FILE_WAIT`]; the whole body the upload limit and
+/// a little more for the form around the file.
+pub async fn upload(State(console): State<Console>, browser: Request) -> Response {
+    let session = match console.session(browser.headers()) {
         Ok(session) => session,
         Err(refusal) => return refusal.into_response(),
     };
+    if !session.may(Action::Import) {
+        return crate::pages::refused(Some(&session), "Your role may not import files.");
+    }
+    let limit = console.config.max_upload_bytes;
+    let announced = browser
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit.saturating_add(BEFORE_FILE_BYTES)) {
+        let why = format!("The file is larger than this recoup takes ({limit} bytes).");
+        return list_page(
+            &console,
+            &session,
+            browser.extensions(),
+            "",
+            Some((StatusCode::PAYLOAD_TOO_LARGE, why)),
+        )
+        .await;
+    }
+    let (parts, body) = browser.into_parts();
+    let extensions = parts.extensions.clone();
+    let budget = Arc::new(AtomicU64::new(BEFORE_FILE_BYTES));
+    let body = Body::from_stream(bounded(body, budget.clone()));
+    let multipart = Multipart::from_request(Request::from_parts(parts, body), &console).await;
     let outcome = match multipart {
-        Ok(mut multipart) => send(&console, &session, &browser, &mut multipart).await,
+        Ok(mut multipart) => {
+            let form = Form {
+                session: &session,
+                browser: &extensions,
+                budget,
+                limit,
+            };
+            send(&console, form, &mut multipart).await
+        }
         Err(rejection) => Err(Failed::Form(rejection.body_text())),
     };
     let (status, why) = match outcome {
@@ -201,25 +236,57 @@ pub async fn upload(
             format!("The import was refused: {}", explain(&status)),
         ),
     };
-    list_page(&console, &session, &browser, "", Some((status, why))).await
+    list_page(&console, &session, &extensions, "", Some((status, why))).await
+}
+
+/// The body, refused past `budget` bytes (which grows once the file begins).
+fn bounded(
+    body: Body,
+    budget: Arc<AtomicU64>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let mut total = 0u64;
+    body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        total = total.saturating_add(chunk.len() as u64);
+        if total > budget.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "the form is larger than the console takes",
+            ));
+        }
+        Ok(chunk)
+    })
 }
 
 /// What [`Failed::Form`] says of a form without the session's form token.
 const FOREIGN_FORM: &str = "foreign form";
 
+/// An upload form being read: whose, from where, and the body's budget.
+struct Form<'a> {
+    session: &'a Session,
+    browser: &'a Extensions,
+    budget: Arc<AtomicU64>,
+    /// The importer's upload limit.
+    limit: u64,
+}
+
 /// Reads the form up to its file, then sends the file to the importer as it arrives. A file
 /// cut off on the way cancels the upload: nothing of it is imported.
 async fn send(
     console: &Console,
-    session: &Session,
-    browser: &Extensions,
+    form: Form<'_>,
     multipart: &mut Multipart,
 ) -> Result<v1::ImportReport, Failed> {
-    let form = |e: axum::extract::multipart::MultipartError| Failed::Form(e.body_text());
+    // Each wait of the form before its file ends at one deadline.
+    let deadline = tokio::time::Instant::now() + BEFORE_FILE_WAIT;
+    let late = || Failed::Form("the form did not arrive in time".to_owned());
     let mut fields = UploadFields::default();
     let mut seen = 0;
     let file = loop {
-        let Some(field) = multipart.next_field().await.map_err(form)? else {
+        let next = tokio::time::timeout_at(deadline, multipart.next_field()).await;
+        let next = next
+            .map_err(|_| late())?
+            .map_err(|e| Failed::Form(e.body_text()))?;
+        let Some(field) = next else {
             return Err(Failed::Form("the form has no file".to_owned()));
         };
         let name = field.name().unwrap_or_default().to_owned();
@@ -230,7 +297,9 @@ async fn send(
         if seen > FIELDS_BEFORE_FILE {
             return Err(Failed::Form("the form has too many fields".to_owned()));
         }
-        let value = small_text(field).await?;
+        let value = tokio::time::timeout_at(deadline, small_text(field))
+            .await
+            .map_err(|_| late())??;
         match name.as_str() {
             "form_token" => fields.form_token = value,
             "data_origin" => fields.data_origin = value,
@@ -238,9 +307,13 @@ async fn send(
             _ => {}
         }
     };
-    if !session.form_token_is(&fields.form_token) {
+    if !form.session.form_token_is(&fields.form_token) {
         return Err(Failed::Form(FOREIGN_FORM.to_owned()));
     }
+    form.budget.store(
+        form.limit.saturating_add(BEFORE_FILE_BYTES),
+        Ordering::Relaxed,
+    );
     let file_name = file.file_name().unwrap_or_default().to_owned();
     let format = format_of(&file_name).ok_or_else(|| {
         Failed::Form(format!(
@@ -264,41 +337,35 @@ async fn send(
         .map_err(|_| Failed::Form("the upload could not start".to_owned()))?;
     let mut imports = console.backend.imports();
     let call = imports
-        .upload(request(session, browser, received))
+        .upload(request(form.session, form.browser, received))
         .map_ok(tonic::Response::into_inner)
         .map_err(Failed::Service);
     let (_, report) = futures::future::try_join(pump(file, parts), call).await?;
     Ok(report)
 }
 
-/// The file's bytes to the importer, [`CHUNK`] at a time. The importer stopping to read (it
+/// The file's bytes to the importer as they arrive (the importer drops an upload that sends
+/// nothing for a while: the console keeps nothing back). The importer stopping to read (it
 /// answered: a refusal) ends the pump quietly: its answer says why.
 async fn pump(
     mut file: Field<'_>,
     mut parts: mpsc::Sender<v1::UploadRequest>,
 ) -> Result<(), Failed> {
-    let mut buffer = Vec::with_capacity(CHUNK);
-    loop {
-        let chunk = file
-            .chunk()
+    while let Some(bytes) = file
+        .chunk()
+        .await
+        .map_err(|e| Failed::Form(format!("the upload was cut off: {}", e.body_text())))?
+    {
+        let part = v1::upload_request::Part::Chunk(bytes.to_vec());
+        if parts
+            .send(v1::UploadRequest { part: Some(part) })
             .await
-            .map_err(|e| Failed::Form(format!("the upload was cut off: {}", e.body_text())))?;
-        let done = chunk.is_none();
-        if let Some(bytes) = chunk {
-            buffer.extend_from_slice(&bytes);
-        }
-        if !buffer.is_empty() && (done || buffer.len() >= CHUNK) {
-            let part = v1::upload_request::Part::Chunk(std::mem::take(&mut buffer));
-            let sent = parts.send(v1::UploadRequest { part: Some(part) }).await;
-            if sent.is_err() {
-                return Ok(());
-            }
-            buffer.reserve(CHUNK);
-        }
-        if done {
+            .is_err()
+        {
             return Ok(());
         }
     }
+    Ok(())
 }
 
 /// A text field of at most [`FIELD_LIMIT`] bytes.
@@ -435,94 +502,4 @@ fn errors_table(r: &v1::ImportReport, later_page: bool) -> Markup {
             }
         }
     }
-}
-
-/// `GET /imports/{id}/errors.csv`: every error of the import, asked for a page at a time while
-/// the answer is sent.
-pub async fn errors_csv(
-    State(console): State<Console>,
-    SignedIn(session): SignedIn,
-    browser: Extensions,
-    Path(id): Path<String>,
-) -> Response {
-    let first = errors_after(&console, &session, &browser, &id, String::new()).await;
-    let (errors, next) = match first {
-        Ok(page) => page,
-        Err(status) => return console.refused_by_service(&session, &status),
-    };
-    let header = csv_records(&[], true);
-    let state = (console, session, browser, id.clone(), Some(next));
-    let rest = futures::stream::unfold(state, |(console, session, browser, id, next)| async move {
-        let token = next.filter(|t| !t.is_empty())?;
-        match errors_after(&console, &session, &browser, &id, token).await {
-            Ok((errors, next)) => {
-                let chunk = csv_records(&errors, false);
-                Some((Ok(chunk), (console, session, browser, id, Some(next))))
-            }
-            Err(status) => {
-                // The browser sees a cut-off file; the log says why.
-                tracing::warn!(import = %id, reason = %status.message(), "errors CSV stopped");
-                let failed = std::io::Error::other(status.message().to_owned());
-                Some((Err(failed), (console, session, browser, id, None)))
-            }
-        }
-    });
-    let body = futures::stream::iter([
-        Ok::<_, std::io::Error>(header),
-        Ok(csv_records(&errors, false)),
-    ])
-    .chain(rest);
-    let file: String = id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(64)
-        .collect();
-    let disposition = format!("attachment; filename=\"import-{file}-errors.csv\"");
-    let mut response = Body::from_stream(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    response
-}
-
-/// One page of an import's errors, and the token of the next (empty: the last).
-async fn errors_after(
-    console: &Console,
-    session: &Session,
-    browser: &Extensions,
-    id: &str,
-    token: String,
-) -> Result<(Vec<v1::RowError>, String), Status> {
-    let asked = v1::GetImportRequest {
-        import_id: id.to_owned(),
-        errors_page_size: CSV_PAGE,
-        errors_page_token: token,
-    };
-    let report = console
-        .backend
-        .imports()
-        .get_import(request(session, browser, asked))
-        .await?
-        .into_inner();
-    Ok((report.errors, report.next_errors_page_token))
-}
-
-/// Errors as CSV records, the header line first if asked.
-fn csv_records(errors: &[v1::RowError], header: bool) -> Bytes {
-    let mut writer = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(Vec::new());
-    // Writing into memory fails only on a broken record, which these are not.
-    if header {
-        let _ = writer.write_record(ERRORS_CSV_HEADER);
-    }
-    for error in errors {
-        let _ = writer.write_record(error_csv_record(error));
-    }
-    Bytes::from(writer.into_inner().unwrap_or_default())
 }

@@ -15,6 +15,7 @@ pub mod backend;
 mod cases;
 mod collections;
 mod health;
+mod import_errors;
 mod imports;
 mod pages;
 mod portfolio;
@@ -39,12 +40,15 @@ use crate::session::{Session, Sessions};
 const FORM_LIMIT: usize = 64 * 1024;
 
 /// How the console runs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConsoleConfig {
     /// Cookies marked `Secure`: the browser reaches recoup over TLS (served, or terminated in
     /// front).
     pub secure_cookies: bool,
     pub sessions: SessionLimits,
+    /// The importer's upload limit (`--max-upload-bytes`): a larger upload is refused before
+    /// the console reads it.
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -79,7 +83,7 @@ pub fn router(grpc: Router, access: Access, config: ConsoleConfig) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/imports/{id}", get(imports::show))
-        .route("/imports/{id}/errors.csv", get(imports::errors_csv))
+        .route("/imports/{id}/errors.csv", get(import_errors::errors_csv))
         .route("/collections", get(collections::show))
         .route("/portfolio", get(portfolio::show))
         .route("/accounts", get(account::show))

@@ -222,6 +222,7 @@ pub async fn start(config: PlatformConfig) -> anyhow::Result<RunningPlatform> {
                 secure_cookies: config.security.tls.is_some()
                     || config.security.tls_terminated_upstream,
                 sessions: config.console_sessions,
+                max_upload_bytes: config.importer.max_upload_bytes,
             },
         )),
     });

@@ -726,7 +726,8 @@ async fn a_file_with_bad_rows_is_uploaded_and_its_report_and_errors_are_shown() 
     assert!(list.body.contains("<td>march.csv</td>"), "{}", list.body);
 
     // Refused, and nothing imported: another form's token, a token after the file, a file the
-    // importer does not read, a file over the limit, no session.
+    // importer does not read, a file over the limit, names over the importer's limits, a form
+    // too large before its file, no session.
     let other = "snapshot_date,account_external_id\n2024-03-02,B1\n";
     let forged = upload(&mut browser, "not-the-token", "april.csv", other).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
@@ -751,15 +752,45 @@ async fn a_file_with_bad_rows_is_uploaded_and_its_report_and_errors_are_shown() 
     let large = upload(&mut browser, &token, "huge.csv", &huge).await;
     assert_eq!(
         large.status,
-        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::PAYLOAD_TOO_LARGE,
         "{}",
         large.body
     );
     assert!(
-        large.body.contains("The import was refused"),
+        large.body.contains("larger than this recoup takes"),
         "{}",
         large.body
     );
+    // The importer's own bounds: a data origin over 100 bytes.
+    let (content_type, body) = multipart(&[
+        ("form_token", None, &token),
+        ("data_origin", None, &"o".repeat(101)),
+        ("file", Some("april.csv"), other),
+    ]);
+    let request = browser
+        .http
+        .post(format!("{}/imports", browser.base))
+        .header("content-type", content_type)
+        .body(body);
+    let long = browser.send(request).await;
+    assert_eq!(long.status, StatusCode::BAD_REQUEST, "{}", long.body);
+    assert!(
+        long.body.contains("data_origin is 101 bytes long"),
+        "{}",
+        long.body
+    );
+    // The form before its file is bounded: a part's headers of 70 KiB.
+    let (content_type, body) = multipart(&[
+        ("form_token", None, &token),
+        (&"n".repeat(70 * 1024), None, "x"),
+        ("file", Some("april.csv"), other),
+    ]);
+    let request = browser
+        .http
+        .post(format!("{}/imports", browser.base))
+        .header("content-type", content_type)
+        .body(body);
+    assert_eq!(browser.send(request).await.status, StatusCode::BAD_REQUEST);
     let mut anonymous = Browser::new(addr);
     let unsigned = upload(&mut anonymous, &token, "april.csv", other).await;
     assert_eq!(unsigned.location.as_deref(), Some("/sign-in"));
@@ -771,7 +802,7 @@ async fn a_file_with_bad_rows_is_uploaded_and_its_report_and_errors_are_shown() 
         list.body
     );
 
-    // A viewer is offered no upload, and the importer refuses its forged one.
+    // A viewer is offered no upload, and its forged one is refused unread.
     let viewer = make_key(&platform, Role::Viewer, &["acme"]).await;
     let mut reader = Browser::new(addr);
     reader.sign_in(&viewer).await;
@@ -782,7 +813,7 @@ async fn a_file_with_bad_rows_is_uploaded_and_its_report_and_errors_are_shown() 
     let refused = upload(&mut reader, &token, "april.csv", other).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     assert!(
-        refused.body.contains("The import was refused"),
+        refused.body.contains("Your role may not import"),
         "{}",
         refused.body
     );

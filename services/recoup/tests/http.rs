@@ -242,6 +242,23 @@ async fn csv_json_ndjson_and_xlsx_bodies_are_imported_and_reported() {
     assert_eq!(h1.amt_remaining_installment_source, Some(100.5));
     assert_eq!(h1.source_id.as_deref(), Some(id.as_str()));
 
+    // The tenant's imports, the latest first; the CSV was the first of them.
+    let list = get(http, "acme", "/v1/imports?page_size=100").await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let list = list.json();
+    let imports = list["imports"].as_array().unwrap();
+    assert!(imports.len() >= 4, "{list}");
+    assert_eq!(imports.last().unwrap()["import_id"], id.as_str());
+    assert_eq!(imports.last().unwrap()["file_name"], "may.csv");
+    assert_eq!(list["next_page_token"], Value::Null);
+    let first = get(http, "acme", "/v1/imports?page_size=1").await.json();
+    assert_eq!(first["imports"].as_array().unwrap().len(), 1);
+    assert!(first["next_page_token"].is_string(), "{first}");
+    assert_eq!(
+        get(http, "globex", "/v1/imports").await.json()["imports"],
+        serde_json::json!([])
+    );
+
     platform.shutdown().await.unwrap();
 }
 
@@ -303,6 +320,28 @@ async fn refusals_are_json_with_the_right_status() {
     let wrong_method = get(http, "acme", "/v1/paygo_snapshots_ts").await;
     assert_eq!(wrong_method.status, 405);
     assert!(!wrong_method.error().is_empty());
+    // Names over their limits: the data origin is part of every account id, the file and sheet
+    // names are kept in every report.
+    let origin = format!("/v1/paygo_snapshots_ts?data_origin={}", "o".repeat(101));
+    let long = post(http, "acme", &origin, "text/csv", b"snapshot_date\n").await;
+    assert_eq!(long.status, 400);
+    assert!(
+        long.error().contains("data_origin is 101 bytes long"),
+        "{long:?}"
+    );
+    let name = format!("/v1/paygo_snapshots_ts?file_name={}", "f".repeat(256));
+    let long = post(http, "acme", &name, "text/csv", b"snapshot_date\n").await;
+    assert_eq!(long.status, 400);
+    assert!(
+        long.error().contains("file_name is 256 bytes long"),
+        "{long:?}"
+    );
+    // The list of imports pages as GetImport does: a size over the limit, a foreign token.
+    let list = get(http, "acme", "/v1/imports?page_size=101").await;
+    assert_eq!(list.status, 400);
+    assert!(list.error().contains("page_size"), "{list:?}");
+    let list = get(http, "acme", "/v1/imports?page_token=nope").await;
+    assert_eq!(list.status, 400);
 
     platform.shutdown().await.unwrap();
 }

@@ -16,7 +16,8 @@ use crate::limits::RateLimited;
 use crate::reports::{ErrorsPage, ImportsPage, list_imports};
 use crate::store::StoreError;
 use crate::upload::{
-    FileUpload, RowsReader, SpoolError, UploadError, Uploads, non_blank, rows_import_id,
+    FileUpload, RowsReader, SpoolError, UploadError, Uploads, check_data_origin, non_blank,
+    rows_import_id,
 };
 
 /// The metadata key of a refusal's wait, in whole seconds (as HTTP's `Retry-After`).
@@ -114,6 +115,7 @@ fn spool_status(error: SpoolError) -> Status {
 fn upload_status(error: UploadError<Status>) -> Status {
     match error {
         UploadError::Body(status) => status,
+        UploadError::Invalid(why) => Status::invalid_argument(why),
         UploadError::Idle { .. } => Status::deadline_exceeded(error.to_string()),
         UploadError::Spool(error) => spool_status(error),
         UploadError::Import(error) => status_of(error),
@@ -176,6 +178,7 @@ impl SnapshotImports for ImportService {
         let Admitted { tenant, actor } = self.admit(&request, Action::Import)?;
         let v1::ImportRowsRequest { data_origin, rows } = request.into_inner();
         let data_origin = non_blank(&data_origin);
+        check_data_origin(data_origin.as_deref()).map_err(Status::invalid_argument)?;
         let import_id = rows_import_id(data_origin.as_deref(), &rows);
         let importer = self.uploads.importer();
         let permit = importer.admit().map_err(status_of)?;

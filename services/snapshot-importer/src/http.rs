@@ -178,6 +178,7 @@ impl From<UploadError<axum::Error>> for ApiError {
     fn from(error: UploadError<axum::Error>) -> Self {
         match error {
             UploadError::Body(_) => Self::bad_request(error.to_string()),
+            UploadError::Invalid(why) => Self::bad_request(why),
             UploadError::Idle { .. } => Self::new(StatusCode::REQUEST_TIMEOUT, error.to_string()),
             UploadError::Spool(error) => error.into(),
             UploadError::Import(error) => error.into(),

@@ -148,6 +148,41 @@ impl FileUpload {
     }
 }
 
+/// Longest data origin, in bytes: it is part of every account_uid of the import.
+pub const MAX_DATA_ORIGIN_BYTES: usize = 100;
+/// Longest file name and sheet name, in bytes: they are kept in every report.
+pub const MAX_NAME_BYTES: usize = 255;
+
+impl FileUpload {
+    /// Refuses names longer than their limits; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        check_data_origin(self.data_origin.as_deref())?;
+        for (field, value) in [
+            ("file_name", Some(self.file_name.as_str())),
+            ("sheet", self.sheet.as_deref()),
+        ] {
+            if let Some(value) = value.filter(|v| v.len() > MAX_NAME_BYTES) {
+                return Err(format!(
+                    "{field} is {} bytes long; at most {MAX_NAME_BYTES}",
+                    value.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a data origin longer than [`MAX_DATA_ORIGIN_BYTES`].
+pub fn check_data_origin(data_origin: Option<&str>) -> Result<(), String> {
+    match data_origin {
+        Some(origin) if origin.len() > MAX_DATA_ORIGIN_BYTES => Err(format!(
+            "data_origin is {} bytes long; at most {MAX_DATA_ORIGIN_BYTES}",
+            origin.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A text trimmed, or `None` when nothing is left.
 pub fn non_blank(text: &str) -> Option<String> {
     let trimmed = text.trim();
@@ -159,6 +194,9 @@ pub fn non_blank(text: &str) -> Option<String> {
 pub enum UploadError<E> {
     #[error("the upload could not be received: {0}")]
     Body(E),
+    /// A name of the upload is over its limit.
+    #[error("{0}")]
+    Invalid(String),
     #[error(
         "the upload sent nothing for {} s (--upload-idle-seconds); nothing of it was imported",
         idle.as_secs_f64()
@@ -226,6 +264,7 @@ impl Uploads {
         B: AsRef<[u8]>,
     {
         // Refused before the bytes are taken, not after.
+        upload.check().map_err(UploadError::Invalid)?;
         if self.importer.kafka_unreachable() {
             return Err(ImportError::KafkaUnreachable.into());
         }
