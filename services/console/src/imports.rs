@@ -105,7 +105,7 @@ fn upload_form(session: &Session, max_bytes: u64) -> Markup {
                 label for="sheet" { "Sheet (XLSX)" }
                 input id="sheet" name="sheet" maxlength="100" placeholder="the first";
                 label for="file" { "File" }
-                p.help id="file-help" { "CSV, XLSX, JSON (an array of objects) or NDJSON, by the file's name: .csv, .xlsx, .json, .ndjson; at most " (max_bytes / (1024 * 1024)) " MiB." }
+                p.help id="file-help" { "CSV, XLSX, JSON (an array of objects) or NDJSON, by the file's name: .csv, .xlsx, .json, .ndjson; at most " (size(max_bytes)) "." }
                 input id="file" name="file" type="file" required accept=".csv,.xlsx,.json,.ndjson,.jsonl" aria-describedby="file-help";
                 div.progress hidden {
                     label for="upload-progress" { "Sent" }
@@ -144,6 +144,16 @@ fn import_table(imports: &[v1::ImportReport]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// A number of bytes as people read it: "100 MiB", "64 KiB", "900 bytes".
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -191,7 +201,10 @@ pub async fn upload(State(console): State<Console>, browser: Request) -> Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|length| length > limit.saturating_add(BEFORE_FILE_BYTES)) {
-        let why = format!("The file is larger than this recoup takes ({limit} bytes).");
+        let why = format!(
+            "The file is larger than this recoup takes ({}).",
+            size(limit)
+        );
         return list_page(
             &console,
             &session,

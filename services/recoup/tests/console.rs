@@ -748,7 +748,21 @@ async fn a_file_with_bad_rows_is_uploaded_and_its_report_and_errors_are_shown() 
         "{}",
         text.body
     );
-    let huge = format!("{other}{}", "2024-03-02,B2\n".repeat(6000));
+    // Over the limit: refused by the importer as it reads, or unread when the body says so.
+    let big = format!("{other}{}", "2024-03-02,B2\n".repeat(6000));
+    let large = upload(&mut browser, &token, "big.csv", &big).await;
+    assert_eq!(
+        large.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        large.body
+    );
+    assert!(
+        large.body.contains("larger than the limit of 65536"),
+        "{}",
+        large.body
+    );
+    let huge = format!("{other}{}", "2024-03-02,B2\n".repeat(12000));
     let large = upload(&mut browser, &token, "huge.csv", &huge).await;
     assert_eq!(
         large.status,
