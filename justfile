@@ -38,6 +38,7 @@ bench:
     cargo bench -p export-puller --bench pull
     cargo bench -p recoup --bench storage
     cargo bench -p recoup --bench queries
+    cargo bench -p recoup --bench console
 
 # Create every recoup topic on an external cluster.
 topics brokers:

@@ -216,6 +216,8 @@ def follow_do_not_contact(tab):
     stays open (the demo's vendor changes rows every few seconds)."""
     tab.go("/collections")
     check("All deals" in tab.text() and "Promises to pay" in tab.text(), "the funnel", tab)
+    buckets = tab.js("document.querySelectorAll('tr[data-bucket]').length")
+    check(buckets == 6, "the DPD buckets, all six", tab)
     tab.shot("06-collections")
     tab.js("window.__same_page = true")
     following = "document.getElementById('dnc').dataset"
@@ -350,6 +352,8 @@ def run(chrome):
     first.go("/cases?state=CLOSED")
     check(reference in first.text(), "the list of closed cases holds the case", first)
     first.shot("05-cases-closed")
+    first.go("/cases?q=" + reference[:-3])
+    check(reference in first.text(), "the case found by a prefix of its reference", first)
 
     follow_do_not_contact(first)
     chart_portfolio(first)
@@ -357,6 +361,8 @@ def run(chrome):
     first.go("/health")
     check("Kafka answers." in first.text() and "Not serving" not in first.text(),
           "the health page: every service serving, Kafka answering", first)
+    rows = first.js("document.querySelectorAll('#lag tr[data-read-model]').length")
+    check(rows == 3, "the consumer lag of the three read models", first)
     first.shot("13-health")
 
     viewer = chrome.tab(chrome.context())

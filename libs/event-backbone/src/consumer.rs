@@ -7,10 +7,10 @@
 //! what it derived, so nothing is applied twice nor skipped, whichever member held the partition
 //! before.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
@@ -43,6 +43,46 @@ pub const CONSUMER_PREFETCH_KIB: &str = "8192";
 /// Where each of the given partitions starts: the next offset to read, `None` for the beginning.
 pub type StartOffsets = Arc<dyn Fn(&[i32]) -> Vec<(i32, Option<i64>)> + Send + Sync>;
 
+/// How far a consumer is behind, as of its last statistics (every 5 s): per partition it holds,
+/// the partition's end less the next offset handed to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lag {
+    /// Messages behind, by partition.
+    pub partitions: BTreeMap<i32, i64>,
+    pub measured_at: SystemTime,
+}
+
+/// A consumer's [`Lag`], shared: readable while the consumer runs in a task of its own.
+#[derive(Debug, Clone, Default)]
+pub struct LagView(Arc<Mutex<Option<Lag>>>);
+
+impl LagView {
+    /// The last measure; `None` before the consumer's first statistics.
+    pub fn last(&self) -> Option<Lag> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, lag: Lag) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(lag);
+    }
+
+    fn forget(&self, partitions: &[i32]) {
+        if let Some(lag) = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            for partition in partitions {
+                lag.partitions.remove(partition);
+            }
+        }
+    }
+}
+
 /// The consumer's context: in a group, it starts every partition the group assigns at the
 /// offset the caller's store names, and keeps the current assignment.
 #[derive(Default)]
@@ -51,41 +91,60 @@ pub struct GroupContext {
     assigned: Arc<Mutex<BTreeSet<i32>>>,
     /// Counts into the process's consumer metrics (projections; not the puller's read-back).
     metered: AtomicBool,
+    lag: LagView,
 }
 
 impl ClientContext for GroupContext {
-    /// Sets `recoup_consumer_lag` for every partition this consumer holds: the partition's end
-    /// less the next offset handed to the application (before the first message since the
-    /// partition was taken: less the offset it is fetched from).
+    /// Measures the lag of every partition this consumer holds: the partition's end less the
+    /// next offset handed to the application (before the first message since the partition was
+    /// taken: less the offset it is fetched from). Kept in the consumer's [`LagView`] and, for a
+    /// metered consumer, set as `recoup_consumer_lag`.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        if !self.metered.load(Ordering::Relaxed) {
-            return;
-        }
-        let lag = &recoup_metrics::metrics().consumer_lag;
+        let metered = self.metered.load(Ordering::Relaxed);
+        let gauge = &recoup_metrics::metrics().consumer_lag;
+        let mut held = BTreeMap::new();
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 if *id < 0 {
                     continue;
                 }
-                let label = recoup_metrics::PartitionLabel {
+                let label = || recoup_metrics::PartitionLabel {
                     topic: name.clone(),
                     partition: *id,
                 };
-                let position = [partition.app_offset, partition.next_offset]
-                    .into_iter()
-                    .find(|o| *o >= 0);
-                match position {
-                    Some(position) if partition.desired && partition.hi_offset >= 0 => {
-                        lag.get_or_create(&label)
-                            .set((partition.hi_offset - position).max(0));
+                let (app, next, end) = (
+                    partition.app_offset,
+                    partition.next_offset,
+                    partition.hi_offset,
+                );
+                match partition_lag(partition.desired, app, next, end) {
+                    Some(lag) => {
+                        held.insert(*id, lag);
+                        if metered {
+                            gauge.get_or_create(&label()).set(lag);
+                        }
                     }
-                    _ => {
-                        lag.remove(&label);
+                    None if metered => {
+                        gauge.remove(&label());
                     }
+                    None => {}
                 }
             }
         }
+        self.lag.set(Lag {
+            partitions: held,
+            measured_at: SystemTime::now(),
+        });
     }
+}
+
+/// A partition's lag from its statistics: its end (`hi_offset`) less the next offset handed to
+/// the application (`app_offset`), or, before the first message since the partition was taken,
+/// less the offset it is fetched from (`next_offset`). `None` for a partition the consumer does
+/// not hold (`desired` false) or whose end or position is not known yet (negative).
+fn partition_lag(desired: bool, app_offset: i64, next_offset: i64, hi_offset: i64) -> Option<i64> {
+    let position = [app_offset, next_offset].into_iter().find(|o| *o >= 0)?;
+    (desired && hi_offset >= 0).then(|| (hi_offset - position).max(0))
 }
 
 impl GroupContext {
@@ -118,6 +177,7 @@ impl GroupContext {
     }
 
     fn forget_lag(&self, topic: &str, partitions: &[i32]) {
+        self.lag.forget(partitions);
         if !self.metered.load(Ordering::Relaxed) {
             return;
         }
@@ -289,6 +349,11 @@ impl EventConsumer {
         self
     }
 
+    /// This consumer's lag, as of its last statistics.
+    pub fn lag(&self) -> LagView {
+        self.consumer.context().lag.clone()
+    }
+
     /// The topic this consumer reads.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -433,5 +498,44 @@ impl EventConsumer {
             key,
             value,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_lags_by_its_end_less_what_the_application_was_handed() {
+        // 4 messages handed over of 10.
+        assert_eq!(partition_lag(true, 4, 9, 10), Some(6));
+        // None handed over yet: from where it is fetched.
+        assert_eq!(partition_lag(true, -1001, 3, 10), Some(7));
+        assert_eq!(partition_lag(true, 10, 10, 10), Some(0));
+        // The end read before the position moved past it: never negative.
+        assert_eq!(partition_lag(true, 12, 12, 10), Some(0));
+        // Not held, end unknown, position unknown.
+        assert_eq!(partition_lag(false, 4, 9, 10), None);
+        assert_eq!(partition_lag(true, 4, 9, -1), None);
+        assert_eq!(partition_lag(true, -1001, -1001, 10), None);
+    }
+
+    #[test]
+    fn a_lag_view_forgets_the_partitions_given_up() {
+        let view = LagView::default();
+        assert_eq!(view.last(), None);
+        let measured_at = SystemTime::now();
+        view.set(Lag {
+            partitions: BTreeMap::from([(0, 3), (1, 0), (2, 8)]),
+            measured_at,
+        });
+        view.forget(&[2, 5]);
+        assert_eq!(
+            view.last(),
+            Some(Lag {
+                partitions: BTreeMap::from([(0, 3), (1, 0)]),
+                measured_at,
+            })
+        );
     }
 }

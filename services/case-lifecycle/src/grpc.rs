@@ -19,6 +19,14 @@ use crate::store::{CaseCommand, CommandError, EventStore, StoreError};
 /// The metadata key a client may set to trace a request through every event it causes.
 pub const CORRELATION_METADATA_KEY: &str = recoup_proto::contract::metadata::CORRELATION_ID;
 
+/// Cases per page of `SearchCases` when the request names no size, and at most.
+const DEFAULT_SEARCH_PAGE: u32 = 20;
+const MAX_SEARCH_PAGE: u32 = 100;
+/// Index entries one `SearchCases` page reads at most, per case it may return.
+const SEARCH_EXAMINE_FACTOR: usize = 10;
+/// What a `SearchCases` page token starts with; the last reference read follows.
+const SEARCH_TOKEN_PREFIX: &str = "after:";
+
 /// The command API over the event store.
 #[derive(Clone)]
 pub struct CaseCommands {
@@ -273,6 +281,58 @@ impl DebtCollectionCases for CaseCommands {
             .ok_or_else(|| Status::not_found(format!("case {case_id} not found")))?;
         Ok(Response::new(v1::CaseReply {
             case: Some(case_to_proto(&case)),
+        }))
+    }
+
+    async fn search_cases(
+        &self,
+        request: Request<v1::SearchCasesRequest>,
+    ) -> Result<Response<v1::SearchCasesResponse>, Status> {
+        let tenant = self.access.grpc(&request, Action::Read)?.tenant;
+        let r = request.get_ref();
+        let prefix = r.reference_prefix.as_str();
+        if prefix.is_empty() {
+            return Err(Status::invalid_argument("reference_prefix is required"));
+        }
+        if prefix.len() > debt_cases::MAX_TEXT_LEN {
+            return Err(Status::invalid_argument(format!(
+                "reference_prefix is {} bytes long; a reference has at most {}",
+                prefix.len(),
+                debt_cases::MAX_TEXT_LEN
+            )));
+        }
+        let size = match r.page_size {
+            0 => DEFAULT_SEARCH_PAGE,
+            n if n > MAX_SEARCH_PAGE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size must be at most {MAX_SEARCH_PAGE}, got {n}"
+                )));
+            }
+            n => n,
+        } as usize;
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(
+                token
+                    .strip_prefix(SEARCH_TOKEN_PREFIX)
+                    .filter(|after| after.starts_with(prefix))
+                    .ok_or_else(|| {
+                        Status::invalid_argument(
+                            "page_token is not one this service issued for this reference_prefix",
+                        )
+                    })?,
+            ),
+        };
+        let found = self
+            .store
+            .search_references(&tenant, prefix, after, size, size * SEARCH_EXAMINE_FACTOR)
+            .map_err(|e| status_of(e.into()))?;
+        Ok(Response::new(v1::SearchCasesResponse {
+            cases: found.cases.iter().map(case_to_proto).collect(),
+            next_page_token: found
+                .after
+                .map(|a| format!("{SEARCH_TOKEN_PREFIX}{a}"))
+                .unwrap_or_default(),
         }))
     }
 }

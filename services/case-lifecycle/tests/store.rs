@@ -1105,3 +1105,73 @@ fn open_when_released(dir: &std::path::Path) -> sled::Db {
         }
     }
 }
+
+#[tokio::test]
+async fn cases_are_found_by_a_prefix_of_their_reference_page_by_page() {
+    let dir = TempDir::new().unwrap();
+    let clock = TestClock::new();
+    let store = open(dir.path(), &clock);
+    for n in ["inv-3", "inv-1", "inv-2", "inv-10", "ord-1"] {
+        create(&store, TENANT, new_case(n)).await.unwrap();
+    }
+    create(&store, OTHER_TENANT, new_case("inv-9"))
+        .await
+        .unwrap();
+    let references = |found: &case_lifecycle::store::Found| {
+        found
+            .cases
+            .iter()
+            .map(|c| c.reference.clone())
+            .collect::<Vec<_>>()
+    };
+    let all = store
+        .search_references(TENANT, "REF-inv", None, 10, 100)
+        .unwrap();
+    assert_eq!(
+        references(&all),
+        ["REF-inv-1", "REF-inv-10", "REF-inv-2", "REF-inv-3"]
+    );
+    assert_eq!(all.after, None);
+    // Two per page: the token is the last reference read.
+    let first = store
+        .search_references(TENANT, "REF-inv", None, 2, 20)
+        .unwrap();
+    assert_eq!(references(&first), ["REF-inv-1", "REF-inv-10"]);
+    assert_eq!(first.after.as_deref(), Some("REF-inv-10"));
+    let second = store
+        .search_references(TENANT, "REF-inv", first.after.as_deref(), 2, 20)
+        .unwrap();
+    assert_eq!(references(&second), ["REF-inv-2", "REF-inv-3"]);
+    assert_eq!(second.after, None);
+    // A whole reference finds its case; another tenant's are not found.
+    let one = store
+        .search_references(TENANT, "REF-ord-1", None, 10, 100)
+        .unwrap();
+    assert_eq!(references(&one), ["REF-ord-1"]);
+    let other = store
+        .search_references(TENANT, "REF-inv-9", None, 10, 100)
+        .unwrap();
+    assert!(other.cases.is_empty());
+    // A deleted case is not found; a renamed one is found by its new reference only.
+    let deleted = &all.cases[0];
+    run(&store, TENANT, &deleted.id, 1, Command::Delete)
+        .await
+        .unwrap();
+    let renamed = &all.cases[1];
+    run(&store, TENANT, &renamed.id, 1, reference("REF-zz"))
+        .await
+        .unwrap();
+    let now = store
+        .search_references(TENANT, "REF-", None, 10, 100)
+        .unwrap();
+    assert_eq!(
+        references(&now),
+        ["REF-inv-2", "REF-inv-3", "REF-ord-1", "REF-zz"]
+    );
+    // At most `examine` entries are read: the page ends early and says where to go on.
+    let bounded = store
+        .search_references(TENANT, "REF-", None, 10, 2)
+        .unwrap();
+    assert_eq!(references(&bounded), ["REF-inv-2", "REF-inv-3"]);
+    assert_eq!(bounded.after.as_deref(), Some("REF-inv-3"));
+}

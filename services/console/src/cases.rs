@@ -13,7 +13,9 @@ use serde::Deserialize;
 use tonic::{Code, Status};
 
 use crate::backend::{explain, request};
-use crate::pages::{answer, failed, http_status, money, page, query_escape, state_name, when};
+use crate::pages::{
+    answer, failed, http_status, money, page, query_escape, state_name, when, with_notice,
+};
 use crate::session::{Session, random_token};
 use crate::{Console, SignedIn};
 
@@ -28,6 +30,9 @@ pub struct ListParams {
     state: String,
     #[serde(default)]
     page: String,
+    /// A prefix of references: the cases found by it instead of the list by state.
+    #[serde(default)]
+    q: String,
 }
 
 pub async fn list(
@@ -50,30 +55,51 @@ async fn list_page(
     let state = v1::CaseState::from_str_name(&format!("CASE_STATE_{}", params.state))
         .filter(|s| *s != v1::CaseState::Unspecified);
     let shown = state.map_or("", |s| state_name(s as i32));
-    let asked = v1::ListCasesRequest {
-        state: state.map_or(0, |s| s as i32),
-        page_size: PAGE_SIZE,
-        page_token: params.page.clone(),
+    let search = params.q.trim();
+    let listed = if search.is_empty() {
+        let asked = v1::ListCasesRequest {
+            state: state.map_or(0, |s| s as i32),
+            page_size: PAGE_SIZE,
+            page_token: params.page.clone(),
+        };
+        let mut query = console.backend.query();
+        query
+            .list_cases(request(session, browser, asked))
+            .await
+            .map(|r| r.into_inner())
+            .map(|l| (l.cases, l.next_page_token))
+    } else {
+        let asked = v1::SearchCasesRequest {
+            reference_prefix: search.to_owned(),
+            page_size: PAGE_SIZE,
+            page_token: params.page.clone(),
+        };
+        let mut cases = console.backend.cases();
+        cases
+            .search_cases(request(session, browser, asked))
+            .await
+            .map(|r| r.into_inner())
+            .map(|l| (l.cases, l.next_page_token))
     };
-    let listed = console
-        .backend
-        .query()
-        .list_cases(request(session, browser, asked))
-        .await;
-    let listed = match listed {
-        Ok(r) => r.into_inner(),
+    let (cases, next) = match listed {
+        Ok(listed) => listed,
         Err(status) => return console.refused_by_service(session, &status),
     };
-    let (status, error) = match notice {
-        Some((status, error)) => (status, Some(error)),
-        None => (StatusCode::OK, None),
-    };
+    let (status, error) = with_notice(notice);
     let body = html! {
         @if let Some(error) = &error { p.error role="alert" { (error) } }
-        (state_filter(shown))
-        (case_table(&listed.cases))
-        @if !listed.next_page_token.is_empty() {
-            p { a href={ "/cases?state=" (shown) "&page=" (query_escape(&listed.next_page_token)) } { "Next page" } }
+        @if search.is_empty() { (state_filter(shown)) }
+        (search_form(search))
+        @if !search.is_empty() {
+            p role="status" { "Cases whose reference starts with “" (search) "”, in reference order. " a href="/cases" { "All cases" } }
+        }
+        (case_table(&cases))
+        @if !next.is_empty() {
+            @if search.is_empty() {
+                p { a href={ "/cases?state=" (shown) "&page=" (query_escape(&next)) } { "Next page" } }
+            } @else {
+                p { a href={ "/cases?q=" (query_escape(search)) "&page=" (query_escape(&next)) } { "Next page" } }
+            }
         }
         @if session.may(Action::CaseCommand) { (create_form(session)) }
     };
@@ -97,6 +123,16 @@ fn state_filter(selected: &str) -> Markup {
                 @for s in states { option value=(s) selected[selected == s] { (s) } }
             }
             button type="submit" { "Show" }
+        }
+    }
+}
+
+fn search_form(search: &str) -> Markup {
+    html! {
+        form.filter method="get" action="/cases" role="search" {
+            label for="q" { "Reference starts with" }
+            input id="q" name="q" type="search" value=(search) maxlength="1024";
+            button type="submit" { "Search" }
         }
     }
 }
@@ -272,10 +308,7 @@ async fn case_page(
         Err(s) if s.code() == Code::NotFound => Ok(v1::GetCaseHistoryResponse::default()),
         Err(s) => Err(s),
     };
-    let (status, error) = match notice {
-        Some((status, error)) => (status, Some(error)),
-        None => (StatusCode::OK, None),
-    };
+    let (status, error) = with_notice(notice);
     let body = html! {
         @if let Some(error) = &error { p.error role="alert" { (error) } }
         (case_fields(&case))

@@ -1,5 +1,5 @@
-//! Collections: the funnel by pipeline and stage, promises to pay per channel on a day, and the
-//! do-not-contact list, which the page keeps current without reloading: the browser follows
+//! Collections: the funnel by pipeline and stage, promises to pay per channel and deals per DPD
+//! bucket on a day, and the do-not-contact list, which the page keeps current without reloading: the browser follows
 //! `/collections/do-not-contact/events` (server-sent events relaying `WatchDoNotContact`).
 
 use std::convert::Infallible;
@@ -31,7 +31,7 @@ const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize, Default)]
 pub struct Params {
-    /// YYYY-MM-DD of the promises; empty: today (UTC).
+    /// YYYY-MM-DD of the promises and the DPD buckets; empty: today (UTC).
     #[serde(default)]
     as_of: String,
 }
@@ -42,35 +42,43 @@ pub async fn show(
     browser: Extensions,
     Query(params): Query<Params>,
 ) -> Response {
-    // The three answers are independent: asked at once.
-    let (mut funnels, mut promises) = (console.backend.query(), console.backend.query());
-    let asked = v1::PtpSummaryRequest {
-        as_of: params.as_of.trim().to_owned(),
+    // The four answers are independent: asked at once.
+    let query = || console.backend.query();
+    let (mut funnels, mut promises, mut days) = (query(), query(), query());
+    let as_of = params.as_of.trim().to_owned();
+    let ptp_asked = v1::PtpSummaryRequest {
+        as_of: as_of.clone(),
     };
-    let (funnel, ptp, dnc) = tokio::join!(
+    let (funnel, ptp, dpd, dnc) = tokio::join!(
         funnels.collections_funnel(request(&session, &browser, v1::CollectionsFunnelRequest {})),
-        promises.ptp_summary(request(&session, &browser, asked)),
+        promises.ptp_summary(request(&session, &browser, ptp_asked)),
+        days.dpd_buckets(request(&session, &browser, v1::DpdBucketsRequest { as_of })),
         do_not_contact(&console, &session, &browser),
     );
     let funnel = match funnel {
         Ok(r) => r.into_inner(),
         Err(status) => return console.refused_by_service(&session, &status),
     };
-    let (status, ptp) = match ptp {
-        Ok(r) => (StatusCode::OK, Ok(r.into_inner())),
-        Err(s) => (http_status(s.code()), Err(explain(&s))),
+    // Both answers for the day fail alike on a bad day: one status, one message.
+    let (status, on_day) = match (ptp, dpd) {
+        (Ok(ptp), Ok(dpd)) => (StatusCode::OK, Ok((ptp.into_inner(), dpd.into_inner()))),
+        (Err(s), _) | (_, Err(s)) => (http_status(s.code()), Err(explain(&s))),
     };
     let body = html! {
         h2 { "Funnel" }
         (funnel_table(&funnel))
-        h2 id="ptp" { "Promises to pay" }
         form.filter method="get" action="/collections" {
-            label for="as_of" { "On" }
+            label for="as_of" { "Promises and days past due on" }
             input id="as_of" name="as_of" type="date" value=(params.as_of);
             button type="submit" { "Show" }
         }
-        @match &ptp {
-            Ok(ptp) => (ptp_table(ptp)),
+        @match &on_day {
+            Ok((ptp, dpd)) => {
+                h2 id="ptp" { "Promises to pay" }
+                (ptp_table(ptp))
+                h2 id="dpd" { "Days past due" }
+                (dpd_table(dpd))
+            }
             Err(why) => p.error role="alert" { (why) },
         }
         h2 id="dnc-title" { "Do not contact" }
@@ -114,6 +122,25 @@ fn ptp_table(ptp: &v1::PtpSummaryResponse) -> Markup {
                         td.num { (c.kept) " · " (amount(c.kept_amount_minor)) }
                         td.num { (c.broken) " · " (amount(c.broken_amount_minor)) }
                     }
+                }
+            }
+        }
+    }
+}
+
+fn dpd_table(dpd: &v1::DpdBucketsResponse) -> Markup {
+    let named = |b: &str| match b {
+        "current" => "Current (not yet due)".to_owned(),
+        "unknown" => "No due date".to_owned(),
+        days => format!("{days} days"),
+    };
+    html! {
+        table {
+            caption { "On " (dpd.as_of) }
+            thead { tr { th scope="col" { "Past due" } th.num scope="col" { "Deals" } th.num scope="col" { "Amount" } } }
+            tbody {
+                @for b in &dpd.buckets {
+                    tr data-bucket=(b.bucket) { th scope="row" { (named(&b.bucket)) } td.num { (b.deals) } td.num { (amount(b.amount_minor)) } }
                 }
             }
         }

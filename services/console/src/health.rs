@@ -1,16 +1,20 @@
 //! Health: whether this process answers for each of its services and whether Kafka answers, as
 //! the standard gRPC health service of the process tells it (`grpc.health.v1.Health/Check`,
-//! called in process like every other page's service).
+//! called in process like every other page's service); and, for admins, how far each read model
+//! is behind its topic (`recoup.v1.ReadModels/GetLag`).
 
 use axum::extract::State;
 use axum::http::{Extensions, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
+use recoup_access::Action;
+use recoup_proto::v1;
+use recoup_proto::v1::read_models_client::ReadModelsClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::backend::request;
+use crate::backend::{explain, request};
 use crate::pages::{answer, page};
 use crate::{Console, SignedIn};
 
@@ -58,12 +62,21 @@ pub async fn show(
             Ok(ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown))
         }
     };
-    let (kafka, cases, query, imports, keys) = tokio::join!(
+    let lag = async {
+        if !session.may(Action::Operate) {
+            return None;
+        }
+        let mut read_models = ReadModelsClient::new(console.backend.grpc());
+        let asked = request(&session, &browser, v1::GetLagRequest {});
+        Some(read_models.get_lag(asked).await.map(|r| r.into_inner()))
+    };
+    let (kafka, cases, query, imports, keys, lag) = tokio::join!(
         check(""),
         check(SERVICES[0].0),
         check(SERVICES[1].0),
         check(SERVICES[2].0),
         check(SERVICES[3].0),
+        lag,
     );
     let kafka = match kafka {
         Ok(ServingStatus::Serving) => ("serving", "Kafka answers."),
@@ -93,9 +106,48 @@ pub async fn show(
                 }
             }
         }
-        p.help { "Consumer lag per partition is on " code { "/metrics" } " (" code { "recoup_consumer_lag" } ")." }
+        h2 id="lag-title" { "Consumer lag" }
+        @match lag {
+            None => p.help { "Consumer lag is shown to admins." },
+            Some(Ok(lag)) => (lag_table(&lag)),
+            // A process without the projection has no read model to lag.
+            Some(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                p { "This process runs no read model." }
+            }
+            Some(Err(status)) => p.error role="alert" { (explain(&status)) },
+        }
     };
     answer(StatusCode::OK, page("Health", Some(&session), body))
+}
+
+fn lag_table(lag: &v1::GetLagResponse) -> Markup {
+    let name = |read_model: i32| match v1::ReadModel::try_from(read_model) {
+        Ok(v1::ReadModel::Cases) => "Cases",
+        Ok(v1::ReadModel::Accounts) => "PAYGo accounts",
+        Ok(v1::ReadModel::Deals) => "Collections deals",
+        _ => "Unknown",
+    };
+    html! {
+        table id="lag" aria-labelledby="lag-title" {
+            thead { tr { th scope="col" { "Read model" } th scope="col" { "Topic" } th.num scope="col" { "Messages behind" } th scope="col" { "Per partition" } } }
+            tbody {
+                @for m in &lag.read_models {
+                    tr data-read-model=(name(m.read_model)) {
+                        th scope="row" { (name(m.read_model)) }
+                        td { code { (m.topic) } }
+                        @if m.measured {
+                            td.num data-lag=(m.messages) { (m.messages) }
+                            td { @for (i, p) in m.partitions.iter().enumerate() { @if i > 0 { ", " } (p.partition) ": " (p.messages) } }
+                        } @else {
+                            td.num { "—" }
+                            td { "Not measured yet (every 5 seconds)." }
+                        }
+                    }
+                }
+            }
+        }
+        p.help { "As of the consumers' last statistics, every 5 seconds; also on " code { "/metrics" } " as " code { "recoup_consumer_lag" } "." }
+    }
 }
 
 #[cfg(test)]

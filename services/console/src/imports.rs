@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tonic::Status;
 
 use crate::backend::{explain, request};
-use crate::pages::{answer, http_status, page, query_escape, when};
+use crate::pages::{answer, http_status, page, query_escape, when, with_notice};
 use crate::session::Session;
 use crate::{Console, Refusal, SignedIn};
 
@@ -75,10 +75,7 @@ async fn list_page(
         Ok(r) => r.into_inner(),
         Err(status) => return console.refused_by_service(session, &status),
     };
-    let (status, error) = match notice {
-        Some((status, error)) => (status, Some(error)),
-        None => (StatusCode::OK, None),
-    };
+    let (status, error) = with_notice(notice);
     let body = html! {
         @if let Some(error) = &error { p.error role="alert" id="upload-refused" { (error) } }
         @if session.may(Action::Import) { (upload_form(session, console.config.max_upload_bytes)) }

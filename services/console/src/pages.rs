@@ -146,6 +146,14 @@ pub fn when(at: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
+/// The status and the message of a page shown with a notice (an action refused, shown above the
+/// page), or 200 and none.
+pub fn with_notice(notice: Option<(StatusCode, String)>) -> (StatusCode, Option<String>) {
+    notice.map_or((StatusCode::OK, None), |(status, error)| {
+        (status, Some(error))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

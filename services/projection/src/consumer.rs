@@ -93,6 +93,11 @@ impl<P: Projection + Clone> Projector<P> {
         })
     }
 
+    /// How far this projector is behind its topic, as of its consumer's last statistics.
+    pub fn lag(&self) -> event_backbone::consumer::LagView {
+        self.consumer.lag()
+    }
+
     /// The partitions this projector holds now.
     pub fn assigned(&self) -> Vec<i32> {
         self.consumer.assigned()

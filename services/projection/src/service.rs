@@ -24,7 +24,7 @@ use crate::consumer::{ProjectionError, Projector};
 use crate::deals::DealReadModel;
 use crate::generations::{Generations, Live, ReadModelName};
 use crate::grpc::Queries;
-use crate::grpc::read_models::ReadModelsApi;
+use crate::grpc::read_models::{Lags, ReadModelsApi};
 use crate::kernel::{Projection, ReadModelError};
 use crate::metrics::MetricsStage;
 use crate::rebuild::{Generational, Rebuild, Rebuilder, Rebuilds};
@@ -100,9 +100,16 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     );
     let (stop, stopping) = watch::channel(false);
     let group = &settings.consumer_group;
+    let mut lags = Lags::default();
+    let projector_of_cases = projector(ctx, cases.clone(), group, DEBT_CASES.name)?;
+    lags.add(
+        ReadModelName::Cases,
+        DEBT_CASES.name,
+        projector_of_cases.lag(),
+    );
     let mut projectors = vec![spawn(
         "case",
-        projector(ctx, cases.clone(), group, DEBT_CASES.name)?,
+        projector_of_cases,
         stopping.clone(),
         ctx.health.clone(),
     )];
@@ -112,6 +119,11 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     if settings.accounts {
         let group = format!("{group}-accounts");
         let projector = projector(ctx, accounts.clone(), &group, PAYGO_SNAPSHOTS.name)?;
+        lags.add(
+            ReadModelName::Accounts,
+            PAYGO_SNAPSHOTS.name,
+            projector.lag(),
+        );
         projectors.push(spawn(
             "account",
             projector,
@@ -135,6 +147,11 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     if settings.deals {
         let group = format!("{group}-deals");
         let projector = projector(ctx, deals.clone(), &group, COLLECTIONS_DEALS.name)?;
+        lags.add(
+            ReadModelName::Deals,
+            COLLECTIONS_DEALS.name,
+            projector.lag(),
+        );
         projectors.push(spawn("deal", projector, stopping, ctx.health.clone()));
         rebuilds.add(ReadModelName::Deals, rebuilder(ctx, &opened, &deals));
     }
@@ -145,7 +162,7 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         .with_shutdown(ctx.shutdown.clone());
     ctx.grpc().add_service(queries.into_server());
     ctx.grpc()
-        .add_service(ReadModelsApi::new(rebuilds.clone(), ctx.access.clone()).into_server());
+        .add_service(ReadModelsApi::new(rebuilds.clone(), lags, ctx.access.clone()).into_server());
     ctx.health.set_serving::<QueryServer<Queries>>().await;
     Ok(Running {
         cases,

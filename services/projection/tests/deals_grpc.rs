@@ -1,6 +1,6 @@
 //! The deal RPCs of `recoup.v1.Query` over a real deal read model, served on loopback and called
 //! through the generated client: GetDeal, ListDeals (filters, paging, tokens),
-//! CollectionsFunnel, PtpSummary and WatchDoNotContact (snapshot, live changes, changes racing
+//! CollectionsFunnel, PtpSummary, DpdBuckets and WatchDoNotContact (snapshot, live changes, changes racing
 //! subscriptions, watchers that fall behind, shutdown).
 #![allow(clippy::unwrap_used)]
 
@@ -721,6 +721,76 @@ async fn ptp_summary_answers_any_day_and_today_by_default() {
     );
 }
 
+fn bucket(name: &str, deals: u64, amount_minor: i64) -> v1::DpdBucketTotals {
+    v1::DpdBucketTotals {
+        bucket: name.into(),
+        deals,
+        amount_minor,
+    }
+}
+
+#[tokio::test]
+async fn dpd_buckets_answer_any_day_and_today_by_default() {
+    let mut f = start().await;
+    let client = f.client.clone();
+    let buckets = |as_of: &str| {
+        let request = req(
+            TENANT,
+            v1::DpdBucketsRequest {
+                as_of: as_of.into(),
+            },
+        );
+        let mut client = client.clone();
+        async move { client.dpd_buckets(request).await }
+    };
+    // Today is 2026-06-01: the DPD column of the fixture's table.
+    assert_eq!(
+        buckets("").await.unwrap().into_inner(),
+        v1::DpdBucketsResponse {
+            as_of: "2026-06-01".into(),
+            buckets: vec![
+                bucket("current", 1, 10_000),
+                bucket("1-30", 1, 700_000),
+                bucket("31-60", 2, 920_001),
+                bucket("61-90", 1, 0),
+                bucket("90+", 1, 5_000),
+                bucket("unknown", 1, 300),
+            ],
+        }
+    );
+    // 29 days on, every dated deal has moved: a2 to 1-30, e1 to 61-90, d1 to 90+.
+    assert_eq!(
+        buckets("2026-06-30").await.unwrap().into_inner().buckets,
+        [
+            bucket("current", 0, 0),
+            bucket("1-30", 2, 710_000),
+            bucket("31-60", 1, 920_000),
+            bucket("61-90", 1, 1),
+            bucket("90+", 2, 5_000),
+            bucket("unknown", 1, 300),
+        ]
+    );
+    for bad in ["01/06/2026", "2026-02-30", "today"] {
+        let status = buckets(bad).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+        assert!(status.message().contains("as_of"), "{status:?}");
+    }
+    let empty = f
+        .client
+        .dpd_buckets(req("nobody", v1::DpdBucketsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(empty.buckets.len(), 6);
+    assert!(empty.buckets.iter().all(|b| b.deals == 0), "{empty:?}");
+    // A revision with a new due date moves its deal out of its old bucket at once.
+    let moved = f.rows.c1.revise(|r| r.due(day(2026, 6, 1)));
+    f.apply(&[&moved]);
+    let now = buckets("").await.unwrap().into_inner().buckets;
+    assert_eq!(now[0], bucket("current", 2, 710_000));
+    assert_eq!(now[1], bucket("1-30", 0, 0));
+}
+
 #[tokio::test]
 async fn without_the_deals_read_model_the_deal_rpcs_are_a_failed_precondition() {
     let dir = TempDir::new().unwrap();
@@ -753,6 +823,12 @@ async fn without_the_deals_read_model_the_deal_rpcs_are_a_failed_precondition() 
     check(
         client
             .collections_funnel(req(TENANT, v1::CollectionsFunnelRequest {}))
+            .await
+            .unwrap_err(),
+    );
+    check(
+        client
+            .dpd_buckets(req(TENANT, v1::DpdBucketsRequest::default()))
             .await
             .unwrap_err(),
     );

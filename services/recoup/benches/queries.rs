@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{content, env_or, percentile, request};
+use common::{content, env_or, ms, percentile, platform, request};
 
-use chrono::Utc;
-use recoup::platform::{self, PlatformConfig, RunningPlatform, Security};
-use recoup_access::{KeySpec, Role};
+use recoup::platform::RunningPlatform;
+use recoup_access::Role;
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use recoup_proto::v1::query_client::QueryClient;
@@ -28,36 +27,6 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-async fn platform(dir: &std::path::Path) -> (RunningPlatform, Option<AsciiMetadataValue>, Channel) {
-    let mut config = PlatformConfig::new(dir.to_path_buf());
-    config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
-    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
-    config.security = Security {
-        first_admin_key: false,
-        ..Security::default()
-    };
-    let p = platform::start(config).await.unwrap();
-    let spec = KeySpec {
-        name: "bench".to_owned(),
-        tenants: vec!["default".to_owned()],
-        role: Role::Agent,
-        expires_at: None,
-        created_by: "bench".to_owned(),
-    };
-    let issued = p.keys().unwrap().create(&spec, Utc::now()).await.unwrap();
-    let key = Some(format!("Bearer {}", issued.key).parse().unwrap());
-    let channel = Channel::from_shared(format!("http://{}", p.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (p, key, channel)
-}
 
 /// Calls `call` from `clients` tasks for `seconds`: calls per second.
 async fn rate<F, Fut>(clients: usize, seconds: f64, call: F) -> f64
@@ -230,7 +199,8 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
-    let (p, key, channel) = platform(dir.path()).await;
+    let (p, key, channel) = platform(dir.path(), Role::Agent, |_| {}).await;
+    let key: Option<AsciiMetadataValue> = Some(format!("Bearer {key}").parse().unwrap());
     let mut cases = DebtCollectionCasesClient::new(channel.clone());
     let mut ids = Vec::new();
     for i in 0..1000 {

@@ -18,6 +18,7 @@ use common::{make_key, secured, start};
 use recoup::platform::RunningPlatform;
 use recoup_access::Role;
 use recoup_proto::v1;
+use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use recoup_proto::v1::query_client::QueryClient;
 use reqwest::StatusCode;
 use tempfile::TempDir;
@@ -90,6 +91,48 @@ async fn an_agent_signs_in_and_drives_a_case_to_closed_through_the_buttons() {
     let page = browser.get(&format!("/cases/{case}")).await;
     assert!(page.body.contains("INV-CONSOLE-1") && page.body.contains("REVIEWING"));
     assert!(page.body.contains("125.00 EUR"), "{}", page.body);
+    // Found by a prefix of its reference, and not by another.
+    create_case(&mut browser, "INV-OTHER-2").await;
+    let found = browser.get("/cases?q=INV-CONS").await;
+    assert!(
+        found.body.contains(&format!("href=\"/cases/{case}\"")),
+        "{}",
+        found.body
+    );
+    assert!(!found.body.contains("INV-OTHER-2"), "{}", found.body);
+    let none = browser.get("/cases?q=ZZZ").await;
+    assert!(none.body.contains("No cases."), "{}", none.body);
+    // The same search through gRPC, a page of one at a time, in reference order; a page token
+    // is good only for the prefix it was issued for.
+    let mut cases = DebtCollectionCasesClient::new(common::channel(&platform).await);
+    let search = |prefix: &str, page_token: &str| {
+        let asked = v1::SearchCasesRequest {
+            reference_prefix: prefix.into(),
+            page_size: 1,
+            page_token: page_token.into(),
+        };
+        common::bearer(asked, &key)
+    };
+    let first = cases
+        .search_cases(search("INV-", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.cases[0].reference, "INV-CONSOLE-1");
+    let second = cases
+        .search_cases(search("INV-", &first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.cases[0].reference, "INV-OTHER-2");
+    for (prefix, token) in [("INV-OTHER", first.next_page_token.as_str()), ("INV-", "x")] {
+        let refused = cases.search_cases(search(prefix, token)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    let refused = browser
+        .get("/cases?q=INV-OTHER&page=after:INV-CONSOLE-1")
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     // A page of this tenant's data is neither framed nor cached.
     let headers = browser.open(&format!("/cases/{case}")).await;
     let csp = headers.headers()["content-security-policy"]
@@ -351,7 +394,7 @@ impl Events {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_collections_page_shows_funnel_promises_and_a_live_do_not_contact_list() {
+async fn the_collections_page_shows_funnel_promises_dpd_and_a_live_do_not_contact_list() {
     let sim_config = export_sim::SimConfig {
         rows: 400,
         lender: "acme".to_owned(),
@@ -409,8 +452,39 @@ async fn the_collections_page_shows_funnel_promises_and_a_live_do_not_contact_li
             "{borrower} listed"
         );
     }
+    // The DPD buckets of a chosen day, as the service counts them.
+    let dpd = query
+        .dpd_buckets(common::bearer(
+            v1::DpdBucketsRequest {
+                as_of: "2026-06-01".into(),
+            },
+            &viewer,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dpd.buckets.len(), 6);
+    let page = browser.get("/collections?as_of=2026-06-01").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("<caption>On 2026-06-01</caption>"));
+    for b in &dpd.buckets {
+        let row = format!("<tr data-bucket=\"{}\"><th scope=\"row\">", b.bucket);
+        let at = page
+            .body
+            .find(&row)
+            .unwrap_or_else(|| panic!("{row}: {}", page.body));
+        let cells = &page.body[at..at + page.body[at..].find("</tr>").unwrap()];
+        assert!(
+            cells.contains(&format!("<td class=\"num\">{}</td>", b.deals)),
+            "{cells}"
+        );
+    }
     let page = browser.get("/collections?as_of=2025-02-30").await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST, "an impossible day");
+    assert!(
+        !page.body.contains("data-bucket"),
+        "no table for a day that is not one"
+    );
 
     // The live list: the snapshot, then the changes the vendor's rows make.
     let response = browser.open("/collections/do-not-contact/events").await;
@@ -862,7 +936,7 @@ fn health_of(page: &str, service: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_health_page_says_each_service_serves_and_kafka_answers() {
+async fn the_health_page_says_each_service_serves_kafka_answers_and_admins_see_the_lag() {
     let dir = TempDir::new().unwrap();
     let platform = start(secured(dir.path())).await;
     let viewer = make_key(&platform, Role::Viewer, &["acme"]).await;
@@ -889,5 +963,26 @@ async fn the_health_page_says_each_service_serves_and_kafka_answers() {
     );
     assert_eq!(health_of(&page.body, "recoup.v1.ApiKeys"), "serving");
     assert_eq!(health_of(&page.body, "recoup.v1.Query"), "serving");
+    // The consumers' lag is an admin's: a viewer is told so, and is shown none.
+    assert!(page.body.contains("Consumer lag is shown to admins."));
+    assert!(!page.body.contains("id=\"lag\""), "{}", page.body);
+    let admin = make_key(&platform, Role::Admin, &["acme"]).await;
+    let mut operator = Browser::new(platform.http_addr.unwrap());
+    operator.sign_in(&admin).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = operator.get("/health").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(page.body.contains("id=\"lag\""), "{}", page.body);
+        for model in ["Cases", "PAYGo accounts", "Collections deals"] {
+            assert!(page.body.contains(&format!("data-read-model=\"{model}\"")));
+        }
+        // Measured once the consumers' statistics came (every 5 s): nothing is behind.
+        if page.body.matches("data-lag=\"0\"").count() == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     platform.shutdown().await.unwrap();
 }

@@ -39,11 +39,11 @@ macro_rules! calls {
 calls![
     /// recoup.v1.DebtCollectionCases
     CreateCase, UpdateCase, MarkReviewed, MarkPrepared, StartProcessing, AddPaymentReceipt,
-    CloseCase, FailCase, DeleteCase, CommandsGetCase,
+    CloseCase, FailCase, DeleteCase, CommandsGetCase, SearchCases,
     /// recoup.v1.Query
     GetCase, ListCases, CaseStats, GetCaseHistory, GetAccount, ListAccountSnapshots, PortfolioPar,
     PortfolioParSeries, ListDiscrepancies, GetDeal,
-    ListDeals, CollectionsFunnel, PtpSummary, WatchDoNotContact,
+    ListDeals, CollectionsFunnel, PtpSummary, DpdBuckets, WatchDoNotContact,
     /// recoup.v1.SnapshotImports
     Upload, ImportRows, GetImport, ListImports,
     /// recoup.v1.ApiKeys
@@ -156,6 +156,13 @@ async fn cases_call(ch: &Channel, call: Call, t: &str, auth: Option<&str>) -> Ou
             };
             grpc(cases.get_case(req(get, t, auth)).await)
         }
+        SearchCases => {
+            let search = v1::SearchCasesRequest {
+                reference_prefix: "INV".to_owned(),
+                ..Default::default()
+            };
+            grpc(cases.search_cases(req(search, t, auth)).await)
+        }
         _ => unreachable!("{call:?} is no case command"),
     }
 }
@@ -212,6 +219,7 @@ async fn query_call(ch: &Channel, call: Call, t: &str, auth: Option<&str>) -> Ou
         ListDeals => grpc(q.list_deals(req(Default::default(), t, auth)).await),
         CollectionsFunnel => grpc(q.collections_funnel(req(Default::default(), t, auth)).await),
         PtpSummary => grpc(q.ptp_summary(req(Default::default(), t, auth)).await),
+        DpdBuckets => grpc(q.dpd_buckets(req(Default::default(), t, auth)).await),
         WatchDoNotContact => {
             let watch = q
                 .watch_do_not_contact(req(Default::default(), t, auth))
@@ -312,7 +320,7 @@ async fn call(
 ) -> Outcome {
     match c {
         CreateCase | UpdateCase | MarkReviewed | MarkPrepared | StartProcessing
-        | AddPaymentReceipt | CloseCase | FailCase | DeleteCase | CommandsGetCase => {
+        | AddPaymentReceipt | CloseCase | FailCase | DeleteCase | CommandsGetCase | SearchCases => {
             cases_call(ch, c, t, auth).await
         }
         Upload | ImportRows | GetImport | ListImports | CreateKey | ListKeys | RevokeKey => {
@@ -364,7 +372,7 @@ async fn every_rpc_and_route_checks_the_credential_its_tenant_and_its_role() {
             }
         }
     }
-    assert_eq!(cells, 6 * 2 * 35);
+    assert_eq!(cells, 6 * 2 * 37);
     platform.shutdown().await.unwrap();
 }
 
@@ -471,6 +479,17 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
         auth("acme", Role::Importer).unwrap().parse().unwrap(),
     );
     let import = imports.import_rows(r).await.unwrap().into_inner().import_id;
+    let search = v1::SearchCasesRequest {
+        reference_prefix: "ISO-".to_owned(),
+        ..Default::default()
+    };
+    let found = cases
+        .search_cases(req(search, "acme", auth("acme", Role::Viewer)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.cases.len(), 1);
+    assert_eq!(found.cases[0].id, case.id);
     let list = req(Default::default(), "acme", auth("acme", Role::Viewer));
     let listed = imports
         .list_imports(list)
@@ -521,6 +540,12 @@ async fn two_tenants_see_and_touch_nothing_of_each_other() {
         };
         let got = imports.get_import(req(get, "globex", a)).await.unwrap_err();
         assert_eq!(got.code(), Code::NotFound, "{role}");
+        let search = v1::SearchCasesRequest {
+            reference_prefix: "ISO-".to_owned(),
+            ..Default::default()
+        };
+        let found = cases.search_cases(req(search, "globex", a)).await.unwrap();
+        assert!(found.into_inner().cases.is_empty(), "{role}");
         let list = req(v1::ListImportsRequest::default(), "globex", a);
         let listed = imports.list_imports(list).await.unwrap().into_inner();
         assert!(listed.imports.is_empty(), "{role}");

@@ -327,7 +327,7 @@ async fn a_rebuild_under_load_ends_where_a_read_model_that_never_stopped_is() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_admins_rebuild_read_models() {
+async fn only_admins_rebuild_read_models_and_see_their_lag() {
     use recoup_access::{KeySpec, Role};
     let dir = TempDir::new().unwrap();
     let platform = start(secured(dir.path())).await;
@@ -379,6 +379,62 @@ async fn only_admins_rebuild_read_models() {
             .await,
     );
     rebuilt(&platform, ReadModelName::Deals).await;
+
+    // The consumers' lag: admins only, each read model with every partition of its topic
+    // (embedded, one process holds them all), measured within a few statistics intervals.
+    let anonymous = admin.get_lag(v1::GetLagRequest {}).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    for refused in [&viewer, &agent] {
+        let status = admin
+            .get_lag(bearer(v1::GetLagRequest {}, refused))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let measured = loop {
+        let asked = bearer(v1::GetLagRequest {}, &admin_key);
+        let lag = admin.get_lag(asked).await.unwrap().into_inner();
+        if lag.read_models.iter().all(|m| m.measured) {
+            break lag;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never measured: {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let topics: Vec<(i32, &str, usize)> = measured
+        .read_models
+        .iter()
+        .map(|m| (m.read_model, m.topic.as_str(), m.partitions.len()))
+        .collect();
+    use event_backbone::topics::{COLLECTIONS_DEALS, PAYGO_SNAPSHOTS};
+    assert_eq!(
+        topics,
+        [
+            (
+                v1::ReadModel::Cases as i32,
+                DEBT_CASES.name,
+                DEBT_CASES.partitions as usize
+            ),
+            (
+                v1::ReadModel::Accounts as i32,
+                PAYGO_SNAPSHOTS.name,
+                PAYGO_SNAPSHOTS.partitions as usize
+            ),
+            (
+                v1::ReadModel::Deals as i32,
+                COLLECTIONS_DEALS.name,
+                COLLECTIONS_DEALS.partitions as usize
+            ),
+        ]
+    );
+    for m in &measured.read_models {
+        let sum: u64 = m.partitions.iter().map(|p| p.messages).sum();
+        assert_eq!(m.messages, sum, "{m:?}");
+        assert!(m.measured_at.is_some(), "{m:?}");
+    }
     platform.shutdown().await.unwrap();
 }
 

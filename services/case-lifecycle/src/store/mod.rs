@@ -24,8 +24,10 @@ use recoup_runtime::Clock;
 
 use crate::keys;
 
+mod search;
 mod writer;
 
+pub use self::search::Found;
 use self::writer::Writer;
 
 /// The store's tree.

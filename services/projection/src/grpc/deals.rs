@@ -138,18 +138,25 @@ impl Queries {
         Ok(Response::new(response))
     }
 
+    /// For a question about one day: the deals read model's live generation, the reader's
+    /// tenant, and the day (`as_of`, YYYY-MM-DD; today when empty).
+    fn on_day<T>(
+        &self,
+        request: &Request<T>,
+        as_of: &str,
+    ) -> Result<(DealReadModel, String, NaiveDate), Status> {
+        let deals = self.deals()?;
+        let tenant = self.reader(request)?;
+        let day = optional_date("as_of", as_of)?.unwrap_or(deals.today());
+        Ok((deals.model.current(), tenant, day))
+    }
+
     pub(super) async fn ptp_summary_query(
         &self,
         request: Request<v1::PtpSummaryRequest>,
     ) -> Result<Response<v1::PtpSummaryResponse>, Status> {
-        let deals = self.deals()?;
-        let tenant = self.reader(&request)?;
-        let as_of = optional_date("as_of", &request.get_ref().as_of)?.unwrap_or(deals.today());
-        let totals = deals
-            .model
-            .current()
-            .ptp_summary(&tenant, as_of)
-            .map_err(internal)?;
+        let (deals, tenant, as_of) = self.on_day(&request, &request.get_ref().as_of)?;
+        let totals = deals.ptp_summary(&tenant, as_of).map_err(internal)?;
         let mut channels = Vec::new();
         for (channel, t) in PtpChannel::ALL.iter().zip(totals) {
             let name = channel.name();
@@ -169,6 +176,27 @@ impl Queries {
         Ok(Response::new(v1::PtpSummaryResponse {
             as_of: as_of.format("%Y-%m-%d").to_string(),
             channels,
+        }))
+    }
+
+    pub(super) async fn dpd_buckets_query(
+        &self,
+        request: Request<v1::DpdBucketsRequest>,
+    ) -> Result<Response<v1::DpdBucketsResponse>, Status> {
+        let (deals, tenant, as_of) = self.on_day(&request, &request.get_ref().as_of)?;
+        let totals = deals.dpd_buckets(&tenant, as_of).map_err(internal)?;
+        let mut buckets = Vec::new();
+        for (bucket, t) in DpdBucket::ALL.iter().zip(totals) {
+            let name = bucket.name();
+            buckets.push(v1::DpdBucketTotals {
+                bucket: name.to_owned(),
+                deals: wire_count(t.deals),
+                amount_minor: wire_total(t.amount_minor, format!("of DPD bucket {name}"))?,
+            });
+        }
+        Ok(Response::new(v1::DpdBucketsResponse {
+            as_of: as_of.format("%Y-%m-%d").to_string(),
+            buckets,
         }))
     }
 

@@ -145,6 +145,13 @@ impl Query for Queries {
         self.ptp_summary_query(request).await
     }
 
+    async fn dpd_buckets(
+        &self,
+        request: Request<v1::DpdBucketsRequest>,
+    ) -> Result<Response<v1::DpdBucketsResponse>, Status> {
+        self.dpd_buckets_query(request).await
+    }
+
     async fn watch_do_not_contact(
         &self,
         request: Request<v1::WatchDoNotContactRequest>,

@@ -1,5 +1,7 @@
-//! gRPC service `recoup.v1.ReadModels`: rebuilds of the read models, for admins.
+//! gRPC service `recoup.v1.ReadModels`: rebuilds of the read models and their consumers' lag,
+//! for admins.
 
+use event_backbone::consumer::LagView;
 use recoup_access::{Access, Action};
 use recoup_proto::to_timestamp;
 use recoup_proto::v1;
@@ -9,16 +11,32 @@ use tonic::{Request, Response, Status};
 use crate::generations::ReadModelName;
 use crate::rebuild::{RebuildState, RebuildStatus, Rebuilds};
 
-/// The API over a projection's rebuilds.
+/// The consumers' lag of the read models a process runs, in the order they were added.
+#[derive(Clone, Default)]
+pub struct Lags(Vec<(ReadModelName, String, LagView)>);
+
+impl Lags {
+    /// Read model `name` is fed from `topic` by the consumer whose lag `view` holds.
+    pub fn add(&mut self, name: ReadModelName, topic: &str, view: LagView) {
+        self.0.push((name, topic.to_owned(), view));
+    }
+}
+
+/// The API over a projection's rebuilds and its consumers' lag.
 #[derive(Clone)]
 pub struct ReadModelsApi {
     rebuilds: Rebuilds,
+    lags: Lags,
     access: Access,
 }
 
 impl ReadModelsApi {
-    pub fn new(rebuilds: Rebuilds, access: Access) -> Self {
-        Self { rebuilds, access }
+    pub fn new(rebuilds: Rebuilds, lags: Lags, access: Access) -> Self {
+        Self {
+            rebuilds,
+            lags,
+            access,
+        }
     }
 
     pub fn into_server(self) -> ReadModelsServer<Self> {
@@ -45,14 +63,39 @@ impl ReadModelsApi {
     }
 }
 
+fn read_model(name: ReadModelName) -> i32 {
+    match name {
+        ReadModelName::Cases => v1::ReadModel::Cases,
+        ReadModelName::Accounts => v1::ReadModel::Accounts,
+        ReadModelName::Deals => v1::ReadModel::Deals,
+    }
+    .into()
+}
+
+fn lag_to_proto(name: ReadModelName, topic: &str, view: &LagView) -> v1::ReadModelLag {
+    let mut lag = v1::ReadModelLag {
+        read_model: read_model(name),
+        topic: topic.to_owned(),
+        ..Default::default()
+    };
+    if let Some(measured) = view.last() {
+        lag.measured = true;
+        lag.measured_at = Some(to_timestamp(measured.measured_at.into()));
+        for (partition, behind) in measured.partitions {
+            let messages = u64::try_from(behind).unwrap_or(0);
+            lag.messages = lag.messages.saturating_add(messages);
+            lag.partitions.push(v1::PartitionLag {
+                partition,
+                messages,
+            });
+        }
+    }
+    lag
+}
+
 fn to_proto(status: RebuildStatus) -> v1::RebuildStatus {
     v1::RebuildStatus {
-        read_model: match status.read_model {
-            ReadModelName::Cases => v1::ReadModel::Cases,
-            ReadModelName::Accounts => v1::ReadModel::Accounts,
-            ReadModelName::Deals => v1::ReadModel::Deals,
-        }
-        .into(),
+        read_model: read_model(status.read_model),
         state: match status.state {
             RebuildState::Idle => v1::RebuildState::Idle,
             RebuildState::Running => v1::RebuildState::Running,
@@ -99,6 +142,21 @@ impl ReadModels for ReadModelsApi {
         let rebuild = self.rebuild_of(request.get_ref().read_model)?;
         Ok(Response::new(v1::GetRebuildResponse {
             status: Some(to_proto(rebuild.status())),
+        }))
+    }
+
+    async fn get_lag(
+        &self,
+        request: Request<v1::GetLagRequest>,
+    ) -> Result<Response<v1::GetLagResponse>, Status> {
+        self.access.grpc(&request, Action::Operate)?;
+        Ok(Response::new(v1::GetLagResponse {
+            read_models: self
+                .lags
+                .0
+                .iter()
+                .map(|(name, topic, view)| lag_to_proto(*name, topic, view))
+                .collect(),
         }))
     }
 }

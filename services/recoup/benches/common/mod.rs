@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use recoup::platform::{self, PlatformConfig, RunningPlatform, Security};
+use recoup_access::{KeySpec, Role};
 use recoup_proto::v1;
 use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
 
 /// A count from the environment, or `default`.
 pub fn env_or(name: &str, default: usize) -> usize {
@@ -47,4 +50,46 @@ pub fn request<T>(message: T, key: &Option<AsciiMetadataValue>) -> tonic::Reques
         request.metadata_mut().insert("authorization", key.clone());
     }
     request
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `recoup up`'s platform on loopback ports with API keys on (no first admin key), as `tweak`
+/// leaves its configuration; a key of tenant `default` with `role`, and a channel to it.
+pub async fn platform(
+    dir: &std::path::Path,
+    role: Role,
+    tweak: impl FnOnce(&mut PlatformConfig),
+) -> (RunningPlatform, String, Channel) {
+    let mut config = PlatformConfig::new(dir.to_path_buf());
+    config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.security = Security {
+        first_admin_key: false,
+        ..Security::default()
+    };
+    tweak(&mut config);
+    let p = platform::start(config).await.unwrap();
+    let spec = KeySpec {
+        name: "bench".to_owned(),
+        tenants: vec!["default".to_owned()],
+        role,
+        expires_at: None,
+        created_by: "bench".to_owned(),
+    };
+    let key = p
+        .keys()
+        .unwrap()
+        .create(&spec, Utc::now())
+        .await
+        .unwrap()
+        .key;
+    let channel = Channel::from_shared(format!("http://{}", p.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (p, key, channel)
 }

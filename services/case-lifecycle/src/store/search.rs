@@ -1,0 +1,66 @@
+//! Cases by reference: the reference index (`r`: tenant, reference → case id) read in order,
+//! so a prefix of references is one range of keys.
+
+use std::ops::Bound;
+
+use debt_cases::DebtCase;
+use recoup_keys::Key;
+
+use super::{EventStore, StoreError, load_case};
+use crate::keys;
+
+/// A page of cases found by reference, and where the next page starts.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub cases: Vec<DebtCase>,
+    /// The last reference read, when more may follow: the next page starts after it.
+    pub after: Option<String>,
+}
+
+impl EventStore {
+    /// Up to `limit` cases of `tenant` whose reference starts with `prefix`, in reference
+    /// order (the bytes of the UTF-8 text), after reference `after`. At most `examine` index
+    /// entries are read (a case deleted meanwhile is skipped), so a call costs the same
+    /// whatever the index holds.
+    pub fn search_references(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        examine: usize,
+    ) -> Result<Found, StoreError> {
+        let (limit, examine) = (limit.max(1), examine.max(1));
+        let tenant_part = Key::new(b'r').str(tenant).into_vec();
+        let wanted = keys::reference(tenant, prefix);
+        let start = match after {
+            Some(after) => Bound::Excluded(keys::reference(tenant, after)),
+            None => Bound::Included(wanted.clone()),
+        };
+        let mut found = Found::default();
+        let mut last: Option<String> = None;
+        for (examined, entry) in self.tree.range((start, Bound::Unbounded)).enumerate() {
+            let (key, case_id) = entry?;
+            if !key.starts_with(&wanted) {
+                return Ok(found);
+            }
+            if found.cases.len() == limit || examined == examine {
+                found.after = last;
+                return Ok(found);
+            }
+            let reference = key
+                .get(tenant_part.len()..)
+                .and_then(|r| std::str::from_utf8(r).ok())
+                .unwrap_or_default()
+                .to_owned();
+            let case_id = String::from_utf8_lossy(&case_id);
+            if let Some(case) = load_case(&self.tree, tenant, &case_id)?
+                && case.deleted_on.is_none()
+            {
+                found.cases.push(case);
+            }
+            last = Some(reference);
+        }
+        Ok(found)
+    }
+}
