@@ -49,6 +49,8 @@ pub type StartOffsets = Arc<dyn Fn(&[i32]) -> Vec<(i32, Option<i64>)> + Send + S
 pub struct Lag {
     /// Messages behind, by partition.
     pub partitions: BTreeMap<i32, i64>,
+    /// Partitions held whose end or position is not known yet (just taken, not yet fetched).
+    pub unknown: BTreeSet<i32>,
     pub measured_at: SystemTime,
 }
 
@@ -57,7 +59,8 @@ pub struct Lag {
 pub struct LagView(Arc<Mutex<Option<Lag>>>);
 
 impl LagView {
-    /// The last measure; `None` before the consumer's first statistics.
+    /// The last measure; `None` before the consumer's first statistics and once the consumer
+    /// is gone (a stopped consumer lags by nothing anyone can measure).
     pub fn last(&self) -> Option<Lag> {
         self.0
             .lock()
@@ -78,8 +81,13 @@ impl LagView {
         {
             for partition in partitions {
                 lag.partitions.remove(partition);
+                lag.unknown.remove(partition);
             }
         }
+    }
+
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -94,6 +102,13 @@ pub struct GroupContext {
     lag: LagView,
 }
 
+impl Drop for GroupContext {
+    /// The consumer is gone: what it measured no longer says anything.
+    fn drop(&mut self) {
+        self.lag.clear();
+    }
+}
+
 impl ClientContext for GroupContext {
     /// Measures the lag of every partition this consumer holds: the partition's end less the
     /// next offset handed to the application (before the first message since the partition was
@@ -102,7 +117,7 @@ impl ClientContext for GroupContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         let metered = self.metered.load(Ordering::Relaxed);
         let gauge = &recoup_metrics::metrics().consumer_lag;
-        let mut held = BTreeMap::new();
+        let (mut held, mut unknown) = (BTreeMap::new(), BTreeSet::new());
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 if *id < 0 {
@@ -117,22 +132,26 @@ impl ClientContext for GroupContext {
                     partition.next_offset,
                     partition.hi_offset,
                 );
-                match partition_lag(partition.desired, app, next, end) {
-                    Some(lag) => {
-                        held.insert(*id, lag);
-                        if metered {
-                            gauge.get_or_create(&label()).set(lag);
-                        }
+                let lag = partition_lag(app, next, end).filter(|_| partition.desired);
+                if let Some(lag) = lag {
+                    held.insert(*id, lag);
+                } else if partition.desired {
+                    unknown.insert(*id);
+                }
+                match lag {
+                    Some(lag) if metered => {
+                        gauge.get_or_create(&label()).set(lag);
                     }
                     None if metered => {
                         gauge.remove(&label());
                     }
-                    None => {}
+                    _ => {}
                 }
             }
         }
         self.lag.set(Lag {
             partitions: held,
+            unknown,
             measured_at: SystemTime::now(),
         });
     }
@@ -140,11 +159,11 @@ impl ClientContext for GroupContext {
 
 /// A partition's lag from its statistics: its end (`hi_offset`) less the next offset handed to
 /// the application (`app_offset`), or, before the first message since the partition was taken,
-/// less the offset it is fetched from (`next_offset`). `None` for a partition the consumer does
-/// not hold (`desired` false) or whose end or position is not known yet (negative).
-fn partition_lag(desired: bool, app_offset: i64, next_offset: i64, hi_offset: i64) -> Option<i64> {
+/// less the offset it is fetched from (`next_offset`). `None` while its end or position is not
+/// known yet (negative).
+fn partition_lag(app_offset: i64, next_offset: i64, hi_offset: i64) -> Option<i64> {
     let position = [app_offset, next_offset].into_iter().find(|o| *o >= 0)?;
-    (desired && hi_offset >= 0).then(|| (hi_offset - position).max(0))
+    (hi_offset >= 0).then(|| (hi_offset - position).max(0))
 }
 
 impl GroupContext {
@@ -508,16 +527,15 @@ mod tests {
     #[test]
     fn a_partition_lags_by_its_end_less_what_the_application_was_handed() {
         // 4 messages handed over of 10.
-        assert_eq!(partition_lag(true, 4, 9, 10), Some(6));
+        assert_eq!(partition_lag(4, 9, 10), Some(6));
         // None handed over yet: from where it is fetched.
-        assert_eq!(partition_lag(true, -1001, 3, 10), Some(7));
-        assert_eq!(partition_lag(true, 10, 10, 10), Some(0));
+        assert_eq!(partition_lag(-1001, 3, 10), Some(7));
+        assert_eq!(partition_lag(10, 10, 10), Some(0));
         // The end read before the position moved past it: never negative.
-        assert_eq!(partition_lag(true, 12, 12, 10), Some(0));
-        // Not held, end unknown, position unknown.
-        assert_eq!(partition_lag(false, 4, 9, 10), None);
-        assert_eq!(partition_lag(true, 4, 9, -1), None);
-        assert_eq!(partition_lag(true, -1001, -1001, 10), None);
+        assert_eq!(partition_lag(12, 12, 10), Some(0));
+        // End unknown, position unknown.
+        assert_eq!(partition_lag(4, 9, -1), None);
+        assert_eq!(partition_lag(-1001, -1001, 10), None);
     }
 
     #[test]
@@ -527,6 +545,7 @@ mod tests {
         let measured_at = SystemTime::now();
         view.set(Lag {
             partitions: BTreeMap::from([(0, 3), (1, 0), (2, 8)]),
+            unknown: BTreeSet::from([4, 5]),
             measured_at,
         });
         view.forget(&[2, 5]);
@@ -534,8 +553,22 @@ mod tests {
             view.last(),
             Some(Lag {
                 partitions: BTreeMap::from([(0, 3), (1, 0)]),
+                unknown: BTreeSet::from([4]),
                 measured_at,
             })
         );
+    }
+
+    #[test]
+    fn a_consumer_gone_leaves_no_measure_behind() {
+        let context = GroupContext::default();
+        let view = context.lag.clone();
+        view.set(Lag {
+            partitions: BTreeMap::from([(0, 0)]),
+            unknown: BTreeSet::new(),
+            measured_at: SystemTime::now(),
+        });
+        drop(context);
+        assert_eq!(view.last(), None);
     }
 }

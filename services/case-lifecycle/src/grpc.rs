@@ -24,8 +24,24 @@ const DEFAULT_SEARCH_PAGE: u32 = 20;
 const MAX_SEARCH_PAGE: u32 = 100;
 /// Index entries one `SearchCases` page reads at most, per case it may return.
 const SEARCH_EXAMINE_FACTOR: usize = 10;
-/// What a `SearchCases` page token starts with; the last reference read follows.
+/// What a `SearchCases` page token starts with; the prefix's length in bytes and the last
+/// reference read follow (`after:7:INV-OTHER-2`).
 const SEARCH_TOKEN_PREFIX: &str = "after:";
+
+/// The page token of a search for a prefix of `prefix_len` bytes that read up to `after`.
+fn search_token(prefix_len: usize, after: &str) -> String {
+    format!("{SEARCH_TOKEN_PREFIX}{prefix_len}:{after}")
+}
+
+/// Where a search for `prefix` goes on from `token`: only a token issued for that very prefix
+/// (the same length, and its reference starts with it, so it started with this prefix).
+fn search_after(token: &str, prefix: &str) -> Option<String> {
+    let (len, after) = token.strip_prefix(SEARCH_TOKEN_PREFIX)?.split_once(':')?;
+    let fits = len.parse::<usize>().ok()? == prefix.len()
+        && after.starts_with(prefix)
+        && after.len() <= debt_cases::MAX_TEXT_LEN;
+    fits.then(|| after.to_owned())
+}
 
 /// The command API over the event store.
 #[derive(Clone)]
@@ -312,27 +328,53 @@ impl DebtCollectionCases for CaseCommands {
         } as usize;
         let after = match r.page_token.as_str() {
             "" => None,
-            token => Some(
-                token
-                    .strip_prefix(SEARCH_TOKEN_PREFIX)
-                    .filter(|after| after.starts_with(prefix))
-                    .ok_or_else(|| {
-                        Status::invalid_argument(
-                            "page_token is not one this service issued for this reference_prefix",
-                        )
-                    })?,
-            ),
+            token => Some(search_after(token, prefix).ok_or_else(|| {
+                Status::invalid_argument(
+                    "page_token is not one this service issued for this reference_prefix",
+                )
+            })?),
         };
-        let found = self
-            .store
-            .search_references(&tenant, prefix, after, size, size * SEARCH_EXAMINE_FACTOR)
-            .map_err(|e| status_of(e.into()))?;
+        // Up to a page of case streams replayed: off the async runtime's threads.
+        let (store, prefix) = (self.store.clone(), prefix.to_owned());
+        let found = tokio::task::spawn_blocking(move || {
+            store.search_references(
+                &tenant,
+                &prefix,
+                after.as_deref(),
+                size,
+                size * SEARCH_EXAMINE_FACTOR,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the search failed: {e}")))?
+        .map_err(|e| status_of(e.into()))?;
         Ok(Response::new(v1::SearchCasesResponse {
             cases: found.cases.iter().map(case_to_proto).collect(),
             next_page_token: found
                 .after
-                .map(|a| format!("{SEARCH_TOKEN_PREFIX}{a}"))
+                .map(|after| search_token(r.reference_prefix.len(), &after))
                 .unwrap_or_default(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_token_goes_on_only_for_the_prefix_it_was_issued_for() {
+        let token = search_token("INV-O".len(), "INV-OTHER-2");
+        assert_eq!(
+            search_after(&token, "INV-O").as_deref(),
+            Some("INV-OTHER-2")
+        );
+        // A shorter or another prefix of the same length would skip or leave the search.
+        assert_eq!(search_after(&token, "INV-"), None);
+        assert_eq!(search_after(&token, "INV-A"), None);
+        assert_eq!(search_after("INV-OTHER-2", "INV-O"), None);
+        assert_eq!(search_after("after:x:INV-OTHER-2", "INV-O"), None);
+        let long = search_token(1, &"I".repeat(debt_cases::MAX_TEXT_LEN + 1));
+        assert_eq!(search_after(&long, "I"), None);
     }
 }

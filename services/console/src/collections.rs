@@ -59,11 +59,14 @@ pub async fn show(
         Ok(r) => r.into_inner(),
         Err(status) => return console.refused_by_service(&session, &status),
     };
-    // Both answers for the day fail alike on a bad day: one status, one message.
-    let (status, on_day) = match (ptp, dpd) {
-        (Ok(ptp), Ok(dpd)) => (StatusCode::OK, Ok((ptp.into_inner(), dpd.into_inner()))),
-        (Err(s), _) | (_, Err(s)) => (http_status(s.code()), Err(explain(&s))),
-    };
+    // Each table of the day, or why it is missing; the page's status is the first failure's.
+    let status = [ptp.as_ref().err(), dpd.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .next()
+        .map_or(StatusCode::OK, |s| http_status(s.code()));
+    let ptp = ptp.map(|r| r.into_inner()).map_err(|s| explain(&s));
+    let dpd = dpd.map(|r| r.into_inner()).map_err(|s| explain(&s));
     let body = html! {
         h2 { "Funnel" }
         (funnel_table(&funnel))
@@ -72,13 +75,14 @@ pub async fn show(
             input id="as_of" name="as_of" type="date" value=(params.as_of);
             button type="submit" { "Show" }
         }
-        @match &on_day {
-            Ok((ptp, dpd)) => {
-                h2 id="ptp" { "Promises to pay" }
-                (ptp_table(ptp))
-                h2 id="dpd" { "Days past due" }
-                (dpd_table(dpd))
-            }
+        h2 id="ptp" { "Promises to pay" }
+        @match &ptp {
+            Ok(ptp) => (ptp_table(ptp)),
+            Err(why) => p.error role="alert" { (why) },
+        }
+        h2 id="dpd" { "Days past due" }
+        @match &dpd {
+            Ok(dpd) => (dpd_table(dpd)),
             Err(why) => p.error role="alert" { (why) },
         }
         h2 id="dnc-title" { "Do not contact" }

@@ -120,6 +120,9 @@ pub async fn show(
     answer(StatusCode::OK, page("Health", Some(&session), body))
 }
 
+/// Statistics older than this say the consumer is not polling: three of its intervals.
+const LAG_STALE_SECONDS: i64 = 15;
+
 fn lag_table(lag: &v1::GetLagResponse) -> Markup {
     let name = |read_model: i32| match v1::ReadModel::try_from(read_model) {
         Ok(v1::ReadModel::Cases) => "Cases",
@@ -127,32 +130,99 @@ fn lag_table(lag: &v1::GetLagResponse) -> Markup {
         Ok(v1::ReadModel::Deals) => "Collections deals",
         _ => "Unknown",
     };
+    let now = chrono::Utc::now();
     html! {
         table id="lag" aria-labelledby="lag-title" {
-            thead { tr { th scope="col" { "Read model" } th scope="col" { "Topic" } th.num scope="col" { "Messages behind" } th scope="col" { "Per partition" } } }
+            thead { tr { th scope="col" { "Read model" } th scope="col" { "Topic" } th.num scope="col" { "Messages behind" } th scope="col" { "Per partition" } th scope="col" { "Measured" } } }
             tbody {
                 @for m in &lag.read_models {
                     tr data-read-model=(name(m.read_model)) {
                         th scope="row" { (name(m.read_model)) }
                         td { code { (m.topic) } }
                         @if m.measured {
+                            @let (ago, stale) = measured_ago(m.measured_at.as_ref(), now);
                             td.num data-lag=(m.messages) { (m.messages) }
-                            td { @for (i, p) in m.partitions.iter().enumerate() { @if i > 0 { ", " } (p.partition) ": " (p.messages) } }
+                            td { (per_partition(m)) }
+                            td data-stale=(stale) { (ago) @if stale { " — stale: the consumer is not polling" } }
                         } @else {
                             td.num { "—" }
-                            td { "Not measured yet (every 5 seconds)." }
+                            td colspan="2" { "Not measured: its consumer has not reported yet, or its projector stopped." }
                         }
                     }
                 }
             }
         }
-        p.help { "As of the consumers' last statistics, every 5 seconds; also on " code { "/metrics" } " as " code { "recoup_consumer_lag" } "." }
+        p.help { "As of each consumer's last statistics, every 5 seconds, over every tenant; also on " code { "/metrics" } " as " code { "recoup_consumer_lag" } "." }
+    }
+}
+
+/// The messages behind per partition, then the partitions whose lag is not known yet.
+fn per_partition(m: &v1::ReadModelLag) -> String {
+    let mut parts: Vec<String> = m
+        .partitions
+        .iter()
+        .map(|p| format!("{}: {}", p.partition, p.messages))
+        .collect();
+    if !m.unknown_partitions.is_empty() {
+        let unknown: Vec<String> = m.unknown_partitions.iter().map(i32::to_string).collect();
+        parts.push(format!("not known yet: {}", unknown.join(", ")));
+    }
+    if parts.is_empty() {
+        return "No partition held.".to_owned();
+    }
+    parts.join(", ")
+}
+
+/// How long ago a measure was taken ("3 s ago"), and whether that is stale.
+fn measured_ago(
+    at: Option<&prost_types::Timestamp>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (String, bool) {
+    match at.and_then(recoup_proto::from_timestamp) {
+        Some(at) => {
+            let seconds = (now - at).num_seconds().max(0);
+            (format!("{seconds} s ago"), seconds > LAG_STALE_SECONDS)
+        }
+        None => ("at an unknown time".to_owned(), true),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lag_reads_per_partition_and_ages() {
+        let mut m = v1::ReadModelLag {
+            partitions: vec![
+                v1::PartitionLag {
+                    partition: 0,
+                    messages: 4,
+                },
+                v1::PartitionLag {
+                    partition: 2,
+                    messages: 0,
+                },
+            ],
+            unknown_partitions: vec![1],
+            ..Default::default()
+        };
+        assert_eq!(per_partition(&m), "0: 4, 2: 0, not known yet: 1");
+        m.partitions.clear();
+        m.unknown_partitions.clear();
+        assert_eq!(per_partition(&m), "No partition held.");
+        let now = chrono::Utc::now();
+        let at = |seconds| recoup_proto::to_timestamp(now - chrono::Duration::seconds(seconds));
+        assert_eq!(
+            measured_ago(Some(&at(3)), now),
+            ("3 s ago".to_owned(), false)
+        );
+        assert_eq!(
+            measured_ago(Some(&at(16)), now),
+            ("16 s ago".to_owned(), true)
+        );
+        assert!(measured_ago(None, now).1);
+    }
 
     #[test]
     fn each_answer_of_the_health_service_reads_as_a_state() {

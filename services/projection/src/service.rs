@@ -100,37 +100,19 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     );
     let (stop, stopping) = watch::channel(false);
     let group = &settings.consumer_group;
-    let mut lags = Lags::default();
-    let projector_of_cases = projector(ctx, cases.clone(), group, DEBT_CASES.name)?;
-    lags.add(
-        ReadModelName::Cases,
-        DEBT_CASES.name,
-        projector_of_cases.lag(),
-    );
-    let mut projectors = vec![spawn(
-        "case",
-        projector_of_cases,
-        stopping.clone(),
-        ctx.health.clone(),
-    )];
-    let mut rebuilds = Rebuilds::default();
-    rebuilds.add(ReadModelName::Cases, rebuilder(ctx, &opened, &cases));
+    let mut started = Projectors {
+        ctx,
+        opened: &opened,
+        stopping,
+        tasks: Vec::new(),
+        lags: Lags::default(),
+        rebuilds: Rebuilds::default(),
+    };
+    started.run("case", &cases, group, DEBT_CASES.name)?;
     let mut relay = None;
     if settings.accounts {
         let group = format!("{group}-accounts");
-        let projector = projector(ctx, accounts.clone(), &group, PAYGO_SNAPSHOTS.name)?;
-        lags.add(
-            ReadModelName::Accounts,
-            PAYGO_SNAPSHOTS.name,
-            projector.lag(),
-        );
-        projectors.push(spawn(
-            "account",
-            projector,
-            stopping.clone(),
-            ctx.health.clone(),
-        ));
-        rebuilds.add(ReadModelName::Accounts, rebuilder(ctx, &opened, &accounts));
+        started.run("account", &accounts, &group, PAYGO_SNAPSHOTS.name)?;
         // The account projection computes PAYGo metrics into an outbox: publish it. No
         // in-process consumer reads them, so without flow control (in embedded mode the oldest
         // fall out of the mock broker's retention; the topic is for consumers downstream).
@@ -146,15 +128,14 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
     }
     if settings.deals {
         let group = format!("{group}-deals");
-        let projector = projector(ctx, deals.clone(), &group, COLLECTIONS_DEALS.name)?;
-        lags.add(
-            ReadModelName::Deals,
-            COLLECTIONS_DEALS.name,
-            projector.lag(),
-        );
-        projectors.push(spawn("deal", projector, stopping, ctx.health.clone()));
-        rebuilds.add(ReadModelName::Deals, rebuilder(ctx, &opened, &deals));
+        started.run("deal", &deals, &group, COLLECTIONS_DEALS.name)?;
     }
+    let Projectors {
+        tasks: projectors,
+        lags,
+        rebuilds,
+        ..
+    } = started;
     let queries = Queries::new(cases.clone(), accounts.clone())
         .with_access(ctx.access.clone())
         .with_deals(deals.clone(), ctx.clock.clone())
@@ -177,6 +158,37 @@ pub async fn start(ctx: &Context, settings: Settings) -> Result<Running, StartEr
         relay,
         stop,
     })
+}
+
+/// What `start` gathers as it starts the projector of each read model.
+struct Projectors<'a> {
+    ctx: &'a Context,
+    opened: &'a Opened,
+    stopping: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<Result<(), ProjectionError>>>,
+    lags: Lags,
+    rebuilds: Rebuilds,
+}
+
+impl Projectors<'_> {
+    /// Starts the projector of `live` from `topic` in consumer group `group`, and registers its
+    /// consumer's lag and its rebuild.
+    fn run<P: Generational>(
+        &mut self,
+        label: &'static str,
+        live: &Live<P>,
+        group: &str,
+        topic: &str,
+    ) -> Result<(), StartError> {
+        let projector = projector(self.ctx, live.clone(), group, topic)?;
+        self.lags.add(P::NAME, topic, projector.lag());
+        let health = self.ctx.health.clone();
+        self.tasks
+            .push(spawn(label, projector, self.stopping.clone(), health));
+        self.rebuilds
+            .add(P::NAME, rebuilder(self.ctx, self.opened, live));
+        Ok(())
+    }
 }
 
 fn rebuilder<P: Generational>(ctx: &Context, opened: &Opened, live: &Live<P>) -> Arc<dyn Rebuild> {

@@ -125,12 +125,29 @@ async fn an_agent_signs_in_and_drives_a_case_to_closed_through_the_buttons() {
         .unwrap()
         .into_inner();
     assert_eq!(second.cases[0].reference, "INV-OTHER-2");
-    for (prefix, token) in [("INV-OTHER", first.next_page_token.as_str()), ("INV-", "x")] {
+    let token = first.next_page_token.as_str();
+    for (prefix, token) in [("INV-OTHER", token), ("INV-C", token), ("INV-", "x")] {
         let refused = cases.search_cases(search(prefix, token)).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     }
+    let bad = |reference_prefix: String, page_size: u32| v1::SearchCasesRequest {
+        reference_prefix,
+        page_size,
+        page_token: String::new(),
+    };
+    for asked in [
+        bad(String::new(), 0),
+        bad("I".repeat(1025), 0),
+        bad("INV-".into(), 101),
+    ] {
+        let refused = cases
+            .search_cases(common::bearer(asked, &key))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
     let refused = browser
-        .get("/cases?q=INV-OTHER&page=after:INV-CONSOLE-1")
+        .get("/cases?q=INV-OTHER&page=after:4:INV-CONSOLE-1")
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     // A page of this tenant's data is neither framed nor cached.
@@ -978,7 +995,9 @@ async fn the_health_page_says_each_service_serves_kafka_answers_and_admins_see_t
             assert!(page.body.contains(&format!("data-read-model=\"{model}\"")));
         }
         // Measured once the consumers' statistics came (every 5 s): nothing is behind.
-        if page.body.matches("data-lag=\"0\"").count() == 3 {
+        if page.body.matches("data-lag=\"0\"").count() == 3
+            && page.body.matches("data-stale=\"false\"").count() == 3
+        {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{}", page.body);

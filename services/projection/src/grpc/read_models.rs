@@ -81,6 +81,7 @@ fn lag_to_proto(name: ReadModelName, topic: &str, view: &LagView) -> v1::ReadMod
     if let Some(measured) = view.last() {
         lag.measured = true;
         lag.measured_at = Some(to_timestamp(measured.measured_at.into()));
+        lag.unknown_partitions = measured.unknown.into_iter().collect();
         for (partition, behind) in measured.partitions {
             let messages = u64::try_from(behind).unwrap_or(0);
             lag.messages = lag.messages.saturating_add(messages);
