@@ -1,6 +1,7 @@
 //! Collections: the funnel by pipeline and stage, promises to pay per channel and deals per DPD
-//! bucket on a day, and the do-not-contact list, which the page keeps current without reloading: the browser follows
-//! `/collections/do-not-contact/events` (server-sent events relaying `WatchDoNotContact`).
+//! bucket on a day, and the do-not-contact list, which the page keeps current without
+//! reloading: the browser follows `/collections/do-not-contact/events` (server-sent events
+//! relaying `WatchDoNotContact`).
 
 use std::convert::Infallible;
 use std::sync::Arc;

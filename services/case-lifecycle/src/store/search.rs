@@ -4,9 +4,9 @@
 use std::ops::Bound;
 
 use debt_cases::DebtCase;
-use recoup_keys::Key;
+use sled::IVec;
 
-use super::{EventStore, StoreError, load_case};
+use super::{EventStore, StoreError};
 use crate::keys;
 
 /// A page of cases found by reference, and where the next page starts.
@@ -31,35 +31,33 @@ impl EventStore {
         examine: usize,
     ) -> Result<Found, StoreError> {
         let (limit, examine) = (limit.max(1), examine.max(1));
-        let tenant_part = Key::new(b'r').str(tenant).into_vec();
         let wanted = keys::reference(tenant, prefix);
+        // The reference is the key's last part: it starts where the prefix starts in `wanted`.
+        let reference_at = wanted.len().saturating_sub(prefix.len());
+        let reference_of = |key: &IVec| {
+            String::from_utf8_lossy(key.get(reference_at..).unwrap_or_default()).into_owned()
+        };
         let start = match after {
             Some(after) => Bound::Excluded(keys::reference(tenant, after)),
             None => Bound::Included(wanted.clone()),
         };
         let mut found = Found::default();
-        let mut last: Option<String> = None;
+        let mut last: Option<IVec> = None;
         for (examined, entry) in self.tree.range((start, Bound::Unbounded)).enumerate() {
             let (key, case_id) = entry?;
             if !key.starts_with(&wanted) {
                 return Ok(found);
             }
             if found.cases.len() == limit || examined == examine {
-                found.after = last;
+                found.after = last.as_ref().map(reference_of);
                 return Ok(found);
             }
-            let reference = key
-                .get(tenant_part.len()..)
-                .and_then(|r| std::str::from_utf8(r).ok())
-                .unwrap_or_default()
-                .to_owned();
-            let case_id = String::from_utf8_lossy(&case_id);
-            if let Some(case) = load_case(&self.tree, tenant, &case_id)?
+            if let Some(case) = self.get(tenant, &String::from_utf8_lossy(&case_id))?
                 && case.deleted_on.is_none()
             {
                 found.cases.push(case);
             }
-            last = Some(reference);
+            last = Some(key);
         }
         Ok(found)
     }
