@@ -15,6 +15,15 @@
 
 use std::fmt::Write;
 
+/// How many rounds a benchmark runs: `BENCH_ROUNDS` from the environment, at least 1; 5 when
+/// unset or unreadable.
+pub fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(5, |n| n.max(1))
+}
+
 /// Median, least and greatest of some measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
@@ -63,6 +72,8 @@ pub struct Rounds {
     names: Vec<String>,
     /// Per variant, its measure in each round (`None`: not measured in that round).
     values: Vec<Vec<Option<f64>>>,
+    /// Whether variant 0 is a baseline the others are divided by.
+    baseline: bool,
 }
 
 impl Rounds {
@@ -72,6 +83,16 @@ impl Rounds {
             unit: unit.to_owned(),
             names: variants.iter().map(|v| (*v).to_owned()).collect(),
             values: vec![Vec::new(); variants.len()],
+            baseline: true,
+        }
+    }
+
+    /// Measures without a baseline (a peak memory, a latency percentile): the report gives
+    /// median and range only.
+    pub fn without_baseline(unit: &str, variants: &[&str]) -> Rounds {
+        Rounds {
+            baseline: false,
+            ..Rounds::new(unit, variants)
         }
     }
 
@@ -112,7 +133,11 @@ impl Rounds {
                     median: spread.median,
                     min: spread.min,
                     max: spread.max,
-                    ratio: if i == 0 { None } else { Spread::of(&ratios) },
+                    ratio: if i == 0 || !self.baseline {
+                        None
+                    } else {
+                        Spread::of(&ratios)
+                    },
                 })
             })
             .collect()
@@ -121,24 +146,35 @@ impl Rounds {
     /// The report as a table: median, range, and the ratio to the baseline.
     pub fn report(&self) -> String {
         let mut out = String::new();
+        let w = self
+            .names
+            .iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(7);
         let _ = writeln!(
             out,
-            "{:<36} {:>6} {:>14} {:>27} {:>22}",
+            "{:<w$} {:>6} {:>18} {:>27} {:>22}",
             "variant",
             "rounds",
             format!("median {}", self.unit),
             "range",
-            "ratio to baseline"
+            if self.baseline {
+                "ratio to baseline"
+            } else {
+                ""
+            }
         );
         for s in self.summaries() {
             let ratio = s.ratio.map_or_else(
-                || "(baseline)".to_owned(),
+                || if self.baseline { "(baseline)" } else { "" }.to_owned(),
                 |r| format!("{:.3} ({:.3}–{:.3})", r.median, r.min, r.max),
             );
             let range = format!("{:.2}–{:.2}", s.min, s.max);
             let _ = writeln!(
                 out,
-                "{:<36} {:>6} {:>14.2} {:>27} {:>22}",
+                "{:<w$} {:>6} {:>18.2} {:>27} {:>22}",
                 s.name, s.rounds, s.median, range, ratio
             );
         }
@@ -200,5 +236,20 @@ mod tests {
         let report = rounds.report();
         assert!(report.contains("(baseline)"), "{report}");
         assert!(report.contains("2.500 (2.000–3.000)"), "{report}");
+    }
+
+    #[test]
+    fn measures_without_a_baseline_have_no_ratio() {
+        let mut rounds = Rounds::without_baseline("MB", &["first", "second"]);
+        for (a, b) in [(100.0, 120.0), (110.0, 90.0)] {
+            rounds.record(0, a);
+            rounds.record(1, b);
+        }
+        let s = rounds.summaries();
+        assert!(s.iter().all(|s| s.ratio.is_none()), "{s:?}");
+        assert_eq!((s[1].median, s[1].min, s[1].max), (105.0, 90.0, 120.0));
+        let report = rounds.report();
+        assert!(!report.contains("baseline"), "{report}");
+        assert!(report.contains("90.00–120.00"), "{report}");
     }
 }

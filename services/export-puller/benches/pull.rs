@@ -5,8 +5,10 @@
 //! same run.
 //!
 //! `cargo bench -p export-puller --bench pull` (BENCH_ROWS, default 200,000; BENCH_LIMIT,
-//! default 1000; BENCH_RUNS, default 3). The simulator runs in this process: the CPU figures
-//! include its cost of serving the pages.
+//! default 1000; BENCH_ROUNDS, default 5). Each round downloads and then pulls, so the two are
+//! interleaved; the report gives the median and range of each and of their ratio in the same
+//! round. The simulator runs in this process: the CPU figures include its cost of serving the
+//! pages.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -70,7 +72,10 @@ async fn download(client: &ExportClient, limit: u32) -> usize {
 fn main() {
     let rows = env_or("BENCH_ROWS", 200_000);
     let limit = env_or("BENCH_LIMIT", 1000) as u32;
-    let runs = env_or("BENCH_RUNS", 3);
+    let runs = bench_rounds::rounds();
+    let variants = ["download + parse", "pull into Kafka"];
+    let mut rates = bench_rounds::Rounds::new("rows/s", &variants);
+    let mut cpu_per_row = bench_rounds::Rounds::new("µs CPU/row", &variants);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let config = SimConfig {
@@ -83,15 +88,16 @@ fn main() {
         let running = sim.start(([127, 0, 0, 1], 0).into()).await.unwrap();
         let url = running.base_url();
         println!(
-            "export pull: {rows} D16 rows generated in {:.2} s, limit {limit}, {runs} runs",
+            "export pull: {rows} D16 rows generated in {:.2} s, limit {limit}, {runs} rounds",
             started.elapsed().as_secs_f64()
         );
-        let mut ratios = Vec::new();
         for run in 1..=runs {
             let client = ExportClient::new(client_config(&url, &config)).unwrap();
+            let download_cpu = cpu_seconds();
             let started = Instant::now();
             let downloaded = download(&client, limit).await;
             let download_secs = started.elapsed().as_secs_f64();
+            let download_cpu = cpu_seconds() - download_cpu;
             assert_eq!(downloaded, rows);
             let download_rate = rows as f64 / download_secs;
 
@@ -135,15 +141,14 @@ fn main() {
                 cpu / secs,
                 rate / download_rate
             );
-            ratios.push(rate / download_rate);
+            rates.record(0, download_rate);
+            rates.record(1, rate);
+            cpu_per_row.record(0, download_cpu * 1e6 / rows as f64);
+            cpu_per_row.record(1, cpu * 1e6 / rows as f64);
             drop(puller);
             drop(kafka);
         }
-        ratios.sort_by(f64::total_cmp);
-        println!(
-            "ratio pull / download+parse: {:.2} (median of {runs})",
-            ratios[ratios.len() / 2]
-        );
+        println!("\n{}\n{}", rates.report(), cpu_per_row.report());
         running.stop().await.unwrap();
     });
 }

@@ -8,8 +8,10 @@
 //!
 //! `cargo bench -p projection --bench apply`; BENCH_CASES (4 events each) changes the size,
 //! BENCH_BATCH the batch, BENCH_REBUILD_ONLY=1 measures the rebuild alone (a million events:
-//! `BENCH_CASES=250000 BENCH_REBUILD_ONLY=1`). Each figure comes with the CPU per event of
-//! the whole process (sled's threads included), which a busy neighbour moves less than the rate.
+//! `BENCH_CASES=250000 BENCH_REBUILD_ONLY=1`), BENCH_ROUNDS the rounds (default 5), each of
+//! which runs every variant once, the bare loop last. Each figure comes with the CPU per event
+//! of the whole process (sled's threads included), which a busy neighbour moves less than the
+//! rate.
 #![allow(clippy::unwrap_used)]
 
 // As the recoup binary does.
@@ -136,44 +138,54 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
     let rebuild_only = std::env::var("BENCH_REBUILD_ONLY").is_ok_and(|v| v == "1");
+    let rounds = bench_rounds::rounds();
     let in_record_order = events(cases);
+    let spread = spread(in_record_order.clone());
     let count = in_record_order.len();
-    let mut measured = Vec::new();
-    let (rebuild, case_bytes) = apply(&in_record_order, cases, Path::Rebuild);
-    measured.push((
-        "rebuild from a record (read from its store, a case's events together, pipelined)",
-        rebuild,
-    ));
-    if !rebuild_only {
-        let spread = spread(in_record_order.clone());
-        let (together, _) = apply(&in_record_order, cases, Path::Live);
-        let (worst, _) = apply(&spread, cases, Path::Live);
-        measured.push(("live, batch by batch, a case's events together", together));
-        measured.push(("live, batch by batch, one event per case per batch", worst));
-    }
-    let bare = bare_sled(count, case_bytes);
-    let rate = |took: Took| count as f64 / took.wall.as_secs_f64();
-    let cpu_per_event = |took: Took| took.cpu * 1e6 / count as f64;
-    let bare_rate = rate(bare);
     println!(
-        "{count} events of {cases} cases, batches of {}",
+        "{count} events of {cases} cases, batches of {}; {rounds} rounds",
         batch_size()
     );
-    println!(
-        "bare sled loop, one {case_bytes}-byte insert per event, same batches: {bare_rate:.0} events/s, {:.1} µs of CPU per event",
-        cpu_per_event(bare)
-    );
-    for (what, took) in measured {
-        println!(
-            "projection apply, {what}: {:.2} s = {:.0} events/s, ratio to bare sled {:.2}; {:.1} µs of CPU per event, ratio {:.2}",
-            took.wall.as_secs_f64(),
-            rate(took),
-            rate(took) / bare_rate,
-            cpu_per_event(took),
-            bare.cpu / took.cpu
+    let variants: &[&str] = if rebuild_only {
+        &VARIANTS[..2]
+    } else {
+        &VARIANTS
+    };
+    let mut rate = bench_rounds::Rounds::new("events/s", variants);
+    let mut cpu = bench_rounds::Rounds::new("µs CPU/event", variants);
+    let mut record = |variant: usize, took: Took| {
+        rate.record(variant, count as f64 / took.wall.as_secs_f64());
+        cpu.record(variant, took.cpu * 1e6 / count as f64);
+        count as f64 / took.wall.as_secs_f64()
+    };
+    for round in 1..=rounds {
+        let (rebuild, case_bytes) = apply(&in_record_order, cases, Path::Rebuild);
+        let mut line = format!("round {round}: rebuild {:.0}", record(1, rebuild));
+        if !rebuild_only {
+            let (together, _) = apply(&in_record_order, cases, Path::Live);
+            let (worst, _) = apply(&spread, cases, Path::Live);
+            line += &format!(
+                ", live together {:.0}, live one per case {:.0}",
+                record(2, together),
+                record(3, worst)
+            );
+        }
+        let bare = bare_sled(count, case_bytes);
+        line += &format!(
+            ", bare sled ({case_bytes}-byte values) {:.0} events/s",
+            record(0, bare)
         );
+        println!("{line}");
     }
+    println!("\n{}\n{}", rate.report(), cpu.report());
 }
+
+const VARIANTS: [&str; 4] = [
+    "bare sled loop, one insert per event, same batches",
+    "rebuild from a record (read back, a case's events together, pipelined)",
+    "live, batch by batch, a case's events together",
+    "live, batch by batch, one event per case per batch",
+];
 
 /// A tree laid out as the case store's record (`e`, tenant, case, version) holding `events`.
 fn record_of(dir: &std::path::Path, events: &[ReceivedEvent]) -> PrefixRecord {

@@ -5,7 +5,9 @@
 //! over the same account-days, in the same run.
 //!
 //! `cargo bench -p projection --bench metrics` (BENCH_ACCOUNTS, BENCH_DAYS to change the size;
-//! 10,000 × 100 by default).
+//! 10,000 × 100 by default; BENCH_ROUNDS, default 5, each the model alone then end to end). The
+//! time the account projection spent applying its batches (read model + metrics stage, sled)
+//! is reported beside the end to end time.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -138,29 +140,45 @@ async fn main() {
     let total = events.len();
     let snapshot_bytes = events.iter().map(|(_, e)| e.len()).sum::<usize>() / total;
 
-    let started = Instant::now();
-    assert_eq!(model_alone(&series), total);
-    let model = started.elapsed();
-
-    let (end_to_end, published) = end_to_end(events).await;
-    assert_eq!(published, total);
-    let rate = total as f64 / end_to_end.as_secs_f64();
-    let model_rate = total as f64 / model.as_secs_f64();
+    let events = Arc::new(events);
+    let rounds = bench_rounds::rounds();
     println!(
-        "metrics end to end: {total} account-days ({accounts} accounts x {days} days, {snapshot_bytes}-byte snapshot events) from the snapshot topic to acknowledged metric events in {:.2} s = {rate:.0} account-days/s",
-        end_to_end.as_secs_f64()
+        "{total} account-days ({accounts} accounts x {days} days, {snapshot_bytes}-byte snapshot events); {rounds} rounds"
     );
-    println!(
-        "credit model alone over the same account-days (step + encode): {:.2} s = {model_rate:.0} account-days/s",
-        model.as_secs_f64()
+    let variants = [
+        "credit model alone (step + encode)",
+        "end to end, snapshot topic to acknowledged metric events",
+    ];
+    let mut rate = bench_rounds::Rounds::new("account-days/s", &variants);
+    let mut applying = bench_rounds::Rounds::without_baseline(
+        "s",
+        &["end to end", "of which the account projection applying"],
     );
-    println!("ratio end to end / model alone: {:.3}", rate / model_rate);
+    for round in 1..=rounds {
+        let started = Instant::now();
+        assert_eq!(model_alone(&series), total);
+        let model = started.elapsed();
+        let (end_to_end, applied_in, published) = end_to_end(events.clone()).await;
+        assert_eq!(published, total);
+        let model_rate = total as f64 / model.as_secs_f64();
+        let end_rate = total as f64 / end_to_end.as_secs_f64();
+        rate.record(0, model_rate);
+        rate.record(1, end_rate);
+        applying.record(0, end_to_end.as_secs_f64());
+        applying.record(1, applied_in.as_secs_f64());
+        println!(
+            "round {round}: model alone {model_rate:.0}, end to end {end_rate:.0} account-days/s ({:.2} s, of which applying {:.2} s)",
+            end_to_end.as_secs_f64(),
+            applied_in.as_secs_f64()
+        );
+    }
+    println!("\n{}\n{}", rate.report(), applying.report());
 }
 
 /// Feeds the events to the snapshot topic while the account projection takes them and the
-/// relay publishes its results; returns the time until every result was acknowledged, and
-/// how many were.
-async fn end_to_end(events: Vec<Keyed>) -> (Duration, usize) {
+/// relay publishes its results; returns the time until every result was acknowledged, the
+/// time the account projection spent applying its batches, and how many results there were.
+async fn end_to_end(events: Arc<Vec<Keyed>>) -> (Duration, Duration, usize) {
     let total = events.len();
     let kafka = EmbeddedKafka::start(topics::ALL).unwrap();
     let config = kafka.kafka_config();
@@ -185,7 +203,7 @@ async fn end_to_end(events: Vec<Keyed>) -> (Duration, usize) {
     let started = Instant::now();
     let feed = tokio::spawn(async move {
         let mut pending = Vec::with_capacity(4096);
-        for (key, value) in &events {
+        for (key, value) in events.iter() {
             let event = OutgoingEvent {
                 topic: topics::PAYGO_SNAPSHOTS.name,
                 key,
@@ -234,10 +252,6 @@ async fn end_to_end(events: Vec<Keyed>) -> (Duration, usize) {
     let elapsed = started.elapsed();
     feed.await.unwrap();
     let applying = apply.await.unwrap();
-    println!(
-        "of which the account projection applying its batches (read model + metrics stage, sled): {:.2} s",
-        applying.as_secs_f64()
-    );
     assert!(stage.is_empty());
-    (elapsed, published)
+    (elapsed, applying, published)
 }

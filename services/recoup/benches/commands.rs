@@ -1,15 +1,23 @@
-//! Command throughput and latency through gRPC on loopback with durable appends, with API keys
-//! checked (the default) and without (`--insecure`), beside a bare sled loop that writes the
-//! same keys with the same flush policy, all measured in the same run.
+//! Command throughput and latency through gRPC on loopback with durable appends, beside a bare
+//! sled loop that writes the same keys with the same flush policy, in interleaved rounds. Each
+//! round runs, each on a fresh data dir:
+//! - the whole platform (`recoup up`) with API keys checked (the default): the clients, the gRPC
+//!   server, the store, the outbox relay, the embedded Kafka broker and the projection consuming
+//!   the case events all share the machine's cores;
+//! - the same without credentials (`--insecure`);
+//! - the command path alone: the outbox relay stopped, so the clients, gRPC, the API key check,
+//!   the aggregate and the store work, and the broker and the projection stay idle;
+//! - the bare sled loop, grouped as the store grouped the first run's requests.
 //!
-//! `cargo bench -p recoup --bench commands` (BENCH_CASES, BENCH_CLIENTS to change the load).
+//! `cargo bench -p recoup --bench commands` (BENCH_CASES, BENCH_CLIENTS to change the load,
+//! BENCH_ROUNDS, default 5).
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{content, env_or, percentile, request};
+use common::{content, env_or, ms, percentile, request};
 
 use chrono::Utc;
 use recoup::platform::{self, PlatformConfig, Security};
@@ -109,24 +117,45 @@ fn bare_sled(commands: usize, group: usize, event_bytes: usize) -> Duration {
     started.elapsed()
 }
 
-/// One run of the load against a platform in `dir`, with API keys on or off: the latencies,
-/// the elapsed time, the store's groups and requests, the mean event size.
-async fn run(
-    dir: &std::path::Path,
-    keys: bool,
-    cases: usize,
-    clients: usize,
-) -> (Vec<Duration>, Duration, u64, u64, usize) {
+/// What one run measures.
+struct Run {
+    /// Sorted.
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    groups: u64,
+    requests: u64,
+    event_bytes: usize,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Platform { keys: bool },
+    CommandsAlone,
+}
+
+/// One run of the load against a platform of `shape` in `dir`.
+async fn run(dir: &std::path::Path, shape: Shape, cases: usize, clients: usize) -> Run {
     let mut config = PlatformConfig::new(dir.to_path_buf());
     config.grpc_addr = Some("127.0.0.1:0".parse().unwrap());
-    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
-    config.security = match keys {
-        true => Security {
+    config.http_addr = None;
+    config.security = match shape {
+        Shape::Platform { keys: false } => Security::insecure(),
+        _ => Security {
             first_admin_key: false,
             ..Security::default()
         },
-        false => Security::insecure(),
     };
+    if shape == Shape::CommandsAlone {
+        // The embedded broker needs every service in the process; with the relay stopped
+        // nothing reaches it, and the projection has nothing to consume.
+        config.cases.relay = false;
+    }
     let p = platform::start(config).await.unwrap();
     let key = match p.keys() {
         Some(registry) => {
@@ -148,7 +177,6 @@ async fn run(
         .await
         .unwrap();
     let (mut latencies, elapsed) = grpc_load(channel, cases, clients, key).await;
-    eprintln!("load (keys {keys}) done in {elapsed:?}");
     latencies.sort();
     let store = p.store().unwrap();
     let (groups, requests) = store.write_stats();
@@ -156,58 +184,67 @@ async fn run(
     let events = store.events_after(&first.0, &first.1, 0).unwrap();
     let event_bytes = events.iter().map(Vec::len).sum::<usize>() / events.len();
     p.shutdown().await.unwrap();
-    (latencies, elapsed, groups, requests, event_bytes)
+    Run {
+        latencies,
+        elapsed,
+        groups,
+        requests,
+        event_bytes,
+    }
 }
 
-fn report(what: &str, latencies: &[Duration], elapsed: Duration, clients: usize) -> f64 {
-    let commands = latencies.len();
-    let rate = commands as f64 / elapsed.as_secs_f64();
-    println!(
-        "commands through gRPC (durable, {clients} clients, {what}): {commands} in {:.2} s = {rate:.0} commands/s",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
-    );
-    rate
-}
+const VARIANTS: [&str; 4] = [
+    "bare sled loop, same keys and flushes",
+    "platform, API key checked (default)",
+    "platform, no credentials (--insecure)",
+    "command path alone (no relay)",
+];
 
 fn main() {
     let cases = env_or("BENCH_CASES", 10_000);
     let clients = env_or("BENCH_CLIENTS", 64);
+    let rounds = bench_rounds::rounds();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (on, off) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // Keys off first, then on: each on a fresh data dir.
-    let (open, open_elapsed, ..) = runtime.block_on(run(off.path(), false, cases, clients));
-    let (latencies, elapsed, groups, requests, event_bytes) =
-        runtime.block_on(run(on.path(), true, cases, clients));
-    let open_rate = report("no credentials (--insecure)", &open, open_elapsed, clients);
-    let rate = report(
-        "API key checked on every call",
-        &latencies,
-        elapsed,
-        clients,
-    );
-    println!("ratio with API keys / without: {:.2}", rate / open_rate);
-    let commands = latencies.len();
-    let group = (requests as f64 / groups.max(1) as f64).round().max(1.0) as usize;
-    let bare = bare_sled(commands, group, event_bytes);
-    let bare_rate = commands as f64 / bare.as_secs_f64();
     println!(
-        "  group commit: {requests} requests in {groups} flushed batches (average {group} per flush)"
+        "{} commands per run ({cases} cases through create, review, prepare, close) from {clients} clients on one connection, durable appends; {rounds} rounds",
+        cases * 4
     );
-    println!(
-        "bare sled loop, same keys, one batch + flush per {group} commands: {bare_rate:.0} commands/s"
-    );
-    println!(
-        "ratio recoup (with API keys) / bare sled: {:.2}",
-        rate / bare_rate
-    );
+    let mut rate = bench_rounds::Rounds::new("commands/s", &VARIANTS);
+    let mut p50 = bench_rounds::Rounds::without_baseline("p50 ms", &VARIANTS[1..]);
+    let mut p99 = bench_rounds::Rounds::without_baseline("p99 ms", &VARIANTS[1..]);
+    let mut group = 1;
+    for round in 1..=rounds {
+        let shapes = [
+            Shape::Platform { keys: true },
+            Shape::Platform { keys: false },
+            Shape::CommandsAlone,
+        ];
+        let mut line = format!("round {round}:");
+        for (variant, shape) in (1..).zip(shapes) {
+            let dir = tempfile::tempdir().unwrap();
+            let r = runtime.block_on(run(dir.path(), shape, cases, clients));
+            rate.record(variant, r.rate());
+            p50.record(variant - 1, ms(percentile(&r.latencies, 0.50)));
+            p99.record(variant - 1, ms(percentile(&r.latencies, 0.99)));
+            line += &format!(
+                " {:.0}/s (p99 {:.1} ms) |",
+                r.rate(),
+                ms(percentile(&r.latencies, 0.99))
+            );
+            if variant == 1 {
+                group = (r.requests as f64 / r.groups.max(1) as f64)
+                    .round()
+                    .max(1.0) as usize;
+                let commands = r.latencies.len();
+                let bare = bare_sled(commands, group, r.event_bytes);
+                rate.record(0, commands as f64 / bare.as_secs_f64());
+            }
+        }
+        println!("{line} group commit {group} per flush");
+    }
+    println!("\n{}\n{}\n{}", rate.report(), p50.report(), p99.report());
 }

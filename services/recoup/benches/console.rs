@@ -106,7 +106,7 @@ async fn main() {
     let cases = env_or("BENCH_CASES", 100_000);
     let accounts = env_or("BENCH_ACCOUNTS", 2_740);
     let days = env_or("BENCH_DAYS", 365);
-    let rounds = env_or("BENCH_ROUNDS", 5);
+    let rounds = bench_rounds::rounds();
     let calls = env_or("BENCH_CALLS", 20);
     let dir = tempfile::TempDir::new().unwrap();
     // The seeding is a burst of one client: no rate limit in the way.
@@ -227,8 +227,11 @@ async fn main() {
         ("health", "/health".into(), "Kafka".into()),
     ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); pages.len()];
+    let names: Vec<&str> = pages.iter().map(|(name, ..)| *name).collect();
+    let mut round_medians = bench_rounds::Rounds::new("ms (round's median)", &names);
     for _ in 0..rounds {
         for (i, (name, path, holds)) in pages.iter().enumerate() {
+            let mut round = Vec::with_capacity(calls);
             for _ in 0..calls {
                 let started = Instant::now();
                 let answer = http
@@ -239,7 +242,7 @@ async fn main() {
                     .unwrap();
                 let status = answer.status().as_u16();
                 let body = answer.bytes().await.unwrap();
-                times[i].push(started.elapsed());
+                round.push(started.elapsed());
                 let body = String::from_utf8_lossy(&body);
                 assert_eq!(status, 200, "{name}: {body}");
                 assert!(
@@ -247,8 +250,12 @@ async fn main() {
                     "{name} lacks {holds}: {body}"
                 );
             }
+            round.sort();
+            round_medians.record(i, ms(percentile(&round, 0.5)));
+            times[i].extend(round);
         }
     }
+    println!("\n{}", round_medians.report());
     for t in &mut times {
         t.sort();
     }

@@ -7,7 +7,11 @@
 //!    that `Query` reads, at a steady rate of commands (open loop), beside the same with one
 //!    command at a time.
 //!
-//! `cargo bench -p recoup --bench queries` (BENCH_SECONDS, BENCH_CLIENTS, BENCH_RATE).
+//! Both in interleaved rounds (BENCH_ROUNDS, default 5), with the median and range of each
+//! figure over the rounds.
+//!
+//! `cargo bench -p recoup --bench queries` (BENCH_SECONDS, BENCH_CLIENTS, BENCH_RATE,
+//! BENCH_ROUNDS).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -62,9 +66,10 @@ async fn reads(channel: &Channel, key: &Option<AsciiMetadataValue>, ids: Arc<Vec
     let seconds = env_or("BENCH_SECONDS", 5) as f64;
     let query = QueryClient::new(channel.clone());
     let health = HealthClient::new(channel.clone());
-    let mut ratios = Vec::new();
+    let mut rates =
+        bench_rounds::Rounds::new("calls/s", &["grpc.health.v1.Health/Check", "Query.GetCase"]);
     // Interleaved, so that drift on a noisy machine touches both.
-    for round in 1..=2 {
+    for round in 1..=bench_rounds::rounds() {
         let (h, k) = (health.clone(), key.clone());
         let health_rate = rate(clients, seconds, move |_| {
             let mut h = h.clone();
@@ -93,16 +98,10 @@ async fn reads(channel: &Channel, key: &Option<AsciiMetadataValue>, ids: Arc<Vec
         println!(
             "round {round}: Query.GetCase {get_rate:.0} calls/s, Health/Check {health_rate:.0} calls/s ({clients} clients)"
         );
-        ratios.push(get_rate / health_rate);
+        rates.record(0, health_rate);
+        rates.record(1, get_rate);
     }
-    println!(
-        "ratio GetCase / Health: {}",
-        ratios
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("\n{}", rates.report());
 }
 
 /// Commands at `per_second` (0: one at a time) for `count` commands: each one's time from its
@@ -112,7 +111,7 @@ async fn visibility(
     channel: &Channel,
     key: &Option<AsciiMetadataValue>,
     per_second: usize,
-    count: usize,
+    (first, count): (usize, usize),
 ) -> Vec<Duration> {
     let model = p.read_model().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Instant)>();
@@ -156,7 +155,7 @@ async fn visibility(
         let (key, tx) = (key.clone(), tx.clone());
         let task = tokio::spawn(async move {
             let create = v1::CreateCaseRequest {
-                content: Some(content("q", 1_000_000 + per_second * 1_000_000 + i)),
+                content: Some(content("q", first + i)),
             };
             let case = cases
                 .create_case(request(create, &key))
@@ -180,17 +179,6 @@ async fn visibility(
     let mut seen = watcher.await.unwrap();
     seen.sort();
     seen
-}
-
-fn report(what: &str, seen: &[Duration]) {
-    println!(
-        "{what}: {} commands, command answered → visible in the read model: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        seen.len(),
-        ms(percentile(seen, 0.5)),
-        ms(percentile(seen, 0.9)),
-        ms(percentile(seen, 0.99)),
-        ms(*seen.last().unwrap())
-    );
 }
 
 fn main() {
@@ -224,13 +212,34 @@ async fn run() {
 
     let per_second = env_or("BENCH_RATE", 1000);
     let seconds = env_or("BENCH_SECONDS", 5);
-    report(
-        "one at a time",
-        &visibility(&p, &channel, &key, 0, 500).await,
-    );
-    report(
-        &format!("{per_second} commands/s"),
-        &visibility(&p, &channel, &key, per_second, per_second * seconds).await,
-    );
+    let loads = [
+        ("one at a time".to_owned(), 0, 500),
+        (
+            format!("{per_second} commands/s"),
+            per_second,
+            per_second * seconds,
+        ),
+    ];
+    let names: Vec<&str> = loads.iter().map(|(name, ..)| name.as_str()).collect();
+    let mut p50 = bench_rounds::Rounds::without_baseline("p50 ms", &names);
+    let mut p99 = bench_rounds::Rounds::without_baseline("p99 ms", &names);
+    let mut first = 1_000_000;
+    for round in 1..=bench_rounds::rounds() {
+        let mut line = format!("round {round}: command answered → visible in the read model:");
+        for (variant, (name, per_second, count)) in loads.iter().enumerate() {
+            let seen = visibility(&p, &channel, &key, *per_second, (first, *count)).await;
+            first += count;
+            p50.record(variant, ms(percentile(&seen, 0.5)));
+            p99.record(variant, ms(percentile(&seen, 0.99)));
+            line += &format!(
+                " {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms;",
+                ms(percentile(&seen, 0.5)),
+                ms(percentile(&seen, 0.99)),
+                ms(*seen.last().unwrap())
+            );
+        }
+        println!("{line}");
+    }
+    println!("\n{}\n{}", p50.report(), p99.report());
     p.shutdown().await.unwrap();
 }

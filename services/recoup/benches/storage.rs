@@ -9,7 +9,11 @@
 //! Both are run twice, into a data dir of plain databases and into one of compressed ones
 //! (`--store-compression`), each timed from the upload until the projection took every event.
 //!
-//! `cargo bench -p recoup --bench storage` (STORAGE_ROWS, default 100,000).
+//! Every round does all four imports; the first prints the details, and the tables at the end
+//! give each figure's median and range over the rounds.
+//!
+//! `cargo bench -p recoup --bench storage` (STORAGE_ROWS, default 100,000; BENCH_ROUNDS,
+//! default 5).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -206,7 +210,15 @@ async fn import(
     (measure(dir), events, seconds)
 }
 
-fn report(what: &str, n: usize, before: &Measure, after: &Measure, (events, seconds): (u64, f64)) {
+/// Prints what grew when `verbose`; returns the bytes on disk per row and their ratio to the
+/// events' bytes.
+fn report(
+    what: &str,
+    n: usize,
+    (before, after): (&Measure, &Measure),
+    (events, seconds): (u64, f64),
+    verbose: bool,
+) -> (f64, f64) {
     let per_row = |bytes: u64| bytes as f64 / n as f64;
     let disk: u64 = SERVICES
         .iter()
@@ -217,6 +229,9 @@ fn report(what: &str, n: usize, before: &Measure, after: &Measure, (events, seco
         .iter()
         .map(|(tree, bytes)| bytes.saturating_sub(*before.live.get(tree).unwrap_or(&0)))
         .sum();
+    if !verbose {
+        return (per_row(disk), disk as f64 / events as f64);
+    }
     println!(
         "{what}: {n} rows in {seconds:.1} s ({:.0} rows/s)",
         n as f64 / seconds
@@ -245,30 +260,54 @@ fn report(what: &str, n: usize, before: &Measure, after: &Measure, (events, seco
             println!("    {tree:<40} live {:>6.0} B/row", per_row(grown));
         }
     }
+    (per_row(disk), disk as f64 / events as f64)
 }
+
+const VARIANTS: [&str; 4] = [
+    "plain, accepted rows",
+    "plain, rejected rows",
+    "compressed, accepted rows",
+    "compressed, rejected rows",
+];
 
 fn main() {
     let n = rows();
+    let rounds = bench_rounds::rounds();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for compression in [false, true] {
-        println!(
-            "{}",
-            if compression {
-                "compressed databases"
-            } else {
-                "plain databases"
+    let mut rate = bench_rounds::Rounds::without_baseline("rows/s", &VARIANTS);
+    let mut disk = bench_rounds::Rounds::without_baseline("B/row on disk", &VARIANTS);
+    let mut ratio = bench_rounds::Rounds::without_baseline("x the events", &VARIANTS);
+    for round in 1..=rounds {
+        // The details of the first round; the figures of every round go to the tables.
+        let verbose = round == 1;
+        for compression in [false, true] {
+            if verbose {
+                println!(
+                    "{}",
+                    ["plain databases", "compressed databases"][compression as usize]
+                );
             }
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let dir = dir.path();
-        runtime.block_on(async {
-            let empty = measure(dir);
-            let topics = (PAYGO_SNAPSHOTS.name, Some(PAYGO_SNAPSHOTS.name));
-            let (accepted, events, s) = import(dir, compression, csv(n, false), topics, n).await;
-            report("accepted", n, &empty, &accepted, (events, s));
-            let topics = (REJECTS.name, None);
-            let (rejected, events, s) = import(dir, compression, csv(n, true), topics, n).await;
-            report("rejected", n, &accepted, &rejected, (events, s));
-        });
+            let dir = tempfile::tempdir().unwrap();
+            let dir = dir.path();
+            let variant = 2 * compression as usize;
+            runtime.block_on(async {
+                let empty = measure(dir);
+                let topics = (PAYGO_SNAPSHOTS.name, Some(PAYGO_SNAPSHOTS.name));
+                let (accepted, events, s) =
+                    import(dir, compression, csv(n, false), topics, n).await;
+                let (b, x) = report("accepted", n, (&empty, &accepted), (events, s), verbose);
+                rate.record(variant, n as f64 / s);
+                disk.record(variant, b);
+                ratio.record(variant, x);
+                let topics = (REJECTS.name, None);
+                let (rejected, events, s) = import(dir, compression, csv(n, true), topics, n).await;
+                let (b, x) = report("rejected", n, (&accepted, &rejected), (events, s), verbose);
+                rate.record(variant + 1, n as f64 / s);
+                disk.record(variant + 1, b);
+                ratio.record(variant + 1, x);
+            });
+        }
+        println!("round {round} done");
     }
+    println!("\n{}\n{}\n{}", rate.report(), disk.report(), ratio.report());
 }

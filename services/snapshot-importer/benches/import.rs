@@ -3,8 +3,11 @@
 //! embedded Kafka cluster, beside the raw `csv` crate parse of the same file in the same run.
 //!
 //! `cargo bench -p snapshot-importer --bench import` (BENCH_ROWS to change the size; default
-//! 1,000,000; BENCH_BATCH_ROWS, BENCH_IN_FLIGHT and BENCH_LINGER_MS tune the
-//! pipeline). Peak RSS is the process's high-water mark during the import (reset before it).
+//! 1,000,000; BENCH_XLSX_ROWS, default 100,000; BENCH_ROUNDS, default 5; BENCH_BATCH_ROWS,
+//! BENCH_IN_FLIGHT and BENCH_LINGER_MS tune the pipeline). The raw parse and the imports run
+//! interleaved, round after round, each round into a fresh store so that every row is new to
+//! it; the report gives each one's median and range and its ratio to the raw parse of the same
+//! round. Peak RSS is the process's high-water mark during an import (reset before it).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufReader, BufWriter, Write};
@@ -153,53 +156,24 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn main() {
-    let rows = env_or("BENCH_ROWS", 1_000_000);
-    let dir = tempfile::TempDir::new().unwrap();
-    let file = dir.path().join("snapshots.csv");
-    let bytes = generate(&file, rows);
-    println!(
-        "generated {rows} rows x {} columns, {:.0} MB",
-        FIELDS.len(),
-        bytes as f64 / 1e6
-    );
-
-    // Baseline: the csv crate alone, records into a reused ByteRecord.
-    let started = Instant::now();
+/// The baseline: the csv crate alone, records into a reused ByteRecord.
+fn raw_parse(file: &Path) -> usize {
     let mut reader = csv::ReaderBuilder::new().from_reader(BufReader::with_capacity(
         256 * 1024,
-        std::fs::File::open(&file).unwrap(),
+        std::fs::File::open(file).unwrap(),
     ));
     let mut record = csv::ByteRecord::new();
     let mut parsed = 0usize;
     while reader.read_byte_record(&mut record).unwrap() {
         parsed += 1;
     }
-    let raw_secs = started.elapsed().as_secs_f64();
-    assert_eq!(parsed, rows);
-    let raw_rate = rows as f64 / raw_secs;
-    println!("raw csv parse:        {raw_rate:>10.0} rows/s ({raw_secs:.2} s)");
+    parsed
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let embedded = EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
-    let producer = EventProducer::new(
-        &embedded.kafka_config(),
-        &ProducerSettings {
-            linger: std::time::Duration::from_millis(env_or("BENCH_LINGER_MS", 5) as u64),
-            ..ProducerSettings::default()
-        },
-        // No consumer here: the mock broker drops what falls out of its retention.
-        None,
-    )
-    .unwrap();
-    let store = ImportStore::open(&dir.path().join("store")).unwrap();
-    let importer = Importer::new(
-        store,
-        Arc::new(producer),
+fn importer(dir: &Path, producer: &Arc<EventProducer>) -> Importer {
+    Importer::new(
+        ImportStore::open(dir).unwrap(),
+        producer.clone(),
         Arc::new(Utc::now),
         ImportSettings {
             batch_rows: env_or("BENCH_BATCH_ROWS", ImportSettings::default().batch_rows),
@@ -209,86 +183,149 @@ fn main() {
             ),
             ..ImportSettings::default()
         },
-    );
+    )
+}
+
+/// One measure of an import: rows per second, CPU µs per row, peak RSS in MB.
+struct Measure {
+    rate: f64,
+    cpu_us: f64,
+    peak_mb: f64,
+}
+
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    importer: &Importer,
+    request: ImportRequest,
+    open: impl FnOnce() -> Result<Box<dyn SnapshotRows + Send>, FileError> + Send + 'static,
+    check: impl FnOnce(&v1::ImportReport),
+) -> Measure {
     reset_peak_rss();
-    let started = Instant::now();
     let cpu = cpu_seconds();
-    let path = file.clone();
-    let report = runtime
-        .block_on(importer.import(
-            importer.admit().unwrap(),
-            request("bench-import"),
-            move || open_csv(&path),
-        ))
-        .unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    let peak = peak_rss_mb();
-    assert_eq!(report.accepted as usize, rows, "{report:?}");
-    let rate = rows as f64 / secs;
-    let cpu = cpu_seconds() - cpu;
-    println!("import into Kafka:    {rate:>10.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB");
-    println!(
-        "  CPU {cpu:.2} s: {:.1} µs per row, {:.2} cores busy",
-        cpu * 1e6 / rows as f64,
-        cpu / secs
-    );
-    println!("ratio import / raw parse: {:.3}", rate / raw_rate);
-
-    // The same rows again under another import id: every row is looked up and found unchanged.
-    reset_peak_rss();
     let started = Instant::now();
-    let path = file.clone();
-    let again = runtime
-        .block_on(importer.import(
-            importer.admit().unwrap(),
-            ImportRequest {
-                import_id: "bench-again".into(),
-                ..request("bench-import")
-            },
-            move || open_csv(&path),
-        ))
+    let report = runtime
+        .block_on(importer.import(importer.admit().unwrap(), request, open))
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(again.unchanged as usize, rows, "{again:?}");
-    println!(
-        "re-import, all unchanged: {:>6.0} rows/s ({secs:.2} s), peak RSS {:.0} MB",
-        rows as f64 / secs,
-        peak_rss_mb()
-    );
+    let cpu = cpu_seconds() - cpu;
+    check(&report);
+    let rows = (report.accepted + report.unchanged) as f64;
+    Measure {
+        rate: rows / secs,
+        cpu_us: cpu * 1e6 / rows,
+        peak_mb: peak_rss_mb(),
+    }
+}
 
-    // XLSX: the same columns as typed cells, another day so that every row is new.
+const VARIANTS: [&str; 4] = [
+    "raw csv parse",
+    "CSV import into Kafka, new rows",
+    "CSV re-import, all unchanged",
+    "XLSX import into Kafka, new rows",
+];
+
+fn main() {
+    let rows = env_or("BENCH_ROWS", 1_000_000);
     let xlsx_rows = env_or("BENCH_XLSX_ROWS", 100_000);
+    let rounds = bench_rounds::rounds();
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("snapshots.csv");
+    let bytes = generate(&file, rows);
     let xlsx = dir.path().join("snapshots.xlsx");
     let xlsx_bytes = generate_xlsx(&xlsx, xlsx_rows);
     println!(
-        "generated {xlsx_rows} rows as XLSX, {:.0} MB",
+        "generated {rows} rows x {} columns as CSV, {:.0} MB, and {xlsx_rows} as XLSX, {:.0} MB; {rounds} rounds",
+        FIELDS.len(),
+        bytes as f64 / 1e6,
         xlsx_bytes as f64 / 1e6
     );
-    reset_peak_rss();
-    let started = Instant::now();
-    let report = runtime
-        .block_on(importer.import(
-            importer.admit().unwrap(),
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let embedded = EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
+    let producer = Arc::new(
+        EventProducer::new(
+            &embedded.kafka_config(),
+            &ProducerSettings {
+                linger: std::time::Duration::from_millis(env_or("BENCH_LINGER_MS", 5) as u64),
+                ..ProducerSettings::default()
+            },
+            // No consumer here: the mock broker drops what falls out of its retention.
+            None,
+        )
+        .unwrap(),
+    );
+
+    let mut rates = bench_rounds::Rounds::new("rows/s", &VARIANTS);
+    let mut cpu = bench_rounds::Rounds::new("µs CPU/row", &VARIANTS);
+    let mut peak = bench_rounds::Rounds::without_baseline("MB peak RSS", &VARIANTS[1..]);
+    for round in 0..rounds {
+        let started = Instant::now();
+        let parse_cpu = cpu_seconds();
+        assert_eq!(raw_parse(&file), rows);
+        let secs = started.elapsed().as_secs_f64();
+        rates.record(0, rows as f64 / secs);
+        cpu.record(0, (cpu_seconds() - parse_cpu) * 1e6 / rows as f64);
+
+        // A fresh store per round: every row of the first import is new to it.
+        let store = tempfile::TempDir::new_in(dir.path()).unwrap();
+        let importer = importer(store.path(), &producer);
+        let csv = |id: &str| ImportRequest {
+            import_id: format!("{id}-{round}"),
+            ..request(id)
+        };
+        let path = file.clone();
+        let m = measure(
+            &runtime,
+            &importer,
+            csv("bench-import"),
+            move || open_csv(&path),
+            |r| assert_eq!(r.accepted as usize, rows, "{r:?}"),
+        );
+        let path = file.clone();
+        let again = measure(
+            &runtime,
+            &importer,
+            csv("bench-again"),
+            move || open_csv(&path),
+            |r| assert_eq!(r.unchanged as usize, rows, "{r:?}"),
+        );
+        let path = xlsx.clone();
+        let sheet = measure(
+            &runtime,
+            &importer,
             ImportRequest {
-                tenant: "bench".into(),
-                actor: "key:0123456789abcdef".into(),
-                import_id: "bench-xlsx".into(),
+                import_id: format!("bench-xlsx-{round}"),
                 format: v1::FileFormat::Xlsx,
                 data_origin: Some("sheet".into()),
                 file_name: "snapshots.xlsx".into(),
+                ..request("bench-xlsx")
             },
             move || {
                 let rows: Box<dyn SnapshotRows + Send> =
-                    Box::new(XlsxSnapshots::open(&xlsx, None)?);
+                    Box::new(XlsxSnapshots::open(&path, None)?);
                 Ok(rows)
             },
-        ))
-        .unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    let peak = peak_rss_mb();
-    assert_eq!(report.accepted as usize, xlsx_rows, "{report:?}");
-    println!(
-        "XLSX import into Kafka: {:>8.0} rows/s ({secs:.2} s), peak RSS {peak:.0} MB",
-        xlsx_rows as f64 / secs
-    );
+            |r| assert_eq!(r.accepted as usize, xlsx_rows, "{r:?}"),
+        );
+        for (variant, m) in [(1, &m), (2, &again), (3, &sheet)] {
+            rates.record(variant, m.rate);
+            cpu.record(variant, m.cpu_us);
+            peak.record(variant - 1, m.peak_mb);
+        }
+        println!(
+            "round {}: raw parse {:.0}, import {:.0} ({:.1} µs CPU/row, {:.0} MB), re-import {:.0}, XLSX {:.0} rows/s",
+            round + 1,
+            rows as f64 / secs,
+            m.rate,
+            m.cpu_us,
+            m.peak_mb,
+            again.rate,
+            sheet.rate
+        );
+    }
+    println!("\n{}\n{}\n{}", rates.report(), cpu.report(), peak.report());
 }
