@@ -136,7 +136,7 @@ fn main() {
             assert_eq!((report.published + report.rejected) as usize, rows);
             let rate = rows as f64 / secs;
             println!(
-                "run {run}: download + parse {download_rate:>8.0} rows/s ({download_secs:.2} s) | pull into Kafka {rate:>8.0} rows/s ({secs:.2} s), CPU {:.1} µs per row on {:.2} busy cores | ratio {:.2}",
+                "round {run}: download + parse {download_rate:>8.0} rows/s ({download_secs:.2} s) | pull into Kafka {rate:>8.0} rows/s ({secs:.2} s), CPU {:.1} µs per row on {:.2} busy cores | ratio {:.2}",
                 cpu * 1e6 / rows as f64,
                 cpu / secs,
                 rate / download_rate

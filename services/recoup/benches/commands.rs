@@ -13,6 +13,10 @@
 //! BENCH_ROUNDS, default 5).
 #![allow(clippy::unwrap_used)]
 
+// The allocator the recoup binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -24,6 +28,7 @@ use recoup::platform::{self, PlatformConfig, Security};
 use recoup_access::{KeySpec, Role};
 use recoup_proto::v1;
 use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
+use recoup_runtime::process::cpu_seconds;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
@@ -122,6 +127,8 @@ struct Run {
     /// Sorted.
     latencies: Vec<Duration>,
     elapsed: Duration,
+    /// The whole process's CPU during the load, seconds.
+    cpu: f64,
     groups: u64,
     requests: u64,
     event_bytes: usize,
@@ -130,6 +137,10 @@ struct Run {
 impl Run {
     fn rate(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_per_command(&self) -> f64 {
+        self.cpu * 1e6 / self.latencies.len() as f64
     }
 }
 
@@ -176,7 +187,9 @@ async fn run(dir: &std::path::Path, shape: Shape, cases: usize, clients: usize) 
         .connect()
         .await
         .unwrap();
+    let cpu = cpu_seconds();
     let (mut latencies, elapsed) = grpc_load(channel, cases, clients, key).await;
+    let cpu = cpu_seconds() - cpu;
     latencies.sort();
     let store = p.store().unwrap();
     let (groups, requests) = store.write_stats();
@@ -187,6 +200,7 @@ async fn run(dir: &std::path::Path, shape: Shape, cases: usize, clients: usize) 
     Run {
         latencies,
         elapsed,
+        cpu,
         groups,
         requests,
         event_bytes,
@@ -214,6 +228,7 @@ fn main() {
         cases * 4
     );
     let mut rate = bench_rounds::Rounds::new("commands/s", &VARIANTS);
+    let mut cpu = bench_rounds::Rounds::new("µs CPU/command", &VARIANTS);
     let mut p50 = bench_rounds::Rounds::without_baseline("p50 ms", &VARIANTS[1..]);
     let mut p99 = bench_rounds::Rounds::without_baseline("p99 ms", &VARIANTS[1..]);
     let mut group = 1;
@@ -228,6 +243,7 @@ fn main() {
             let dir = tempfile::tempdir().unwrap();
             let r = runtime.block_on(run(dir.path(), shape, cases, clients));
             rate.record(variant, r.rate());
+            cpu.record(variant, r.cpu_per_command());
             p50.record(variant - 1, ms(percentile(&r.latencies, 0.50)));
             p99.record(variant - 1, ms(percentile(&r.latencies, 0.99)));
             line += &format!(
@@ -240,11 +256,19 @@ fn main() {
                     .round()
                     .max(1.0) as usize;
                 let commands = r.latencies.len();
+                let started = cpu_seconds();
                 let bare = bare_sled(commands, group, r.event_bytes);
                 rate.record(0, commands as f64 / bare.as_secs_f64());
+                cpu.record(0, (cpu_seconds() - started) * 1e6 / commands as f64);
             }
         }
         println!("{line} group commit {group} per flush");
     }
-    println!("\n{}\n{}\n{}", rate.report(), p50.report(), p99.report());
+    println!(
+        "\n{}\n{}\n{}\n{}",
+        rate.report(),
+        cpu.report(),
+        p50.report(),
+        p99.report()
+    );
 }

@@ -8,6 +8,10 @@
 //! (BENCH_CASES, BENCH_ACCOUNTS, BENCH_DAYS, BENCH_ROUNDS, BENCH_CALLS).
 #![allow(clippy::unwrap_used)]
 
+// The allocator the recoup binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use std::time::{Duration, Instant};

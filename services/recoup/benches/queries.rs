@@ -14,6 +14,10 @@
 //! BENCH_ROUNDS).
 #![allow(clippy::unwrap_used)]
 
+// The allocator the recoup binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use std::sync::Arc;

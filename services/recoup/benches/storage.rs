@@ -16,6 +16,10 @@
 //! default 5).
 #![allow(clippy::unwrap_used)]
 
+// The allocator the recoup binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
