@@ -96,8 +96,9 @@ impl Rounds {
         }
     }
 
-    /// Records the measure of `variant` in the current round: a round is over once the variant
-    /// measured last in it is measured again, so call in any order within a round, each once.
+    /// Records the measure of `variant` in its next round: a variant's n-th measure belongs to
+    /// round n. So within a round call in any order, but once for every variant: a variant
+    /// skipped in one round would pair its next measure with the wrong round's baseline.
     ///
     /// # Panics
     /// When `variant` is not one of those named at [`Rounds::new`] (a bug in the benchmark).
@@ -112,7 +113,8 @@ impl Rounds {
         self.values[variant].push(Some(value));
     }
 
-    /// Every variant's spread and ratio to the baseline, in the order named.
+    /// Every measured variant's spread and ratio to the baseline, in the order named (a variant
+    /// without any measure is left out).
     pub fn summaries(&self) -> Vec<Summary> {
         let baseline = self.values.first().cloned().unwrap_or_default();
         self.names
@@ -120,7 +122,12 @@ impl Rounds {
             .zip(&self.values)
             .enumerate()
             .filter_map(|(i, (name, values))| {
-                let measured: Vec<f64> = values.iter().flatten().copied().collect();
+                let measured: Vec<f64> = values
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .filter(|v| !v.is_nan())
+                    .collect();
                 let spread = Spread::of(&measured)?;
                 let ratios: Vec<f64> = values
                     .iter()
@@ -153,9 +160,11 @@ impl Rounds {
             .max()
             .unwrap_or(0)
             .max(7);
+        // "median " and the unit, at least as wide as the figures.
+        let u = self.unit.chars().count().max(11) + 7;
         let _ = writeln!(
             out,
-            "{:<w$} {:>6} {:>18} {:>27} {:>22}",
+            "{:<w$} {:>6} {:>u$} {:>27} {:>22}",
             "variant",
             "rounds",
             format!("median {}", self.unit),
@@ -174,7 +183,7 @@ impl Rounds {
             let range = format!("{:.2}–{:.2}", s.min, s.max);
             let _ = writeln!(
                 out,
-                "{:<w$} {:>6} {:>18.2} {:>27} {:>22}",
+                "{:<w$} {:>6} {:>u$.2} {:>27} {:>22}",
                 s.name, s.rounds, s.median, range, ratio
             );
         }

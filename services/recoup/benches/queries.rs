@@ -8,7 +8,8 @@
 //!    command at a time.
 //!
 //! Both in interleaved rounds (BENCH_ROUNDS, default 5), with the median and range of each
-//! figure over the rounds.
+//! figure over the rounds. One platform serves every round, so the visibility rounds find a
+//! store that grew by the cases of the rounds before (5,500 per round by default).
 //!
 //! `cargo bench -p recoup --bench queries` (BENCH_SECONDS, BENCH_CLIENTS, BENCH_RATE,
 //! BENCH_ROUNDS).
