@@ -273,26 +273,19 @@ fn main() {
         // A fresh store per round: every row of the first import is new to it.
         let store = tempfile::TempDir::new_in(dir.path()).unwrap();
         let importer = importer(store.path(), &producer);
-        let csv = |id: &str| ImportRequest {
-            import_id: format!("{id}-{round}"),
-            ..request(id)
+        let csv = |id: &str, count: fn(&v1::ImportReport) -> u64| {
+            let path = file.clone();
+            let request = ImportRequest {
+                import_id: format!("{id}-{round}"),
+                ..request(id)
+            };
+            let open = move || open_csv(&path);
+            measure(&runtime, &importer, request, open, |r| {
+                assert_eq!(count(r) as usize, rows, "{r:?}")
+            })
         };
-        let path = file.clone();
-        let m = measure(
-            &runtime,
-            &importer,
-            csv("bench-import"),
-            move || open_csv(&path),
-            |r| assert_eq!(r.accepted as usize, rows, "{r:?}"),
-        );
-        let path = file.clone();
-        let again = measure(
-            &runtime,
-            &importer,
-            csv("bench-again"),
-            move || open_csv(&path),
-            |r| assert_eq!(r.unchanged as usize, rows, "{r:?}"),
-        );
+        let m = csv("bench-import", |r| r.accepted);
+        let again = csv("bench-again", |r| r.unchanged);
         let path = xlsx.clone();
         let sheet = measure(
             &runtime,
