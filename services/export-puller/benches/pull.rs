@@ -1,8 +1,10 @@
 //! Export pull rate: a generated D16 dataset served by the simulator on loopback, pulled with
 //! limit 1000 end to end (download, JSON parse, normalise, compare with the store, encode,
 //! publish to the embedded Kafka, await acks, commit the checkpoint), beside the rate of only
-//! downloading and JSON-parsing the same pages (the client following the same chain) in the
-//! same run.
+//! downloading and JSON-parsing the same pages (the client following the same chain, each row
+//! then parsed into a `serde_json::Value`: the baseline) in the same run. A third figure is the
+//! download alone: the client splits a page into its rows' JSON texts and the normaliser reads
+//! each row from its text once, so this is the least any pull must spend.
 //!
 //! `cargo bench -p export-puller --bench pull` (BENCH_ROWS, default 200,000; BENCH_LIMIT,
 //! default 1000; BENCH_ROUNDS, default 5). Each round downloads and then pulls, so the two are
@@ -45,8 +47,9 @@ fn client_config(url: &str, sim: &SimConfig) -> ClientConfig {
     c
 }
 
-/// Only download and parse: one chain over every row, as the puller asks for it.
-async fn download(client: &ExportClient, limit: u32) -> usize {
+/// Only download (and parse each row into a JSON value, if `parse`): one chain over every row,
+/// as the puller asks for it.
+async fn download(client: &ExportClient, limit: u32, parse: bool) -> usize {
     let d16 = dataset::d16();
     let mut rows = 0;
     let mut cursor: Option<String> = None;
@@ -62,6 +65,12 @@ async fn download(client: &ExportClient, limit: u32) -> usize {
             .await
             .unwrap();
         rows += page.rows.len();
+        if parse {
+            for row in &page.rows {
+                let value: serde_json::Value = serde_json::from_str(row.get()).unwrap();
+                std::hint::black_box(value);
+            }
+        }
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => return rows,
@@ -73,7 +82,11 @@ fn main() {
     let rows = env_or("BENCH_ROWS", 200_000);
     let limit = env_or("BENCH_LIMIT", 1000) as u32;
     let runs = bench_rounds::rounds();
-    let variants = ["download + parse", "pull into Kafka"];
+    let variants = [
+        "download + parse",
+        "download (rows split)",
+        "pull into Kafka",
+    ];
     let mut rates = bench_rounds::Rounds::new("rows/s", &variants);
     let mut cpu_per_row = bench_rounds::Rounds::new("µs CPU/row", &variants);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -93,13 +106,15 @@ fn main() {
         );
         for run in 1..=runs {
             let client = ExportClient::new(client_config(&url, &config)).unwrap();
-            let download_cpu = cpu_seconds();
-            let started = Instant::now();
-            let downloaded = download(&client, limit).await;
-            let download_secs = started.elapsed().as_secs_f64();
-            let download_cpu = cpu_seconds() - download_cpu;
-            assert_eq!(downloaded, rows);
-            let download_rate = rows as f64 / download_secs;
+            let mut downloads = [(0.0, 0.0); 2];
+            for (parse, figures) in [true, false].into_iter().zip(&mut downloads) {
+                let cpu = cpu_seconds();
+                let started = Instant::now();
+                assert_eq!(download(&client, limit, parse).await, rows);
+                let secs = started.elapsed().as_secs_f64();
+                *figures = (rows as f64 / secs, (cpu_seconds() - cpu) * 1e6 / rows as f64);
+            }
+            let download_rate = downloads[0].0;
 
             let kafka = EmbeddedKafka::start(event_backbone::topics::ALL).unwrap();
             let dir = tempfile::tempdir().unwrap();
@@ -136,15 +151,18 @@ fn main() {
             assert_eq!((report.published + report.rejected) as usize, rows);
             let rate = rows as f64 / secs;
             println!(
-                "round {run}: download + parse {download_rate:>8.0} rows/s ({download_secs:.2} s) | pull into Kafka {rate:>8.0} rows/s ({secs:.2} s), CPU {:.1} µs per row on {:.2} busy cores | ratio {:.2}",
+                "round {run}: download + parse {download_rate:>8.0} rows/s | split only {:>8.0} rows/s | pull into Kafka {rate:>8.0} rows/s ({secs:.2} s), CPU {:.1} µs per row on {:.2} busy cores | ratio {:.2}",
+                downloads[1].0,
                 cpu * 1e6 / rows as f64,
                 cpu / secs,
                 rate / download_rate
             );
-            rates.record(0, download_rate);
-            rates.record(1, rate);
-            cpu_per_row.record(0, download_cpu * 1e6 / rows as f64);
-            cpu_per_row.record(1, cpu * 1e6 / rows as f64);
+            for (variant, (rate, cpu_per)) in downloads.into_iter().enumerate() {
+                rates.record(variant, rate);
+                cpu_per_row.record(variant, cpu_per);
+            }
+            rates.record(2, rate);
+            cpu_per_row.record(2, cpu * 1e6 / rows as f64);
             drop(puller);
             drop(kafka);
         }

@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use event_backbone::envelope::{EventMetadata, NewEnvelope, new_event_id};
 use prost::Message;
 use recoup_proto::{to_timestamp, v1};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::dataset::Dataset;
-use crate::normalise::{self, Row};
+use crate::normalise::{self, Normaliser, Row};
 use crate::store::{Fingerprint, PullStore, StoreError, StreamId};
 
 use recoup_proto::contract::aggregate::{
@@ -91,7 +91,7 @@ pub fn classify_page(
     ctx: &PageContext<'_>,
     store: &PullStore,
     pending: &Pending,
-    rows: &[Value],
+    rows: &[Box<RawValue>],
 ) -> Result<ClassifiedPage, StoreError> {
     let part = classify_part(ctx, store, pending, rows)?;
     // One part cannot collide with itself.
@@ -117,13 +117,14 @@ pub fn classify_part(
     ctx: &PageContext<'_>,
     store: &PullStore,
     pending: &Pending,
-    rows: &[Value],
+    rows: &[Box<RawValue>],
 ) -> Result<ClassifiedPart, StoreError> {
+    let normaliser = Normaliser::new(ctx.dataset);
     let mut part = ClassifiedPart::default();
     // Row keys of this part, should it repeat one.
     let mut seen: HashMap<String, Fingerprint> = HashMap::new();
     for raw in rows {
-        match normalise::normalise(ctx.dataset, raw) {
+        match normaliser.row_json(raw) {
             Ok(row) => {
                 part.max_cursor = part.max_cursor.max(Some(row.cursor));
                 part.keys.insert(crate::store::row_key_hash(&row.key));
@@ -195,10 +196,10 @@ fn reject(
     store: &PullStore,
     pending: &Pending,
     part: &mut ClassifiedPart,
-    raw: &Value,
+    raw: &RawValue,
     errors: Vec<normalise::FieldError>,
 ) -> Result<(), StoreError> {
-    let raw_json = raw.to_string();
+    let raw_json = normalise::text_of(raw);
     let hash = xxhash_rust::xxh3::xxh3_128(raw_json.as_bytes());
     if part.reject_hashes.contains(&hash)
         || pending.rejects.contains(&hash)

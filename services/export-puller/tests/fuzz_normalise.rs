@@ -3,14 +3,16 @@
 //! every range, objects where text belongs), fields dropped and unknown ones added, and wholly
 //! arbitrary values. Whatever the row, normalising never panics: it gives a row whose event
 //! can be built and fingerprinted, or errors that each name a rule, a bounded value and the
-//! field (the whole row when it is no object).
+//! field (the whole row when it is no object). Read from its JSON text (as pages hold rows),
+//! a row normalises exactly as parsed, repeated names and escaped names included.
 //! `FUZZ_CASES` sets the cases (default 4000); failures are kept in
 //! `fuzz_normalise.proptest-regressions`.
 #![allow(clippy::unwrap_used)]
 
 use export_puller::dataset::d16;
-use export_puller::normalise::{fingerprint, normalise, rule};
+use export_puller::normalise::{Normaliser, fingerprint, normalise, rule};
 use proptest::prelude::*;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 const SEED: &str = include_str!("data/cleargrid-export-d16-collections-cases.txt");
@@ -60,9 +62,20 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A row read from `text` normalises as the text parsed does.
+fn same_from_text(text: &str) -> Result<(), TestCaseError> {
+    let dataset = d16();
+    let normaliser = Normaliser::new(&dataset);
+    let raw = RawValue::from_string(text.to_owned()).unwrap();
+    let parsed: Value = serde_json::from_str(text).unwrap();
+    prop_assert_eq!(normaliser.row_json(&raw), normaliser.row(&parsed));
+    Ok(())
+}
+
 /// What holds of any row normalised.
 fn check(row: &Value) -> Result<(), TestCaseError> {
     let dataset = d16();
+    same_from_text(&row.to_string())?;
     match normalise(&dataset, row) {
         Ok(normalised) => {
             let deal = normalised.to_deal(&dataset, "lender-1");
@@ -113,5 +126,28 @@ proptest! {
     #[test]
     fn any_json_value_is_normalised_or_refused(value in json_value()) {
         check(&value)?;
+    }
+
+    /// Texts no parsed value prints: a name given twice, a field under both its names in
+    /// either order, names written with escapes.
+    #[test]
+    fn a_row_read_from_text_normalises_as_parsed(
+        fields in prop::collection::vec((
+            prop::sample::select(vec![
+                "public_id", "case_public_id", "public\\u005fid", "dpd_due_date",
+                "dpd_due_date_timestamp", "amount", "updated_at", "created_at", "branch",
+                "do_not_contact",
+            ]),
+            json_value(),
+        ), 0..8),
+    ) {
+        let mut text = seed_sample()
+            .into_iter()
+            .map(|(name, value)| format!("{}:{value}", json!(name)))
+            .collect::<Vec<_>>();
+        for (name, value) in fields {
+            text.push(format!("\"{name}\":{value}"));
+        }
+        same_from_text(&format!("{{{}}}", text.join(",")))?;
     }
 }

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, TimeDelta, Utc};
-use serde_json::{Map, Value, json};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeDelta, Utc};
+use serde_json::{Map, Value};
 
+use super::json::Out;
 use super::rng::SplitMix64;
 
 const STAGES: [&str; 6] = [
@@ -116,8 +117,8 @@ impl Deal {
     pub(crate) fn to_json(&self) -> Value {
         Value::Object(
             self.fields()
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), value.to_value()))
                 .collect::<Map<String, Value>>(),
         )
     }
@@ -134,14 +135,13 @@ impl Deal {
             out.push(b'"');
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
-            // Writing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, value);
+            value.write(out);
         }
         out.push(b'}');
     }
 
     /// The row's fields as the export API emits them, in its order.
-    fn fields(&self) -> [(&'static str, Value); 16] {
+    fn fields(&self) -> [(&'static str, Out); 16] {
         let id_field = if self.legacy_id {
             "case_public_id"
         } else {
@@ -149,54 +149,56 @@ impl Deal {
         };
         let amount = match self.malformed {
             Some(Malformation::AmountText) => {
-                format!("{}.{:02}", self.amount / 100, self.amount % 100).into()
+                Out::Made(format!("{}.{:02}", self.amount / 100, self.amount % 100))
             }
-            Some(Malformation::AmountFraction) => json!(self.amount as f64 + 0.5),
-            _ => self.amount.into(),
+            Some(Malformation::AmountFraction) => Out::Float(self.amount as f64 + 0.5),
+            _ => Out::Int(self.amount),
         };
         let due = match self.malformed {
-            Some(Malformation::DueDateIso) => self.dpd_due_date.format("%Y-%m-%d").to_string(),
-            Some(Malformation::DueDateImpossible) => {
-                format!("31/02/{}", self.dpd_due_date.year())
+            Some(Malformation::DueDateIso) => {
+                Out::Made(self.dpd_due_date.format("%Y-%m-%d").to_string())
             }
-            _ => dmy(self.dpd_due_date),
+            Some(Malformation::DueDateImpossible) => {
+                Out::Made(format!("31/02/{}", self.dpd_due_date.year()))
+            }
+            _ => Out::Day(self.dpd_due_date),
         };
         let do_not_contact = match self.malformed {
             Some(Malformation::DoNotContactText) => {
-                (if self.do_not_contact { "yes" } else { "no" }).into()
+                Out::Text(if self.do_not_contact { "yes" } else { "no" })
             }
-            _ => self.do_not_contact.into(),
+            _ => Out::Bool(self.do_not_contact),
         };
         let created_at = match self.malformed {
-            Some(Malformation::CreatedAtText) => "not a date".to_owned(),
-            _ => iso(self.created_at),
+            Some(Malformation::CreatedAtText) => Out::Text("not a date"),
+            _ => Out::Instant(self.created_at),
         };
-        let instant = |at: Option<DateTime<Utc>>| at.map_or(Value::Null, |at| iso(at).into());
+        let instant = |at: Option<DateTime<Utc>>| at.map_or(Out::Null, Out::Instant);
         [
-            (id_field, uuid(self.public_id).into()),
-            ("deal_stage_id", STAGES[usize::from(self.stage)].into()),
-            ("pipeline", PIPELINES[usize::from(self.pipeline)].into()),
+            (id_field, Out::Uuid(self.public_id)),
+            ("deal_stage_id", Out::Text(STAGES[usize::from(self.stage)])),
+            ("pipeline", Out::Text(PIPELINES[usize::from(self.pipeline)])),
             (
                 "comms_pipeline",
-                COMMS_PIPELINES[usize::from(self.comms)].into(),
+                Out::Text(COMMS_PIPELINES[usize::from(self.comms)]),
             ),
             ("amount", amount),
             (
                 "assigned_user_name",
                 self.agent
-                    .map_or(Value::Null, |a| AGENTS[usize::from(a)].into()),
+                    .map_or(Out::Null, |a| Out::Text(AGENTS[usize::from(a)])),
             ),
             // The live API's field-name bug: `dpd_due_date` goes out as `dpd_due_date_timestamp`.
-            ("dpd_due_date_timestamp", due.into()),
-            ("last_due_date", dmy(self.last_due_date).into()),
+            ("dpd_due_date_timestamp", due),
+            ("last_due_date", Out::Day(self.last_due_date)),
             ("ptp_date_human", instant(self.ptp_human)),
             ("ptp_date_ai", instant(self.ptp_ai)),
             ("broken_ptp_date_human", instant(self.broken_ptp_human)),
             ("broken_ptp_date_ai", instant(self.broken_ptp_ai)),
-            ("hasReachedRpcOrBeyond", self.reached_rpc.into()),
+            ("hasReachedRpcOrBeyond", Out::Bool(self.reached_rpc)),
             ("do_not_contact", do_not_contact),
-            ("created_at", created_at.into()),
-            ("updated_at", iso(self.updated_at).into()),
+            ("created_at", created_at),
+            ("updated_at", Out::Instant(self.updated_at)),
         ]
     }
 
@@ -531,26 +533,6 @@ fn new_public_id(rng: &mut SplitMix64) -> u128 {
     let raw = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
     // A version-4, RFC 4122 variant UUID, like the vendor's.
     (raw & !(0xF000u128 << 64) & !(0xC000u128 << 48)) | (0x4000u128 << 64) | (0x8000u128 << 48)
-}
-
-fn uuid(id: u128) -> String {
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        id >> 96,
-        (id >> 80) & 0xFFFF,
-        (id >> 64) & 0xFFFF,
-        (id >> 48) & 0xFFFF,
-        id & 0xFFFF_FFFF_FFFF
-    )
-}
-
-/// ISO-8601 with milliseconds and `Z`, as the vendor writes instants.
-fn iso(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn dmy(day: NaiveDate) -> String {
-    format!("{:02}/{:02}/{:04}", day.day(), day.month(), day.year())
 }
 
 fn midnight(at: DateTime<Utc>) -> DateTime<Utc> {

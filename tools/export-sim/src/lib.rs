@@ -63,6 +63,7 @@ mod cursor;
 mod deal;
 mod faults;
 mod http;
+mod json;
 mod rng;
 mod store;
 

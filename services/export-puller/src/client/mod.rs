@@ -26,7 +26,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
 pub use self::config::{ClientConfig, Jitter, RetryPolicy, Secret};
@@ -54,7 +54,9 @@ pub struct PageRequest<'a> {
 /// One page as the API answered it.
 #[derive(Debug, Clone)]
 pub struct Page {
-    pub rows: Vec<Value>,
+    /// Each row's JSON text, as the answer gave it: read once, by the normaliser
+    /// ([`crate::normalise::Normaliser::row_json`]).
+    pub rows: Vec<Box<RawValue>>,
     /// `None`: the chain is complete.
     pub next_cursor: Option<String>,
     pub total: Option<u64>,
@@ -126,7 +128,7 @@ struct PageEnvelope {
 /// The rows of a page and where its chain goes on.
 #[derive(Deserialize)]
 struct PageBody {
-    rows: Vec<Value>,
+    rows: Vec<Box<RawValue>>,
     pagination: Pagination,
 }
 

@@ -23,7 +23,7 @@ pub(super) struct Classify {
     pub rejects_before: u64,
     pub fetched_at: DateTime<Utc>,
     pub pending: Arc<Pending>,
-    pub rows: Arc<Vec<serde_json::Value>>,
+    pub rows: Arc<Vec<Box<serde_json::value::RawValue>>>,
 }
 
 /// Pages with more rows than this are classified in two halves at once.

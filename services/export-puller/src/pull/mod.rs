@@ -443,7 +443,7 @@ impl<'a> Cycle<'a> {
 
     async fn classify(
         &self,
-        rows: Vec<serde_json::Value>,
+        rows: Vec<Box<serde_json::value::RawValue>>,
         fetched_at: DateTime<Utc>,
         state: &CycleState,
     ) -> Result<ClassifiedPage, PullError> {

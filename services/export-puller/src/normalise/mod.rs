@@ -5,14 +5,20 @@
 //! as integers in minor units, booleans as booleans, `null` and missing fields absent. Fields the
 //! descriptor does not know are kept as JSON text, never dropped.
 
+mod read;
+
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use prost::Message;
 use recoup_proto::{to_timestamp, v1};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::dataset::{Dataset, FieldKind};
+use read::{Fields, Given, Slot};
+pub use read::{Normaliser, text_of};
 
 /// The stable codes of what can be wrong with a field.
 pub mod rule {
@@ -87,13 +93,21 @@ pub struct Row {
     pub partition: String,
     /// The cursor field's value (`updated_at`).
     pub cursor: DateTime<Utc>,
-    /// Canonical name → value; absent where the export had null or nothing.
-    pub values: BTreeMap<String, Normalised>,
+    /// One value per field of the dataset, in its declaration order; `None` where the export
+    /// had null or nothing (see [`Row::value`]).
+    pub values: Vec<Option<Normalised>>,
     /// Fields the dataset does not declare, by exported name, as JSON text.
     pub extra: BTreeMap<String, String>,
 }
 
 impl Row {
+    /// The value of the field named `name` (canonical), if the row has one; `dataset` is the
+    /// one the row was normalised by.
+    pub fn value(&self, dataset: &Dataset, name: &str) -> Option<&Normalised> {
+        let slot = dataset.fields.iter().position(|f| f.name == name)?;
+        self.values.get(slot)?.as_ref()
+    }
+
     /// The row as a D16 event, without revision and fetch time (see [`fingerprint`]).
     pub fn to_deal(
         &self,
@@ -119,8 +133,10 @@ impl Row {
             ..Default::default()
         };
         let mut extra = self.extra;
-        for (name, value) in self.values {
-            match (name.as_str(), value) {
+        let values = dataset.fields.iter().zip(self.values);
+        for (field, value) in values.filter_map(|(f, v)| Some((f, v?))) {
+            let name = field.name.as_str();
+            match (name, value) {
                 ("created_at", Normalised::Instant(at)) => deal.created_at = Some(to_timestamp(at)),
                 ("deal_stage_id", Normalised::Text(text)) => deal.deal_stage_id = Some(text),
                 ("pipeline", Normalised::Text(text)) => deal.pipeline = Some(text),
@@ -160,7 +176,7 @@ impl Row {
                             format!("\"{}\"", at.to_rfc3339_opts(SecondsFormat::Micros, true))
                         }
                     };
-                    extra.entry(name).or_insert(text);
+                    extra.entry(name.to_owned()).or_insert(text);
                 }
             }
         }
@@ -178,148 +194,130 @@ pub fn fingerprint(deal: &v1::CollectionsDealObserved) -> u128 {
     xxhash_rust::xxh3::xxh3_128(&content.encode_to_vec())
 }
 
-/// Normalises one exported row. Every error of the row is returned, not only the first.
+/// Normalises one exported row. Every error of the row is returned, not only the first. (To
+/// normalise many rows, build one [`Normaliser`].)
 pub fn normalise(dataset: &Dataset, raw: &Value) -> Result<Row, Vec<FieldError>> {
-    let Some(object) = raw.as_object() else {
-        return Err(vec![FieldError {
-            field: String::new(),
-            value: cut(&raw.to_string()),
-            rule: rule::OBJECT,
-            message: "the row is not a JSON object".to_owned(),
-        }]);
-    };
-    let mut errors = Vec::new();
-    let (fields, extra) = declared_fields(dataset, object, &mut errors);
-    let values = parse_fields(dataset, &fields, &mut errors);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let key = row_key(dataset, &values)?;
-    let partition = key_part(&values, &dataset.partition_field);
-    let Some(Normalised::Instant(cursor)) = values.get(&dataset.cursor_field).cloned() else {
-        // A checked descriptor's cursor field is a required timestamp.
-        return Err(vec![FieldError {
-            field: dataset.cursor_field.clone(),
-            value: String::new(),
-            rule: rule::TIMESTAMP_FORMAT,
-            message: format!("`{}` is not an instant", dataset.cursor_field),
-        }]);
-    };
-    Ok(Row {
-        key,
-        partition,
-        cursor,
-        values,
-        extra,
-    })
+    Normaliser::new(dataset).row(raw)
 }
 
-/// A declared field as the row gave it: (exported name, value), `None` where it did not.
-type Given<'a> = Option<(&'a str, &'a Value)>;
+impl Normaliser<'_> {
+    /// One parsed row, normalised.
+    pub fn row(&self, raw: &Value) -> Result<Row, Vec<FieldError>> {
+        self.finish(self.read_value(raw).map_err(|e| vec![e])?)
+    }
 
-/// Per declared field, in declaration order: the (exported name, value) the row gave it, renamed
-/// fields mapped back; and the fields the dataset does not declare, as JSON text. A field given
-/// under its old and its new name with different values is a conflict in `errors`.
-fn declared_fields<'a>(
-    dataset: &Dataset,
-    object: &'a serde_json::Map<String, Value>,
-    errors: &mut Vec<FieldError>,
-) -> (Vec<Given<'a>>, BTreeMap<String, String>) {
-    let mut fields: Vec<Given<'a>> = vec![None; dataset.fields.len()];
-    let mut extra = BTreeMap::new();
-    for (name, value) in object {
-        let renamed = dataset.renames.iter().find(|r| r.from == *name);
-        let canonical = renamed.map_or(name.as_str(), |r| r.to.as_str());
-        let Some(slot) = dataset.fields.iter().position(|f| f.name == canonical) else {
-            extra.insert(name.clone(), value.to_string());
-            continue;
-        };
-        match fields[slot] {
-            // Both names present: a null under one of them says nothing.
-            Some((_, earlier)) if value.is_null() || earlier == value => {}
-            Some((_, earlier)) if earlier.is_null() => fields[slot] = Some((name, value)),
-            Some((other, earlier)) => {
-                errors.push(FieldError {
+    /// One row from its JSON text (as [`crate::client::Page`] holds it), normalised: the same
+    /// row as [`Normaliser::row`] of the text parsed.
+    pub fn row_json(&self, raw: &RawValue) -> Result<Row, Vec<FieldError>> {
+        self.finish(self.read_json(raw).map_err(|e| vec![e])?)
+    }
+
+    fn finish(&self, fields: Fields<'_>) -> Result<Row, Vec<FieldError>> {
+        let (slots, extra, mut errors) = fields.resolve();
+        let values = self.parse_fields(slots, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let key = self.row_key(&values)?;
+        let partition = key_part(&values, self.partition_slot);
+        let cursor = match self.cursor_slot.and_then(|slot| values[slot].as_ref()) {
+            Some(Normalised::Instant(cursor)) => *cursor,
+            // A checked descriptor's cursor field is a required timestamp.
+            _ => {
+                let name = &self.dataset.cursor_field;
+                return Err(vec![FieldError {
                     field: name.clone(),
-                    value: cut(&value.to_string()),
-                    rule: rule::CONFLICT,
-                    message: format!(
-                        "`{name}` is {value} but `{other}` (the same field) is {earlier}",
-                    ),
-                })
-            }
-            None => fields[slot] = Some((name, value)),
-        }
-    }
-    (fields, extra)
-}
-
-/// The declared fields' values by canonical name, each parsed by its kind; a required field
-/// missing or null, or a value not of its kind, is added to `errors`.
-fn parse_fields(
-    dataset: &Dataset,
-    fields: &[Given<'_>],
-    errors: &mut Vec<FieldError>,
-) -> BTreeMap<String, Normalised> {
-    let mut values = BTreeMap::new();
-    for (field, given) in dataset.fields.iter().zip(fields) {
-        let (exported, value) = given.unwrap_or((field.name.as_str(), &Value::Null));
-        if value.is_null() {
-            if dataset.is_required(field) {
-                errors.push(FieldError {
-                    field: exported.to_owned(),
                     value: String::new(),
-                    rule: rule::REQUIRED,
-                    message: format!("`{}` is required but missing or null", field.name),
-                });
+                    rule: rule::TIMESTAMP_FORMAT,
+                    message: format!("`{name}` is not an instant"),
+                }]);
             }
-            continue;
-        }
-        match parse(field.kind, value) {
-            Ok(parsed) => {
-                values.insert(field.name.clone(), parsed);
-            }
-            Err((rule, message)) => errors.push(FieldError {
-                field: exported.to_owned(),
-                value: cut(&value.to_string()),
-                rule,
-                message: format!("`{exported}`: {message}"),
-            }),
-        }
+        };
+        Ok(Row {
+            key,
+            partition,
+            cursor,
+            values,
+            extra,
+        })
     }
-    values
-}
 
-/// The key fields' values joined by `|`, or an error if that is longer than [`MAX_KEY_BYTES`].
-fn row_key(
-    dataset: &Dataset,
-    values: &BTreeMap<String, Normalised>,
-) -> Result<String, Vec<FieldError>> {
-    let key = dataset
-        .key_fields
-        .iter()
-        .map(|name| key_part(values, name))
-        .collect::<Vec<_>>()
-        .join("|");
-    if key.len() > MAX_KEY_BYTES {
-        return Err(vec![FieldError {
-            field: dataset.key_fields.join(","),
-            value: cut(&key),
-            rule: rule::TOO_LONG,
-            message: format!(
-                "the row key ({}) is {} bytes long, more than {MAX_KEY_BYTES}",
-                dataset.key_fields.join(", "),
-                key.len()
-            ),
-        }]);
+    /// The declared fields' values, each parsed by its kind, in declaration order; a required
+    /// field missing or null, or a value not of its kind, is added to `errors`.
+    fn parse_fields(
+        &self,
+        slots: Vec<Slot<'_>>,
+        errors: &mut Vec<FieldError>,
+    ) -> Vec<Option<Normalised>> {
+        let fields = self.dataset.fields.iter().zip(&self.required);
+        fields
+            .zip(slots)
+            .map(|((field, &required), slot)| {
+                let (exported, value) = match slot {
+                    Some((exported, value)) if !value.is_null() => (exported, value),
+                    given => {
+                        if required {
+                            let exported =
+                                given.map_or(Cow::Borrowed(field.name.as_str()), |g| g.0);
+                            errors.push(FieldError {
+                                field: exported.into_owned(),
+                                value: String::new(),
+                                rule: rule::REQUIRED,
+                                message: format!(
+                                    "`{}` is required but missing or null",
+                                    field.name
+                                ),
+                            });
+                        }
+                        return None;
+                    }
+                };
+                match parse(field.kind, value) {
+                    Ok(parsed) => Some(parsed),
+                    Err((rule, value, message)) => {
+                        errors.push(FieldError {
+                            field: exported.to_string(),
+                            value,
+                            rule,
+                            message: format!("`{exported}`: {message}"),
+                        });
+                        None
+                    }
+                }
+            })
+            .collect()
     }
-    Ok(key)
+
+    /// The key fields' values joined by `|`, or an error if that is longer than
+    /// [`MAX_KEY_BYTES`].
+    fn row_key(&self, values: &[Option<Normalised>]) -> Result<String, Vec<FieldError>> {
+        let key = self
+            .key_slots
+            .iter()
+            .map(|&slot| key_part(values, slot))
+            .collect::<Vec<_>>()
+            .join("|");
+        if key.len() > MAX_KEY_BYTES {
+            let key_fields = &self.dataset.key_fields;
+            return Err(vec![FieldError {
+                field: key_fields.join(","),
+                value: cut(&key),
+                rule: rule::TOO_LONG,
+                message: format!(
+                    "the row key ({}) is {} bytes long, more than {MAX_KEY_BYTES}",
+                    key_fields.join(", "),
+                    key.len()
+                ),
+            }]);
+        }
+        Ok(key)
+    }
 }
 
 /// One field's value as a part of a row key (instants as RFC 3339 with microseconds); empty
 /// where the row has none.
-fn key_part(values: &BTreeMap<String, Normalised>, name: &str) -> String {
-    match values.get(name) {
+fn key_part(values: &[Option<Normalised>], slot: Option<usize>) -> String {
+    match slot.and_then(|slot| values[slot].as_ref()) {
         Some(Normalised::Text(text)) => text.clone(),
         Some(Normalised::Instant(at)) => at.to_rfc3339_opts(SecondsFormat::Micros, true),
         Some(Normalised::Date(day)) => iso_day(*day),
@@ -329,57 +327,64 @@ fn key_part(values: &BTreeMap<String, Normalised>, name: &str) -> String {
     }
 }
 
-fn parse(kind: FieldKind, value: &Value) -> Result<Normalised, (&'static str, String)> {
-    match kind {
-        FieldKind::String => match value {
-            Value::String(text) => Ok(Normalised::Text(text.clone())),
-            other => Err((rule::STRING, format!("expected text, got {other}"))),
-        },
-        FieldKind::Boolean => match value {
-            Value::Bool(flag) => Ok(Normalised::Bool(*flag)),
-            other => Err((
-                rule::BOOLEAN,
-                format!("expected true or false, got {other}"),
-            )),
-        },
-        FieldKind::MinorAmount => minor_units(value).map(Normalised::Minor),
-        FieldKind::DateDmy => match value {
-            Value::String(text) => parse_dmy(text).map(Normalised::Date).ok_or_else(|| {
-                (
-                    rule::DATE_FORMAT,
-                    format!("{value} is not a date written DD/MM/YYYY, e.g. 01/06/2026"),
-                )
+/// What is wrong with a value: the rule, the value as JSON (cut), and a message.
+type Refusal = (&'static str, String, String);
+
+/// A value read as its field's kind.
+fn parse(kind: FieldKind, value: Given<'_>) -> Result<Normalised, Refusal> {
+    let refuse =
+        |rule, value: &Given<'_>, message: String| (rule, cut(&value.to_string()), message);
+    match (kind, value) {
+        (FieldKind::String, Given::Text(text)) => Ok(Normalised::Text(text.into_owned())),
+        (FieldKind::String, other) => Err(refuse(
+            rule::STRING,
+            &other,
+            format!("expected text, got {other}"),
+        )),
+        (FieldKind::Boolean, Given::Json(Value::Bool(flag))) => Ok(Normalised::Bool(flag)),
+        (FieldKind::Boolean, other) => Err(refuse(
+            rule::BOOLEAN,
+            &other,
+            format!("expected true or false, got {other}"),
+        )),
+        (FieldKind::MinorAmount, value) => minor_units(&value)
+            .map(Normalised::Minor)
+            .map_err(|message| refuse(rule::INTEGER, &value, message)),
+        (FieldKind::DateDmy, value) => match &value {
+            Given::Text(text) => parse_dmy(text).map(Normalised::Date).ok_or_else(|| {
+                let message = format!("{value} is not a date written DD/MM/YYYY, e.g. 01/06/2026");
+                refuse(rule::DATE_FORMAT, &value, message)
             }),
-            other => Err((
+            other => Err(refuse(
                 rule::DATE_FORMAT,
+                other,
                 format!("expected a DD/MM/YYYY date, got {other}"),
             )),
         },
-        FieldKind::DateIso => match value {
-            Value::String(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        (FieldKind::DateIso, value) => match &value {
+            Given::Text(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
                 .ok()
                 .filter(|_| text.len() == 10)
                 .map(Normalised::Date)
                 .ok_or_else(|| {
-                    (
-                        rule::DATE_FORMAT,
-                        format!("{value} is not a date written YYYY-MM-DD"),
-                    )
+                    let message = format!("{value} is not a date written YYYY-MM-DD");
+                    refuse(rule::DATE_FORMAT, &value, message)
                 }),
-            other => Err((
+            other => Err(refuse(
                 rule::DATE_FORMAT,
+                other,
                 format!("expected a YYYY-MM-DD date, got {other}"),
             )),
         },
-        FieldKind::Timestamp => match value {
-            Value::String(text) => parse_instant(text).map(Normalised::Instant).ok_or_else(|| {
-                (
-                    rule::TIMESTAMP_FORMAT,
-                    format!("{value} is not an ISO-8601 instant, e.g. 2026-05-31T13:48:30.000Z"),
-                )
+        (FieldKind::Timestamp, value) => match &value {
+            Given::Text(text) => parse_instant(text).map(Normalised::Instant).ok_or_else(|| {
+                let message =
+                    format!("{value} is not an ISO-8601 instant, e.g. 2026-05-31T13:48:30.000Z");
+                refuse(rule::TIMESTAMP_FORMAT, &value, message)
             }),
-            other => Err((
+            other => Err(refuse(
                 rule::TIMESTAMP_FORMAT,
+                other,
                 format!("expected an ISO-8601 instant, got {other}"),
             )),
         },
@@ -388,11 +393,10 @@ fn parse(kind: FieldKind, value: &Value) -> Result<Normalised, (&'static str, St
 
 /// An amount in minor units: a JSON integer, or a float without fraction (`920000.0`) within
 /// the range of i64. Text and fractions are refused: amounts stay integral end to end.
-fn minor_units(value: &Value) -> Result<i64, (&'static str, String)> {
-    let Value::Number(number) = value else {
-        return Err((
-            rule::INTEGER,
-            format!("expected a whole number of minor units, got {value}"),
+fn minor_units(value: &Given<'_>) -> Result<i64, String> {
+    let Given::Json(Value::Number(number)) = value else {
+        return Err(format!(
+            "expected a whole number of minor units, got {value}"
         ));
     };
     if let Some(n) = number.as_i64() {
@@ -401,11 +405,10 @@ fn minor_units(value: &Value) -> Result<i64, (&'static str, String)> {
     match number.as_f64() {
         // 2^63 is the first float past i64::MAX.
         Some(f) if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 => Ok(f as i64),
-        Some(f) if f.fract() != 0.0 => Err((
-            rule::INTEGER,
-            format!("{value} is not a whole number of minor units (fils, cents)"),
+        Some(f) if f.fract() != 0.0 => Err(format!(
+            "{value} is not a whole number of minor units (fils, cents)"
         )),
-        _ => Err((rule::INTEGER, format!("{value} is out of the amount range"))),
+        _ => Err(format!("{value} is out of the amount range")),
     }
 }
 
