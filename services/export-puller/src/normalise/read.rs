@@ -8,9 +8,10 @@
 //! sorted order decide which of a field's two names came first).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
+use rustc_hash::FxHashMap;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ use crate::dataset::Dataset;
 pub struct Normaliser<'d> {
     pub(super) dataset: &'d Dataset,
     /// Exported name (canonical or renamed) → the slot of its field in `dataset.fields`.
-    by_name: HashMap<&'d str, usize>,
+    by_name: FxHashMap<&'d str, usize>,
     pub(super) required: Vec<bool>,
     pub(super) key_slots: Vec<Option<usize>>,
     pub(super) partition_slot: Option<usize>,
@@ -36,7 +37,7 @@ pub struct Normaliser<'d> {
 impl<'d> Normaliser<'d> {
     pub fn new(dataset: &'d Dataset) -> Self {
         let slot = |name: &str| dataset.fields.iter().position(|f| f.name == name);
-        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        let mut by_name: FxHashMap<&str, usize> = FxHashMap::default();
         for (i, field) in dataset.fields.iter().enumerate() {
             // A field declared twice (refused by `Dataset::check`) keeps its first slot.
             by_name.entry(field.name.as_str()).or_insert(i);
