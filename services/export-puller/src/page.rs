@@ -2,11 +2,12 @@
 //! last published for its row key, and encoded in an envelope when it is new or changed; rows
 //! that cannot be normalised become `ExportRowRejected` (once per distinct raw row).
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use event_backbone::envelope::{EventMetadata, NewEnvelope, new_event_id};
 use prost::Message;
 use recoup_proto::{to_timestamp, v1};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde_json::value::RawValue;
 
 use crate::dataset::Dataset;
@@ -121,7 +122,7 @@ pub fn classify_part(
     let normaliser = Normaliser::new(ctx.dataset);
     let mut part = ClassifiedPart::default();
     // Row keys of this part, should it repeat one.
-    let mut seen: HashMap<String, Fingerprint> = HashMap::default();
+    let mut seen: HashMap<String, Fingerprint> = HashMap::new();
     for raw in rows {
         match normaliser.row_json(raw) {
             Ok(row) => {

@@ -401,8 +401,8 @@ fn simulated_malformed_rows_are_refused_by_the_normaliser_and_the_rest_accepted(
 
 /// What normalising the simulator's rows gives (a tenth malformed, changed and added rows,
 /// fields under both names, unknown fields), as one hash of every row's key, fingerprint and
-/// errors: recorded on 2026-12-07, before the
-/// normaliser read rows from the page's text. Read from its text, each row normalises the same. A change to any row's event or error shows here.
+/// errors: recorded on 2026-12-07, before the normaliser read rows from the page's text. Read
+/// from its text, each row normalises the same. A change to any row's event or error shows here.
 #[test]
 fn the_simulators_rows_normalise_as_they_did() {
     let sim = export_sim::Simulator::new(export_sim::SimConfig {
@@ -440,4 +440,27 @@ fn the_simulators_rows_normalise_as_they_did() {
         format!("{:032x}", xxhash_rust::xxh3::xxh3_128(all.as_bytes())),
         "65af89134d76c072287b65693d9dd162"
     );
+}
+
+/// A row the page's split lets through but JSON does not allow is refused on its own, with the
+/// reason; the rows beside it are not affected.
+#[test]
+fn a_row_that_is_not_valid_json_is_refused_with_the_reason() {
+    let d16 = d16();
+    let normaliser = export_puller::normalise::Normaliser::new(&d16);
+    let mut sample = emitted();
+    sample["amount"] = json!(1);
+    let text = sample
+        .to_string()
+        .replace("\"amount\":1", "\"amount\":1e400");
+    for bad in [text, r#"{"public_id":"\ud800"}"#.to_owned()] {
+        let raw = serde_json::value::RawValue::from_string(bad.clone()).unwrap();
+        let errors = normaliser.row_json(&raw).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].rule, rule::OBJECT);
+        assert!(errors[0].message.contains("not valid JSON"), "{errors:?}");
+        assert_eq!(errors[0].value, bad[..bad.len().min(256)]);
+    }
+    let good = serde_json::value::RawValue::from_string(emitted().to_string()).unwrap();
+    assert!(normaliser.row_json(&good).is_ok());
 }

@@ -37,7 +37,7 @@ fn expected(sim: &Simulator) -> BTreeMap<(String, String), u128> {
         .iter()
         .filter_map(|raw| normalise(&d16, raw).ok())
         .map(|row| {
-            let Some(Normalised::Instant(created_at)) = row.values.get("created_at") else {
+            let Some(Normalised::Instant(created_at)) = row.value(&d16, "created_at") else {
                 panic!("created_at is an instant");
             };
             (

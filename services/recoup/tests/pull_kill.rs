@@ -258,7 +258,7 @@ async fn a_puller_killed_at_random_points_loses_nothing_and_publishes_nothing_tw
     let mut expected = BTreeMap::new();
     for raw in sim.latest() {
         if let Ok(row) = normalise(&d16, &raw) {
-            let created_at = match row.values.get("created_at") {
+            let created_at = match row.value(&d16, "created_at") {
                 Some(export_puller::normalise::Normalised::Instant(at)) => *at,
                 other => panic!("created_at is an instant: {other:?}"),
             };

@@ -36,7 +36,8 @@ pub mod rule {
     pub const STRING: &str = "string";
     /// A field came under its old and its new name with different values.
     pub const CONFLICT: &str = "conflict";
-    /// The row is not a JSON object.
+    /// The row is not a JSON object, or not valid JSON (a number out of range, a lone
+    /// surrogate, nesting deeper than 128).
     pub const OBJECT: &str = "object";
     /// The row key is longer than [`super::MAX_KEY_BYTES`].
     pub const TOO_LONG: &str = "too_long";

@@ -104,12 +104,15 @@ fn not_an_object(text: &str) -> FieldError {
     }
 }
 
+/// A row the page's split let through but JSON does not allow: a number out of range
+/// (`1e400`), a lone surrogate (`"\ud800"`), nesting deeper than 128. (Before rows were read
+/// one by one, such a row failed its whole page.)
 fn unreadable(text: &str, error: &serde_json::Error) -> FieldError {
     FieldError {
         field: String::new(),
         value: cut(text),
         rule: rule::OBJECT,
-        message: format!("the row cannot be read as a JSON object: {error}"),
+        message: format!("the row is not valid JSON: {error}"),
     }
 }
 
@@ -263,7 +266,7 @@ pub(super) struct Fields<'a> {
     slots: Vec<Slot<'a>>,
     /// (slot, name, value) of a field given under more than one name (rare).
     more: Vec<(usize, Cow<'a, str>, Given<'a>)>,
-    pub(super) extra: BTreeMap<String, String>,
+    extra: BTreeMap<String, String>,
 }
 
 impl<'a> Fields<'a> {
