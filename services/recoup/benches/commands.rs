@@ -7,6 +7,11 @@
 //! - the same without credentials (`--insecure`);
 //! - the command path alone: the outbox relay stopped, so the clients, gRPC, the API key check,
 //!   the aggregate and the store work, and the broker and the projection stay idle;
+//! - gRPC alone: the same platform, the same clients and number of calls, each call
+//!   `grpc.health.v1.Health/Check` (which checks no key; what the key check costs shows between
+//!   the first two variants): the round trip through the client, the loopback connection and
+//!   recoup's server stack without the aggregate and the store, so the command path's CPU
+//!   above the bare loop splits into gRPC's and the rest;
 //! - the bare sled loop, grouped as the store grouped the first run's requests.
 //!
 //! `cargo bench -p recoup --bench commands` (BENCH_CASES, BENCH_CLIENTS to change the load,
@@ -31,20 +36,36 @@ use recoup_proto::v1::debt_collection_cases_client::DebtCollectionCasesClient;
 use recoup_runtime::process::cpu_seconds;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
-/// Drives `cases` cases through create, review, prepare, close from `clients` connections.
+/// Runs `client(c)` as a task for each of `clients` clients; their latencies, and how long
+/// all took.
+async fn gather<F, Fut>(clients: usize, client: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Vec<Duration>> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients).map(|c| tokio::spawn(client(c))).collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all, started.elapsed())
+}
+
+/// Drives `cases` cases through create, review, prepare, close from `clients` clients.
 async fn grpc_load(
     channel: Channel,
     cases: usize,
     clients: usize,
     key: Option<AsciiMetadataValue>,
 ) -> (Vec<Duration>, Duration) {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
+    gather(clients, |c| {
         let mut client = DebtCollectionCasesClient::new(channel.clone());
         let key = key.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut latencies = Vec::new();
             for i in (c..cases).step_by(clients) {
                 let t = Instant::now();
@@ -77,13 +98,35 @@ async fn grpc_load(
                 }
             }
             latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    (all, started.elapsed())
+        }
+    })
+    .await
+}
+
+/// `calls` health checks from `clients` clients: gRPC's round trip alone.
+async fn health_load(
+    channel: Channel,
+    calls: usize,
+    clients: usize,
+    key: Option<AsciiMetadataValue>,
+) -> (Vec<Duration>, Duration) {
+    gather(clients, |c| {
+        let mut client = HealthClient::new(channel.clone());
+        let key = key.clone();
+        async move {
+            let mut latencies = Vec::new();
+            for _ in (c..calls).step_by(clients) {
+                let t = Instant::now();
+                client
+                    .check(request(HealthCheckRequest::default(), &key))
+                    .await
+                    .unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    })
+    .await
 }
 
 /// The same writes without gRPC, the aggregate or the outbox relay: per command one event and
@@ -146,8 +189,12 @@ impl Run {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Shape {
-    Platform { keys: bool },
+    Platform {
+        keys: bool,
+    },
     CommandsAlone,
+    /// Health checks instead of commands, on the platform of `CommandsAlone`.
+    GrpcAlone,
 }
 
 /// One run of the load against a platform of `shape` in `dir`.
@@ -162,7 +209,7 @@ async fn run(dir: &std::path::Path, shape: Shape, cases: usize, clients: usize) 
             ..Security::default()
         },
     };
-    if shape == Shape::CommandsAlone {
+    if matches!(shape, Shape::CommandsAlone | Shape::GrpcAlone) {
         // The embedded broker needs every service in the process; with the relay stopped
         // nothing reaches it, and the projection has nothing to consume.
         config.cases.relay = false;
@@ -188,14 +235,23 @@ async fn run(dir: &std::path::Path, shape: Shape, cases: usize, clients: usize) 
         .await
         .unwrap();
     let cpu = cpu_seconds();
-    let (mut latencies, elapsed) = grpc_load(channel, cases, clients, key).await;
+    let (mut latencies, elapsed) = match shape {
+        Shape::GrpcAlone => health_load(channel, cases * 4, clients, key).await,
+        _ => grpc_load(channel, cases, clients, key).await,
+    };
     let cpu = cpu_seconds() - cpu;
     latencies.sort();
     let store = p.store().unwrap();
     let (groups, requests) = store.write_stats();
-    let first = store.heads().next().unwrap().unwrap();
-    let events = store.events_after(&first.0, &first.1, 0).unwrap();
-    let event_bytes = events.iter().map(Vec::len).sum::<usize>() / events.len();
+    let event_bytes = match store.heads().next() {
+        Some(first) => {
+            let first = first.unwrap();
+            let events = store.events_after(&first.0, &first.1, 0).unwrap();
+            events.iter().map(Vec::len).sum::<usize>() / events.len()
+        }
+        // Health checks write nothing.
+        None => 0,
+    };
     p.shutdown().await.unwrap();
     Run {
         latencies,
@@ -207,11 +263,12 @@ async fn run(dir: &std::path::Path, shape: Shape, cases: usize, clients: usize) 
     }
 }
 
-const VARIANTS: [&str; 4] = [
+const VARIANTS: [&str; 5] = [
     "bare sled loop, same keys and flushes",
     "platform, API key checked (default)",
     "platform, no credentials (--insecure)",
     "command path alone (no relay)",
+    "gRPC alone (Health/Check)",
 ];
 
 fn main() {
@@ -237,6 +294,7 @@ fn main() {
             Shape::Platform { keys: true },
             Shape::Platform { keys: false },
             Shape::CommandsAlone,
+            Shape::GrpcAlone,
         ];
         let mut line = format!("round {round}:");
         for (variant, shape) in (1..).zip(shapes) {
