@@ -351,45 +351,55 @@ fn parse(kind: FieldKind, value: Given<'_>) -> Result<Normalised, Refusal> {
         (FieldKind::MinorAmount, value) => minor_units(&value)
             .map(Normalised::Minor)
             .map_err(|message| refuse(rule::INTEGER, &value, message)),
-        (FieldKind::DateDmy, value) => match &value {
-            Given::Text(text) => parse_dmy(text).map(Normalised::Date).ok_or_else(|| {
-                let message = format!("{value} is not a date written DD/MM/YYYY, e.g. 01/06/2026");
-                refuse(rule::DATE_FORMAT, &value, message)
-            }),
-            other => Err(refuse(
-                rule::DATE_FORMAT,
-                other,
-                format!("expected a DD/MM/YYYY date, got {other}"),
-            )),
-        },
-        (FieldKind::DateIso, value) => match &value {
-            Given::Text(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .filter(|_| text.len() == 10)
-                .map(Normalised::Date)
-                .ok_or_else(|| {
-                    let message = format!("{value} is not a date written YYYY-MM-DD");
-                    refuse(rule::DATE_FORMAT, &value, message)
-                }),
-            other => Err(refuse(
-                rule::DATE_FORMAT,
-                other,
-                format!("expected a YYYY-MM-DD date, got {other}"),
-            )),
-        },
-        (FieldKind::Timestamp, value) => match &value {
-            Given::Text(text) => parse_instant(text).map(Normalised::Instant).ok_or_else(|| {
-                let message =
-                    format!("{value} is not an ISO-8601 instant, e.g. 2026-05-31T13:48:30.000Z");
-                refuse(rule::TIMESTAMP_FORMAT, &value, message)
-            }),
-            other => Err(refuse(
-                rule::TIMESTAMP_FORMAT,
-                other,
-                format!("expected an ISO-8601 instant, got {other}"),
-            )),
-        },
+        (FieldKind::DateDmy, value) => from_text(
+            value,
+            rule::DATE_FORMAT,
+            (
+                "a date written DD/MM/YYYY, e.g. 01/06/2026",
+                "a DD/MM/YYYY date",
+            ),
+            |text| parse_dmy(text).map(Normalised::Date),
+        ),
+        (FieldKind::DateIso, value) => from_text(
+            value,
+            rule::DATE_FORMAT,
+            ("a date written YYYY-MM-DD", "a YYYY-MM-DD date"),
+            |text| {
+                let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+                day.filter(|_| text.len() == 10).map(Normalised::Date)
+            },
+        ),
+        (FieldKind::Timestamp, value) => from_text(
+            value,
+            rule::TIMESTAMP_FORMAT,
+            (
+                "an ISO-8601 instant, e.g. 2026-05-31T13:48:30.000Z",
+                "an ISO-8601 instant",
+            ),
+            |text| parse_instant(text).map(Normalised::Instant),
+        ),
     }
+}
+
+/// A value written as text, read by `read`; refused under `rule` as not being `what.0` (text
+/// that does not read) or with "expected `what.1`" (no text at all).
+fn from_text(
+    value: Given<'_>,
+    rule: &'static str,
+    what: (&str, &str),
+    read: impl Fn(&str) -> Option<Normalised>,
+) -> Result<Normalised, Refusal> {
+    let read = match &value {
+        Given::Text(text) => read(text),
+        Given::Json(_) => None,
+    };
+    read.ok_or_else(|| {
+        let message = match &value {
+            Given::Text(_) => format!("{value} is not {}", what.0),
+            Given::Json(_) => format!("expected {}, got {value}", what.1),
+        };
+        (rule, cut(&value.to_string()), message)
+    })
 }
 
 /// An amount in minor units: a JSON integer, or a float without fraction (`920000.0`) within

@@ -230,29 +230,13 @@ struct Name<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Name<'de> {
     fn deserialize<D: Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
-        input.deserialize_str(NameVisitor)
-    }
-}
-
-struct NameVisitor;
-
-impl<'de> Visitor<'de> for NameVisitor {
-    type Value = Name<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a field name")
-    }
-
-    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Name<'de>, E> {
-        Ok(Name(Cow::Borrowed(text)))
-    }
-
-    fn visit_str<E>(self, text: &str) -> Result<Name<'de>, E> {
-        Ok(Name(Cow::Owned(text.to_owned())))
-    }
-
-    fn visit_string<E>(self, text: String) -> Result<Name<'de>, E> {
-        Ok(Name(Cow::Owned(text)))
+        // JSON's keys are strings: read as a value's text, borrowed the same way.
+        match input.deserialize_str(GivenVisitor)? {
+            Given::Text(name) => Ok(Name(name)),
+            Given::Json(other) => Err(serde::de::Error::custom(format!(
+                "a field name must be text, not {other}"
+            ))),
+        }
     }
 }
 
